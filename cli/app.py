@@ -1,0 +1,69 @@
+"""The `explore` command: root options, subcommands, and the one place errors become exit codes.
+
+A user-caused error (ExploreError) prints one line to stderr and exits 2; with --debug (or
+EXPLORE_DEBUG=1) the traceback is shown instead."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from . import presets_cmd, sd
+
+app = typer.Typer(
+    name="explore",
+    help="Design-space exploration of LLM systems: speculative decoding for MoE inference "
+         "(sd), pipeline-parallel training memory (pipeline), chiplet training latency and "
+         "energy (chiplet).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(sd.app, name="sd")
+app.add_typer(presets_cmd.app, name="presets")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+        typer.echo(f"explore {version('explore')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                           help="print the version and exit"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors (also "
+                               "EXPLORE_DEBUG=1); may appear anywhere on the line"),
+) -> None:
+    """explore: which LLM-system configuration should I build or run, and why?"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("EXPLORE_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    from explore.models.errors import ExploreError
+    try:
+        app(args=argv, prog_name="explore", standalone_mode=True)
+    except ExploreError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

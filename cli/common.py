@@ -1,0 +1,110 @@
+"""Shared CLI plumbing: value parsers with clear errors, JSON output, search options."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+
+from explore.models.errors import InputError
+
+RANGE_HELP = "N, A-B, A-B:STEP, or a comma list of those (e.g. 1-8,16,32)"
+
+
+def parse_int_range(text: str, flag: str, minimum: int = 1) -> tuple[int, ...]:
+    """'1-100', '2-64:2', '1,2,4,8', '1-8,16' -> sorted distinct ints; InputError otherwise."""
+    values: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(-?\d+)(?:-(-?\d+)(?::(\d+))?)?", part)
+        if not m:
+            raise InputError(f"{flag} {text!r}: cannot read {part!r}; use {RANGE_HELP}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        step = int(m.group(3) or 1)
+        if hi < lo or step < 1:
+            raise InputError(f"{flag} {text!r}: range {part!r} must go up with a positive step")
+        values.update(range(lo, hi + 1, step))
+    if min(values) < minimum:
+        raise InputError(f"{flag} {text!r}: values must be >= {minimum}")
+    return tuple(sorted(values))
+
+
+def parse_sigma(text: str, gammas: tuple[int, ...]) -> tuple[float, int]:
+    """'0.91' (one gamma searched) or '0.91@4' (sigma measured at gamma 4) -> (sigma, gamma)."""
+    value, _, at = text.partition("@")
+    try:
+        sigma = float(value)
+        gamma = int(at) if at else None
+    except ValueError:
+        raise InputError(f"--sigma {text!r}: write a number, optionally @gamma (e.g. 0.91@4)"
+                         ) from None
+    if gamma is None:
+        if len(gammas) != 1:
+            raise InputError("--sigma depends on the draft length; with several gammas write "
+                             "the gamma it was measured at, e.g. --sigma 0.91@4")
+        gamma = gammas[0]
+    if gamma < 1:
+        raise InputError(f"--sigma {text!r}: gamma must be >= 1")
+    return sigma, gamma
+
+
+def emit_json(data: Any) -> None:
+    """Write JSON to stdout (NaN/inf as null)."""
+    sys.stdout.write(json.dumps(_clean(data), indent=2) + "\n")
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item"):          # numpy scalar
+        return _clean(x.item())
+    if hasattr(x, "tolist"):        # numpy array
+        return _clean(x.tolist())
+    return x
+
+
+# ---- search options shared by every study --------------------------------------------------
+
+@dataclass
+class SearchOptions:
+    search: str
+    sampler: str
+    n_trials: int | None
+    timeout: float | None
+    seed: int | None
+    storage: str | None
+    study_name: str | None
+
+    def settings(self):
+        from explore.search.engine import SearchSettings
+        return SearchSettings(engine=self.search, sampler=self.sampler, n_trials=self.n_trials,
+                              timeout_s=self.timeout, seed=self.seed, storage=self.storage,
+                              study_name=self.study_name)
+
+
+SEARCH_PANEL = "Search engine"
+SearchOpt = typer.Option(
+    "auto", "--search", help="auto: exhaustive sweep up to 10^5 points, else Optuna; or force "
+    "exhaustive / optuna", rich_help_panel=SEARCH_PANEL)
+SamplerOpt = typer.Option("tpe", "--sampler", help="Optuna sampler: tpe, random, nsga2, grid",
+                          rich_help_panel=SEARCH_PANEL)
+NTrialsOpt = typer.Option(None, "--n-trials", help="Optuna trials for this run [default: 200 "
+                          "unless --timeout]", rich_help_panel=SEARCH_PANEL)
+TimeoutOpt = typer.Option(None, "--timeout", help="stop Optuna after this many seconds",
+                          rich_help_panel=SEARCH_PANEL)
+SeedOpt = typer.Option(0, "--seed", help="sampler seed (same inputs + seed = same output)",
+                       rich_help_panel=SEARCH_PANEL)
+StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL to persist or share the "
+                          "study (sqlite:///runs.db, postgresql://...)",
+                          rich_help_panel=SEARCH_PANEL)
+StudyNameOpt = typer.Option(None, "--study-name", help="name of the stored study [default: "
+                            "derived from the study and its space]", rich_help_panel=SEARCH_PANEL)

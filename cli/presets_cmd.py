@@ -1,0 +1,88 @@
+"""`explore presets`: list and show the shipped presets and what each field means."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="List and show presets (models, GPUs, acceptance rates, ...).\n\n"
+                       "Example: explore presets list gpu; explore presets show h800")
+
+
+@app.command("list")
+def list_presets(
+    kind: Optional[str] = typer.Argument(None, help="only this kind (model, gpu, ...)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """List preset names by kind, with aliases."""
+    from explore import presets
+
+    from .common import emit_json
+    from .render import console, table
+
+    kinds = [kind] if kind else list(presets.KINDS)
+    for k in kinds:
+        presets._kind(k)  # validates the kind with a helpful error
+    if json_out:
+        emit_json({k: presets.names(k) for k in kinds})
+        return
+    for k in kinds:
+        alias = {}
+        for a, n in presets.aliases(k).items():
+            alias.setdefault(n, []).append(a)
+        rows = []
+        for n in presets.names(k):
+            obj = presets.load(k, n)
+            desc = getattr(obj, "description", "") or getattr(obj, "source", "")
+            rows.append([n, ", ".join(alias.get(n, [])), desc])
+        console().print(table(f"{k}: {presets.KINDS[k].help}", ["name", "aliases",
+                                                                "description / source"], rows))
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="preset name or alias"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="disambiguate when several kinds "
+                                       "share the name"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Show one preset: every field with its value, unit, meaning and source."""
+    import dataclasses
+
+    from explore import presets
+    from explore.models.errors import ConfigError
+    from explore.models.spec import field_docs
+
+    from .common import emit_json
+    from .render import console, table
+
+    hits = [(kind, presets.resolve(kind, name))] if kind else presets.find(name)
+    if not hits:
+        every = [n for k in presets.KINDS for n in presets.names(k)]
+        close = presets.nearest(name, every) or every[:8]
+        raise ConfigError(f"no preset called {name!r}; nearest: {', '.join(close)}")
+    if len(hits) > 1:
+        raise ConfigError(f"{name!r} is a preset of several kinds "
+                          f"({', '.join(k for k, _ in hits)}); add --kind")
+    k, path = hits[0]
+    obj = presets.load(k, str(path))
+    values = dataclasses.asdict(obj)
+    if json_out:
+        emit_json({"kind": k, "file": str(path), **values})
+        return
+    sources = values.get("sources", {}) if isinstance(values.get("sources"), dict) else {}
+    rows = []
+    for fname, unit, doc, required in field_docs(type(obj)):
+        if fname in ("sources",):
+            continue
+        rows.append([fname, _fmt(values[fname]), unit, doc + ("" if not sources.get(fname)
+                                                              else f"  [{sources[fname]}]")])
+    console().print(table(f"{k} preset {obj.name if hasattr(obj, 'name') else name} ({path})",
+                          ["field", "value", "unit", "meaning [source]"], rows))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)

@@ -1,0 +1,470 @@
+"""Speculative decoding for MoE inference: the MoESD cost model (docs/sd.md §3-§5).
+
+Everything broadcasts: pass B and gamma as arrays of compatible shapes (for example B[:, None]
+and gamma[None, :]) and one call evaluates the whole grid.
+
+Equation tags in the breakdowns refer to docs/sd.md sections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .comm import all_reduce_s
+from .errors import InputError
+from .hardware import GpuSpec
+from .shapes import ModelShape
+from .spec import spec
+
+TAU = 0.95  # T_thres activation level used by the paper
+
+# ---------------------------------------------------------------------------------------------
+# §3 acceptance
+
+
+def tokens_per_round(alpha, gamma):
+    """sigma*(gamma+1) = (1 - alpha^(gamma+1)) / (1 - alpha): expected tokens per SD round
+    (Leviathan et al., 2023), for i.i.d. acceptance with probability alpha in [0, 1)."""
+    alpha = np.asarray(alpha, dtype=float)
+    gamma = np.asarray(gamma, dtype=float)
+    return (1.0 - alpha ** (gamma + 1.0)) / (1.0 - alpha)
+
+
+def sigma_from_alpha(alpha, gamma):
+    """sigma = tokens per round / (gamma + 1)."""
+    return tokens_per_round(alpha, gamma) / (np.asarray(gamma, dtype=float) + 1.0)
+
+
+def alpha_from_sigma(sigma, gamma, tol: float = 1e-13):
+    """Invert sigma(alpha) on [0, 1) by vectorised bisection (sigma is increasing in alpha)."""
+    sigma = np.asarray(sigma, dtype=float)
+    gamma = np.asarray(gamma, dtype=float)
+    lo_sigma = 1.0 / (gamma + 1.0)
+    if np.any(gamma < 1):
+        raise InputError("gamma must be >= 1")
+    if np.any((sigma < lo_sigma - 1e-12) | (sigma >= 1.0)):
+        raise InputError("sigma must lie in [1/(gamma+1), 1) for the i.i.d. acceptance model")
+    lo = np.zeros(np.broadcast(sigma, gamma).shape)
+    hi = np.ones_like(lo)
+    while np.max(hi - lo) > tol:
+        mid = 0.5 * (lo + hi)
+        below = sigma_from_alpha(mid, gamma) < sigma
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def check_alpha(alpha: float) -> float:
+    if not 0.0 <= alpha < 1.0:
+        raise InputError(f"acceptance rate alpha must be in [0, 1), got {alpha}")
+    return float(alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# §4 expert activation
+
+
+def experts_activated(n, experts: int, k: int):
+    """N(n) = E (1 - (1 - K/E)^n): expected distinct experts a gate touches with n tokens."""
+    n = np.asarray(n, dtype=float)
+    if not experts:
+        return np.zeros_like(n)
+    return experts * (1.0 - (1.0 - k / experts) ** n)
+
+
+def threshold_tokens(experts: int, k: int, tau: float = TAU) -> int:
+    """T_thres = ceil(log(1 - tau) / log(1 - K/E)): tokens for ~full expert activation."""
+    rho = k / experts
+    if rho >= 1:
+        return 1
+    return int(np.ceil(np.log(1 - tau) / np.log(1 - rho) - 1e-12))
+
+
+def tokens_per_expert(n, experts: int, k: int):
+    """T_exp(n) = n K / N(n) = rho n / (1 - (1 - rho)^n): tokens per activated expert."""
+    n = np.asarray(n, dtype=float)
+    return n * k / experts_activated(n, experts, k)
+
+
+def effective_gate_tokens(batch, tokens_per_seq, correlation: float = 0.0):
+    """Tokens that route independently. With correlation c, each sequence's t consecutive tokens
+    count as 1 + (t-1)(1-c) independent ones [design: optional routing correlation, default 0 =
+    the paper's i.i.d. assumption]."""
+    t = np.asarray(tokens_per_seq, dtype=float)
+    return np.asarray(batch, dtype=float) * (1.0 + (t - 1.0) * (1.0 - correlation))
+
+
+# ---------------------------------------------------------------------------------------------
+# §5.1 a-priori forward time
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model placed on `tp` GPUs of one kind with tensor parallelism."""
+    model: ModelShape
+    gpu: GpuSpec
+    tp: int = 1
+
+    def __post_init__(self) -> None:
+        self.model.check_tensor_parallel(self.tp)
+
+    @property
+    def weight_bytes_per_gpu(self) -> float:
+        return self.model.total_params * self.model.bytes_per_param / self.tp
+
+    @property
+    def kv_shards(self) -> int:
+        """GPUs that split the KV cache: KV heads are replicated once tp exceeds them; an MLA
+        latent is replicated on every rank."""
+        return 1 if self.model.is_mla else min(self.tp, self.model.kv_heads)
+
+    def kv_bytes_per_gpu(self, batch, ctx):
+        per_token = self.model.layers * self.model.kv_cache_bytes_per_token
+        return np.asarray(batch, dtype=float) * np.asarray(ctx, dtype=float) * per_token \
+            / self.kv_shards
+
+
+@dataclass(frozen=True)
+class Term:
+    """One additive term of a forward time: seconds, and what it moved and computed per GPU."""
+    label: str
+    seconds: np.ndarray
+    bytes: np.ndarray | float = 0.0
+    flops: np.ndarray | float = 0.0
+    equation: str = ""
+
+
+@dataclass(frozen=True)
+class ForwardTime:
+    """T(B, t) of one forward with its additive terms (arrays broadcast over B and t)."""
+    terms: tuple[Term, ...]
+    experts_touched: np.ndarray       # N(n) per MoE layer (0 for dense)
+    tokens_per_expert: np.ndarray     # T_exp(n)
+    memory_bound: dict = field(default_factory=dict)  # term label -> bool array
+
+    @property
+    def seconds(self) -> np.ndarray:
+        return sum(t.seconds for t in self.terms)
+
+
+OVERLAPS = ("none", "max")
+
+
+def _roofline(nbytes, flops, gpu: GpuSpec, overlap: str):
+    """Time of a GEMM group from its bytes and FLOPs at achieved rates, and whether memory binds.
+
+    overlap = "max": memory and compute overlap perfectly, max(t_mem, t_compute) (§5.1 as
+    written). overlap = "none" (default) [design]: they add, t_mem + t_compute. On the H200
+    layer timings of shared/data/sd the no-overlap form fits Qwen2-57B-A14B's T_T(B,t)/T_T(B,1)
+    better (mean error 3.4 % vs 5.7 %): skinny decode GEMMs do not hide their math behind the
+    weight stream."""
+    t_mem = np.asarray(nbytes, dtype=float) / gpu.achieved_bandwidth
+    t_cmp = np.asarray(flops, dtype=float) / gpu.achieved_flops
+    total = np.maximum(t_mem, t_cmp) if overlap == "max" else t_mem + t_cmp
+    return total, t_mem >= t_cmp
+
+
+def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float = 0.0,
+                 overlap: str = "none") -> ForwardTime:
+    """A-priori time of one forward: `batch` sequences each scoring `tokens_per_seq` new tokens
+    against a KV cache of `ctx` tokens, on dep.tp GPUs (docs/sd.md §5.1). Returns each term."""
+    if overlap not in OVERLAPS:
+        raise InputError(f"overlap must be one of {', '.join(OVERLAPS)}, got {overlap!r}")
+    m, gpu, g = dep.model, dep.gpu, dep.tp
+    B = np.asarray(batch, dtype=float)
+    t = np.asarray(tokens_per_seq, dtype=float)
+    n = B * t
+    bpp = m.bytes_per_param
+    moe_layers = m.moe_layers
+    dense_layers = m.layers - moe_layers
+
+    # Always-on weights: attention, norms, router and shared expert of MoE layers; whole dense
+    # layers; extra parameters. Every token multiplies through them.
+    always_params = moe_layers * m.moe_always_on_params + dense_layers * m.dense_layer_params \
+        + m.extra_params
+    always_t, always_mem = _roofline(always_params * bpp / g, 2.0 * n * always_params / g, gpu,
+                                      overlap)
+
+    # Routed experts: N(n) experts per layer, each seeing T_exp(n) tokens on average.
+    n_gate = effective_gate_tokens(B, t, correlation)
+    touched = experts_activated(n_gate, m.experts, m.experts_per_token)
+    per_expert = np.where(touched > 0, n * m.experts_per_token / np.maximum(touched, 1e-300), 0.0)
+    expert_bytes = moe_layers * touched * m.expert_params * bpp / g
+    expert_flops = moe_layers * 2.0 * n * m.experts_per_token * m.expert_params / g
+    experts_t, experts_mem = _roofline(expert_bytes, expert_flops, gpu, overlap)
+
+    # Attention over the KV cache: read the cache once, score n queries against ctx keys.
+    kv_bytes = dep.kv_bytes_per_gpu(B, ctx)
+    attn_flops = m.layers * n * np.asarray(ctx, dtype=float) * m.attention_flops_per_token_per_ctx / g
+    attn_t, attn_mem = _roofline(kv_bytes, attn_flops, gpu, overlap)
+
+    # Activations streamed between kernels (estimate): each linear reads its input and writes
+    # its output once, ~(6h + 3 f_active) elements per token per layer.
+    f_active = (m.experts_per_token * m.expert_intermediate + m.shared_expert_intermediate
+                if m.is_moe else m.intermediate)
+    act_bytes = m.layers * n * (6 * m.hidden + 3 * f_active) * bpp / g
+    act_t = act_bytes / gpu.achieved_bandwidth
+
+    # LM head: logits for every scored position.
+    head_t, head_mem = _roofline(m.head_params * bpp / g, 2.0 * n * m.head_params / g, gpu,
+                                  overlap)
+
+    overhead = m.layers * gpu.layer_overhead_s + moe_layers * gpu.moe_layer_overhead_s \
+        + gpu.forward_overhead_s
+    # Tensor parallelism: two all-reduces of the n x h activations per layer.
+    ar = m.layers * 2.0 * all_reduce_s(g, n * m.hidden * bpp, gpu.interconnect_bandwidth,
+                                       gpu.interconnect_latency_s)
+    shape = np.broadcast(B, t, np.asarray(ctx)).shape
+    full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape)  # noqa: E731
+
+    terms = (
+        Term("always-on weights", full(always_t), full(always_params * bpp / g),
+             full(2.0 * n * always_params / g), "§5.1 roofline, n tokens"),
+        Term("routed experts", full(experts_t), full(expert_bytes), full(expert_flops),
+             "§5.1+§4 N(n) x T_exp(n)"),
+        Term("KV cache + attention", full(attn_t), full(kv_bytes), full(attn_flops),
+             "§5.1 KV read + QK/AV"),
+        Term("activations", full(act_t), full(act_bytes), 0.0,
+             "§5.1 (6h+3f)/token/layer"),
+        Term("LM head", full(head_t), full(m.head_params * bpp / g),
+             full(2.0 * n * m.head_params / g), "§5.1 roofline, V*h"),
+        Term("fixed overhead", full(overhead), 0.0, 0.0,
+             "§5.1 preset overheads"),
+        Term("TP all-reduce", full(ar), 0.0, 0.0,
+             "§5.1 2 ring AR/layer"),
+    )
+    return ForwardTime(terms, full(touched), full(per_expert),
+                       {"always-on weights": full(always_mem), "routed experts": full(experts_mem),
+                        "KV cache + attention": full(attn_mem), "LM head": full(head_mem)})
+
+
+# ---------------------------------------------------------------------------------------------
+# §5.2 the paper's parametric model (Algorithm 1)
+
+
+def roofline_shape(t, lam_rp, s):
+    """G(t) = s^t for t <= lambda*RP, else s^(lambda RP) (1 + ln(s)(t - lambda RP)); C^1 at
+    the knee, G(0) = 1 (docs/sd.md §5.2)."""
+    t = np.asarray(t, dtype=float)
+    lam_rp = np.asarray(lam_rp, dtype=float)
+    ln_s = np.log(np.asarray(s, dtype=float))
+    below = np.exp(np.minimum(t, lam_rp) * ln_s)
+    return np.where(t <= lam_rp, below, below * (1.0 + ln_s * (t - lam_rp)))
+
+
+PARAM_NAMES = ("bias", "k1", "k2", "k3", "draft_bias", "draft_k", "reject_bias", "reject_k",
+               "lam", "s")
+
+
+@dataclass(frozen=True)
+class FittedParams:
+    """The ten parameters of Algorithm 1 (seconds, except lam and s)."""
+    bias: float = spec("time to load always-on weights", "s")
+    k1: float = spec("incremental dense cost scale", "s")
+    k2: float = spec("time to load one expert in every layer", "s")
+    k3: float = spec("incremental expert cost scale", "s")
+    draft_bias: float = spec("draft forward fixed time", "s")
+    draft_k: float = spec("draft incremental cost scale", "s")
+    reject_bias: float = spec("rejection sampling fixed time", "s")
+    reject_k: float = spec("rejection sampling time per sequence", "s")
+    lam: float = spec("knee position as a fraction of the ridge point")
+    s: float = spec("growth base of the roofline shape G")
+
+    def as_array(self) -> np.ndarray:
+        return np.array([getattr(self, n) for n in PARAM_NAMES])
+
+    @classmethod
+    def from_array(cls, x) -> "FittedParams":
+        return cls(**{n: float(v) for n, v in zip(PARAM_NAMES, x)})
+
+
+def parametric_target_terms(p: FittedParams, batch, tokens_per_seq, experts: int, k: int,
+                            ridge_point: float) -> dict[str, np.ndarray]:
+    """T_T(B,t) = bias + k1 G(Bt) + k2 N(Bt) + k3 G(Bt K / N(Bt)), term by term."""
+    n = np.asarray(batch, dtype=float) * np.asarray(tokens_per_seq, dtype=float)
+    lam_rp = p.lam * ridge_point
+    shape = np.broadcast(n).shape
+    terms = {"bias (always-on weights)": np.full(shape, p.bias),
+             "k1*G(Bt) (dense incremental)": p.k1 * roofline_shape(n, lam_rp, p.s)}
+    if experts:
+        touched = experts_activated(n, experts, k)
+        terms["k2*N(Bt) (expert loads)"] = p.k2 * touched
+        terms["k3*G(T_exp) (expert incremental)"] = p.k3 * roofline_shape(
+            n * k / touched, lam_rp, p.s)
+    return terms
+
+
+def parametric_draft_s(p: FittedParams, batch, ridge_point: float):
+    """T_D(B,1) = draft_bias + draft_k G(B)."""
+    return p.draft_bias + p.draft_k * roofline_shape(batch, p.lam * ridge_point, p.s)
+
+
+def parametric_reject_s(p: FittedParams, batch):
+    """T_rej = reject_bias + reject_k B."""
+    return p.reject_bias + p.reject_k * np.asarray(batch, dtype=float)
+
+
+# ---------------------------------------------------------------------------------------------
+# time providers: a-priori or fitted, one interface for §3
+
+
+class PhysicalTimes:
+    """A-priori (uncalibrated) times from model configs and hardware presets (§5.1)."""
+    calibrated = False
+
+    def __init__(self, target: Deployment, draft: Deployment, ctx: float,
+                 correlation: float = 0.0, overlap: str = "none"):
+        if ctx < 0:
+            raise InputError(f"context length must be >= 0, got {ctx}")
+        if not 0.0 <= correlation < 1.0:
+            raise InputError(f"routing correlation must be in [0, 1), got {correlation}")
+        self.target, self.draft, self.ctx = target, draft, ctx
+        self.correlation, self.overlap = correlation, overlap
+
+    def target_forward(self, batch, t) -> ForwardTime:
+        return forward_time(self.target, batch, t, self.ctx, self.correlation, self.overlap)
+
+    def target_terms(self, batch, t) -> dict[str, np.ndarray]:
+        return {x.label: x.seconds for x in self.target_forward(batch, t).terms}
+
+    def target_s(self, batch, t):
+        return self.target_forward(batch, t).seconds
+
+    def draft_s(self, batch):
+        return forward_time(self.draft, batch, 1, self.ctx, self.correlation,
+                            self.overlap).seconds
+
+    def reject_s(self, batch):
+        gpu = self.target.gpu
+        return gpu.reject_base_s + gpu.reject_per_seq_s * np.asarray(batch, dtype=float)
+
+
+class FittedTimes:
+    """Times from the paper's fitted model (§5.2) with calibrated parameters."""
+    calibrated = True
+
+    def __init__(self, params: FittedParams, experts: int, k: int, ridge_point: float):
+        self.params, self.experts, self.k, self.ridge_point = params, experts, k, ridge_point
+
+    def target_terms(self, batch, t) -> dict[str, np.ndarray]:
+        return parametric_target_terms(self.params, batch, t, self.experts, self.k,
+                                       self.ridge_point)
+
+    def target_s(self, batch, t):
+        return sum(self.target_terms(batch, t).values())
+
+    def draft_s(self, batch):
+        return parametric_draft_s(self.params, batch, self.ridge_point)
+
+    def reject_s(self, batch):
+        return parametric_reject_s(self.params, batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# §3 speedup and target efficiency over a (B, gamma) grid
+
+
+@dataclass(frozen=True)
+class SdPoint:
+    """Speedup, target efficiency and the times behind them (arrays broadcast over B, gamma)."""
+    batch: np.ndarray
+    gamma: np.ndarray
+    alpha: float
+    tokens_per_round: np.ndarray
+    t_ar: np.ndarray          # T_T(B, 1)
+    t_verify: np.ndarray      # T_T(B, v(gamma))
+    t_draft: np.ndarray       # T_D(B, 1), one draft forward
+    t_reject: np.ndarray
+    verify_tokens: np.ndarray
+
+    @property
+    def t_round(self):
+        return self.gamma * self.t_draft + self.t_verify + self.t_reject
+
+    @property
+    def speedup(self):
+        return self.tokens_per_round * self.t_ar / self.t_round
+
+    @property
+    def target_efficiency(self):
+        return self.t_ar / self.t_verify
+
+    @property
+    def throughput_ar(self):
+        """tokens/s without SD."""
+        return self.batch / self.t_ar
+
+    @property
+    def throughput_sd(self):
+        return self.batch * self.tokens_per_round / self.t_round
+
+    @property
+    def latency_ar_s(self):
+        """Time per generated token of one sequence without SD."""
+        return self.t_ar
+
+    @property
+    def latency_sd_s(self):
+        return self.t_round / self.tokens_per_round
+
+
+VERIFY_MODES = ("gamma+1", "gamma")
+
+
+def verify_tokens(gamma, mode: str = "gamma+1"):
+    """Positions the target scores per sequence in verification [design, §3]."""
+    if mode not in VERIFY_MODES:
+        raise InputError(f"verify tokens must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+    gamma = np.asarray(gamma, dtype=float)
+    return gamma + 1.0 if mode == "gamma+1" else gamma
+
+
+def evaluate(times, alpha: float, batch, gamma, verify_mode: str = "gamma+1") -> SdPoint:
+    """Speedup and TE of SD for every (batch, gamma) broadcast pair (docs/sd.md §3)."""
+    alpha = check_alpha(alpha)
+    B = np.asarray(batch, dtype=float)
+    gamma = np.asarray(gamma, dtype=float)
+    if np.any(B < 1):
+        raise InputError("batch size must be >= 1")
+    if np.any(gamma < 1):
+        raise InputError("draft length gamma must be >= 1")
+    v = verify_tokens(gamma, verify_mode)
+    shape = np.broadcast(B, gamma).shape
+    full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape)  # noqa: E731
+    return SdPoint(full(B), full(gamma), alpha, full(tokens_per_round(alpha, gamma)),
+                   full(times.target_s(B, 1)), full(times.target_s(B, v)),
+                   full(times.draft_s(B)), full(times.reject_s(B)), full(v))
+
+
+# ---------------------------------------------------------------------------------------------
+# presets of the study
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """An acceptance-rate preset: alpha for one (target, draft, workload)."""
+    name: str = spec("preset name")
+    alpha: float = spec("per-token acceptance probability alpha in [0, 1)")
+    target: str = spec("target model preset", default="")
+    draft: str = spec("draft model preset", default="")
+    dataset: str = spec("workload the rate was measured on", default="")
+    temperature: float = spec("sampling temperature", default=0.0)
+    sigma_by_gamma: dict = spec("published sigma for each gamma (for reference)", default={})
+    source: str = spec("where the numbers come from", default="")
+    description: str = spec("one line shown in preset lists", default="")
+
+    def __post_init__(self) -> None:
+        check_alpha(self.alpha)
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """A target model's usual draft and acceptance preset."""
+    name: str = spec("target model preset this pairing belongs to")
+    draft: str = spec("draft model preset")
+    acceptance: str = spec("acceptance preset used when none is given")
+    draft_tp: int = spec("GPUs the draft runs on (tensor parallel)", default=1)
+    source: str = spec("where the pairing comes from", default="")
+    description: str = spec("one line shown in preset lists", default="")

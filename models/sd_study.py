@@ -1,0 +1,237 @@
+"""The `sd` study: a deployment, an acceptance rate and a (batch, gamma) space, declared to the
+search engine, plus the report of docs/sd.md §8 as plain data (the CLI renders it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from explore.search.space import Param, Space
+from explore.search.study import Evaluation, Metric, Objective
+
+from . import sd
+from .errors import InfeasibleError, InputError
+from .hardware import GpuSpec
+from .shapes import ModelShape
+from .units import GiB, MS
+
+TP_CHOICES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class SdSetup:
+    target: sd.Deployment
+    draft: sd.Deployment
+    alpha: float
+    ctx: int = 512
+    verify: str = "gamma+1"
+    correlation: float = 0.0
+    overlap: str = "none"
+    memory_fraction: float = 0.9        # of HBM usable for weights + KV (vLLM's default)
+    max_latency_s: float | None = None  # per generated token with SD
+    calibration: sd.FittedParams | None = None
+
+    def __post_init__(self) -> None:
+        sd.check_alpha(self.alpha)
+        sd.verify_tokens(1, self.verify)
+        if self.ctx < 0:
+            raise InputError(f"--ctx must be >= 0 tokens, got {self.ctx}")
+        if not 0 < self.memory_fraction <= 1:
+            raise InputError("memory fraction must be in (0, 1]")
+        if self.max_latency_s is not None and self.max_latency_s <= 0:
+            raise InputError("--max-latency-ms must be > 0")
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+    @property
+    def mode(self) -> str:
+        return "calibrated (fitted model, §5.2)" if self.calibrated else \
+            "a-priori (uncalibrated, §5.1)"
+
+    def times(self):
+        if self.calibration is not None:
+            m = self.target.model
+            return sd.FittedTimes(self.calibration, m.experts, m.experts_per_token,
+                                  self.target.gpu.ridge_point)
+        return sd.PhysicalTimes(self.target, self.draft, self.ctx, self.correlation,
+                                self.overlap)
+
+    def memory_per_gpu(self, batch, gamma):
+        """Bytes on the busiest GPU (the one that also holds the draft): weights, KV cache for
+        ctx + gamma + 1 tokens of every sequence, for target and draft."""
+        tokens = self.ctx + np.asarray(gamma, dtype=float) + 1
+        return (self.target.weight_bytes_per_gpu + self.target.kv_bytes_per_gpu(batch, tokens)
+                + self.draft.weight_bytes_per_gpu + self.draft.kv_bytes_per_gpu(batch, tokens))
+
+    @property
+    def usable_bytes(self) -> float:
+        return self.target.gpu.hbm_bytes * self.memory_fraction
+
+
+def smallest_tp(target: ModelShape, draft: ModelShape, gpu: GpuSpec, max_batch: int, ctx: int,
+                max_gamma: int, memory_fraction: float = 0.9) -> int:
+    """The smallest TP degree (dividing the heads) whose GPUs hold weights and KV cache at the
+    largest batch and draft length searched; InfeasibleError when none up to 8 does."""
+    tried = []
+    for tp in TP_CHOICES:
+        if target.heads % tp:
+            continue
+        setup = SdSetup(sd.Deployment(target, gpu, tp), sd.Deployment(draft, gpu, 1), 0.5, ctx,
+                        memory_fraction=memory_fraction)
+        need = float(setup.memory_per_gpu(max_batch, max_gamma))
+        if need <= setup.usable_bytes:
+            return tp
+        tried.append(f"TP{tp} needs {need / GiB:.1f} GiB")
+    raise InfeasibleError(
+        f"{target.name} does not fit on up to 8 x {gpu.name} "
+        f"({memory_fraction:.0%} of {gpu.hbm_bytes / GiB:.0f} GiB usable): {'; '.join(tried)} "
+        f"at batch {max_batch}, ctx {ctx}")
+
+
+METRICS = (
+    Metric("speedup", "speedup", "x", fmt=".3f"),
+    Metric("target_efficiency", "TE", "", fmt=".3f"),
+    Metric("throughput", "tokens/s (SD)", "tok/s", fmt=",.0f"),
+    Metric("throughput_ar", "tokens/s (AR)", "tok/s", fmt=",.0f"),
+    Metric("latency_s", "latency/token (SD)", "ms", scale=1 / MS, fmt=".2f"),
+    Metric("latency_ar_s", "latency/token (AR)", "ms", scale=1 / MS, fmt=".2f"),
+    Metric("memory_bytes", "memory/GPU", "GiB", scale=1 / GiB, fmt=".1f"),
+)
+OBJECTIVES = (Objective("speedup", "maximize"), Objective("throughput", "maximize"),
+              Objective("latency_s", "minimize"), Objective("target_efficiency", "maximize"))
+
+
+class SdStudy:
+    """Search space (batch size, draft length) over one deployment and acceptance rate."""
+    name = "sd"
+    metrics = METRICS
+    objectives = OBJECTIVES
+
+    def __init__(self, setup: SdSetup, batches, gammas):
+        batches = tuple(int(b) for b in batches)
+        gammas = tuple(int(g) for g in gammas)
+        if min(batches) < 1:
+            raise InputError("batch sizes must be >= 1")
+        if min(gammas) < 1:
+            raise InputError("draft length gamma must be >= 1")
+        self.setup = setup
+        self._times = setup.times()
+        self.space = Space((Param("batch", batches, "batch size", "seq"),
+                            Param("gamma", gammas, "draft length", "tokens")))
+
+    def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation:
+        s = self.setup
+        r = sd.evaluate(self._times, s.alpha, points["batch"], points["gamma"], s.verify)
+        memory = s.memory_per_gpu(r.batch, r.gamma)
+        metrics = {"speedup": r.speedup, "target_efficiency": r.target_efficiency,
+                   "throughput": r.throughput_sd, "throughput_ar": r.throughput_ar,
+                   "latency_s": r.latency_sd_s, "latency_ar_s": r.latency_ar_s,
+                   "memory_bytes": memory}
+        violations = {"memory": memory / s.usable_bytes - 1.0}
+        if s.max_latency_s is not None:
+            violations["max_latency"] = r.latency_sd_s / s.max_latency_s - 1.0
+        reasons = np.where(violations["memory"] > 0, np.char.add(
+            "memory: needs ", np.char.add(np.char.mod("%.1f", memory / GiB),
+                                          f" GiB of {s.usable_bytes / GiB:.1f} usable per GPU")),
+            "")
+        if "max_latency" in violations:
+            lat = np.char.add("latency ", np.char.add(
+                np.char.mod("%.2f", r.latency_sd_s / MS), f" ms > {s.max_latency_s / MS:g} ms"))
+            reasons = np.where((reasons == "") & (violations["max_latency"] > 0), lat, reasons)
+        return Evaluation(metrics, violations, reasons)
+
+
+# ---------------------------------------------------------------------------------------------
+# the §8 report as data
+
+
+def batch_range(batches: np.ndarray, mask: np.ndarray) -> list[int] | None:
+    """[first, last] batch size where mask holds (None if nowhere)."""
+    hit = batches[mask]
+    return [int(hit.min()), int(hit.max())] if len(hit) else None
+
+
+def _terms_at(setup: SdSetup, batch: int, tokens: float) -> list[dict]:
+    times = setup.times()
+    if setup.calibrated:
+        return [{"term": k, "seconds": float(v), "equation": "§5.2 Algorithm 1"}
+                for k, v in times.target_terms(batch, tokens).items()]
+    fwd = times.target_forward(batch, tokens)
+    out = []
+    for t in fwd.terms:
+        row = {"term": t.label, "seconds": float(t.seconds), "bytes": float(np.asarray(t.bytes)),
+               "flops": float(np.asarray(t.flops)), "equation": t.equation}
+        if t.label in fwd.memory_bound:
+            row["bound"] = "memory" if bool(fwd.memory_bound[t.label]) else "compute"
+        out.append(row)
+    return out
+
+
+def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[dict],
+           dense: "SdSetup | None" = None) -> dict:
+    """Everything `explore sd` shows, in SI units, JSON-ready."""
+    batches = np.asarray(study.space["batch"].values, dtype=float)
+    gammas = np.asarray(study.space["gamma"].values, dtype=float)
+    times = study._times
+    grid = sd.evaluate(times, setup.alpha, batches[:, None], gammas[None, :], setup.verify)
+    b, g = int(best_point["batch"]), int(best_point["gamma"])
+    gi = int(np.flatnonzero(gammas == g)[0])
+    curve = grid.speedup[:, gi]
+    peak = float(curve.max())
+    v = float(sd.verify_tokens(g, setup.verify))
+    one = sd.evaluate(times, setup.alpha, b, g, setup.verify)
+    m = setup.target.model
+    n_ar, n_v = b, b * v
+
+    out = {
+        "mode": setup.mode,
+        "best": {"batch": b, "gamma": g, **{k: float(getattr(one, a)) for k, a in (
+            ("speedup", "speedup"), ("target_efficiency", "target_efficiency"),
+            ("tokens_per_round", "tokens_per_round"), ("throughput", "throughput_sd"),
+            ("throughput_ar", "throughput_ar"), ("latency_s", "latency_sd_s"),
+            ("latency_ar_s", "latency_ar_s"))},
+            "sigma": float(sd.sigma_from_alpha(setup.alpha, g)),
+            "memory_bytes": float(setup.memory_per_gpu(b, g))},
+        "top": ranked_rows,
+        "grid": {"batch": batches.astype(int).tolist(), "gamma": gammas.astype(int).tolist(),
+                 "speedup": grid.speedup.tolist(),
+                 "target_efficiency": grid.target_efficiency.tolist()},
+        "ranges": {"gamma": g, "peak_speedup": peak,
+                   "peak_batch": int(batches[int(curve.argmax())]),
+                   "effective": batch_range(batches, curve >= peak / np.sqrt(2)),
+                   "speedup_above_1": batch_range(batches, curve >= 1.0)},
+        "breakdown": {
+            "target_ar": {"batch": b, "tokens_per_seq": 1, "terms": _terms_at(setup, b, 1)},
+            "target_verify": {"batch": b, "tokens_per_seq": v, "terms": _terms_at(setup, b, v)},
+            "round": [
+                {"term": f"draft: {g} x T_D(B,1)", "seconds": g * float(one.t_draft),
+                 "equation": "§3 gamma * T_D(B,1)"},
+                {"term": f"verify: T_T(B,{v:g})", "seconds": float(one.t_verify),
+                 "equation": "§3 T_T(B, verify tokens)"},
+                {"term": "rejection sampling", "seconds": float(one.t_reject),
+                 "equation": "§5.1 reject_base + reject_per_seq * B" if not setup.calibrated
+                 else "§5.2 reject_bias + reject_k * B"},
+            ],
+        },
+    }
+    if m.is_moe:
+        out["experts"] = {
+            "E": m.experts, "K": m.experts_per_token, "T_thres": sd.threshold_tokens(
+                m.experts, m.experts_per_token),
+            "N_decode": float(sd.experts_activated(n_ar, m.experts, m.experts_per_token)),
+            "N_verify": float(sd.experts_activated(n_v, m.experts, m.experts_per_token)),
+            "T_exp_decode": float(sd.tokens_per_expert(n_ar, m.experts, m.experts_per_token)),
+            "T_exp_verify": float(sd.tokens_per_expert(n_v, m.experts, m.experts_per_token))}
+    if dense is not None:
+        dgrid = sd.evaluate(dense.times(), dense.alpha, batches[:, None], gammas[None, :],
+                            dense.verify)
+        out["dense"] = {"model": dense.target.model.name, "tp": dense.target.tp,
+                        "speedup": dgrid.speedup[:, gi].tolist(),
+                        "target_efficiency": dgrid.target_efficiency[:, gi].tolist(),
+                        "moe_speedup": curve.tolist(), "batch": batches.astype(int).tolist(),
+                        "gamma": g}
+    return out
+

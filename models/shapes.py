@@ -1,0 +1,226 @@
+"""Transformer and MoE shapes: parameter, byte and FLOP counts per layer.
+
+One place for the arithmetic all three studies share (MoESD forward times, ChronosPipe memory,
+Hecaton traffic). Counts are per layer unless the name says otherwise; parameters are elements,
+bytes are parameters x `bytes_per_param`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import InputError
+from .spec import spec
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str = spec("preset name")
+    layers: int = spec("decoder layers")
+    hidden: int = spec("hidden size h")
+    heads: int = spec("query heads a")
+    kv_heads: int = spec("key/value heads g (grouped-query attention)")
+    head_dim: int = spec("dimension per attention head (MLA: the non-rotary q/k part)")
+    intermediate: int = spec("FFN intermediate size of dense layers f")
+    vocab: int = spec("vocabulary size V")
+    gated_ffn: bool = spec("SwiGLU-style gated FFN (3 matrices) instead of GELU (2)", default=True)
+    norm: str = spec("rmsnorm (h weights) or layernorm (h weights + h biases)", default="rmsnorm")
+    qkv_bias: bool = spec("biases on the Q, K, V projections (Qwen)", default=False)
+    linear_bias: bool = spec("biases on every linear layer (GPT)", default=False)
+    tied_embeddings: bool = spec("LM head shares the embedding matrix", default=False)
+    experts: int = spec("routed experts per MoE layer E (0 = dense model)", default=0)
+    experts_per_token: int = spec("experts chosen per token K", default=0)
+    expert_intermediate: int = spec("intermediate size of one routed expert", default=0)
+    shared_expert_intermediate: int = spec(
+        "total intermediate size of the always-on shared expert(s)", default=0)
+    shared_expert_gate: bool = spec("sigmoid gate h->1 on the shared expert (Qwen)", default=False)
+    dense_layers: int = spec("leading layers with a dense FFN in an MoE model", default=0)
+    kv_lora_rank: int = spec("multi-head latent attention KV rank (0 = standard attention)",
+                             default=0)
+    q_lora_rank: int = spec("multi-head latent attention query rank (0 = full query)", default=0)
+    qk_rope_head_dim: int = spec("MLA rotary part of each q/k head", default=0)
+    v_head_dim: int = spec("MLA value head dimension (0 = head_dim)", default=0)
+    extra_params: int = spec(
+        "parameters outside the decoder layers read every forward (e.g. EAGLE's 2h->h fusion)",
+        default=0)
+    bytes_per_param: float = spec("bytes per weight element (bf16 = 2)", "B", default=2.0)
+    source: str = spec("where the numbers come from", default="")
+
+    def __post_init__(self) -> None:
+        positive = ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise InputError(f"model {self.name!r}: {name} must be positive, got "
+                                 f"{getattr(self, name)}")
+        if self.heads % self.kv_heads:
+            raise InputError(f"model {self.name!r}: heads ({self.heads}) must be a multiple of "
+                             f"kv_heads ({self.kv_heads})")
+        if self.experts:
+            if not 0 < self.experts_per_token <= self.experts:
+                raise InputError(f"model {self.name!r}: experts_per_token must be in 1..experts")
+            if self.expert_intermediate <= 0:
+                raise InputError(f"model {self.name!r}: an MoE needs expert_intermediate > 0")
+        if self.norm not in ("rmsnorm", "layernorm"):
+            raise InputError(f"model {self.name!r}: norm must be rmsnorm or layernorm")
+
+    # ---- structure -------------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def sparsity(self) -> float:
+        """rho = K/E; 1 for a dense model."""
+        return self.experts_per_token / self.experts if self.is_moe else 1.0
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.dense_layers if self.is_moe else 0
+
+    @property
+    def q_dim(self) -> int:
+        """h_q = a * d_head (query width)."""
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """g * d_head (key or value width)."""
+        return self.kv_heads * self.head_dim
+
+    def with_layers(self, layers: int) -> "ModelShape":
+        return replace(self, layers=layers, name=f"{self.name}-L{layers}")
+
+    # ---- parameters per layer --------------------------------------------------------------
+    @property
+    def attention_params(self) -> int:
+        h = self.hidden
+        if self.is_mla:
+            rope, nope = self.qk_rope_head_dim, self.head_dim
+            v = self.v_head_dim or self.head_dim
+            q_out = self.heads * (nope + rope)
+            q = (h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * q_out
+                 if self.q_lora_rank else h * q_out)
+            kv = h * (self.kv_lora_rank + rope) + self.kv_lora_rank \
+                + self.kv_lora_rank * self.heads * (nope + v)
+            return q + kv + self.heads * v * h
+        p = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
+        if self.qkv_bias or self.linear_bias:
+            p += self.q_dim + 2 * self.kv_dim
+        if self.linear_bias:
+            p += h
+        return p
+
+    @property
+    def norm_params(self) -> int:
+        """Two norms per layer: 2h weights (+ 2h biases for LayerNorm)."""
+        return (2 if self.norm == "rmsnorm" else 4) * self.hidden
+
+    @property
+    def ffn_matrices(self) -> int:
+        return 3 if self.gated_ffn else 2
+
+    def ffn_params(self, intermediate: int) -> int:
+        p = self.ffn_matrices * self.hidden * intermediate
+        if self.linear_bias:
+            p += (self.ffn_matrices - 1) * intermediate + self.hidden
+        return p
+
+    @property
+    def dense_ffn_params(self) -> int:
+        return self.ffn_params(self.intermediate)
+
+    @property
+    def expert_params(self) -> int:
+        """One routed expert (SwiGLU)."""
+        return 3 * self.hidden * self.expert_intermediate if self.is_moe else 0
+
+    @property
+    def shared_expert_params(self) -> int:
+        if not self.shared_expert_intermediate:
+            return 0
+        return 3 * self.hidden * self.shared_expert_intermediate \
+            + (self.hidden if self.shared_expert_gate else 0)
+
+    @property
+    def router_params(self) -> int:
+        return self.hidden * self.experts
+
+    @property
+    def dense_layer_params(self) -> int:
+        """P_layer of a dense layer: attention + FFN + norms (+ biases)."""
+        return self.attention_params + self.dense_ffn_params + self.norm_params
+
+    @property
+    def moe_always_on_params(self) -> int:
+        """Weights every token of an MoE layer touches: attention, router, shared expert, norms."""
+        return self.attention_params + self.router_params + self.shared_expert_params \
+            + self.norm_params
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters in the linear layers of a dense layer (no norms, no biases)."""
+        h = self.hidden
+        return h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h \
+            + self.ffn_matrices * h * self.intermediate
+
+    def linears(self) -> tuple[tuple[str, int, int], ...]:
+        """(name, K, M) of the dense layer's linears Y = X W, with W of size K x M.
+        Gate and up are fused."""
+        h, f = self.hidden, self.intermediate
+        ffn_in = ("gate_up", h, 2 * f) if self.gated_ffn else ("fc1", h, f)
+        return (("qkv", h, self.q_dim + 2 * self.kv_dim), ("o", self.q_dim, h), ffn_in,
+                ("down", f, h))
+
+    # ---- whole model -----------------------------------------------------------------------
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def head_params(self) -> int:
+        """LM head weights that are read every forward (read even when tied)."""
+        return self.vocab * self.hidden
+
+    @property
+    def total_params(self) -> int:
+        moe = self.moe_layers * (self.moe_always_on_params + self.experts * self.expert_params)
+        dense = (self.layers - self.moe_layers) * self.dense_layer_params
+        head = 0 if self.tied_embeddings else self.head_params
+        return moe + dense + self.embedding_params + head + self.hidden + self.extra_params
+
+    @property
+    def active_params_per_token(self) -> int:
+        """Parameters one token multiplies through (embedding lookup excluded, head included)."""
+        moe = self.moe_layers * (self.moe_always_on_params
+                                 + self.experts_per_token * self.expert_params)
+        dense = (self.layers - self.moe_layers) * self.dense_layer_params
+        return moe + dense + self.head_params + self.extra_params
+
+    # ---- attention cache and FLOPs ---------------------------------------------------------
+    @property
+    def kv_cache_bytes_per_token(self) -> float:
+        """KV-cache bytes one token adds in one layer (MLA caches the latent and rotary key)."""
+        if self.is_mla:
+            return (self.kv_lora_rank + self.qk_rope_head_dim) * self.bytes_per_param
+        return 2 * self.kv_dim * self.bytes_per_param
+
+    @property
+    def attention_flops_per_token_per_ctx(self) -> float:
+        """FLOPs of QK^T and AV for one query token against one cached token, one layer
+        (not reduced by grouped-query attention)."""
+        if self.is_mla:
+            qk = self.head_dim + self.qk_rope_head_dim
+            return 2.0 * self.heads * (qk + (self.v_head_dim or self.head_dim))
+        return 4.0 * self.heads * self.head_dim
+
+    def check_tensor_parallel(self, tp: int) -> None:
+        """Raise InputError when a TP degree does not divide the heads."""
+        if tp < 1:
+            raise InputError(f"tensor-parallel degree must be >= 1, got {tp}")
+        if self.heads % tp:
+            raise InputError(f"TP degree {tp} does not divide the {self.heads} attention heads "
+                             f"of {self.name}")

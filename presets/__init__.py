@@ -1,0 +1,283 @@
+"""Preset data (YAML shipped inside the package) and its strict loader.
+
+A preset kind is a folder of YAML files, one preset per file (name = file stem, plus optional
+`aliases`), each validated against a documented dataclass from models/. Unknown or misspelt keys,
+wrong types and unreadable files raise ConfigError naming the file, the key and the nearest valid
+name. Quantities may be written with units ("80 GiB", "2.039 TB/s"): they are converted to the SI
+unit the field declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import re
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from explore.models.errors import ConfigError, ExploreError
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    folder: str
+    target: str  # "module:Class" of the dataclass (imported on first use)
+    help: str
+
+    @property
+    def cls(self) -> type:
+        module, attr = self.target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(name: str, folder: str, target: str, help: str) -> None:
+    KINDS[name] = Kind(name, folder, target, help)
+
+
+register_kind("model", "models", "explore.models.shapes:ModelShape",
+              "LLM shapes (decoder layers, attention, dense/MoE FFN)")
+register_kind("gpu", "gpus", "explore.models.hardware:GpuSpec",
+              "GPUs: peak FLOP/s, HBM, interconnect, efficiency factors")
+register_kind("acceptance", "sd/acceptance", "explore.models.sd:Acceptance",
+              "speculative-decoding acceptance rates (alpha) per workload")
+register_kind("pairing", "sd/pairings", "explore.models.sd:Pairing",
+              "a target model's usual draft and acceptance preset")
+
+
+def nearest(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
+
+
+def _did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:
+    close = nearest(word, candidates)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+# ---- YAML ------------------------------------------------------------------------------------
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loader that refuses duplicate keys."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Load one YAML mapping safely; every failure is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where} malformed YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+# ---- quantities ------------------------------------------------------------------------------
+
+_PREFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3,
+           "u": 1e-6, "µ": 1e-6, "n": 1e-9, "p": 1e-12, "f": 1e-15,
+           "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+_UNIT_ALIASES = {"FLOPS": "FLOP/s", "Bps": "B/s"}
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
+
+
+def parse_quantity(value: str, unit: str) -> float:
+    """'2.039 TB/s' with unit 'B/s' -> 2.039e12. Raises ValueError with the accepted form."""
+    m = _QUANTITY.match(value)
+    if not m:
+        raise ValueError(f"expected a number or '<number> <unit>', got {value!r}")
+    number, written = float(m.group(1)), m.group(2)
+    if not written:
+        return number
+    for alias, canonical in _UNIT_ALIASES.items():
+        if written.endswith(alias):
+            written = written[: -len(alias)] + canonical
+    if unit and written.endswith(unit) and written[: -len(unit)] in _PREFIX:
+        return number * _PREFIX[written[: -len(unit)]]
+    raise ValueError(f"unit {m.group(2)!r} is not a multiple of {unit or 'a plain number'} "
+                     f"(write e.g. '{m.group(1)} G{unit}')")
+
+
+# ---- building dataclasses --------------------------------------------------------------------
+
+def _coerce(value: Any, hint: Any, unit: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return parse_quantity(value, unit)
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: expected a number{f' in {unit}' if unit else ''}, "
+                          f"got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected text, got {value!r}")
+    if hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    if origin is tuple or hint is tuple:
+        if isinstance(value, (list, tuple)):
+            inner = args[0] if args else typing.Any
+            return tuple(_coerce(v, inner, unit, f"{where}[{i}]") if inner is not typing.Any
+                         else v for i, v in enumerate(value))
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def build(cls: type, data: dict, where: str, extra: typing.Iterable[str] = ()) -> Any:
+    """Construct dataclass `cls` from a mapping, strictly: unknown keys are errors naming the
+    nearest valid key; values are type-checked and quantities converted to SI."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    allowed = set(fields) | set(extra)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(str(key), allowed)}")
+        if key in fields:
+            unit = fields[key].metadata.get("unit", "")
+            kwargs[key] = _coerce(value, hints[key], unit, f"{where}: {key}")
+    missing = [n for n, f in fields.items() if n not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s): {', '.join(missing)}")
+    try:
+        return cls(**kwargs)
+    except ExploreError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+# ---- registry access -------------------------------------------------------------------------
+
+def _kind(kind: str) -> Kind:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown preset kind {kind!r}{_did_you_mean(kind, KINDS)}; "
+                          f"kinds: {', '.join(sorted(KINDS))}")
+    return KINDS[kind]
+
+
+@lru_cache(maxsize=None)
+def _index(kind: str) -> dict[str, Path]:
+    """name and aliases -> file, for one kind."""
+    folder = ROOT / _kind(kind).folder
+    index: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        index[path.stem] = path
+        text = path.read_text()
+        m = re.search(r"^aliases:\s*\[(.*)\]\s*$", text, re.M)
+        if m:
+            for alias in (a.strip().strip("'\"") for a in m.group(1).split(",")):
+                if alias:
+                    index[alias] = path
+    return index
+
+
+def names(kind: str) -> list[str]:
+    """Canonical preset names (file stems) of one kind."""
+    return sorted({p.stem for p in _index(kind).values()})
+
+
+def aliases(kind: str) -> dict[str, str]:
+    return {a: p.stem for a, p in _index(kind).items() if a != p.stem}
+
+
+def is_path(ref: str) -> bool:
+    return ref.endswith((".yaml", ".yml", ".json")) or "/" in ref or Path(ref).is_file()
+
+
+def resolve(kind: str, ref: str) -> Path:
+    """A preset name, alias or file path -> the file. Unknown names list the nearest ones."""
+    if is_path(ref):
+        path = Path(ref)
+        if not path.is_file():
+            raise ConfigError(f"{kind} file not found: {ref}")
+        return path
+    index = _index(kind)
+    if ref in index:
+        return index[ref]
+    close = nearest(ref, index) or names(kind)[:8]
+    raise ConfigError(f"unknown {kind} preset {ref!r}; nearest: {', '.join(close)} "
+                      f"(`explore presets list {kind}` shows all)")
+
+
+def load(kind: str, ref: str) -> Any:
+    """Load a preset by name, alias or path (YAML; a Hugging Face config.json for models)."""
+    path = resolve(kind, ref)
+    if path.suffix == ".json":
+        if kind != "model":
+            raise ConfigError(f"{path}: only model presets may be a config.json")
+        from .hf import shape_from_hf_config
+        return shape_from_hf_config(path)
+    return _load_file(kind, str(path))
+
+
+@lru_cache(maxsize=256)
+def _load_file(kind: str, path: str) -> Any:
+    cls = _kind(kind).cls
+    data = read_yaml(path)
+    if "name" in {f.name for f in dataclasses.fields(cls)}:
+        data.setdefault("name", Path(path).stem)
+    return build(cls, data, path, extra=("aliases",))
+
+
+def find(name: str) -> list[tuple[str, Path]]:
+    """Every (kind, file) whose preset is called `name` (or aliased so)."""
+    return [(k, _index(k)[name]) for k in KINDS if name in _index(k)]
+
+
+def all_names() -> dict[str, list[str]]:
+    return {k: names(k) for k in KINDS}

@@ -1,0 +1,175 @@
+"""Two engines behind one interface: an exhaustive vectorised sweep and Optuna.
+
+`run` picks the exhaustive sweep when the space has at most `exhaustive_limit` points (default
+10^5) unless told otherwise; both return a SearchResult with the same fields, so the best point of
+either can be compared directly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from explore.models.errors import InputError
+
+from .space import Space, _plain
+from .study import Evaluation, Objective, Study
+
+SAMPLERS = ("tpe", "random", "nsga2", "grid")
+ENGINES = ("auto", "exhaustive", "optuna")
+Progress = Callable[[int, "int | None", "float | None"], None]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    engine: str = "auto"
+    sampler: str = "tpe"
+    n_trials: int | None = None      # Optuna budget (default: 200, or until timeout)
+    timeout_s: float | None = None
+    seed: int | None = 0
+    storage: str | None = None       # Optuna storage URL; None = in memory
+    study_name: str | None = None
+    exhaustive_limit: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown search engine {self.engine!r}; choose from "
+                             f"{', '.join(ENGINES)}")
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise InputError(f"--n-trials must be >= 1, got {self.n_trials}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise InputError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
+
+
+@dataclass
+class SearchResult:
+    study: str
+    engine: str
+    objectives: tuple[Objective, ...]
+    params: dict[str, np.ndarray]
+    metrics: dict[str, np.ndarray]
+    feasible: np.ndarray
+    reasons: list[str]
+    space_size: int
+    elapsed_s: float
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.feasible)
+
+    def score(self, objective: Objective) -> np.ndarray:
+        """Objective values turned into 'lower is better', infeasible and non-finite = +inf."""
+        v = objective.sign * np.asarray(self.metrics[objective.name], dtype=float)
+        return np.where(self.feasible & np.isfinite(v), v, np.inf)
+
+    def ranked(self) -> np.ndarray:
+        """Feasible, distinct trials, best first: by the first objective; with several objectives
+        the Pareto set comes first."""
+        if not self.n:
+            return np.zeros(0, dtype=int)
+        first = self.score(self.objectives[0])
+        keys = [np.arange(self.n), first]
+        if len(self.objectives) > 1:
+            on_front = np.zeros(self.n, dtype=bool)
+            on_front[self.pareto()] = True
+            keys.append(~on_front)
+        order = np.lexsort(keys)
+        order = order[np.isfinite(first[order])]
+        seen, out = set(), []
+        for i in order:
+            key = tuple(_plain(self.params[p][i]) for p in self.params)
+            if key not in seen:
+                seen.add(key)
+                out.append(i)
+        return np.asarray(out, dtype=int)
+
+    @property
+    def best(self) -> int | None:
+        r = self.ranked()
+        return int(r[0]) if len(r) else None
+
+    def pareto(self) -> np.ndarray:
+        """Indices of the non-dominated feasible trials over all objectives."""
+        scores = np.stack([self.score(o) for o in self.objectives], axis=1)
+        return pareto_front(scores)
+
+    def point(self, i: int) -> dict:
+        return {p: _plain(v[i]) for p, v in self.params.items()}
+
+    def row(self, i: int) -> dict:
+        out = self.point(i)
+        out.update({m: float(v[i]) for m, v in self.metrics.items()})
+        out["feasible"] = bool(self.feasible[i])
+        if self.reasons[i]:
+            out["reason"] = self.reasons[i]
+        return out
+
+
+def pareto_front(scores: np.ndarray) -> np.ndarray:
+    """Rows of `scores` (n x k, lower is better, inf = excluded) that no other row dominates."""
+    finite = np.all(np.isfinite(scores), axis=1)
+    idx = np.flatnonzero(finite)
+    if not len(idx):
+        return idx
+    order = idx[np.lexsort(scores[idx].T[::-1])]   # sorted by first objective, then the rest
+    front: list[int] = []
+    for i in order:
+        s = scores[i]
+        if front:
+            f = scores[front]
+            if np.any(np.all(f <= s, axis=1) & np.any(f < s, axis=1)) or \
+                    np.any(np.all(f == s, axis=1)):
+                continue
+        front.append(int(i))
+    return np.asarray(front, dtype=int)
+
+
+def run(study: Study, objectives: list[str] | tuple[str, ...], settings: SearchSettings,
+        space: Space | None = None, progress: Progress | None = None) -> SearchResult:
+    """Search `space` (default: the study's) for the given objective names."""
+    space = space or study.space
+    by_name = {o.name: o for o in study.objectives}
+    unknown = [o for o in objectives if o not in by_name]
+    if unknown or not objectives:
+        raise InputError(f"unknown objective {', '.join(unknown) or '(none)'}; "
+                         f"{study.name} offers {', '.join(by_name)}")
+    objs = tuple(by_name[o] for o in objectives)
+    engine = settings.engine
+    if engine == "auto":
+        engine = "exhaustive" if space.size <= settings.exhaustive_limit else "optuna"
+    if engine == "exhaustive":
+        return _exhaustive(study, space, objs, progress)
+    from .optuna_engine import optimize
+    return optimize(study, space, objs, settings, progress)
+
+
+def _exhaustive(study: Study, space: Space, objectives: tuple[Objective, ...],
+                progress: Progress | None) -> SearchResult:
+    start = time.perf_counter()
+    parts: list[tuple[dict, Evaluation]] = []
+    done, interrupted = 0, False
+    try:
+        for cols in space.chunks():
+            ev = study.evaluate(cols)
+            parts.append((cols, ev))
+            done += len(next(iter(cols.values())))
+            if progress:
+                progress(done, space.size, None)
+    except KeyboardInterrupt:
+        interrupted = True
+    params = {p: np.concatenate([c[p] for c, _ in parts]) if parts else np.zeros(0)
+              for p in space.names}
+    metric_names = list(parts[0][1].metrics) if parts else []
+    metrics = {m: np.concatenate([np.asarray(e.metrics[m], dtype=float) for _, e in parts])
+               for m in metric_names}
+    feasible = np.concatenate([e.feasible for _, e in parts]) if parts else np.zeros(0, bool)
+    reasons = [e.reason(i) if not e.feasible[i] else "" for _, e in parts
+               for i in range(len(e.feasible))]
+    return SearchResult(study.name, "exhaustive", objectives, params, metrics, feasible, reasons,
+                        space.size, time.perf_counter() - start, interrupted)

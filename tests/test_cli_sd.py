@@ -1,0 +1,135 @@
+"""`explore sd` end to end, and every bad input of issue 2: message and exit code 2."""
+
+import json
+
+import pytest
+
+
+def test_default_run_names_best_point(cli):
+    code, out, err = cli("sd", "--model", "qwen2-57b")
+    assert code == 0, err
+    for needle in ("a-priori (uncalibrated", "Best for speedup", "batch size B",
+                   "draft length gamma", "target efficiency", "effective range",
+                   "Target forward time", "routed experts", "Defaults used", "tp 2"):
+        assert needle in out, needle
+
+
+def test_json_carries_the_table_numbers(cli):
+    code, out, _ = cli("sd", "--model", "qwen2-57b", "--hardware", "h800", "--tp", "2",
+                       "--gamma", "4", "--json")
+    assert code == 0
+    data = json.loads(out)
+    best = data["best"]
+    assert data["setup"]["tp"] == 2 and best["gamma"] == 4
+    assert 1 <= best["batch"] <= 100
+    assert best["speedup"] <= best["tokens_per_round"]
+    grid = data["grid"]
+    b = grid["batch"].index(best["batch"])
+    assert grid["speedup"][b][0] == pytest.approx(best["speedup"])
+    lo, hi = data["ranges"]["effective"]
+    assert lo <= best["batch"] <= hi
+
+
+def test_dense_comparison_and_objective(cli):
+    code, out, _ = cli("sd", "--dense", "qwen2-7b", "--objective", "throughput", "--json",
+                       "--hardware", "h800")
+    assert code == 0
+    data = json.loads(out)
+    assert data["objective"] == "throughput" and data["dense"]["model"] == "qwen2-7b"
+
+
+def test_latency_constraint_binds(cli):
+    code, out, _ = cli("sd", "--json", "--max-latency-ms", "5", "--hardware", "h800")
+    assert code == 0
+    data = json.loads(out)
+    assert data["best"]["latency_s"] <= 5e-3
+    assert data["search"]["infeasible"] > 0
+
+
+def test_hf_config_path_as_model(cli, tmp_path):
+    from test_presets import HF_QWEN2_MOE
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(HF_QWEN2_MOE))
+    code, out, err = cli("sd", "--model", str(p), "--draft", "qwen2-0.5b", "--json")
+    assert code == 0, err
+    assert json.loads(out)["setup"]["tp"] == 2
+
+
+BAD = [
+    (("sd", "--model", "qwen2-75b"), "unknown model preset 'qwen2-75b'; nearest: qwen2-7b, qwen2-57b"),
+    (("sd", "--hardware", "h900"), "unknown gpu preset 'h900'; nearest:"),
+    (("sd", "--acceptance", "humaneval"), "unknown acceptance preset"),
+    (("sd", "--batch", "8x"), "--batch '8x': cannot read '8x'; use N, A-B"),
+    (("sd", "--batch", "10-2"), "must go up"),
+    (("sd", "--gamma", "0"), "--gamma '0': values must be >= 1"),
+    (("sd", "--batch", "0-4"), "--batch '0-4': values must be >= 1"),
+    (("sd", "--alpha", "1.0"), "alpha must be in [0, 1)"),
+    (("sd", "--alpha", "-0.1"), "alpha must be in [0, 1)"),
+    (("sd", "--sigma", "0.9"), "write the gamma it was measured at"),
+    (("sd", "--sigma", "1.2@4"), "sigma must lie in"),
+    (("sd", "--alpha", "0.8", "--acceptance", "generic-0.8"), "give only one of"),
+    (("sd", "--ctx", "-5"), "--ctx must be >= 0"),
+    (("sd", "--tp", "3"), "TP degree 3 does not divide the 28 attention heads"),
+    (("sd", "--tp", "0"), "tensor-parallel degree must be >= 1"),
+    (("sd", "--model", "qwen2-7b", "--tp", "1", "--batch", "4000", "--ctx", "32768"),
+     "no feasible (batch, gamma) point: memory"),
+    (("sd", "--model", "llama3.1-405b", "--hardware", "l40"), "does not fit on up to 8 x l40"),
+    (("sd", "--objective", "cost"), "--objective 'cost': choose from"),
+    (("sd", "--verify-tokens", "all"), "verify tokens must be one of"),
+    (("sd", "--model", "olmoe-1b-7b"), "has no usual draft preset; pass --draft"),
+    (("sd", "--search", "annealing"), "unknown search engine"),
+    (("presets", "show", "h900"), "no preset called 'h900'"),
+    (("presets", "list", "gpus"), "unknown preset kind 'gpus' (did you mean 'gpu'"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input_is_one_clear_line(cli, args, message):
+    code, out, err = cli(*args)
+    assert code == 2
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_malformed_yaml_model_file(cli, tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("layers: [28\n")
+    code, _, err = cli("sd", "--model", str(p), "--draft", "qwen2-0.5b")
+    assert code == 2 and "malformed YAML" in err
+
+
+def test_unreadable_config_json(cli, tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text('{"hidden_size": 8,')
+    code, _, err = cli("sd", "--model", str(p), "--draft", "qwen2-0.5b")
+    assert code == 2 and "malformed JSON" in err
+
+
+def test_negative_size_in_user_model(cli, tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("layers: -2\nhidden: 8\nheads: 2\nkv_heads: 2\nhead_dim: 4\nintermediate: 8\n"
+                 "vocab: 10\n")
+    code, _, err = cli("sd", "--model", str(p), "--draft", "qwen2-0.5b")
+    assert code == 2 and "layers must be positive" in err
+
+
+def test_debug_shows_traceback(cli):
+    from explore.models.errors import InputError
+    with pytest.raises(InputError):
+        cli("sd", "--batch", "8x", "--debug")
+
+
+def test_presets_list_and_show(cli):
+    code, out, _ = cli("presets", "list", "gpu")
+    assert code == 0 and "h800" in out and "rtx-4090" in out
+    code, out, _ = cli("presets", "show", "h200", "--json")
+    data = json.loads(out)
+    assert data["kind"] == "gpu" and data["hbm_bandwidth"] == pytest.approx(4.8e12)
+    code, out, _ = cli("presets", "show", "qwen2-57b")
+    assert code == 0 and "experts_per_token" in out
+
+
+def test_version(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("explore ")

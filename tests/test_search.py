@@ -1,0 +1,62 @@
+"""The generic search core on a toy study: engines agree, constraints and Pareto sets."""
+
+import numpy as np
+import pytest
+
+from explore.models.errors import InputError
+from explore.search import Evaluation, Metric, Objective, Param, Space
+from explore.search.engine import SearchSettings, pareto_front, run
+
+
+class Toy:
+    name = "toy"
+    space = Space((Param("x", tuple(range(30))), Param("y", tuple(range(12)))))
+    metrics = (Metric("f", "f"), Metric("g", "g"))
+    objectives = (Objective("f", "maximize"), Objective("g", "minimize"))
+
+    def evaluate(self, p):
+        x, y = p["x"].astype(float), p["y"].astype(float)
+        f = -(x - 17.3) ** 2 - 1.7 * (y - 4.2) ** 2
+        return Evaluation({"f": f, "g": x + 2 * y}, {"cap": x + y - 25.0})
+
+
+def test_exhaustive_respects_constraints():
+    r = run(Toy(), ["f"], SearchSettings())
+    assert r.engine == "exhaustive" and r.n == 360
+    assert r.point(r.best) == {"x": 17, "y": 4}
+    assert (~r.feasible).sum() == sum(1 for x in range(30) for y in range(12) if x + y > 25)
+    assert all(r.reasons[i] == "cap" for i in np.flatnonzero(~r.feasible))
+
+
+def test_optuna_finds_the_exhaustive_optimum():
+    ex = run(Toy(), ["f"], SearchSettings(engine="exhaustive"))
+    op = run(Toy(), ["f"], SearchSettings(engine="optuna", n_trials=200, seed=1))
+    assert op.point(op.best) == ex.point(ex.best)
+
+
+def test_pareto_front_is_non_dominated():
+    r = run(Toy(), ["f", "g"], SearchSettings())
+    front = r.pareto()
+    scores = np.stack([r.score(o) for o in r.objectives], axis=1)
+    for i in front:
+        dominated = np.all(scores <= scores[i], axis=1) & np.any(scores < scores[i], axis=1)
+        assert not dominated.any()
+    assert len(front) > 3
+
+
+def test_pareto_front_small_case():
+    s = np.array([[1, 5], [2, 2], [3, 3], [5, 1], [np.inf, 0]])
+    assert sorted(pareto_front(s).tolist()) == [0, 1, 3]
+
+
+def test_unknown_objective():
+    with pytest.raises(InputError, match="unknown objective"):
+        run(Toy(), ["h"], SearchSettings())
+
+
+def test_space_enumeration_and_signature():
+    s = Toy.space
+    cols = s.columns(0, 13)
+    assert cols["x"][:2].tolist() == [0, 0] and cols["y"][12] == 0 and cols["x"][12] == 1
+    assert s.signature() != Space((Param("x", tuple(range(31))),
+                                   Param("y", tuple(range(12))))).signature()
