@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from . import presets_cmd, sd
+from . import presets_cmd, sd, validate
 
 app = typer.Typer(
     name="explore",
@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(sd.app, name="sd")
 app.add_typer(presets_cmd.app, name="presets")
+app.add_typer(validate.app, name="validate")
 
 
 def _version(value: bool) -> None:

@@ -101,11 +101,27 @@ def build(req: SdRequest):
                          + ("the pairing's default" if pairing else "no measured rate for this "
                             "pair; pass --alpha, --sigma or --acceptance"))
 
-    gpu = presets.load("gpu", req.hardware or DEFAULT_GPU)
-    if req.hardware is None:
+    calibration = None
+    if req.calibration:
+        from explore.models.sd_fit import Calibration
+        calibration = presets.load_dataclass(Calibration, req.calibration)
+        if calibration.target != target.name:
+            raise InputError(f"{req.calibration} was fitted for {calibration.target}, not "
+                             f"{target.name}")
+        fitted_on = f"{req.calibration} was fitted on {calibration.gpus} x {calibration.hardware}"
+        if req.hardware and presets.load("gpu", req.hardware).name != calibration.hardware:
+            raise InputError(f"{fitted_on}; drop --hardware or refit")
+        if req.tp is not None and req.tp != calibration.gpus:
+            raise InputError(f"{fitted_on}; drop --tp or refit")
+
+    gpu = presets.load("gpu", req.hardware or (calibration.hardware if calibration
+                                               else DEFAULT_GPU))
+    if req.hardware is None and calibration is None:
         notes.append(f"hardware {gpu.name}: default current GPU")
     draft_tp = req.draft_tp or (pairing.draft_tp if pairing else 1)
-    if req.tp is None:
+    if calibration is not None:
+        tp = calibration.gpus
+    elif req.tp is None:
         tp = smallest_tp(target, draft, gpu, max(batches), req.ctx, max(gammas))
         notes.append(f"tp {tp}: smallest TP degree whose GPUs hold weights + KV cache at batch "
                      f"{max(batches)}, ctx {req.ctx}")
@@ -113,11 +129,6 @@ def build(req: SdRequest):
         tp = req.tp
     if req.draft_tp is None:
         notes.append(f"draft on {draft_tp} GPU (tensor parallel {draft_tp})")
-
-    calibration = None
-    if req.calibration:
-        from explore.models.sd_fit import load_calibration
-        calibration = load_calibration(req.calibration, target)
 
     def setup_for(model, tp_):
         return SdSetup(sd.Deployment(model, gpu, tp_), sd.Deployment(draft, gpu, draft_tp),
@@ -354,3 +365,6 @@ def _grid_table(out: dict):
             cells.append(f"[{style}]{v:.2f}[/]" if style else f"{v:.2f}")
         t.add_row(str(g["batch"][i]), *cells)
     return t
+
+
+from . import sd_fit  # noqa: E402,F401  (registers `explore sd fit` on this sub-app)

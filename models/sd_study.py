@@ -13,6 +13,7 @@ from explore.search.study import Evaluation, Metric, Objective
 from . import sd
 from .errors import InfeasibleError, InputError
 from .hardware import GpuSpec
+from .sd_fit import Calibration
 from .shapes import ModelShape
 from .units import GiB, MS
 
@@ -30,7 +31,7 @@ class SdSetup:
     overlap: str = "none"
     memory_fraction: float = 0.9        # of HBM usable for weights + KV (vLLM's default)
     max_latency_s: float | None = None  # per generated token with SD
-    calibration: sd.FittedParams | None = None
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         sd.check_alpha(self.alpha)
@@ -48,16 +49,16 @@ class SdSetup:
 
     @property
     def mode(self) -> str:
-        return "calibrated (fitted model, §5.2)" if self.calibrated else \
-            "a-priori (uncalibrated, §5.1)"
+        cal = self.calibration
+        if cal is None:
+            return "a-priori (uncalibrated, §5.1)"
+        what = ("§5.1 with fitted efficiencies and overheads" if cal.mode == "physical" else
+                f"§5.2 fitted {', '.join(cal.fitted_parts)}; the rest a-priori")
+        return f"calibrated ({cal.mode} fit: {what})"
 
     def times(self):
-        if self.calibration is not None:
-            m = self.target.model
-            return sd.FittedTimes(self.calibration, m.experts, m.experts_per_token,
-                                  self.target.gpu.ridge_point)
-        return sd.PhysicalTimes(self.target, self.draft, self.ctx, self.correlation,
-                                self.overlap)
+        base = sd.PhysicalTimes(self.target, self.draft, self.ctx, self.correlation, self.overlap)
+        return self.calibration.times(base) if self.calibration else base
 
     def memory_per_gpu(self, batch, gamma):
         """Bytes on the busiest GPU (the one that also holds the draft): weights, KV cache for
@@ -156,7 +157,7 @@ def batch_range(batches: np.ndarray, mask: np.ndarray) -> list[int] | None:
 
 def _terms_at(setup: SdSetup, batch: int, tokens: float) -> list[dict]:
     times = setup.times()
-    if setup.calibrated:
+    if not isinstance(times, sd.PhysicalTimes):
         return [{"term": k, "seconds": float(v), "equation": "§5.2 Algorithm 1"}
                 for k, v in times.target_terms(batch, tokens).items()]
     fwd = times.target_forward(batch, tokens)
@@ -212,8 +213,9 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
                 {"term": f"verify: T_T(B,{v:g})", "seconds": float(one.t_verify),
                  "equation": "§3 T_T(B, verify tokens)"},
                 {"term": "rejection sampling", "seconds": float(one.t_reject),
-                 "equation": "§5.1 reject_base + reject_per_seq * B" if not setup.calibrated
-                 else "§5.2 reject_bias + reject_k * B"},
+                 "equation": "§5.2 reject_bias + reject_k * B" if setup.calibrated and
+                 "reject" in setup.calibration.fitted_parts
+                 else "§5.1 reject_base + reject_per_seq * B"},
             ],
         },
     }

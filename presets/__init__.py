@@ -281,3 +281,39 @@ def find(name: str) -> list[tuple[str, Path]]:
 
 def all_names() -> dict[str, list[str]]:
     return {k: names(k) for k in KINDS}
+
+
+# ---- data files ------------------------------------------------------------------------------
+
+def data_path(*parts: str) -> Path:
+    """A file shipped with the presets (validation tables live under validation/)."""
+    return ROOT.joinpath(*parts)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows of a CSV file as dicts of strings; ConfigError when unreadable or empty."""
+    import csv
+
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    except csv.Error as e:
+        raise ConfigError(f"{path}: malformed CSV: {e}") from None
+    if not rows:
+        raise ConfigError(f"{path}: no data rows")
+    return rows
+
+
+def load_dataclass(cls: type, path: str | Path) -> Any:
+    """A strict YAML file -> dataclass (unknown keys are errors)."""
+    return build(cls, read_yaml(path), str(path))
+
+
+def write_yaml(path: str | Path, data: dict) -> None:
+    try:
+        Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,0 +1,233 @@
+"""`explore sd fit DATA.csv`: calibrate the SD model from measurements (docs/sd.md §5.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .sd import app
+
+# Accepted CSV columns. Times carry their unit in the name: _s, _ms or _us.
+PAPER_COLUMNS = {"batch": ("batch", "B"), "gamma": ("gamma",), "k": ("K", "k"),
+                 "experts": ("E", "experts"), "sigma": ("sigma",), "speedup": ("speedup",)}
+COMPONENT_COLUMNS = {"batch": ("batch", "B"), "tokens": ("tokens_per_seq", "tokens", "t")}
+TIME_COLUMNS = {"target": ("t_target", "step", "forward", "T_T"),
+                "draft": ("t_draft", "draft", "T_D"), "reject": ("t_reject", "reject", "T_rej")}
+UNITS = {"_s": 1.0, "_ms": 1e-3, "_us": 1e-6}
+
+
+def _column(rows: list[dict], names, what: str, path: str, required: bool = True):
+    for n in names:
+        if n in rows[0]:
+            return n
+    if required:
+        raise _error(f"{path}: no {what} column (expected one of {', '.join(names)}; "
+                     f"found {', '.join(rows[0])})")
+    return None
+
+
+def _time_column(rows: list[dict], stems, path: str, required: bool):
+    """A time column written as <stem>_s, <stem>_ms or <stem>_us -> (name, factor to s)."""
+    for stem in stems:
+        for suffix, factor in UNITS.items():
+            if stem + suffix in rows[0]:
+                return stem + suffix, factor
+    if required:
+        raise _error(f"{path}: no forward-time column (expected e.g. "
+                     f"{', '.join(s + '_ms' for s in stems)}; found {', '.join(rows[0])})")
+    return None, None
+
+
+def _error(msg: str):
+    from explore.models.errors import InputError
+    return InputError(msg)
+
+
+def _numbers(rows: list[dict], col: str, path: str):
+    import numpy as np
+    try:
+        return np.array([float(r[col]) for r in rows])
+    except (TypeError, ValueError):
+        bad = next(r[col] for r in rows if not _is_number(r[col]))
+        raise _error(f"{path}: column {col!r} has a non-number {bad!r}") from None
+
+
+def _is_number(x) -> bool:
+    try:
+        float(x)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+@app.command("fit")
+def fit(
+    data: Path = typer.Argument(..., help="CSV of measurements: paper-style rows (batch, gamma, "
+                                "K, E, sigma, speedup) or component rows (batch, tokens_per_seq, "
+                                "forward time as step_ms / t_target_ms [, t_draft_ms, "
+                                "t_reject_ms, ctx])"),
+    model: str = typer.Option("qwen2-57b-a14b", "--model", "-m", help="target model preset or "
+                              "config.json the data was measured on"),
+    hardware: str = typer.Option(..., "--hardware", "--gpu", help="GPU preset the data was "
+                                 "measured on (sets the ridge point and the load bounds)"),
+    gpus: int = typer.Option(1, "--gpus", "--tp", help="GPUs the target ran on (tensor parallel)"),
+    draft: Optional[str] = typer.Option(None, "--draft", help="draft model preset (bounds of "
+                                        "draft_bias) [default: the target's usual draft]"),
+    mode: str = typer.Option("auto", "--mode", help="auto (paper if a speedup column exists, "
+                             "else component), paper, component or physical"),
+    where: list[str] = typer.Option([], "--where", help="keep rows whose COLUMN=VALUE "
+                                    "(repeatable), e.g. --where model=qwen2-57b-a14b"),
+    fit_points: int = typer.Option(21, "--fit-points", help="fit on at most this many rows "
+                                   "(every k-th after sorting); the rest are held out"),
+    verify_tokens: str = typer.Option("gamma", "--verify-tokens", help="paper mode: positions "
+                                      "scored in verification (gamma as in the paper, or "
+                                      "gamma+1)"),
+    context: int = typer.Option(512, "--ctx", help="physical mode: KV length when the CSV has "
+                                "no ctx column"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="calibration YAML to "
+                                          "write [default: <data>-<mode>.calibration.yaml]"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """Fit the MoESD model to your measurements, report each parameter with the bound it sits
+    on, residuals and a hold-out error, and write a calibration YAML for `explore sd
+    --calibration`.
+
+    Example: explore sd fit h200.csv --where model=qwen2-57b-a14b --model qwen2-57b --hardware
+    h200 --gpus 1
+    """
+    import numpy as np
+
+    from explore import presets
+    from explore.models import sd_fit
+
+    from .common import emit_json
+
+    rows = presets.read_csv(data)
+    for cond in where:
+        col, eq, value = cond.partition("=")
+        if not eq:
+            raise _error(f"--where {cond!r}: write COLUMN=VALUE")
+        if col not in rows[0]:
+            raise _error(f"--where {cond!r}: no column {col!r} in {data}")
+        rows = [r for r in rows if r[col] == value]
+        if not rows:
+            raise _error(f"--where {cond!r} keeps no rows of {data}")
+    if fit_points < 2:
+        raise _error("--fit-points must be >= 2")
+    target = presets.load("model", model)
+    gpu = presets.load("gpu", hardware)
+    if gpus < 1:
+        raise _error(f"--gpus must be >= 1, got {gpus}")
+    target.check_tensor_parallel(gpus)
+    if mode == "auto":
+        mode = "paper" if "speedup" in rows[0] else "component"
+    if mode not in sd_fit.MODES:
+        raise _error(f"--mode {mode!r}: choose auto, {', '.join(sd_fit.MODES)}")
+    path = str(data)
+
+    if mode == "paper":
+        cols = {k: _column(rows, v, k, path) for k, v in PAPER_COLUMNS.items()}
+        rows.sort(key=lambda r: (float(r[cols["k"]]), float(r[cols["gamma"]]),
+                                 float(r[cols["batch"]])))
+        val = {k: _numbers(rows, c, path) for k, c in cols.items()}
+        draft_model = presets.load("model", draft or _usual_draft(target))
+        res = sd_fit.fit_paper(val["batch"], val["gamma"], val["k"], val["experts"],
+                               val["sigma"], val["speedup"], target, draft_model, gpu, gpus,
+                               fit_points, verify_tokens)
+        batch = val["batch"]
+    else:
+        cols = {k: _column(rows, v, k, path) for k, v in COMPONENT_COLUMNS.items()}
+        rows.sort(key=lambda r: (float(r[cols["batch"]]), float(r[cols["tokens"]])))
+        batch = _numbers(rows, cols["batch"], path)
+        tokens = _numbers(rows, cols["tokens"], path)
+        found = {k: _time_column(rows, stems, path, k == "target")
+                 for k, stems in TIME_COLUMNS.items()}
+        times = {k: (_numbers(rows, c, path) * f if c else None) for k, (c, f) in found.items()}
+        if mode == "component":
+            draft_model = presets.load("model", draft) if draft else None
+            res = sd_fit.fit_component(batch, tokens, times["target"], target, gpu, gpus,
+                                       times["draft"], times["reject"], draft_model, fit_points)
+        else:
+            ctx = _numbers(rows, "ctx", path) if "ctx" in rows[0] else context
+            res = sd_fit.fit_physical(batch, tokens, times["target"], target, gpu, gpus, ctx,
+                                      fit_points=fit_points)
+
+    out = fit_report(res, batch, mode)
+    cal = sd_fit.Calibration(
+        mode=mode, target=target.name, hardware=gpu.name, gpus=gpus, ridge_point=gpu.ridge_point,
+        params={} if mode == "physical" else dict(zip(res.names, map(float, res.values))),
+        gpu_overrides=dict(zip(res.names, map(float, res.values))) if mode == "physical" else {},
+        fit={k: out[k] for k in ("points", "fit_points", "fit_seconds", "holdout")},
+        source=str(data))
+    output = output or Path(f"{Path(data).stem}-{mode}.calibration.yaml")
+    presets.write_yaml(output, _plain(cal))
+    out["calibration_file"] = str(output)
+    if json_out:
+        emit_json(out)
+    else:
+        render_fit(out)
+
+
+def _usual_draft(target) -> str:
+    from explore import presets
+    if target.name in presets.names("pairing"):
+        return presets.load("pairing", target.name).draft
+    raise _error(f"{target.name} has no usual draft; pass --draft NAME for the draft_bias bound")
+
+
+def _plain(cal) -> dict:
+    import dataclasses
+    from .common import _clean
+    return _clean(dataclasses.asdict(cal))
+
+
+def fit_report(res, batch, mode: str) -> dict:
+    """Everything `explore sd fit` shows, JSON-ready (seconds for times)."""
+    import numpy as np
+    bound = res.at_bound()
+    params = [{"name": n, "value": float(v), "lower": float(lo), "upper": float(hi),
+               "at_bound": b}
+              for n, v, lo, hi, b in zip(res.names, res.values, res.lower, res.upper, bound)]
+    residuals = [{"row": int(i), "batch": float(batch[i]), "measured": float(res.measured[i]),
+                  "predicted": float(res.predicted[i]),
+                  "relative_error": float(res.relative_error[i]),
+                  "in_fit": bool(i in set(res.fit_index.tolist()))}
+                 for i in range(len(res.measured))]
+    fit_err = res.relative_error[res.fit_index]
+    return {"mode": mode, "quantity": res.quantity, "points": int(len(res.measured)),
+            "fit_points": int(len(res.fit_index)), "fit_seconds": res.seconds,
+            "evaluations": res.nfev, "parameters": params,
+            "fit_rms_relative": float(np.sqrt(np.mean(fit_err ** 2))),
+            "holdout": res.error_stats(res.holdout_index), "warnings": res.warnings,
+            "residuals": residuals}
+
+
+UNIT_OF = {"lam": "", "s": "", "eta_bw": "", "eta_compute": ""}
+
+
+def render_fit(out: dict) -> None:
+    from .render import console, key_values, table
+
+    c = console()
+    rows = []
+    for p in out["parameters"]:
+        seconds = UNIT_OF.get(p["name"], "s") == "s"
+        f = (lambda x: f"{x * 1e3:.4g} ms") if seconds else (lambda x: f"{x:.4g}")
+        hi = f(p["upper"]) if p["upper"] != float("inf") else "none"
+        rows.append([p["name"], f(p["value"]), f(p["lower"]), hi, p["at_bound"] or "-"])
+    c.print(table(f"Fitted parameters ({out['mode']} mode, residuals on {out['quantity']})",
+                  ["parameter", "value", "lower bound", "upper bound", "sits on"], rows,
+                  right=(1, 2, 3)))
+    h = out["holdout"]
+    c.print(key_values("Fit", [
+        ("points", f"{out['fit_points']} fitted (every k-th after sorting) of {out['points']}"),
+        ("time", f"{out['fit_seconds'] * 1e3:.1f} ms, {out['evaluations']} model evaluations",
+         "trust-region reflective, scipy.optimize.least_squares"),
+        ("fit residual", f"{out['fit_rms_relative']:.2%} RMS relative"),
+        ("hold-out error", f"mean {h['mean_abs']:.2%}, max {h['max_abs']:.2%} over {h['points']} "
+                           f"rows" if h["points"] else "no rows held out"),
+        ("calibration", out["calibration_file"], "use: explore sd --calibration FILE")]))
+    for w in out["warnings"]:
+        c.print(f"[bold yellow]warning:[/] {w}")

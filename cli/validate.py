@@ -1,0 +1,151 @@
+"""`explore validate`: how far each study's model is from published and measured results."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Compare the models with published and measured results; exit code 1 "
+                       "when an error exceeds the stated tolerance.\n\nExample: explore "
+                       "validate sd --summary")
+
+# MoESD's model and hardware labels -> presets (the draft runs on one GPU of the same kind)
+MOESD_MODELS = {"Qwen2-57B-A14B": ("qwen2-57b-a14b", "qwen2-0.5b"),
+                "Mixtral-8x7B+EAGLE": ("mixtral-8x7b", "eagle-mixtral-8x7b")}
+H200_MODELS = ("qwen2-57b-a14b", "qwen2-7b", "qwen2-0.5b")
+
+
+def sd_validation() -> dict:
+    """Read the packaged tables, run the pure comparisons, return JSON-ready results."""
+    from explore import presets
+    from explore.models import sd_validate as v
+
+    cells = presets.read_csv(presets.data_path("validation", "sd", "moesd_peak_speedups.csv"))
+    setups = {}
+    for c in cells:
+        count, gpu = c["hardware"].split("x")
+        target, draft = MOESD_MODELS[c["model"]]
+        setups[(c["model"], c["hardware"])] = v.CellSetup(
+            presets.load("model", target), presets.load("model", draft),
+            presets.load("gpu", gpu.lower()), int(count))
+    peaks = v.peak_speedups(cells, setups)
+    summary = v.summarise(peaks)
+    order = v.orderings(peaks, setups)
+    timings = presets.read_csv(presets.data_path("validation", "sd",
+                                                 "h200_qwen2_layer_times.csv"))
+    h200 = presets.load("gpu", "h200")
+    ratios = {m: v.h200_ratios([r for r in timings if r["model"] == m],
+                               presets.load("model", m), h200) for m in H200_MODELS}
+    return {"study": "sd", "peaks": peaks, "peak_summary": summary, "orderings": order,
+            "h200": ratios, "checks": v.checks(summary, order, ratios["qwen2-57b-a14b"]),
+            "assumptions": ["context 512 tokens, verification scores gamma+1 positions, "
+                            "roofline overlap none (the tool's defaults)",
+                            "alpha of each cell from its published sigma and gamma",
+                            "draft on one GPU of the same kind; peak over B = 1..100",
+                            "H200: one GPU, the h200 preset; t = 1 rows (ratio 1 by "
+                            "definition) left out of the error statistics"]}
+
+
+def render_checks(rows: list[dict], title: str = "Validation summary") -> None:
+    from .render import console, table
+
+    style = {"PASS": "[green]PASS[/]", "WARN": "[yellow]WARN[/]", "FAIL": "[bold red]FAIL[/]"}
+    console().print(table(title, ["check", "reference", "ours", "tolerance", "status",
+                                  "source"],
+                          [[r["check"], r["reference"], r["ours"], r["tolerance"],
+                            style.get(r["status"], r["status"]), r["source"]] for r in rows]))
+
+
+def render_sd(out: dict, summary_only: bool) -> None:
+    from .render import console, key_values, table
+
+    c = console()
+    if not summary_only:
+        c.print(table("MoESD peak speedups: published vs a-priori (peak over B = 1..100)",
+                      ["table", "model", "hardware", "dataset", "T", "gamma", "sigma",
+                       "published x", "ours x", "at B", "error"],
+                      [[r["table"], r["model"], r["hardware"], r["dataset"],
+                        f"{r['temperature']:g}", r["gamma"], f"{r['sigma']:.2f}",
+                        f"{r['published']:.2f}", f"{r['ours']:.2f}", r["peak_batch"],
+                        f"{r['error']:+.1%}"] for r in out["peaks"]],
+                      right=(4, 5, 6, 7, 8, 9, 10)))
+    s = out["peak_summary"]
+    implied = sorted(r["implied_extra_draft_s"] for r in out["peaks"])
+    c.print(key_values("Peak speedups", [
+        ("mean |error|", f"{s['mean_abs_error']:.1%} over {s['cells']} cells",
+         f"tolerance {s['tolerance']:.0%}"),
+        ("max |error|", f"{s['max_abs_error']:.1%}"),
+        ("mean signed error", f"{s['mean_signed_error']:+.1%}",
+         "> 0: the a-priori model predicts more speedup than measured"),
+        ("implied extra time per draft step", f"median {implied[len(implied) // 2] * 1e3:.2f} ms",
+         "what each of the gamma draft forwards would need to cost on top of the model for the "
+         "published denominator (serving-engine overhead the specs do not show)")]))
+    c.print(table("The paper's orderings", ["ordering", "pairs", "published holds",
+                                            "ours holds", "reproduced"],
+                  [[o["ordering"], o["pairs"], o["published_holds"], o["ours_holds"],
+                    "yes" if o["holds"] else "no"] for o in out["orderings"]], right=(1, 2, 3)))
+    for name, h in out["h200"].items():
+        if not summary_only and name == "qwen2-57b-a14b":
+            c.print(table(f"H200 {name}: T_T(B,t)/T_T(B,1), measured vs predicted "
+                          f"(* = row used by the calibration fit)",
+                          ["B", "t", "measured", "a-priori", "error", "calibrated", "error"],
+                          [[r["batch"], r["tokens_per_seq"], f"{r['measured']:.3f}",
+                            f"{r['apriori']:.3f}",
+                            f"{(r['apriori'] - r['measured']) / r['measured']:+.1%}",
+                            f"{r['calibrated']:.3f}" + ("*" if r["in_fit"] else ""),
+                            f"{(r['calibrated'] - r['measured']) / r['measured']:+.1%}"]
+                           for r in h["rows"] if r["tokens_per_seq"] > 1],
+                          right=(0, 1, 2, 3, 4, 5, 6)))
+    c.print(table("H200 T_T(B,t)/T_T(B,1) errors by model (t > 1)",
+                  ["model", "a-priori mean", "a-priori max", "calibrated hold-out mean",
+                   "max", "fit points", "fit time"],
+                  [[m, f"{h['apriori']['mean_abs_error']:.1%}",
+                    f"{h['apriori']['max_abs_error']:.1%}",
+                    f"{h['calibrated']['mean_abs_error']:.1%}",
+                    f"{h['calibrated']['max_abs_error']:.1%}", h["calibrated"]["fit_points"],
+                    f"{h['calibrated']['fit_seconds'] * 1e3:.0f} ms"]
+                   for m, h in out["h200"].items()], right=(1, 2, 3, 4, 5, 6)))
+    render_checks(out["checks"], "SD validation summary")
+    for a in out["assumptions"]:
+        c.print(f"[dim]assumption: {a}[/]")
+
+
+def _exit_code(rows: list[dict]) -> int:
+    return 1 if any(r["status"] == "FAIL" for r in rows) else 0
+
+
+@app.command("sd")
+def validate_sd(
+    summary: bool = typer.Option(False, "--summary", help="only the summary tables"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """The SD model against MoESD's 60 published peak speedups and real H200 layer timings."""
+    from .common import emit_json
+
+    out = sd_validation()
+    if json_out:
+        emit_json(out)
+    else:
+        render_sd(out, summary)
+    raise typer.Exit(_exit_code(out["checks"]))
+
+
+VALIDATIONS = {"sd": sd_validation}
+
+
+@app.callback(invoke_without_command=True)
+def validate_all(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """Run every study's validation and end with one summary table."""
+    if ctx.invoked_subcommand:
+        return
+    from .common import emit_json
+
+    results = {name: run() for name, run in VALIDATIONS.items()}
+    rows = [dict(r, study=name) for name, out in results.items() for r in out["checks"]]
+    if json_out:
+        emit_json({"checks": rows, "studies": results})
+    else:
+        render_checks(rows, "Validation summary (all studies)")
+    raise typer.Exit(_exit_code(rows))
