@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from . import presets_cmd, sd, validate
+from . import presets_cmd, sd, study, validate
 
 app = typer.Typer(
     name="explore",
@@ -25,6 +25,7 @@ app = typer.Typer(
 app.add_typer(sd.app, name="sd")
 app.add_typer(presets_cmd.app, name="presets")
 app.add_typer(validate.app, name="validate")
+app.add_typer(study.app, name="study")
 
 
 def _version(value: bool) -> None:
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("EXPLORE_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     from explore.models.errors import ExploreError
+
+    from . import search_run
+    search_run.ARGV, search_run.INTERRUPTED = argv, False
     try:
         app(args=argv, prog_name="explore", standalone_mode=True)
     except ExploreError as e:
@@ -62,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return 130 if code == 0 and search_run.INTERRUPTED else code
+    return 130 if search_run.INTERRUPTED else 0
 
 
 if __name__ == "__main__":

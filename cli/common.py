@@ -76,19 +76,26 @@ def _clean(x: Any) -> Any:
 
 @dataclass
 class SearchOptions:
-    search: str
-    sampler: str
-    n_trials: int | None
-    timeout: float | None
-    seed: int | None
-    storage: str | None
-    study_name: str | None
+    search: str = "auto"
+    sampler: str = "tpe"
+    n_trials: int | None = None
+    timeout: float | None = None
+    seed: int | None = 0
+    storage: str | None = None
+    study_name: str | None = None
+    workers: int = 1
+    total_trials: int | None = None
 
-    def settings(self):
+    def settings(self, command: str | None = None):
+        from explore.models.errors import InputError
         from explore.search.engine import SearchSettings
+
+        if self.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {self.workers}")
         return SearchSettings(engine=self.search, sampler=self.sampler, n_trials=self.n_trials,
                               timeout_s=self.timeout, seed=self.seed, storage=self.storage,
-                              study_name=self.study_name)
+                              study_name=self.study_name, total_trials=self.total_trials,
+                              command=command)
 
 
 SEARCH_PANEL = "Search engine"
@@ -108,3 +115,9 @@ StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL to persist
                           rich_help_panel=SEARCH_PANEL)
 StudyNameOpt = typer.Option(None, "--study-name", help="name of the stored study [default: "
                             "derived from the study and its space]", rich_help_panel=SEARCH_PANEL)
+WorkersOpt = typer.Option(1, "--workers", help="run K worker processes on one shared storage "
+                          "(Optuna searches; the budget is split between them)",
+                          rich_help_panel=SEARCH_PANEL)
+TotalTrialsOpt = typer.Option(None, "--total-trials", help="stop once the stored study holds "
+                              "this many trials (a budget shared by every run and worker)",
+                              rich_help_panel=SEARCH_PANEL)

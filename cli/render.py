@@ -72,3 +72,42 @@ def result_rows(result, metrics, indices, param_names: Sequence[str]) -> list[li
 
 def metric_headers(metrics) -> list[str]:
     return [f"{m.label} ({m.unit})" if m.unit else m.label for m in metrics]
+
+
+def scatter(xs, ys, highlight=(), chosen=None, width: int = 64, height: int = 16,
+            xlabel: str = "x", ylabel: str = "y") -> str:
+    """A terminal scatter plot: '.' every point, 'o' the highlighted ones (a Pareto set),
+    'X' the chosen one. Returns Rich markup."""
+    import math
+
+    pts = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+    if not pts:
+        return "(nothing to plot)"
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    sx = (width - 1) / (x1 - x0) if x1 > x0 else 0.0
+    sy = (height - 1) / (y1 - y0) if y1 > y0 else 0.0
+    grid = [[" "] * width for _ in range(height)]
+
+    def put(i, ch):
+        x, y = xs[i], ys[i]
+        if math.isfinite(x) and math.isfinite(y):
+            grid[height - 1 - round((y - y0) * sy)][round((x - x0) * sx)] = ch
+
+    for i in range(len(xs)):
+        put(i, ".")
+    for i in highlight:
+        put(i, "[cyan]o[/]")
+    if chosen is not None:
+        put(chosen, "[bold red]X[/]")
+    ylab_top, ylab_bot = f"{y1:.4g}", f"{y0:.4g}"
+    pad = max(len(ylab_top), len(ylab_bot))
+    lines = [f"{ylabel}"]
+    for r, row in enumerate(grid):
+        label = ylab_top if r == 0 else ylab_bot if r == height - 1 else ""
+        lines.append(f"{label:>{pad}} |" + "".join(row))
+    lines.append(" " * pad + " +" + "-" * width)
+    left, right = f"{x0:.4g}", f"{x1:.4g}"
+    lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
+    lines.append(" " * (pad + 2) + f"{xlabel}   (. point, o Pareto set, X chosen)")
+    return "\n".join(lines)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .common import (RANGE_HELP, NTrialsOpt, SamplerOpt, SearchOpt, SearchOptions, SeedOpt,
-                     StorageOpt, StudyNameOpt, TimeoutOpt, emit_json)
+                     StorageOpt, StudyNameOpt, TimeoutOpt, TotalTrialsOpt, WorkersOpt, emit_json)
 
 DEFAULT_MODEL = "qwen2-57b-a14b"
 DEFAULT_GPU = "h100-sxm"
@@ -47,8 +47,7 @@ class SdRequest:
     dense: Optional[str] = None
     calibration: Optional[str] = None
     top: int = 5
-    search: SearchOptions = field(default_factory=lambda: SearchOptions(
-        "auto", "tpe", None, None, 0, None, None))
+    search: SearchOptions = field(default_factory=SearchOptions)
 
 
 def build(req: SdRequest):
@@ -157,23 +156,27 @@ def run(req: SdRequest) -> dict:
     """Build, search and report: the JSON-ready result of `explore sd`."""
     from explore.models.errors import InputError
     from explore.models.sd_study import report
-    from explore.search.engine import run as search
 
-    objective = OBJECTIVE_ALIASES.get(req.objective)
-    if objective is None:
-        raise InputError(f"--objective {req.objective!r}: choose from "
-                         f"{', '.join(OBJECTIVE_ALIASES)}")
+    from .search_run import run_search
+
+    objectives = []
+    for name in req.objective.split(","):
+        if name.strip() not in OBJECTIVE_ALIASES:
+            raise InputError(f"--objective {req.objective!r}: choose from "
+                             f"{', '.join(OBJECTIVE_ALIASES)} (or a comma list of them)")
+        objectives.append(OBJECTIVE_ALIASES[name.strip()])
     setup, study, dense, notes, info = build(req)
-    result = search(study, [objective], req.search.settings())
+    result = run_search(study, objectives, req.search)
     ranked = result.ranked()
     if not len(ranked):
         reasons = sorted({r for r in result.reasons if r})
         raise InputError("no feasible (batch, gamma) point: " + "; ".join(reasons[:3]))
     top = [result.row(i) for i in ranked[: req.top]]
-    out = {"study": "sd", "setup": info, "defaults": notes, "objective": objective,
+    out = {"study": "sd", "setup": info, "defaults": notes, "objective": ",".join(objectives),
            "search": {"engine": result.engine, "evaluated": result.n,
                       "space_size": result.space_size, "infeasible": int((~result.feasible).sum()),
-                      "elapsed_s": result.elapsed_s, "interrupted": result.interrupted}}
+                      "elapsed_s": result.elapsed_s, "interrupted": result.interrupted,
+                      "study_name": result.study_name, "storage": req.search.storage}}
     out.update(report(setup, study, result.point(ranked[0]), top, dense))
     return out
 
@@ -209,7 +212,8 @@ def sd_command(
                                               "a sequence's consecutive tokens that reuse "
                                               "experts (0 = i.i.d., the paper)"),
     objective: str = typer.Option("speedup", "--objective", help="speedup, throughput, latency "
-                                  "or te (target efficiency)"),
+                                  "or te (target efficiency); a comma list searches their "
+                                  "Pareto set, the first ranks it"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="constraint: "
                                                    "time per generated token with SD (ms)"),
     dense: Optional[str] = typer.Option(None, "--dense", help="also evaluate this dense model "
@@ -221,6 +225,7 @@ def sd_command(
     search: str = SearchOpt, sampler: str = SamplerOpt, n_trials: Optional[int] = NTrialsOpt,
     timeout: Optional[float] = TimeoutOpt, seed: Optional[int] = SeedOpt,
     storage: Optional[str] = StorageOpt, study_name: Optional[str] = StudyNameOpt,
+    workers: int = WorkersOpt, total_trials: Optional[int] = TotalTrialsOpt,
 ) -> None:
     """Best batch size and draft length for speculative decoding, with the why."""
     if ctx.invoked_subcommand:
@@ -228,7 +233,8 @@ def sd_command(
     req = SdRequest(model, draft, hardware, tp, draft_tp, alpha, sigma, acceptance, batch, gamma,
                     context, verify_tokens, overlap, routing_correlation, objective,
                     max_latency_ms, dense, calibration, top,
-                    SearchOptions(search, sampler, n_trials, timeout, seed, storage, study_name))
+                    SearchOptions(search, sampler, n_trials, timeout, seed, storage, study_name,
+                                  workers, total_trials))
     out = run(req)
     if json_out:
         emit_json(out)

@@ -3,6 +3,7 @@ search engine, plus the report of docs/sd.md §8 as plain data (the CLI renders 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,10 @@ class SdStudy:
         self._times = setup.times()
         self.space = Space((Param("batch", batches, "batch size", "seq"),
                             Param("gamma", gammas, "draft length", "tokens")))
+
+    def fingerprint(self) -> dict:
+        """The fixed inputs: a stored search resumes only with the same ones."""
+        return dataclasses.asdict(self.setup)
 
     def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation:
         s = self.setup

@@ -31,7 +31,9 @@ class SearchSettings:
     seed: int | None = 0
     storage: str | None = None       # Optuna storage URL; None = in memory
     study_name: str | None = None
+    total_trials: int | None = None  # stop once the stored study holds this many trials
     exhaustive_limit: int = 100_000
+    command: str | None = None       # recorded with a stored study, to show how to resume
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -43,6 +45,8 @@ class SearchSettings:
             raise InputError(f"--n-trials must be >= 1, got {self.n_trials}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise InputError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
+        if self.total_trials is not None and self.total_trials < 1:
+            raise InputError(f"--total-trials must be >= 1, got {self.total_trials}")
 
 
 @dataclass
@@ -58,6 +62,7 @@ class SearchResult:
     elapsed_s: float
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    study_name: str | None = None    # the Optuna study, when one was used
 
     @property
     def n(self) -> int:
@@ -149,18 +154,35 @@ def run(study: Study, objectives: list[str] | tuple[str, ...], settings: SearchS
     return optimize(study, space, objs, settings, progress)
 
 
+def fingerprint(study: Study, space: Space) -> str:
+    """Digest of the space and of the study's fixed inputs (model, hardware, ...): a stored
+    study is resumed only by a search that would produce the same trials."""
+    import hashlib
+    import json
+
+    fixed = study.fingerprint() if hasattr(study, "fingerprint") else {}
+    blob = json.dumps([space.signature(), fixed], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _exhaustive(study: Study, space: Space, objectives: tuple[Objective, ...],
                 progress: Progress | None) -> SearchResult:
+    from .interrupt import GracefulInterrupt
+
     start = time.perf_counter()
     parts: list[tuple[dict, Evaluation]] = []
     done, interrupted = 0, False
     try:
-        for cols in space.chunks():
-            ev = study.evaluate(cols)
-            parts.append((cols, ev))
-            done += len(next(iter(cols.values())))
-            if progress:
-                progress(done, space.size, None)
+        with GracefulInterrupt() as stop:
+            for cols in space.chunks():
+                ev = study.evaluate(cols)
+                parts.append((cols, ev))
+                done += len(next(iter(cols.values())))
+                if progress:
+                    progress(done, space.size, None)
+                if stop.requested:
+                    interrupted = True
+                    break
     except KeyboardInterrupt:
         interrupted = True
     params = {p: np.concatenate([c[p] for c, _ in parts]) if parts else np.zeros(0)

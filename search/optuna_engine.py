@@ -1,6 +1,12 @@
-"""The Optuna engine: categorical suggestions over the study's space, constraints through
-Optuna's core constraint API (so samplers see and count infeasible trials), every metric kept
-as a user attribute, in-memory or RDB storage (sqlite:///..., postgresql://...)."""
+"""The Optuna engine: suggestions over the study's space, constraints through Optuna's core
+constraint API (so samplers see and count infeasible trials), every metric kept as a user
+attribute, in-memory or RDB storage (sqlite:///..., postgresql://...).
+
+A stored study records what it searches (space, objectives, metric labels, a fingerprint of the
+fixed inputs, the command) so that a re-run resumes it, a changed search is refused, and
+`explore study show` can render it. Any number of processes may run `optimize` on one stored
+study at once; Optuna's RDB storage is the only coordination.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,14 @@ import numpy as np
 
 from explore.models.errors import InputError
 
-from .engine import SearchResult, SearchSettings, Progress
+from .engine import Progress, SearchResult, SearchSettings, fingerprint
 from .space import Param, Space, _plain
 from .study import Objective, Study
 
 DEFAULT_TRIALS = 200
 
 
-def make_sampler(name: str, space: Space, seed: int | None, n_objectives: int):
+def make_sampler(name: str, space: Space, seed: int | None):
     import optuna
 
     if name == "tpe":
@@ -27,7 +33,7 @@ def make_sampler(name: str, space: Space, seed: int | None, n_objectives: int):
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler({p.name: list(p.values) for p in space.params},
+        return optuna.samplers.GridSampler({p.name: list(_choices(p)) for p in space.params},
                                            seed=seed)
     raise InputError(f"unknown sampler {name!r}")
 
@@ -43,6 +49,10 @@ def _int_progression(values: tuple) -> tuple[int, int, int] | None:
     return v[0], v[-1], step
 
 
+def _choices(param: Param) -> tuple:
+    return tuple(_plain(v) for v in param.values)
+
+
 def suggest(trial, param: Param):
     """Evenly spaced integers are ordinal to the sampler (TPE models their order); anything
     else is categorical."""
@@ -50,47 +60,86 @@ def suggest(trial, param: Param):
     if prog is not None:
         low, high, step = prog
         return trial.suggest_int(param.name, low, high, step=step)
-    return trial.suggest_categorical(param.name, [_plain(v) for v in param.values])
+    return trial.suggest_categorical(param.name, list(_choices(param)))
+
+
+def storage_error(url: str | None, e: Exception) -> InputError:
+    msg = str(e).splitlines()[0]
+    if "DB access module" in msg and str(url).startswith("postgres"):
+        msg = "PostgreSQL storage needs the psycopg driver: pip install 'explore[postgres]'"
+    return InputError(f"cannot open storage {url!r}: {msg}")
+
+
+def make_storage(url: str | None):
+    """None -> in memory. RDB URLs get a heartbeat (a killed worker's running trial is marked
+    failed instead of hanging) and, for SQLite, a long lock timeout so several processes can
+    share one file."""
+    if url is None:
+        return None
+    import optuna
+
+    import warnings
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30,
+                                              grace_period=90)
+        except ImportError as e:
+            raise storage_error(url, e) from None
+        except Exception as e:
+            # workers starting together on a fresh database race to create its tables: the
+            # losers find them created on the next attempt
+            if attempt == 4 or type(e).__module__.split(".")[0] not in ("sqlalchemy", "optuna"):
+                raise storage_error(url, e) from None
+            time.sleep(0.2 * (attempt + 1))
 
 
 def open_study(study: Study, space: Space, objectives: tuple[Objective, ...],
                settings: SearchSettings):
-    """Create or resume an Optuna study; refuse to resume one built on another space."""
+    """Create or resume an Optuna study; refuse to resume one built for another search."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = make_sampler(settings.sampler, space, settings.seed, len(objectives))
-    name = settings.study_name or f"{study.name}-{space.signature()}"
+    sampler = make_sampler(settings.sampler, space, settings.seed)
+    digest = fingerprint(study, space)
+    name = settings.study_name or f"{study.name}-{digest}"
     try:
         ostudy = optuna.create_study(
-            storage=settings.storage, sampler=sampler, study_name=name, load_if_exists=True,
-            directions=[o.direction for o in objectives])
-    except ValueError as e:   # directions differ from a stored study's
+            storage=make_storage(settings.storage), sampler=sampler, study_name=name,
+            load_if_exists=True, directions=[o.direction for o in objectives])
+    except ValueError as e:   # e.g. directions differ from a stored study's
         raise InputError(f"study {name!r} in {settings.storage}: {e}") from None
-    except Exception as e:    # unreachable database, bad URL ...
-        if type(e).__module__.startswith(("sqlalchemy", "optuna")):
-            raise InputError(f"cannot open storage {settings.storage!r}: "
-                             f"{str(e).splitlines()[0]}") from None
+    except Exception as e:    # unreachable database, bad URL, missing driver ...
+        if type(e).__module__.split(".")[0] in ("sqlalchemy", "optuna", "psycopg"):
+            raise storage_error(settings.storage, e) from None
         raise
     attrs = ostudy.user_attrs
-    signature = space.signature()
     objective_names = [o.name for o in objectives]
-    if "space_signature" not in attrs:
-        ostudy.set_user_attr("explore_study", study.name)
-        ostudy.set_user_attr("space_signature", signature)
-        ostudy.set_user_attr("space", space.describe())
-        ostudy.set_user_attr("objectives", objective_names)
-    elif attrs["space_signature"] != signature or attrs.get("objectives") != objective_names:
+    if "fingerprint" not in attrs:
+        record = {"explore_study": study.name, "fingerprint": digest,
+                  "space": space.describe(), "objectives": objective_names,
+                  "metrics": [{"name": m.name, "label": m.label, "unit": m.unit,
+                               "scale": m.scale, "fmt": m.fmt} for m in study.metrics],
+                  "command": settings.command or ""}
+        for key, value in record.items():
+            ostudy.set_user_attr(key, value)
+    elif attrs["fingerprint"] != digest or attrs.get("objectives") != objective_names:
+        was = attrs.get("command") or ", ".join(
+            f"{p['name']} {p['values'][0]}..{p['values'][-1]}" for p in attrs.get("space", []))
         raise InputError(
-            f"study {name!r} in {settings.storage} was created with a different search space or "
-            f"objectives ({attrs.get('objectives')}); use another --study-name or the same "
-            f"settings to resume it")
+            f"study {name!r} in {settings.storage} was created for another search ({was}; "
+            f"objectives {', '.join(attrs.get('objectives', []))}); rerun that search to "
+            f"resume it, or give a new --study-name")
     return ostudy
 
 
 def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
              settings: SearchSettings, progress: Progress | None = None) -> SearchResult:
     import optuna
+
+    from .interrupt import GracefulInterrupt
 
     start = time.perf_counter()
     ostudy = open_study(study, space, objectives, settings)
@@ -112,21 +161,26 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
             trial.set_user_attr(name, value)
         if reason:
             trial.set_user_attr("reason", reason)
-        values = []
-        for o in objectives:
-            v = metrics[o.name]
-            values.append(v if np.isfinite(v) else -o.sign * float("inf"))
+        values = [metrics[o.name] if np.isfinite(metrics[o.name]) else -o.sign * float("inf")
+                  for o in objectives]
         return values if len(values) > 1 else values[0]
 
     n_trials = settings.n_trials
-    if n_trials is None and settings.timeout_s is None:
+    if n_trials is None and settings.timeout_s is None and settings.total_trials is None:
         n_trials = DEFAULT_TRIALS
     if settings.sampler == "grid":
         n_trials = min(n_trials or space.size, space.size)
     done = [0]
+    stop = GracefulInterrupt()
 
     def callback(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         done[0] += 1
+        if settings.total_trials is not None and len(s.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) \
+                >= settings.total_trials:
+            s.stop()
+        if stop.requested:
+            s.stop()
         if progress:
             best = None
             if len(objectives) == 1:
@@ -138,14 +192,17 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
 
     interrupted = False
     try:
-        ostudy.optimize(objective, n_trials=n_trials, timeout=settings.timeout_s,
-                        callbacks=[callback], catch=())
+        with stop:
+            ostudy.optimize(objective, n_trials=n_trials, timeout=settings.timeout_s,
+                            callbacks=[callback], catch=())
     except KeyboardInterrupt:
         interrupted = True
+    interrupted = interrupted or stop.requested
     result = collect(study.name, ostudy, space, objectives)
     result.elapsed_s = time.perf_counter() - start
     result.interrupted = interrupted
     result.engine = f"optuna:{settings.sampler}"
+    result.study_name = ostudy.study_name
     return result
 
 
@@ -156,12 +213,54 @@ def collect(study_name: str, ostudy, space: Space,
 
     trials = ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     params = {p.name: np.asarray([t.params[p.name] for t in trials]) for p in space.params}
-    metric_names = list(trials[0].user_attrs) if trials else []
-    metric_names = [m for m in metric_names if m != "reason"]
+    metric_names = [m for m in (trials[0].user_attrs if trials else {}) if m != "reason"]
     metrics = {m: np.asarray([t.user_attrs.get(m, np.nan) for t in trials], dtype=float)
                for m in metric_names}
     feasible = np.asarray([all(c <= 0 for c in (t.constraints or {}).values()) for t in trials],
                           dtype=bool)
     reasons = [t.user_attrs.get("reason", "") for t in trials]
     return SearchResult(study_name, "optuna", objectives, params, metrics, feasible, reasons,
-                        space.size, 0.0)
+                        space.size, 0.0, study_name=ostudy.study_name)
+
+
+# ---- stored studies ------------------------------------------------------------------------
+
+def study_names(url: str) -> list:
+    """Summaries of every study in a storage."""
+    import optuna
+
+    try:
+        return optuna.get_all_study_summaries(storage=make_storage(url), include_best_trial=False)
+    except InputError:
+        raise
+    except Exception as e:
+        raise storage_error(url, e) from None
+
+
+def load_stored(url: str, name: str):
+    """(Optuna study, SearchResult of its complete trials, its recorded metadata) of a study
+    written by explore; InputError naming the stored studies when `name` is not one."""
+    import optuna
+
+    from .study import Metric
+
+    storage = make_storage(url)
+    try:
+        ostudy = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in study_names(url)]
+        from explore.presets import nearest
+        close = nearest(name, names) or names[:5]
+        raise InputError(f"no study {name!r} in {url}; studies there: "
+                         f"{', '.join(close) or 'none'}") from None
+    attrs = ostudy.user_attrs
+    if "space" not in attrs:
+        raise InputError(f"study {name!r} in {url} was not written by explore (no recorded "
+                         f"search space); open it with optuna-dashboard instead")
+    space = Space(tuple(Param(p["name"], tuple(p["values"]), unit=p.get("unit", ""))
+                        for p in attrs["space"]))
+    objectives = tuple(Objective(n, d.name.lower()) for n, d in
+                       zip(attrs["objectives"], ostudy.directions))
+    metrics = tuple(Metric(**m) for m in attrs.get("metrics", []))
+    result = collect(attrs.get("explore_study", name), ostudy, space, objectives)
+    return ostudy, result, {**attrs, "metrics": metrics, "space": space}
