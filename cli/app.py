@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from . import presets_cmd, sd, study, validate
+from . import presets_cmd, run, sd, study, validate
 
 app = typer.Typer(
     name="explore",
@@ -26,6 +26,9 @@ app.add_typer(sd.app, name="sd")
 app.add_typer(presets_cmd.app, name="presets")
 app.add_typer(validate.app, name="validate")
 app.add_typer(study.app, name="study")
+app.command("run", context_settings={"allow_extra_args": True,
+                                     "ignore_unknown_options": True})(run.run_command)
+app.command("regress")(run.regress_command)
 
 
 def _version(value: bool) -> None:

@@ -54,6 +54,8 @@ register_kind("acceptance", "sd/acceptance", "explore.models.sd:Acceptance",
               "speculative-decoding acceptance rates (alpha) per workload")
 register_kind("pairing", "sd/pairings", "explore.models.sd:Pairing",
               "a target model's usual draft and acceptance preset")
+register_kind("study", "studies", "explore.presets.study_schema:StudyPreset",
+              "ready-made studies: an explore command and its options (explore run NAME)")
 
 
 def nearest(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:
