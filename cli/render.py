@@ -111,3 +111,47 @@ def scatter(xs, ys, highlight=(), chosen=None, width: int = 64, height: int = 16
     lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
     lines.append(" " * (pad + 2) + f"{xlabel}   (. point, o Pareto set, X chosen)")
     return "\n".join(lines)
+
+
+MARKERS = "*+ox#@%&"
+
+
+def line_plot(x, series: dict, width: int = 64, height: int = 14, xlabel: str = "x",
+              ylabel: str = "y", hline: float | None = None) -> str:
+    """A terminal line plot of several series over one x axis (one marker per series, later
+    series drawn on top); `hline` draws a dotted reference level. Returns Rich markup."""
+    import math
+
+    xs = list(x)
+    values = [v for ys in series.values() for v in ys if math.isfinite(v)]
+    if hline is not None:
+        values.append(hline)
+    if not xs or not values:
+        return "(nothing to plot)"
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(values), max(values)
+    sx = (width - 1) / (x1 - x0) if x1 > x0 else 0.0
+    sy = (height - 1) / (y1 - y0) if y1 > y0 else 0.0
+    grid = [[" "] * width for _ in range(height)]
+    if hline is not None:
+        row = height - 1 - round((hline - y0) * sy)
+        grid[row] = ["[dim]·[/]"] * width
+    colours = ["cyan", "green", "yellow", "magenta", "blue", "red", "white", "bright_black"]
+    for k, (label, ys) in enumerate(series.items()):
+        mark = f"[{colours[k % len(colours)]}]{MARKERS[k % len(MARKERS)]}[/]"
+        for xv, yv in zip(xs, ys):
+            if math.isfinite(yv):
+                grid[height - 1 - round((yv - y0) * sy)][round((xv - x0) * sx)] = mark
+    top, bottom = f"{y1:.3g}", f"{y0:.3g}"
+    pad = max(len(top), len(bottom))
+    lines = [ylabel]
+    for r, row in enumerate(grid):
+        label = top if r == 0 else bottom if r == height - 1 else ""
+        lines.append(f"{label:>{pad}} |" + "".join(row))
+    lines.append(" " * pad + " +" + "-" * width)
+    left, right = f"{x0:g}", f"{x1:g}"
+    lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
+    legend = "  ".join(f"[{colours[k % len(colours)]}]{MARKERS[k % len(MARKERS)]}[/] {label}"
+                       for k, label in enumerate(series))
+    lines.append(" " * (pad + 2) + f"{xlabel}   {legend}")
+    return "\n".join(lines)

@@ -48,6 +48,8 @@ class SdRequest:
     calibration: Optional[str] = None
     top: int = 5
     search: SearchOptions = field(default_factory=SearchOptions)
+    plot: bool = True
+    save_dir: Optional[str] = None
 
 
 def build(req: SdRequest):
@@ -221,6 +223,11 @@ def sd_command(
     calibration: Optional[str] = typer.Option(None, "--calibration", help="calibration YAML from "
                                               "`explore sd fit`: use the fitted model"),
     top: int = typer.Option(5, "--top", help="rows in the ranking table"),
+    plot: bool = typer.Option(True, "--plot/--no-plot", help="terminal plot of speedup over "
+                              "batch size per draft length"),
+    save_dir: Optional[str] = typer.Option(None, "--save-dir", help="also write result.json, "
+                                           "grid.csv, top.csv, breakdown.csv and PNG figures "
+                                           "here"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
     search: str = SearchOpt, sampler: str = SamplerOpt, n_trials: Optional[int] = NTrialsOpt,
     timeout: Optional[float] = TimeoutOpt, seed: Optional[int] = SeedOpt,
@@ -234,12 +241,18 @@ def sd_command(
                     context, verify_tokens, overlap, routing_correlation, objective,
                     max_latency_ms, dense, calibration, top,
                     SearchOptions(search, sampler, n_trials, timeout, seed, storage, study_name,
-                                  workers, total_trials))
+                                  workers, total_trials), plot, save_dir)
     out = run(req)
+    if save_dir:
+        save(out, save_dir)
     if json_out:
         emit_json(out)
     else:
-        render(out)
+        render(out, plot)
+        if save_dir:
+            from .render import console
+            console().print(f"[dim]saved result.json, grid.csv, top.csv, breakdown.csv, "
+                            f"speedup_vs_batch.png, te_vs_batch.png to {save_dir}[/]")
 
 
 # ---- rendering ----------------------------------------------------------------------------
@@ -253,7 +266,16 @@ def _grid_rows(batches: list[int], best_b: int, limit: int = 14) -> list[int]:
     return [i for i, b in enumerate(batches) if b in marks]
 
 
-def render(out: dict) -> None:
+def _shown_gammas(gammas: list[int], best: int, limit: int = 6) -> list[int]:
+    """At most `limit` draft lengths for plots: spread over the range, always the best."""
+    if len(gammas) <= limit:
+        return gammas
+    step = (len(gammas) - 1) / (limit - 1)
+    picked = {gammas[round(i * step)] for i in range(limit)} | {best}
+    return sorted(picked)
+
+
+def render(out: dict, plot: bool = True) -> None:
     from rich.text import Text
 
     from explore.models.units import GiB
@@ -296,6 +318,14 @@ def render(out: dict) -> None:
 
     c.print(_top_table(out))
     c.print(_grid_table(out))
+    if plot:
+        from .render import line_plot
+        g = out["grid"]
+        shown = _shown_gammas(g["gamma"], best["gamma"])
+        c.print(line_plot(g["batch"], {f"gamma={gm}": [row[g["gamma"].index(gm)]
+                                                       for row in g["speedup"]]
+                                       for gm in shown},
+                          xlabel="batch size B", ylabel="speedup (x)", hline=1.0))
     bd = out["breakdown"]
     ar, ver = bd["target_ar"], bd["target_verify"]
     rows = []
@@ -332,6 +362,56 @@ def render(out: dict) -> None:
                       ["B", "MoE speedup", "dense speedup", "dense TE"],
                       [[d["batch"][i], f"{d['moe_speedup'][i]:.3f}", f"{d['speedup'][i]:.3f}",
                         f"{d['target_efficiency'][i]:.3f}"] for i in idx], right=(0, 1, 2, 3)))
+
+
+def save(out: dict, directory: str) -> None:
+    """--save-dir: the JSON result, the tables as CSV (units in the headers) and figures."""
+    from pathlib import Path
+
+    from . import output
+
+    d = output.prepare(Path(directory))
+    output.write_json(d / "result.json", out)
+    g = out["grid"]
+    output.write_csv(d / "grid.csv", ["batch", "gamma", "speedup_x", "target_efficiency"],
+                     [[b, gm, g["speedup"][i][j], g["target_efficiency"][i][j]]
+                      for i, b in enumerate(g["batch"]) for j, gm in enumerate(g["gamma"])])
+    top_cols = ["batch", "gamma", "speedup", "target_efficiency", "throughput", "throughput_ar",
+                "latency_s", "latency_ar_s", "memory_bytes"]
+    output.write_csv(d / "top.csv", ["batch", "gamma", "speedup_x", "target_efficiency",
+                                     "throughput_tok_s", "throughput_ar_tok_s", "latency_s",
+                                     "latency_ar_s", "memory_bytes"],
+                     [[r[k] for k in top_cols] for r in out["top"]])
+    bd = out["breakdown"]
+    rows = [["T_T(B,1)", t["term"], t["seconds"], t.get("bytes", ""), t.get("flops", ""),
+             t.get("bound", ""), t["equation"]] for t in bd["target_ar"]["terms"]]
+    rows += [[f"T_T(B,{bd['target_verify']['tokens_per_seq']:g})", t["term"], t["seconds"],
+              t.get("bytes", ""), t.get("flops", ""), t.get("bound", ""), t["equation"]]
+             for t in bd["target_verify"]["terms"]]
+    rows += [["round", r["term"], r["seconds"], "", "", "", r["equation"]] for r in bd["round"]]
+    output.write_csv(d / "breakdown.csv", ["forward", "term", "seconds", "bytes_per_gpu",
+                                           "flops_per_gpu", "bound", "source"], rows)
+    best, rng, s = out["best"], out["ranges"], out["setup"]
+    shown = _shown_gammas(g["gamma"], best["gamma"])
+    column = {gm: g["gamma"].index(gm) for gm in shown}
+    title = (f"{s['target']} + {s['draft']} on {s['tp']} x {s['hardware']}\n"
+             f"{s['acceptance']}; {out['mode']}")
+    eff = rng["effective"]
+    curves = {f"gamma = {gm}": [row[j] for row in g["speedup"]] for gm, j in column.items()}
+    if "dense" in out:
+        curves[f"dense {out['dense']['model']}, gamma = {out['dense']['gamma']}"] = \
+            out["dense"]["speedup"]
+    output.line_figure(
+        d / "speedup_vs_batch.png", g["batch"], curves,
+        "batch size B (sequences)", "speedup over autoregressive decoding (x)", title,
+        mark=(best["batch"], best["speedup"], f"best: B={best['batch']}, gamma={best['gamma']}"),
+        span=(eff[0], eff[1], f"effective range at gamma={rng['gamma']}") if eff else None,
+        hline=(1.0, "no gain"))
+    output.line_figure(
+        d / "te_vs_batch.png", g["batch"],
+        {f"gamma = {gm}": [row[j] for row in g["target_efficiency"]]
+         for gm, j in column.items()},
+        "batch size B (sequences)", "target efficiency T_T(B,1) / T_T(B,verify)", title)
 
 
 def _top_table(out: dict):

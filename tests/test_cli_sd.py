@@ -133,3 +133,30 @@ def test_presets_list_and_show(cli):
 def test_version(cli):
     code, out, _ = cli("--version")
     assert code == 0 and out.startswith("explore ")
+
+
+def test_save_dir_writes_tables_and_figures(cli, tmp_path):
+    import csv
+    d = tmp_path / "out"
+    code, out, err = cli("sd", "--hardware", "h800", "--gamma", "2-4", "--dense", "qwen2-7b",
+                         "--save-dir", str(d))
+    assert code == 0, err
+    assert "speedup (x)" in out and "batch size B" in out      # the terminal plot
+    data = json.loads((d / "result.json").read_text())
+    rows = list(csv.DictReader((d / "grid.csv").open()))
+    assert len(rows) == 100 * 3 and set(rows[0]) == {"batch", "gamma", "speedup_x",
+                                                     "target_efficiency"}
+    best = next(r for r in rows if int(r["batch"]) == data["best"]["batch"]
+                and int(r["gamma"]) == data["best"]["gamma"])
+    assert float(best["speedup_x"]) == pytest.approx(data["best"]["speedup"])
+    terms = list(csv.DictReader((d / "breakdown.csv").open()))
+    assert {"seconds", "bytes_per_gpu", "flops_per_gpu", "source"} <= set(terms[0])
+    for png in ("speedup_vs_batch.png", "te_vs_batch.png"):
+        assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_dir_that_cannot_be_created(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = cli("sd", "--save-dir", str(blocker / "sub"))
+    assert code == 2 and "--save-dir" in err

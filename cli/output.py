@@ -1,0 +1,105 @@
+"""Files for --save-dir: JSON, CSV with units in the headers, and PNG figures (matplotlib,
+imported only when a figure is written)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+
+def prepare(directory: Path) -> Path:
+    from explore.models.errors import InputError
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--save-dir {directory}: {e.strerror or e}") from None
+    return directory
+
+
+def write_json(path: Path, data) -> None:
+    from .common import _clean
+    Path(path).write_text(json.dumps(_clean(data), indent=2) + "\n")
+
+
+def write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence]) -> None:
+    with Path(path).open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(headers)
+        w.writerows(rows)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def line_figure(path: Path, x, series: dict, xlabel: str, ylabel: str, title: str,
+                mark: tuple | None = None, span: tuple | None = None,
+                hline: tuple | None = None) -> None:
+    """Lines over one x axis; `mark` = (x, y, label) point, `span` = (x0, x1, label) shaded
+    range, `hline` = (y, label) reference level."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=130)
+    for label, ys in series.items():
+        ax.plot(x, ys, label=label, linewidth=1.6)
+    if span:
+        ax.axvspan(span[0], span[1], color="tab:green", alpha=0.12, label=span[2])
+    if hline:
+        ax.axhline(hline[0], color="grey", linestyle=":", linewidth=1, label=hline[1])
+    if mark:
+        ax.plot([mark[0]], [mark[1]], "o", color="black", markersize=7, label=mark[2])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def scatter_figure(path: Path, xs, ys, highlight: Sequence[int], chosen: int | None,
+                   xlabel: str, ylabel: str, title: str) -> None:
+    """All points, a highlighted set (Pareto front, joined) and the chosen point."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=130)
+    ax.scatter(xs, ys, s=10, color="lightgrey", label="evaluated")
+    front = sorted(highlight, key=lambda i: xs[i])
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "o-", color="tab:blue",
+            markersize=4, linewidth=1, label="Pareto set")
+    if chosen is not None:
+        ax.plot([xs[chosen]], [ys[chosen]], "*", color="tab:red", markersize=14, label="chosen")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def stacked_bars(path: Path, categories: Sequence[str], stacks: dict, ylabel: str, title: str,
+                 cap: tuple | None = None) -> None:
+    """One bar per category split into stacked parts; `cap` = (y, label) limit line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=130)
+    bottom = [0.0] * len(categories)
+    for label, values in stacks.items():
+        ax.bar(categories, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    if cap:
+        ax.axhline(cap[0], color="tab:red", linestyle="--", linewidth=1.2, label=cap[1])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
