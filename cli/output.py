@@ -39,6 +39,20 @@ def _pyplot():
     return plt
 
 
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, grid, legend, save, close: every figure ends the same way."""
+    plt = _pyplot()
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def line_figure(path: Path, x, series: dict, xlabel: str, ylabel: str, title: str,
                 mark: tuple | None = None, span: tuple | None = None,
                 hline: tuple | None = None) -> None:
@@ -54,14 +68,7 @@ def line_figure(path: Path, x, series: dict, xlabel: str, ylabel: str, title: st
         ax.axhline(hline[0], color="grey", linestyle=":", linewidth=1, label=hline[1])
     if mark:
         ax.plot([mark[0]], [mark[1]], "o", color="black", markersize=7, label=mark[2])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel, ylabel, title)
 
 
 def scatter_figure(path: Path, xs, ys, highlight: Sequence[int], chosen: int | None,
@@ -75,14 +82,7 @@ def scatter_figure(path: Path, xs, ys, highlight: Sequence[int], chosen: int | N
             markersize=4, linewidth=1, label="Pareto set")
     if chosen is not None:
         ax.plot([xs[chosen]], [ys[chosen]], "*", color="tab:red", markersize=14, label="chosen")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, xlabel, ylabel, title)
 
 
 def stacked_bars(path: Path, categories: Sequence[str], stacks: dict, ylabel: str, title: str,
@@ -96,10 +96,4 @@ def stacked_bars(path: Path, categories: Sequence[str], stacks: dict, ylabel: st
         bottom = [b + v for b, v in zip(bottom, values)]
     if cap:
         ax.axhline(cap[0], color="tab:red", linestyle="--", linewidth=1.2, label=cap[1])
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(fig, ax, path, "", ylabel, title)

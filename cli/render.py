@@ -74,84 +74,81 @@ def metric_headers(metrics) -> list[str]:
     return [f"{m.label} ({m.unit})" if m.unit else m.label for m in metrics]
 
 
+class _Canvas:
+    """A character grid that maps data coordinates to cells and frames itself with axes."""
+
+    def __init__(self, xs, ys, width: int, height: int):
+        self.x0, self.x1, self.y0, self.y1 = min(xs), max(xs), min(ys), max(ys)
+        self.width, self.height = width, height
+        self.sx = (width - 1) / (self.x1 - self.x0) if self.x1 > self.x0 else 0.0
+        self.sy = (height - 1) / (self.y1 - self.y0) if self.y1 > self.y0 else 0.0
+        self.cells = [[" "] * width for _ in range(height)]
+
+    def row(self, y) -> int:
+        return self.height - 1 - round((y - self.y0) * self.sy)
+
+    def put(self, x, y, mark: str) -> None:
+        import math
+        if math.isfinite(x) and math.isfinite(y):
+            self.cells[self.row(y)][round((x - self.x0) * self.sx)] = mark
+
+    def render(self, xlabel: str, ylabel: str, legend: str) -> str:
+        top, bottom = f"{self.y1:.4g}", f"{self.y0:.4g}"
+        pad = max(len(top), len(bottom))
+        lines = [ylabel]
+        for r, cells in enumerate(self.cells):
+            label = top if r == 0 else bottom if r == self.height - 1 else ""
+            lines.append(f"{label:>{pad}} |" + "".join(cells))
+        left, right = f"{self.x0:.4g}", f"{self.x1:.4g}"
+        lines.append(" " * pad + " +" + "-" * self.width)
+        lines.append(" " * (pad + 2) + left + " " * max(1, self.width - len(left) - len(right))
+                     + right)
+        lines.append(" " * (pad + 2) + f"{xlabel}   {legend}")
+        return "\n".join(lines)
+
+
+def _finite(values) -> list:
+    import math
+    return [v for v in values if math.isfinite(v)]
+
+
 def scatter(xs, ys, highlight=(), chosen=None, width: int = 64, height: int = 16,
             xlabel: str = "x", ylabel: str = "y") -> str:
     """A terminal scatter plot: '.' every point, 'o' the highlighted ones (a Pareto set),
     'X' the chosen one. Returns Rich markup."""
-    import math
-
-    pts = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
-    if not pts:
+    if not _finite(xs) or not _finite(ys):
         return "(nothing to plot)"
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    sx = (width - 1) / (x1 - x0) if x1 > x0 else 0.0
-    sy = (height - 1) / (y1 - y0) if y1 > y0 else 0.0
-    grid = [[" "] * width for _ in range(height)]
-
-    def put(i, ch):
-        x, y = xs[i], ys[i]
-        if math.isfinite(x) and math.isfinite(y):
-            grid[height - 1 - round((y - y0) * sy)][round((x - x0) * sx)] = ch
-
-    for i in range(len(xs)):
-        put(i, ".")
+    canvas = _Canvas(_finite(xs), _finite(ys), width, height)
+    for x, y in zip(xs, ys):
+        canvas.put(x, y, ".")
     for i in highlight:
-        put(i, "[cyan]o[/]")
+        canvas.put(xs[i], ys[i], "[cyan]o[/]")
     if chosen is not None:
-        put(chosen, "[bold red]X[/]")
-    ylab_top, ylab_bot = f"{y1:.4g}", f"{y0:.4g}"
-    pad = max(len(ylab_top), len(ylab_bot))
-    lines = [f"{ylabel}"]
-    for r, row in enumerate(grid):
-        label = ylab_top if r == 0 else ylab_bot if r == height - 1 else ""
-        lines.append(f"{label:>{pad}} |" + "".join(row))
-    lines.append(" " * pad + " +" + "-" * width)
-    left, right = f"{x0:.4g}", f"{x1:.4g}"
-    lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
-    lines.append(" " * (pad + 2) + f"{xlabel}   (. point, o Pareto set, X chosen)")
-    return "\n".join(lines)
+        canvas.put(xs[chosen], ys[chosen], "[bold red]X[/]")
+    return canvas.render(xlabel, ylabel, "(. point, [cyan]o[/] Pareto set, [bold red]X[/] "
+                                         "chosen)")
 
 
 MARKERS = "*+ox#@%&"
+COLOURS = ("cyan", "green", "yellow", "magenta", "blue", "red", "white", "bright_black")
 
 
 def line_plot(x, series: dict, width: int = 64, height: int = 14, xlabel: str = "x",
               ylabel: str = "y", hline: float | None = None) -> str:
     """A terminal line plot of several series over one x axis (one marker per series, later
     series drawn on top); `hline` draws a dotted reference level. Returns Rich markup."""
-    import math
-
     xs = list(x)
-    values = [v for ys in series.values() for v in ys if math.isfinite(v)]
-    if hline is not None:
-        values.append(hline)
+    values = _finite(v for ys in series.values() for v in ys) + \
+        ([hline] if hline is not None else [])
     if not xs or not values:
         return "(nothing to plot)"
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(values), max(values)
-    sx = (width - 1) / (x1 - x0) if x1 > x0 else 0.0
-    sy = (height - 1) / (y1 - y0) if y1 > y0 else 0.0
-    grid = [[" "] * width for _ in range(height)]
+    canvas = _Canvas(xs, values, width, height)
     if hline is not None:
-        row = height - 1 - round((hline - y0) * sy)
-        grid[row] = ["[dim]·[/]"] * width
-    colours = ["cyan", "green", "yellow", "magenta", "blue", "red", "white", "bright_black"]
-    for k, (label, ys) in enumerate(series.items()):
-        mark = f"[{colours[k % len(colours)]}]{MARKERS[k % len(MARKERS)]}[/]"
+        canvas.cells[canvas.row(hline)] = ["[dim]·[/]"] * width
+    marks = [f"[{COLOURS[k % len(COLOURS)]}]{MARKERS[k % len(MARKERS)]}[/]"
+             for k in range(len(series))]
+    for mark, ys in zip(marks, series.values()):
         for xv, yv in zip(xs, ys):
-            if math.isfinite(yv):
-                grid[height - 1 - round((yv - y0) * sy)][round((xv - x0) * sx)] = mark
-    top, bottom = f"{y1:.3g}", f"{y0:.3g}"
-    pad = max(len(top), len(bottom))
-    lines = [ylabel]
-    for r, row in enumerate(grid):
-        label = top if r == 0 else bottom if r == height - 1 else ""
-        lines.append(f"{label:>{pad}} |" + "".join(row))
-    lines.append(" " * pad + " +" + "-" * width)
-    left, right = f"{x0:g}", f"{x1:g}"
-    lines.append(" " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right)
-    legend = "  ".join(f"[{colours[k % len(colours)]}]{MARKERS[k % len(MARKERS)]}[/] {label}"
-                       for k, label in enumerate(series))
-    lines.append(" " * (pad + 2) + f"{xlabel}   {legend}")
-    return "\n".join(lines)
+            canvas.put(xv, yv, mark)
+    return canvas.render(xlabel, ylabel, "  ".join(f"{m} {label}"
+                                                   for m, label in zip(marks, series)))
