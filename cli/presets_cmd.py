@@ -82,6 +82,40 @@ def show(
                           ["field", "value", "unit", "meaning [source]"], rows))
 
 
+@app.command("fields")
+def fields(
+    kind: str = typer.Argument(..., help="preset kind (model, gpu, ...)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Every field a preset of KIND may have: unit, default and meaning, to write your own YAML.
+
+    Example: explore presets fields gpu
+    """
+    import dataclasses
+
+    from explore import presets
+    from explore.models.spec import field_docs
+
+    from .common import emit_json
+    from .render import console, table
+
+    cls = presets._kind(kind).cls
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else
+                         f.default_factory() if f.default_factory is not dataclasses.MISSING
+                         else None) for f in dataclasses.fields(cls)}
+    rows = [{"field": n, "unit": u, "required": r and n != "name",
+             "default": "the file name" if n == "name" else None if r else defaults[n],
+             "meaning": d} for n, u, d, r in field_docs(cls)]
+    if json_out:
+        emit_json(rows)
+        return
+    console().print(table(f"Fields of a {kind} preset (YAML keys; quantities may carry units, "
+                          f"e.g. '80 GiB')",
+                          ["field", "unit", "required / default", "meaning"],
+                          [[r["field"], r["unit"], "required" if r["required"]
+                            else _fmt(r["default"]), r["meaning"]] for r in rows]))
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"

@@ -130,6 +130,18 @@ def test_presets_list_and_show(cli):
     assert code == 0 and "experts_per_token" in out
 
 
+def test_presets_fields_document_every_key(cli):
+    import dataclasses
+    from explore.models.hardware import GpuSpec
+    code, out, _ = cli("presets", "fields", "gpu", "--json")
+    rows = json.loads(out)
+    assert [r["field"] for r in rows] == [f.name for f in dataclasses.fields(GpuSpec)]
+    assert all(r["meaning"] for r in rows)
+    by = {r["field"]: r for r in rows}
+    assert by["hbm_bandwidth"]["unit"] == "B/s" and by["hbm_bandwidth"]["required"]
+    assert by["eta_bw"]["default"] == 0.85 and by["name"]["default"] == "the file name"
+
+
 def test_version(cli):
     code, out, _ = cli("--version")
     assert code == 0 and out.startswith("explore ")
