@@ -131,21 +131,19 @@ def build(req: SdRequest):
     if req.draft_tp is None:
         notes.append(f"draft on {draft_tp} GPU (tensor parallel {draft_tp})")
 
-    def setup_for(model, tp_):
+    def setup_for(model, tp_, cal=None):
         return SdSetup(sd.Deployment(model, gpu, tp_), sd.Deployment(draft, gpu, draft_tp),
                        alpha, req.ctx, req.verify_tokens, req.routing_correlation, req.overlap,
                        max_latency_s=None if req.max_latency_ms is None
-                       else req.max_latency_ms * 1e-3, calibration=calibration)
+                       else req.max_latency_ms * 1e-3, calibration=cal)
 
-    setup = setup_for(target, tp)
+    setup = setup_for(target, tp, calibration)
     study = SdStudy(setup, batches, gammas)
     dense = None
     if req.dense:
         dense_model = presets.load("model", req.dense)
-        dense_tp = smallest_tp(dense_model, draft, gpu, max(batches), req.ctx, max(gammas))
-        dense = SdSetup(sd.Deployment(dense_model, gpu, dense_tp),
-                        sd.Deployment(draft, gpu, draft_tp), alpha, req.ctx, req.verify_tokens,
-                        0.0, req.overlap)
+        dense = setup_for(dense_model, smallest_tp(dense_model, draft, gpu, max(batches),
+                                                   req.ctx, max(gammas)))
     info = {"target": target.name, "draft": draft.name, "hardware": gpu.name, "tp": tp,
             "draft_tp": draft_tp, "alpha": alpha, "acceptance": acceptance, "ctx": req.ctx,
             "verify_tokens": req.verify_tokens, "overlap": req.overlap,
