@@ -72,3 +72,40 @@ def result_rows(result, metrics, indices, param_names: Sequence[str]) -> list[li
 
 def metric_headers(metrics) -> list[str]:
     return [f"{m.label} ({m.unit})" if m.unit else m.label for m in metrics]
+
+
+def write_csv(path, rows: Sequence[dict]) -> None:
+    """Rows of dicts -> CSV with the union of their keys as header (first-seen order)."""
+    import csv
+
+    header: list[str] = []
+    for r in rows:
+        header += [k for k in r if k not in header]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in header})
+
+
+def ascii_scatter(points: Sequence[tuple[float, float, str]], width: int = 60,
+                  height: int = 16, xlabel: str = "", ylabel: str = "") -> str:
+    """A text scatter plot; each point is (x, y, mark); later marks win a shared cell."""
+    pts = [(x, y, m) for x, y, m in points if x == x and y == y]
+    if not pts:
+        return "(nothing to plot)"
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    sx, sy = (x1 - x0) or 1.0, (y1 - y0) or 1.0
+    grid = [[" "] * width for _ in range(height)]
+    for x, y, m in pts:
+        c = min(width - 1, int((x - x0) / sx * (width - 1)))
+        r = height - 1 - min(height - 1, int((y - y0) / sy * (height - 1)))
+        grid[r][c] = m
+    lines = [f"{ylabel} {y1:.4g}".rjust(14) + " |" + "".join(grid[0])]
+    lines += [" " * 14 + " |" + "".join(row) for row in grid[1:-1]]
+    lines.append(f"{y0:.4g}".rjust(14) + " |" + "".join(grid[-1]))
+    lines.append(" " * 15 + "+" + "-" * width)
+    lines.append(" " * 16 + f"{x0:.4g}".ljust(width - 10) + f"{x1:.4g}".rjust(10))
+    lines.append(" " * 16 + xlabel)
+    return "\n".join(lines)

@@ -162,10 +162,12 @@ def evaluate_points(s: ChipletSetup, points: dict) -> dict[str, np.ndarray]:
     out["notes"] = notes
     return out
 
+
 def _split(meshes, meths, g, m) -> int:
     if methods.layout_reason(meths[m], meshes[g]):
         return 1
     return methods.token_split(meths[m], meshes[g])
+
 
 def _hardware(s: ChipletSetup, points, n) -> cost.Points:
     """Preset names and knobs -> per-point hardware numbers."""
@@ -205,13 +207,14 @@ def _hardware(s: ChipletSetup, points, n) -> cost.Points:
         e_dram=col(s.drams, dr, "e_dram"), dram_capacity=col(s.drams, dr, "capacity"),
         io_static=col(s.drams, dr, "io_static"), io_area_mm2=col(s.drams, dr, "io_area_mm2"))
 
+
 def _reasons(out, reasons, pts) -> None:
     """One line per infeasible point naming the first constraint that fails."""
     for i in np.flatnonzero(out["violation_sram"] > 0):
         if not reasons[i]:
             need = (out["violation_sram"][i] + 1) * pts.sram[i]
-            reasons[i] = (f"SRAM capacity: a weight shard with prefetch and {256}-token "
-                          f"chunk buffers need {need / MB:.1f} MB of "
+            reasons[i] = (f"SRAM capacity: a weight shard with prefetch, the chunk buffers "
+                          f"and the KV buffer need {need / MB:.1f} MB of "
                           f"{pts.sram[i] / MB:.0f} MB")
     for i in np.flatnonzero(out["violation_dram_capacity"] > 0):
         if not reasons[i]:

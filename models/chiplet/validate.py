@@ -101,7 +101,7 @@ def series_rows(setups: dict[str, ChipletSetup], series=SERIES) -> list[dict]:
                      "latency_ratio": one["latency_s"] / hec["latency_s"],
                      "hecaton_binding": binding_name(hec["binding"]),
                      "one_d_binding": binding_name(one["binding"]),
-                     "notes": [r for r in (hec["reason"], one["reason"]) if r]})
+                     "notes": sorted({r for r in (hec["reason"], one["reason"]) if r})})
     return rows
 
 
