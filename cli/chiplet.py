@@ -703,9 +703,10 @@ def render(out: dict) -> None:
     if out.get("top"):
         c.print(_top_table(out["top"], f"Top {len(out['top'])}"
                            + (f" by {out['objective']}" if "objective" in out else "")))
+    from rich.markup import escape   # sources say "[design]": text, not Rich markup
     prov = s["provenance"]["die"]
     c.print(key_values("Hardware provenance (die; `explore presets show NAME` for the rest)",
-                       [(k, v) for k, v in prov.items() if k != "name"][:6]))
+                       [(k, escape(v)) for k, v in prov.items() if k != "name"]))
 
 
 def _render_point(rep: dict) -> None:
