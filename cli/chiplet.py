@@ -532,7 +532,7 @@ def scale_cmd(
     for n, g in pairs:
         if not parse_grid(g).square:
             raise InputError(f"--series {n}:{g}: the §8 series uses square grids")
-    setups = _scenario_setups([n for n, _ in pairs], die, set_ or [])
+    setups = scenario_setups([n for n, _ in pairs], die, set_ or [])
     rows = V.series_rows({setups[n].work.model.name: setups[n] for n, _ in pairs},
                          tuple((setups[n].work.model.name, g) for n, g in pairs))
     out = {"study": "chiplet", "command": "scale", "series": rows}
@@ -552,8 +552,7 @@ def validate_cmd(
     Example: explore chiplet validate
     """
     from explore.models.chiplet import validate as V
-    setups = _scenario_setups([n for n, _ in V.SERIES], die, set_ or [])
-    res = V.validation(setups)
+    res = validation_result(die, set_ or [])
     if json_out:
         emit_json({"study": "chiplet", "command": "validate", **res})
     else:
@@ -562,7 +561,14 @@ def validate_cmd(
         raise typer.Exit(1)
 
 
-def _scenario_setups(names: list[str], die: str, sets: list[str]) -> dict:
+def validation_result(die: str = DEFAULT_DIE, sets: list[str] | None = None) -> dict:
+    """The §9 validation with the shipped presets (for `validate` and all-study summaries):
+    rows V1-V5, sensitivities and the weak-scaling series."""
+    from explore.models.chiplet import validate as V
+    return V.validation(scenario_setups([n for n, _ in V.SERIES], die, sets or []))
+
+
+def scenario_setups(names: list[str], die: str, sets: list[str]) -> dict:
     """§9 workload (S 4096, B 128, beta_g 4) on each model, standard/advanced, ddr5/hbm2e."""
     from explore.models.chiplet.validate import scenario_workload
     out = {}

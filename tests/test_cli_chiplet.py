@@ -222,3 +222,18 @@ def test_user_package_file_is_used(cli, tmp_path):
     code, out, err = cli("chiplet", "run", "--package", str(p), "--json")
     assert code == 0, err
     assert json.loads(out)["best"]["point"]["package"] == "fast"
+
+
+@pytest.mark.parametrize("name", ["chiplet-validate", "chiplet-weak-scaling",
+                                  "chiplet-llama2-70b-8x8", "chiplet-scenario-run"])
+def test_study_presets_run_as_written(cli, name):
+    """Each shipped study preset is a command path plus long flags; run it as such."""
+    from explore.presets import ROOT
+    data = yaml.safe_load((ROOT / "studies" / f"{name}.yaml").read_text())
+    assert set(data) == {"description", "command", "options"}
+    args = list(data["command"])
+    for k, v in data["options"].items():
+        args += [f"--{k}", str(v)]
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["study"] == "chiplet"

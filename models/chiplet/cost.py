@@ -20,15 +20,16 @@ import numpy as np
 from ..shapes import ModelShape
 from . import mesh as nop
 from .hardware import DieSpec
-from .methods import PASSES, Plan
+from .methods import Plan
 
-ACC_BYTES = 4.0            # fp32 accumulators of the PE array (beta_acc, §7)
-ADAM_BYTES = 12.0          # fp32 master weight, m and v per parameter (§6)
-STASH_BYTES_PER_H = 34.0   # activations per token per layer without recomputation, x H bytes
-                           # (Korthikanti et al., arXiv 2205.05198, flash attention)
-DEFAULT_CHUNK = 256        # T_c: the smallest chunk §6 allows. Smaller chunks shorten the
-                           # pipeline fill of overlap=max; at 256 tokens the per-hop latency
-                           # is still < 1 % of a chunk's transfer time
+ACC_BYTES = 4.0      # fp32 accumulators of the PE array (beta_acc, §7)
+ADAM_BYTES = 12.0    # fp32 master weight, m and v per parameter (§6)
+# activations per token per layer without recomputation, x H bytes (Korthikanti et al.,
+# arXiv 2205.05198, with flash attention)
+STASH_BYTES_PER_H = 34.0
+# T_c: the smallest chunk §6 allows. Smaller chunks shorten the pipeline fill of overlap=max;
+# at 256 tokens the hop latency adds about 1-2 % to a chunk's transfer time (standard package)
+DEFAULT_CHUNK = 256
 BINDING = ("compute", "NoP link", "DRAM bandwidth", "I/O link", "SRAM capacity",
            "DRAM capacity", "layout", "shoreline")
 

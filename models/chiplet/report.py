@@ -29,11 +29,11 @@ def baseline_point(point: dict, schedule: str | None = None, bidirectional: bool
 def point_report(setup: ChipletSetup, point: dict, with_baseline: bool = True) -> dict:
     """Everything `explore chiplet run` shows, JSON-ready, SI units."""
     r = evaluate_one(setup, point)
-    w, die = setup.work, setup.die
+    die = setup.die
     feasible = all(r[f"violation_{c}"] <= 0 for c in ("layout", "sram", "dram_capacity",
                                                       "shoreline"))
     out = {"point": dict(point), "feasible": feasible, "reason": r["reason"],
-           "binding": binding_name(r["binding"]) if r["binding"] == r["binding"] else "layout",
+           "binding": binding_name(r["binding"]),
            "notes": [x for x in (r["notes"] or "").split("; ") if x]}
     if r["violation_layout"] > 0:
         return out
@@ -63,12 +63,14 @@ def point_report(setup: ChipletSetup, point: dict, with_baseline: bool = True) -
                 "total_s": r["latency_s"],
                 "equation": f"§7 {reps:g} x (forward + recompute + backward) + head + optimizer"})
     out["latency"] = lat
+    sram_bytes = (r["gemm_sram_bytes"] + r["vector_sram_bytes"] + r["nop_bytes"]
+                  + r["dram_bytes"])
     out["energy"] = [
         {"term": "E_MAC", "joules": r["e_mac_j"], "equation": "§7 FLOPs/2 x e_MAC",
          "detail": f"{r['flops']:.3g} FLOP x {die.mac_energy * 1e12:.3g} pJ/MAC / 2"},
         {"term": "E_SRAM", "joules": r["e_sram_j"],
          "equation": "§7 8 e_SRAM (GEMM operands + vector ops + NoP + DRAM bytes)",
-         "detail": f"{(r['gemm_sram_bytes'] + r['vector_sram_bytes'] + r['nop_bytes'] + r['dram_bytes']) / 1e15:.3g} PB x {die.sram_energy * 1e12:.3g} pJ/bit"},
+         "detail": f"{sram_bytes / 1e15:.3g} PB x {die.sram_energy * 1e12:.3g} pJ/bit"},
         {"term": "E_NoP", "joules": r["e_nop_j"],
          "equation": "§7 8 e_hop (collective bytes x hops + DRAM bytes x h̄)",
          "detail": f"h̄ = {r['hbar']:.3g} hops"},

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..units import MB
 from . import cost, methods
 from . import mesh as nop
-from .hardware import DieSpec, DramSpec, PackageSpec
+from .hardware import DieSpec
 
 SCHEDULES = ("layer-major", "micro-batch-major")
 OVERLAPS = ("max", "none")
@@ -74,9 +74,6 @@ class ChipletSetup:
     die: DieSpec
     packages: dict          # name -> PackageSpec
     drams: dict             # name -> DramSpec
-
-    def __hash__(self) -> int:
-        return id(self)
 
 
 class ChipletStudy:
