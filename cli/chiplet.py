@@ -770,7 +770,7 @@ def _top_table(rows: list[dict], title: str):
 
     from .render import metric_headers, table
     shown = [m for m in METRICS if m.name in ("latency_s", "energy_j", "area_mm2", "t_comp_s",
-                                               "t_nop_s", "t_dram_s")]
+                                               "t_nop_s", "t_dram_s", "e_static_j")]
     return table(title, ["#", "configuration", *metric_headers(shown), "binding"],
                  [[str(k), _short(r), *[m.show(r[m.name]) for m in shown], r["binding"]]
                   for k, r in enumerate(rows, 1)], right=tuple(range(2, 2 + len(shown))),

@@ -150,7 +150,9 @@ class Plan:
     gemms: tuple[Gemm, ...]
     comms: tuple[Comm, ...]
     weight_elems: float        # resident weight shard W_d of one layer on one die
-    weight_buffer_elems: float  # extra weight buffer (SUMMA's received block, 3D's gathered W)
+    # weights received over the NoP once per micro-batch and kept while its chunks stream
+    # through the layer (SUMMA's broadcast blocks, 3D's gathered W): zero for 1D, Hecaton-2D
+    weight_buffer_elems: float
     buf_tok: float             # SRAM elements per token of the chunk (§5 per-token buffer)
     kv_elems: float            # K and V of one sequence for this die's KV heads
     replicas: int              # copies of each weight (2.5D: d)
@@ -400,7 +402,7 @@ def _plan_summa(method, mesh, shape, seq, causal, whole, regather) -> Plan:
         f"layout: {method.label} cuts each micro-batch into {q * d} token blocks; attention "
         f"needs whole sequences per block (micro-batch a multiple of {q * d})")
     return Plan(method, mesh, tuple(gemms), tuple(comms), weight_elems=shard,
-                weight_buffer_elems=float(max(kd * nd for _, kd, nd in blocks)),
+                weight_buffer_elems=float((q - 1) * shard),
                 buf_tok=float(max(2 * kd + nd for _, kd, nd in blocks) * tok),
                 kv_elems=2.0 * seq * kv * shape.head_dim, replicas=d, notes=tuple(notes),
                 reason=reason)
@@ -450,7 +452,7 @@ def _plan_3d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
         f"sequences per block (micro-batch a multiple of {q * q})")
     return Plan(method, mesh, tuple(gemms), tuple(comms),
                 weight_elems=float(sum(kd * nd for _, kd, nd in blocks)) / q,
-                weight_buffer_elems=float(max(kd * nd for _, kd, nd in blocks)),
+                weight_buffer_elems=float(sum(kd * nd for _, kd, nd in blocks)) * (q - 1) / q,
                 buf_tok=float(max(kd + nd for _, kd, nd in blocks)) / q,
                 kv_elems=2.0 * seq * kv * shape.head_dim, replicas=1,
                 notes=tuple(_heads_note(shape, q, "cube columns")), reason=reason)

@@ -112,7 +112,8 @@ def sram_budget(setup: ChipletSetup, point: dict, r: dict) -> list[dict]:
             ("prefetch of the next shard", w_d * w.prefetch, "§6 delta_pf W_d"),
             ("gradient accumulators", w_d * w.grad_bytes / beta if resident else 0.0,
              "§6 beta_g/beta W_d (layer-major, resident only)"),
-            ("received weight block", plan.weight_buffer_elems * beta, "§5 SUMMA / 3D"),
+            ("weights received per micro-batch", plan.weight_buffer_elems * beta,
+             "§5 SUMMA (q-1) W_d, 3D (q-1)/q gathered W [design]"),
             (f"chunk buffers: T_c = {r['chunk']:.0f} x {plan.buf_tok * beta:,.0f} B",
              r["chunk"] * plan.buf_tok * beta, "§6 T_c buf_tok"),
             ("KV buffer (one sequence)", plan.kv_elems * beta, "§6 2 S H_kv,die beta")]
