@@ -153,62 +153,30 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
     dram_unit_load = np.where(p.io_sides == 2, nop.dram_link_load(mesh, 2),
                               nop.dram_link_load(mesh, 4))
 
-    # ---- per phase: compute, NoP, memory (§7) ----
+    # ---- per phase: compute, NoP, memory (§7); the recompute pass repeats the forward ----
     peak = die.peak_flops * die.eta
-    sram_gemm = {}
-    phases = {}
+    work = {pass_: (_compute(w, die, plan, pass_, chunk, n_chunks),
+                    _nop(plan, pass_, p, chunk, n_chunks, mb_group, groups, beta))
+            for pass_ in ("fwd", "bwd")}
+    sram_gemm, phases = {}, {}
     for ph in ("fwd", "rec", "bwd"):
-        pass_ = "bwd" if ph == "bwd" else "fwd"
-        t_comp = np.zeros(n)
-        gemm_bytes = np.zeros(n)
-        flops_die = np.zeros(n)
-        for g in plan.gemms:
-            if g.pass_ != pass_:
-                continue
-            mm = g.m_tok * chunk + g.m_fix
-            kk = g.k_tok * chunk + g.k_fix
-            f = 2.0 * g.count * mm * kk * g.n * n_chunks
-            eff = 1.0
-            if w.tiling:
-                R, C = die.array_rows, die.array_cols
-                eff = mm * g.n / (R * np.ceil(mm / R) * C * np.ceil(g.n / C))
-            t_comp += f / (peak * eff)
-            flops_die += f
-            gemm_bytes += g.count * n_chunks * (beta * mm * kk * np.ceil(g.n / die.array_cols)
-                                                + beta * kk * g.n * np.ceil(mm / die.array_rows)
-                                                + ACC_BYTES * mm * g.n)
-        sram_gemm[ph] = gemm_bytes
-        # NoP: chunk-frequency collectives scale with T_c; weights per micro-batch; gradient
-        # all-reduce once per iteration
-        t_stream, elem_hops, elems = {}, np.zeros(n), np.zeros(n)
-        tot = {f: plan.totals(pass_, f) for f in ("chunk", "mb", "iter")}
-        for s in nop.STREAMS:
-            load = (tot["chunk"][f"load_{s}"] * chunk * n_chunks + tot["mb"][f"load_{s}"]
-                    * mb_group + tot["iter"][f"load_{s}"] / groups)
-            hops = (tot["chunk"][f"hops_{s}"] * n_chunks + tot["mb"][f"hops_{s}"] * mb_group
-                    + tot["iter"][f"hops_{s}"] / groups)
-            t_stream[s] = load * beta / p.b + hops * p.alpha
-        for key, arr in (("elem_hops", elem_hops), ("elems", elems)):
-            arr += (tot["chunk"][key] * chunk * n_chunks + tot["mb"][key] * mb_group
-                    + tot["iter"][key] / groups)
-        if ph == "rec":
-            for s in t_stream:
-                t_stream[s] = np.where(rc, t_stream[s], 0.0)
-            elem_hops, elems = np.where(rc, elem_hops, 0), np.where(rc, elems, 0)
-            t_comp, gemm_bytes, flops_die = (np.where(rc, x, 0.0) for x in
-                                             (t_comp, gemm_bytes, flops_die))
-            sram_gemm[ph] = gemm_bytes
+        on = rc if ph == "rec" else True
+        (t_comp, flops_die, gemm_bytes), (t_stream, elem_hops, elems) = work[
+            "bwd" if ph == "bwd" else "fwd"]
+        t_comp, flops_die, elem_hops, elems = (np.where(on, x, 0.0) for x in
+                                               (t_comp, flops_die, elem_hops, elems))
+        sram_gemm[ph] = np.where(on, gemm_bytes, 0.0)
+        t_stream = {k: np.where(on, v, 0.0) for k, v in t_stream.items()}
         dram_bytes = sum(dram[ph].values())
         if w.route_dram:
             t_stream["mesh"] = t_stream["mesh"] + dram_bytes / P * dram_unit_load / p.b
-        t_nop = np.where(p.overlap_max, t_stream["mesh"] + np.maximum(t_stream["row"],
-                                                                     t_stream["col"]),
-                         t_stream["mesh"] + t_stream["row"] + t_stream["col"])
+        t_nop = t_stream["mesh"] + np.where(p.overlap_max,
+                                            np.maximum(t_stream["row"], t_stream["col"]),
+                                            t_stream["row"] + t_stream["col"])
         t_dram = dram_bytes / bw_dram
         t_io = dram_bytes / bw_io_links
-        t_mem = np.maximum(t_dram, t_io)
-        total = t_comp + t_nop + t_mem
-        t_phase = np.where(p.overlap_max, np.maximum(np.maximum(t_comp, t_nop), t_mem)
+        total = t_comp + t_nop + np.maximum(t_dram, t_io)
+        t_phase = np.where(p.overlap_max, np.maximum.reduce([t_comp, t_nop, t_dram, t_io])
                            + total / n_chunks, total)
         phases[ph] = {"t_comp": t_comp, "t_nop": t_nop, "t_row": t_stream["row"],
                       "t_col": t_stream["col"], "t_mesh": t_stream["mesh"], "t_dram": t_dram,
@@ -233,8 +201,7 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
     e_sram = 8 * die.sram_energy * (gemm_sram + vec + nop_bytes + dram_total)
     e_nop = 8 * p.e_hop * (nop_byte_hops + dram_total * hbar)
     e_dram = 8 * p.e_dram * dram_total
-    port_area = p.port_area_mm2
-    a_die = die.area_mm2(p.sram, port_area)
+    a_die = die.area_mm2(p.sram, p.port_area_mm2)
     static_w = P * die.static_power(p.sram) + n_io * p.io_static
     e_static = static_w * t_iter
     energy = e_mac + e_sram + e_nop + e_dram + e_static
@@ -272,6 +239,42 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
         for k, v in terms.items():
             out[f"{ph}.{k}"] = v
     return out
+
+
+def _compute(w: Workload, die: DieSpec, plan: Plan, pass_: str, chunk, n_chunks):
+    """(t_comp, FLOPs, GEMM operand SRAM bytes) of one pass on one die: every GEMM of the plan
+    per chunk x n_chunks, at C eta (times the tiling efficiency when asked, §7)."""
+    beta, R, C = w.beta, die.array_rows, die.array_cols
+    peak = die.peak_flops * die.eta
+    t_comp = flops = sram = 0.0
+    for g in plan.gemms:
+        if g.pass_ != pass_:
+            continue
+        m = g.m_tok * chunk + g.m_fix
+        k = g.k_tok * chunk + g.k_fix
+        f = 2.0 * g.count * m * k * g.n * n_chunks
+        eff = m * g.n / (R * np.ceil(m / R) * C * np.ceil(g.n / C)) if w.tiling else 1.0
+        t_comp = t_comp + f / (peak * eff)
+        flops = flops + f
+        sram = sram + g.count * n_chunks * (beta * m * k * np.ceil(g.n / C)
+                                            + beta * k * g.n * np.ceil(m / R)
+                                            + ACC_BYTES * m * g.n)
+    return t_comp, flops, sram
+
+
+def _nop(plan: Plan, pass_: str, p: Points, chunk, n_chunks, mb_group, groups, beta):
+    """Seconds per link stream, element-hops and elements of one pass: chunk-frequency
+    collectives scale with T_c, weight traffic comes once per micro-batch, the 2.5D gradient
+    all-reduce once per iteration (§5.3: load / b + hops x alpha)."""
+    tot = {f: plan.totals(pass_, f) for f in ("chunk", "mb", "iter")}
+
+    def scaled(key):
+        return (tot["chunk"][key] * chunk * n_chunks + tot["mb"][key] * mb_group
+                + tot["iter"][key] / groups)
+    streams = {s: scaled(f"load_{s}") * beta / p.b
+               + (tot["chunk"][f"hops_{s}"] * n_chunks + tot["mb"][f"hops_{s}"] * mb_group
+                  + tot["iter"][f"hops_{s}"] / groups) * p.alpha for s in nop.STREAMS}
+    return streams, scaled("elem_hops"), scaled("elems")
 
 
 def points(n: int, **kw) -> Points:
