@@ -48,35 +48,35 @@ AttnOpt = typer.Option("causal", "--attention", help="causal (skips masked block
 DieOpt = typer.Option(DEFAULT_DIE, "--die", help="compute-die preset or YAML file",
                       rich_help_panel=P_HW)
 SetOpt = typer.Option(None, "--set", help="override a preset field, e.g. die.f=1.5GHz, "
-                      "package.alpha_hop=10ns, dram.eta=0.9 (repeatable)", rich_help_panel=P_HW)
+                      "package.router_latency=10ns, dram.eta=0.9 (repeatable)", rich_help_panel=P_HW)
 GridOpt = typer.Option(None, "--grid", help="compute-die grid ROWSxCOLS (8x8; 8×8 accepted), "
-                       "or a comma list [default: searched over 4x4..16x16]",
+                       "or a comma list (default: searched over 4x4..16x16)",
                        rich_help_panel=P_SPACE)
 RectOpt = typer.Option(False, "--rect", help="search rectangular grids N1 x N2 too",
                        rich_help_panel=P_SPACE)
-SramOpt = typer.Option(None, "--sram", help=f"SRAM per die in MB: {RANGE_HELP} [default: "
-                       f"16,32,48,64,96,128,192,256]", rich_help_panel=P_SPACE)
+SramOpt = typer.Option(None, "--sram", help=f"SRAM per die in MB: {RANGE_HELP} (default: "
+                       f"16,32,48,64,96,128,192,256)", rich_help_panel=P_SPACE)
 MethodOpt = typer.Option(None, "--method", help="parallel methods, comma list: 1d, 1d-bi, 2d, "
-                         "2.5d-qQ, 3d, hecaton2d [default: all that fit the grid]",
+                         "2.5d-qQ, 3d, hecaton2d (default: all that fit the grid)",
                          rich_help_panel=P_SPACE)
 ScheduleOpt = typer.Option(None, "--schedule", help="layer-major, micro-batch-major "
-                           "[default: both]", rich_help_panel=P_SPACE)
+                           "(default: both)", rich_help_panel=P_SPACE)
 PackageOpt = typer.Option(None, "--package", help="D2D package presets or YAML files, comma "
-                          "list [default: standard,advanced]", rich_help_panel=P_SPACE)
+                          "list (default: standard,advanced)", rich_help_panel=P_SPACE)
 ModulesOpt = typer.Option(None, "--modules", help=f"UCIe modules per port: {RANGE_HELP} "
-                          "[default: 1-4]", rich_help_panel=P_SPACE)
-DramOpt = typer.Option(None, "--dram", help="DRAM presets or YAML files [default: ddr5,hbm2e]",
+                          "(default: 1-4)", rich_help_panel=P_SPACE)
+DramOpt = typer.Option(None, "--dram", help="DRAM presets or YAML files (default: ddr5,hbm2e)",
                        rich_help_panel=P_SPACE)
-IoOpt = typer.Option(None, "--io-sides", help="I/O dies on 2 or 4 sides [default: 2,4]",
+IoOpt = typer.Option(None, "--io-sides", help="I/O dies on 2 or 4 sides (default: 2,4)",
                      rich_help_panel=P_SPACE)
 MbOpt = typer.Option(None, "--micro-batch", help=f"micro-batch B_m (sequences, divides B): "
-                     f"{RANGE_HELP} [default: every divisor of B]", rich_help_panel=P_SPACE)
+                     f"{RANGE_HELP} (default: every divisor of B)", rich_help_panel=P_SPACE)
 RecomputeOpt = typer.Option(None, "--recompute", help="full recomputation: on, off or both "
-                            "[default: on]", rich_help_panel=P_SPACE)
+                            "(default: on)", rich_help_panel=P_SPACE)
 OverlapOpt = typer.Option(None, "--overlap", help="max (compute, NoP and DRAM overlap) or "
-                          "none, or both [default: max]", rich_help_panel=P_SPACE)
-ChunkOpt = typer.Option(None, "--chunk", help="on-chip token chunk T_c [default: 256, the "
-                        "smallest §6 allows: shortest pipeline fill]", rich_help_panel=P_MODEL)
+                          "none, or both (default: max)", rich_help_panel=P_SPACE)
+ChunkOpt = typer.Option(None, "--chunk", help="on-chip token chunk T_c (default: 256, the "
+                        "smallest §6 allows: shortest pipeline fill)", rich_help_panel=P_MODEL)
 PrefetchOpt = typer.Option(True, "--prefetch/--no-prefetch", help="double-buffer the next "
                            "weight shard (delta_pf)", rich_help_panel=P_MODEL)
 TilingOpt = typer.Option(False, "--tiling", help="PE-array tiling efficiency per GEMM (§7)",
@@ -413,52 +413,52 @@ def chiplet_command(
 @app.command("run")
 def run_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model preset or config.json "
-                                        f"[default: {DEFAULT_MODEL}]", rich_help_panel=P_WORK),
-    grid: Optional[str] = typer.Option(None, "--grid", help="ROWSxCOLS [default: 8x8]",
+                                        f"(default: {DEFAULT_MODEL})", rich_help_panel=P_WORK),
+    grid: Optional[str] = typer.Option(None, "--grid", help="ROWSxCOLS (default: 8x8)",
                                        rich_help_panel=P_SPACE),
-    sram: Optional[str] = typer.Option(None, "--sram", help="SRAM per die, MB [default: the "
-                                       "die preset's]", rich_help_panel=P_SPACE),
+    sram: Optional[str] = typer.Option(None, "--sram", help="SRAM per die, MB (default: the "
+                                       "die preset's)", rich_help_panel=P_SPACE),
     method: Optional[str] = typer.Option(None, "--method", help="1d, 1d-bi, 2d, 2.5d-qQ, 3d, "
-                                         "hecaton2d [default: hecaton2d]",
+                                         "hecaton2d (default: hecaton2d)",
                                          rich_help_panel=P_SPACE),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="layer-major or "
-                                           "micro-batch-major [default: layer-major]",
+                                           "micro-batch-major (default: layer-major)",
                                            rich_help_panel=P_SPACE),
     package: Optional[str] = typer.Option(None, "--package", help="package preset or YAML "
-                                          "[default: standard]", rich_help_panel=P_SPACE),
+                                          "(default: standard)", rich_help_panel=P_SPACE),
     modules: Optional[str] = typer.Option(None, "--modules", help="UCIe modules per port "
-                                          "[default: 1]", rich_help_panel=P_SPACE),
+                                          "(default: 1)", rich_help_panel=P_SPACE),
     dram: Optional[str] = typer.Option(None, "--dram", help="DRAM preset or YAML "
-                                       "[default: ddr5]", rich_help_panel=P_SPACE),
-    io_sides: Optional[str] = typer.Option(None, "--io-sides", help="2 or 4 [default: 2]",
+                                       "(default: ddr5)", rich_help_panel=P_SPACE),
+    io_sides: Optional[str] = typer.Option(None, "--io-sides", help="2 or 4 (default: 2)",
                                            rich_help_panel=P_SPACE),
     micro_batch: Optional[str] = typer.Option(None, "--micro-batch", help="B_m sequences "
-                                              "[default: 8]", rich_help_panel=P_SPACE),
+                                              "(default: 8)", rich_help_panel=P_SPACE),
     recompute: Optional[str] = typer.Option(None, "--recompute", help="on or off "
-                                            "[default: on]", rich_help_panel=P_SPACE),
-    overlap: Optional[str] = typer.Option(None, "--overlap", help="max or none [default: max]",
+                                            "(default: on)", rich_help_panel=P_SPACE),
+    overlap: Optional[str] = typer.Option(None, "--overlap", help="max or none (default: max)",
                                           rich_help_panel=P_SPACE),
-    seq: Optional[int] = typer.Option(None, "--seq", help="sequence length [default: 4096]",
+    seq: Optional[int] = typer.Option(None, "--seq", help="sequence length (default: 4096)",
                                       rich_help_panel=P_WORK),
     batch: Optional[int] = typer.Option(None, "--batch", help="global batch, sequences "
-                                        "[default: 128]", rich_help_panel=P_WORK),
+                                        "(default: 128)", rich_help_panel=P_WORK),
     grad_bytes: Optional[float] = typer.Option(None, "--grad-bytes", help="beta_g: 4 or 2 "
-                                               "[default: 4]", rich_help_panel=P_WORK),
+                                               "(default: 4)", rich_help_panel=P_WORK),
     attention: Optional[str] = typer.Option(None, "--attention", help="causal or full "
-                                            "[default: causal]", rich_help_panel=P_WORK),
-    die: Optional[str] = typer.Option(None, "--die", help=f"die preset [default: "
-                                      f"{DEFAULT_DIE}]", rich_help_panel=P_HW),
+                                            "(default: causal)", rich_help_panel=P_WORK),
+    die: Optional[str] = typer.Option(None, "--die", help=f"die preset (default: "
+                                      f"{DEFAULT_DIE})", rich_help_panel=P_HW),
     set_: Optional[List[str]] = SetOpt,
     chunk: Optional[int] = ChunkOpt, prefetch: Optional[bool] = typer.Option(
         None, "--prefetch/--no-prefetch", help="double-buffer the next weight shard "
-        "[default: on]", rich_help_panel=P_MODEL),
+        "(default: on)", rich_help_panel=P_MODEL),
     tiling: Optional[bool] = typer.Option(None, "--tiling/--no-tiling", help="PE-array tiling "
-                                          "efficiency [default: off]", rich_help_panel=P_MODEL),
+                                          "efficiency (default: off)", rich_help_panel=P_MODEL),
     route_dram: Optional[bool] = typer.Option(None, "--route-dram/--no-route-dram",
-                                              help="DRAM flows load mesh links [default: off]",
+                                              help="DRAM flows load mesh links (default: off)",
                                               rich_help_panel=P_MODEL),
     keep_x: Optional[bool] = typer.Option(None, "--keep-x/--regather", help="Hecaton-2D keeps "
-                                          "X for the backward [default: re-gather]",
+                                          "X for the backward (default: re-gather)",
                                           rich_help_panel=P_MODEL),
     config: Optional[Path] = typer.Option(None, "--config", help="a best.yaml from --save-dir "
                                           "(flags given here override it)"),
