@@ -161,12 +161,6 @@ def _setup(req: ChipletRequest, packages: list[str], drams: list[str]):
                for k, v in drs.items()}
     if req.attention not in ("causal", "full"):
         raise InputError(f"--attention {req.attention!r}: choose causal or full")
-    if req.seq < 1 or req.batch < 1:
-        raise InputError("--seq and --batch must be >= 1")
-    if req.grad_bytes not in (2.0, 4.0):
-        raise InputError(f"--grad-bytes must be 2 (bf16) or 4 (fp32), got {req.grad_bytes:g}")
-    if req.chunk is not None and req.chunk < 1:
-        raise InputError(f"--chunk must be >= 1 token, got {req.chunk}")
     work = Workload(model, seq=req.seq, batch=req.batch, grad_bytes=req.grad_bytes,
                     causal=0.5 if req.attention == "causal" else 1.0, prefetch=req.prefetch,
                     tiling=req.tiling, route_dram=req.route_dram, regather=not req.keep_x,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from ..shapes import ModelShape
 from . import mesh as nop
 from .hardware import DieSpec
@@ -47,6 +48,23 @@ class Workload:
     route_dram: bool = False      # DRAM flows also load the mesh links of the phase
     regather: bool = True         # Hecaton-2D re-gathers X in backward (else keeps it)
     chunk: int | None = None      # T_c in tokens; None = DEFAULT_CHUNK
+
+    def __post_init__(self) -> None:
+        m = self.model
+        if m.is_moe or m.is_mla:
+            raise InputError(f"the chiplet study models dense decoder layers with standard "
+                             f"attention (§4); {m.name} is "
+                             f"{'a mixture of experts' if m.is_moe else 'an MLA model'}")
+        if self.seq < 1 or self.batch < 1:
+            raise InputError(f"sequence length and batch must be >= 1, got {self.seq}, "
+                             f"{self.batch}")
+        if self.grad_bytes not in (2.0, 4.0):
+            raise InputError(f"gradient-accumulator bytes must be 2 (bf16) or 4 (fp32), got "
+                             f"{self.grad_bytes:g}")
+        if not 0 < self.causal <= 1:
+            raise InputError(f"attention fraction c must be in (0, 1], got {self.causal}")
+        if self.chunk is not None and self.chunk < 1:
+            raise InputError(f"chunk must be >= 1 token, got {self.chunk}")
 
     @property
     def beta(self) -> float:
