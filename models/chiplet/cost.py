@@ -293,8 +293,3 @@ def _nop(plan: Plan, pass_: str, p: Points, chunk, n_chunks, mb_group, groups, b
                + (tot["chunk"][f"hops_{s}"] * n_chunks + tot["mb"][f"hops_{s}"] * mb_group
                   + tot["iter"][f"hops_{s}"] / groups) * p.alpha for s in nop.STREAMS}
     return streams, scaled("elem_hops"), scaled("elems")
-
-
-def points(n: int, **kw) -> Points:
-    """Points of length n from scalars or arrays (missing fields are an error)."""
-    return Points(**{k: np.broadcast_to(np.asarray(v), (n,)).copy() for k, v in kw.items()})

@@ -122,7 +122,7 @@ def evaluate_points(s: ChipletSetup, points: dict) -> dict[str, np.ndarray]:
     if np.any(bm < 1) or np.any(w.batch % bm):
         bad = sorted(set(bm[(bm < 1) | (w.batch % np.maximum(bm, 1) != 0)].tolist()))
         raise InputError(f"micro-batch {bad} must divide the batch B = {w.batch}")
-    pts = _hardware(s, points, n)
+    pts = _hardware(s, points)
     meshes = {g: parse_grid(g) for g in np.unique(grid)}
     meths = {m: methods.parse_method(m) for m in np.unique(method)}
     pair, inv = np.unique(np.char.add(np.char.add(grid, "|"), method), return_inverse=True)
@@ -166,7 +166,7 @@ def _split(meshes, meths, g, m) -> int:
     return methods.token_split(meths[m], meshes[g])
 
 
-def _hardware(s: ChipletSetup, points, n) -> cost.Points:
+def _hardware(s: ChipletSetup, points) -> cost.Points:
     """Preset names and knobs -> per-point hardware numbers."""
     pk = np.asarray(points["package"]).astype(str)
     dr = np.asarray(points["dram"]).astype(str)
