@@ -24,6 +24,7 @@ KINDS = ("1d", "2d", "2.5d", "3d", "hecaton2d")
 PASSES = ("fwd", "bwd")            # the recompute pass repeats fwd
 FREQS = ("chunk", "mb", "iter")    # per chunk (x T_c), per micro-batch, per iteration
 PATTERN_A = ("qkv", "gate_up")     # Hecaton-2D: gather along rows, reduce-scatter along columns
+COLUMN_PARALLEL = ("qkv", "gate_up", "fc1")   # Megatron 1D; the other linears are row-parallel
 
 
 @dataclass(frozen=True)
@@ -259,9 +260,8 @@ def _plan_1d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
     forward and two in backward, over a ring on a Hamiltonian cycle (§5)."""
     P, h = mesh.P, shape.hidden
     order, closing = nop.hamiltonian_order(mesh.rows, mesh.cols)
-    col = linear_blocks(shape, 1, P)
-    row = linear_blocks(shape, P, 1)
-    blocks = [col[0], row[1], col[2], row[3]]          # qkv, o, gate_up, down
+    col, row = linear_blocks(shape, 1, P), linear_blocks(shape, P, 1)
+    blocks = [c if c[0] in COLUMN_PARALLEL else r for c, r in zip(col, row)]
     gemms = [g for name, k, n in blocks for g in _linear_gemms(name, 1.0, k, n)]
     heads, kv = head_split(shape, P)
     gemms += _attention_gemms(shape, seq, causal, 1.0, heads)

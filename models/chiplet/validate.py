@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 
 from ..shapes import ModelShape
 from .cost import Workload
+from .methods import COLUMN_PARALLEL
 from .report import baseline_point, evaluate_one
 from .study import ChipletSetup, binding_name, parse_grid
 
 PAPER = "Huang et al., Hecaton, arXiv 2407.05784"
-COLUMN_PARALLEL = ("qkv", "gate_up", "fc1")   # Megatron: the rest are row-parallel
 SERIES = (("llama2-7b", "4x4"), ("llama2-13b", "5x5"), ("llama2-70b", "8x8"),
           ("llama3.1-405b", "16x16"))
 
