@@ -32,6 +32,18 @@ def write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence]) -> N
         w.writerows(rows)
 
 
+def write_rows(path: Path, rows: Sequence[dict]) -> None:
+    """Rows of dicts -> CSV whose header is the union of their keys (first-seen order)."""
+    header: list[str] = []
+    for r in rows:
+        header += [k for k in r if k not in header]
+    with Path(path).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in header})
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")

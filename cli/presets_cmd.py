@@ -71,13 +71,15 @@ def show(
     if json_out:
         emit_json({"kind": k, "file": str(path), **values})
         return
+    from rich.markup import escape   # sources say "[literature]": text, not Rich markup
+
     sources = values.get("sources", {}) if isinstance(values.get("sources"), dict) else {}
     rows = []
     for fname, unit, doc, required in field_docs(type(obj)):
         if fname in ("sources",):
             continue
-        rows.append([fname, _fmt(values[fname]), unit, doc + ("" if not sources.get(fname)
-                                                              else f"  [{sources[fname]}]")])
+        rows.append([fname, escape(_fmt(values[fname])), unit,
+                     escape(doc + ("" if not sources.get(fname) else f"  [{sources[fname]}]"))])
     console().print(table(f"{k} preset {obj.name if hasattr(obj, 'name') else name} ({path})",
                           ["field", "value", "unit", "meaning [source]"], rows))
 

@@ -56,6 +56,12 @@ register_kind("pairing", "sd/pairings", "explore.models.sd:Pairing",
               "a target model's usual draft and acceptance preset")
 register_kind("study", "studies", "explore.presets.study_schema:StudyPreset",
               "ready-made studies: an explore command and its options (explore run NAME)")
+register_kind("die", "chiplet/dies", "explore.models.chiplet.hardware:DieSpec",
+              "chiplet compute dies: MACs, clock, SRAM, energy and area constants")
+register_kind("package", "chiplet/packages", "explore.models.chiplet.hardware:PackageSpec",
+              "chiplet D2D packages: UCIe link bandwidth, energy, latency, shoreline")
+register_kind("dram", "chiplet/dram", "explore.models.chiplet.hardware:DramSpec",
+              "DRAM behind a chiplet I/O die: bandwidth, energy, capacity")
 
 
 def nearest(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:
@@ -199,6 +205,26 @@ def build(cls: type, data: dict, where: str, extra: typing.Iterable[str] = ()) -
         raise ConfigError(f"{where}: missing required key(s): {', '.join(missing)}")
     try:
         return cls(**kwargs)
+    except ExploreError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def override(obj: Any, changes: dict[str, str], where: str) -> Any:
+    """A copy of preset dataclass `obj` with fields changed from text values ("1.5 GHz"),
+    checked like YAML keys: unknown names are errors naming the nearest field."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
+    kwargs = {}
+    for key, text in changes.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(key, fields)}")
+        value = yaml.safe_load(text) if isinstance(text, str) else text
+        if hints[key] is str:
+            value = text
+        kwargs[key] = _coerce(value, hints[key], fields[key].metadata.get("unit", ""),
+                              f"{where}: {key}")
+    try:
+        return dataclasses.replace(obj, **kwargs)
     except ExploreError as e:
         raise ConfigError(f"{where}: {e}") from None
 

@@ -190,8 +190,9 @@ def _exhaustive(study: Study, space: Space, objectives: tuple[Objective, ...],
     metric_names = list(parts[0][1].metrics) if parts else []
     metrics = {m: np.concatenate([np.asarray(e.metrics[m], dtype=float) for _, e in parts])
                for m in metric_names}
-    feasible = np.concatenate([e.feasible for _, e in parts]) if parts else np.zeros(0, bool)
-    reasons = [e.reason(i) if not e.feasible[i] else "" for _, e in parts
-               for i in range(len(e.feasible))]
+    oks = [e.feasible for _, e in parts]       # a property: compute once per part
+    feasible = np.concatenate(oks) if parts else np.zeros(0, bool)
+    reasons = [e.reason(i) if not ok[i] else "" for (_, e), ok in zip(parts, oks)
+               for i in range(len(ok))]
     return SearchResult(study.name, "exhaustive", objectives, params, metrics, feasible, reasons,
                         space.size, time.perf_counter() - start, interrupted)

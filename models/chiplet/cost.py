@@ -1,0 +1,295 @@
+"""DRAM traffic, scheduling, latency, energy and area of one training iteration
+(docs/chiplet.md §6-§7), vectorised over configurations that share one `Plan`.
+
+Phases are layer x {forward, recompute, backward}. A phase covers the whole batch under the
+layer-major schedule and one micro-batch under the micro-batch-major one; its time is taken on
+the bottleneck die:
+
+    t_comp = FLOPs_die / (C eta)          t_NoP = engine time of its collectives
+    t_mem  = max(DRAM bytes / BW_D, DRAM bytes / (n_io b))
+    overlap none: t_comp + t_NoP + t_mem;  max: max(...) + (sum) / n_chunks
+    t_iter = L x phases + LM head + optimizer step
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..shapes import ModelShape
+from . import mesh as nop
+from .hardware import DieSpec
+from .methods import Plan
+
+ACC_BYTES = 4.0      # fp32 accumulators of the PE array (beta_acc, §7)
+ADAM_BYTES = 12.0    # fp32 master weight, m and v per parameter (§6)
+# activations per token per layer without recomputation, x H bytes (Korthikanti et al.,
+# arXiv 2205.05198, with flash attention)
+STASH_BYTES_PER_H = 34.0
+# T_c: the smallest chunk §6 allows. Smaller chunks shorten the pipeline fill of overlap=max;
+# at 256 tokens the hop latency adds about 1-2 % to a chunk's transfer time (standard package)
+DEFAULT_CHUNK = 256
+BINDING = ("compute", "NoP link", "DRAM bandwidth", "I/O link", "SRAM capacity",
+           "DRAM capacity", "layout", "shoreline")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is trained and how (fixed for a study)."""
+    model: ModelShape
+    seq: int = 4096               # S, tokens per sequence
+    batch: int = 128              # B, sequences per iteration
+    grad_bytes: float = 4.0       # beta_g, gradient-accumulator bytes per element
+    causal: float = 0.5           # c: attention work kept by a causal kernel
+    prefetch: bool = True         # delta_pf = 1: double-buffer the next weight shard
+    tiling: bool = False          # PE-array tiling efficiency (§7)
+    route_dram: bool = False      # DRAM flows also load the mesh links of the phase
+    regather: bool = True         # Hecaton-2D re-gathers X in backward (else keeps it)
+    chunk: int | None = None      # T_c in tokens; None = DEFAULT_CHUNK
+
+    def __post_init__(self) -> None:
+        m = self.model
+        if m.is_moe or m.is_mla:
+            raise InputError(f"the chiplet study models dense decoder layers with standard "
+                             f"attention (§4); {m.name} is "
+                             f"{'a mixture of experts' if m.is_moe else 'an MLA model'}")
+        if self.seq < 1 or self.batch < 1:
+            raise InputError(f"sequence length and batch must be >= 1, got {self.seq}, "
+                             f"{self.batch}")
+        if self.grad_bytes not in (2.0, 4.0):
+            raise InputError(f"gradient-accumulator bytes must be 2 (bf16) or 4 (fp32), got "
+                             f"{self.grad_bytes:g}")
+        if not 0 < self.causal <= 1:
+            raise InputError(f"attention fraction c must be in (0, 1], got {self.causal}")
+        if self.chunk is not None and self.chunk < 1:
+            raise InputError(f"chunk must be >= 1 token, got {self.chunk}")
+
+    @property
+    def beta(self) -> float:
+        return self.model.bytes_per_param
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+
+@dataclass
+class Points:
+    """Per-configuration inputs of `evaluate` (numpy arrays of equal length, SI units)."""
+    sram: np.ndarray              # M_s, bytes
+    layer_major: np.ndarray       # bool: layer-major schedule (else micro-batch-major)
+    micro_batch: np.ndarray       # B_m, sequences
+    recompute: np.ndarray         # bool: full recomputation
+    overlap_max: np.ndarray       # bool: overlap = max (else none)
+    b: np.ndarray                 # D2D bandwidth per port per direction, bytes/s
+    alpha: np.ndarray             # latency per hop, s
+    e_hop: np.ndarray             # J/bit per hop
+    port_area_mm2: np.ndarray     # area of one port, mm²
+    shoreline: np.ndarray         # bytes/s per mm of die edge
+    io_sides: np.ndarray          # 2 or 4
+    bw_io: np.ndarray             # DRAM bytes/s per I/O die (peak)
+    eta_d: np.ndarray             # achieved fraction of DRAM bandwidth
+    e_dram: np.ndarray            # J/bit
+    dram_capacity: np.ndarray     # bytes per I/O die
+    io_static: np.ndarray         # W per I/O die
+    io_area_mm2: np.ndarray       # mm² per I/O die
+
+
+def vector_bytes_per_token(m: ModelShape, seq: int, causal: float) -> float:
+    """SRAM bytes of the vector ops of one layer's forward per token [design]: two RMSNorms and
+    two residual adds (read/write), RoPE on q and k, softmax scores, SwiGLU (read 2F, write F)."""
+    return m.bytes_per_param * (4 * m.hidden + 6 * m.hidden + 2 * (m.q_dim + m.kv_dim)
+                                + 2 * m.heads * seq * causal + 3 * m.intermediate)
+
+
+def model_flops(w: Workload, recompute) -> np.ndarray:
+    """FLOPs of one iteration: (2 P_layer + 4 S H c) per token per layer, x3 (x4 with full
+    recomputation), plus the LM head 6 B S H V (§4)."""
+    m = w.model
+    fwd = (2.0 * m.linear_params + 4.0 * w.seq * m.q_dim * w.causal) * m.layers * w.tokens
+    return fwd * np.where(recompute, 4.0, 3.0) + 6.0 * w.tokens * m.hidden * m.vocab
+
+
+def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.ndarray]:
+    """Every term of §6-§7 for the configurations `p` that share `plan`, in SI units."""
+    m, mesh = w.model, plan.mesh
+    beta, beta_g = w.beta, w.grad_bytes
+    P, L, H = mesh.P, m.layers, m.hidden
+    n = len(p.sram)
+    out: dict[str, np.ndarray] = {}
+    if plan.reason:   # infeasible layout: nothing to cost
+        nan = np.full(n, np.nan)
+        for k in ("latency_s", "energy_j", "area_mm2"):
+            out[k] = nan
+        out["violation_layout"] = np.ones(n)
+        return out
+
+    # ---- micro-batches, phase groups, SRAM residency and chunk (§6) ----
+    bm = p.micro_batch.astype(float)
+    t_mb = bm * w.seq                                   # T, tokens per micro-batch
+    n_mb = w.batch / bm
+    groups = np.where(p.layer_major, 1.0, n_mb)         # phases per layer and pass
+    t_group = w.tokens / groups                         # tokens per phase
+    mb_group = n_mb / groups                            # micro-batches per phase
+    w_d = plan.weight_elems * beta
+    fixed_stream = ((1 + w.prefetch) * w_d + plan.weight_buffer_elems * beta
+                    + plan.kv_elems * beta)
+    fixed_full = fixed_stream + beta_g / beta * w_d
+    buf = plan.buf_tok * beta
+    chunk = np.minimum(w.chunk or DEFAULT_CHUNK, t_mb)
+    resident = p.layer_major & (fixed_full + chunk * buf <= p.sram)
+    fixed = np.where(resident, fixed_full, fixed_stream)
+    sram_need = fixed + chunk * buf
+    out["violation_sram"] = (fixed_stream + chunk * buf) / p.sram - 1.0
+    n_chunks = t_group / chunk
+
+    # ---- DRAM traffic per layer and phase (§6) ----
+    w_layer = plan.weight_elems * P * beta                   # every die's shard, replicas too
+    reads = np.where(resident, 1.0, n_mb)                    # weight reads per pass
+    g_layer = plan.weight_elems * P / plan.replicas * beta_g  # one copy of the gradients
+    grads = np.where(resident, g_layer, 2.0 * n_mb * g_layer)
+    act = t_group * H * beta                                 # one activation tensor
+    stash = STASH_BYTES_PER_H * H * t_group
+    rc, lm = p.recompute, p.layer_major
+    dram = {
+        "fwd": {"weights": w_layer * reads / groups,
+                "activations": np.where(lm, 2 * act, 0.0) + np.where(rc, np.where(lm, 0, act),
+                                                                     stash)},
+        "rec": {"weights": np.where(rc, w_layer * reads / groups, 0.0),
+                "activations": np.where(rc, act, 0.0)},
+        "bwd": {"weights": np.where(rc, 0.0, w_layer * reads / groups),
+                "gradients": grads / groups,
+                "activations": np.where(lm, 2 * act, 0.0) + np.where(rc, 0.0, stash)},
+    }
+    n_io = 2.0 * mesh.rows * (p.io_sides == 2) + 2.0 * (mesh.rows + mesh.cols) * (p.io_sides == 4)
+    bw_dram = n_io * p.bw_io * p.eta_d
+    bw_io_links = n_io * p.b
+    hbar = np.where(p.io_sides == 2, nop.io_hops(mesh.rows, mesh.cols, 2).mean(),
+                    nop.io_hops(mesh.rows, mesh.cols, 4).mean())
+    dram_unit_load = np.where(p.io_sides == 2, nop.dram_link_load(mesh, 2),
+                              nop.dram_link_load(mesh, 4))
+
+    # ---- per phase: compute, NoP, memory (§7); the recompute pass repeats the forward ----
+    peak = die.peak_flops * die.eta
+    work = {pass_: (_compute(w, die, plan, pass_, chunk, n_chunks),
+                    _nop(plan, pass_, p, chunk, n_chunks, mb_group, groups, beta))
+            for pass_ in ("fwd", "bwd")}
+    sram_gemm, phases = {}, {}
+    for ph in ("fwd", "rec", "bwd"):
+        on = rc if ph == "rec" else True
+        (t_comp, flops_die, gemm_bytes), (t_stream, elem_hops, elems) = work[
+            "bwd" if ph == "bwd" else "fwd"]
+        t_comp, flops_die, elem_hops, elems = (np.where(on, x, 0.0) for x in
+                                               (t_comp, flops_die, elem_hops, elems))
+        sram_gemm[ph] = np.where(on, gemm_bytes, 0.0)
+        t_stream = {k: np.where(on, v, 0.0) for k, v in t_stream.items()}
+        dram_bytes = sum(dram[ph].values())
+        if w.route_dram:
+            t_stream["mesh"] = t_stream["mesh"] + dram_bytes / P * dram_unit_load / p.b
+        t_nop = t_stream["mesh"] + np.where(p.overlap_max,
+                                            np.maximum(t_stream["row"], t_stream["col"]),
+                                            t_stream["row"] + t_stream["col"])
+        t_dram = dram_bytes / bw_dram
+        t_io = dram_bytes / bw_io_links
+        total = t_comp + t_nop + np.maximum(t_dram, t_io)
+        t_phase = np.where(p.overlap_max, np.maximum.reduce([t_comp, t_nop, t_dram, t_io])
+                           + total / n_chunks, total)
+        phases[ph] = {"t_comp": t_comp, "t_nop": t_nop, "t_row": t_stream["row"],
+                      "t_col": t_stream["col"], "t_mesh": t_stream["mesh"], "t_dram": t_dram,
+                      "t_io": t_io, "t_phase": t_phase, "dram_bytes": dram_bytes,
+                      "nop_bytes": elems * beta, "nop_byte_hops": elem_hops * beta,
+                      "flops_die": flops_die, **{f"dram_{k}": v for k, v in dram[ph].items()}}
+
+    reps = L * groups                                     # each phase runs L x groups times
+    t_head = 6.0 * w.tokens * H * m.vocab / (P * peak)
+    opt_bytes = m.total_params * ((ADAM_BYTES + beta_g) + (ADAM_BYTES + beta))
+    t_opt = np.maximum(opt_bytes / bw_dram, opt_bytes / bw_io_links)
+    t_iter = reps * sum(phases[ph]["t_phase"] for ph in phases) + t_head + t_opt
+
+    # ---- energy (§7) ----
+    dram_total = reps * sum(phases[ph]["dram_bytes"] for ph in phases) + opt_bytes
+    nop_bytes = reps * sum(phases[ph]["nop_bytes"] for ph in phases)
+    nop_byte_hops = reps * sum(phases[ph]["nop_byte_hops"] for ph in phases)
+    flops = model_flops(w, rc)
+    vec = vector_bytes_per_token(m, w.seq, w.causal) * w.tokens * L * np.where(rc, 4.0, 3.0)
+    gemm_sram = reps * P * sum(sram_gemm.values())
+    e_mac = flops / 2 * die.mac_energy
+    e_sram = 8 * die.sram_energy * (gemm_sram + vec + nop_bytes + dram_total)
+    e_nop = 8 * p.e_hop * (nop_byte_hops + dram_total * hbar)
+    e_dram = 8 * p.e_dram * dram_total
+    a_die = die.area_mm2(p.sram, p.port_area_mm2)
+    static_w = P * die.static_power(p.sram) + n_io * p.io_static
+    e_static = static_w * t_iter
+    energy = e_mac + e_sram + e_nop + e_dram + e_static
+
+    # ---- constraints and the binding resource ----
+    capacity_need = (m.total_params * (beta + beta_g + ADAM_BYTES)
+                     + L * t_group * np.where(rc, H * beta, STASH_BYTES_PER_H * H))
+    out["violation_dram_capacity"] = capacity_need / (n_io * p.dram_capacity) - 1.0
+    edge_mm = np.sqrt(a_die)
+    out["violation_shoreline"] = 2 * p.b / (p.shoreline * edge_mm) - 1.0
+    out["violation_layout"] = np.full(n, -1.0)
+    sums = np.stack([reps * sum(phases[ph][k] for ph in phases)
+                     for k in ("t_comp", "t_nop", "t_dram", "t_io")])
+    binding = np.argmax(sums, axis=0).astype(float)
+    binding = np.where(p.layer_major & ~resident, 4.0, binding)
+    for code, key in ((7, "violation_shoreline"), (5, "violation_dram_capacity"),
+                      (4, "violation_sram")):
+        binding = np.where(out[key] > 0, float(code), binding)
+
+    out.update({
+        "latency_s": t_iter, "energy_j": energy, "area_mm2": P * a_die + n_io * p.io_area_mm2,
+        "edp": energy * t_iter, "tokens_per_s": w.tokens / t_iter,
+        "j_per_token": energy / w.tokens,
+        "t_comp_s": sums[0], "t_nop_s": sums[1], "t_dram_s": sums[2], "t_io_s": sums[3],
+        "t_head_s": np.broadcast_to(t_head, (n,)).astype(float), "t_opt_s": t_opt,
+        "e_mac_j": e_mac, "e_sram_j": e_sram, "e_nop_j": e_nop, "e_dram_j": e_dram,
+        "e_static_j": e_static, "dram_bytes": dram_total, "nop_bytes": nop_bytes,
+        "sram_need_bytes": sram_need, "chunk": chunk, "resident": resident.astype(float),
+        "binding": binding, "die_area_mm2": a_die, "n_io": n_io, "hbar": hbar,
+        "flops": flops, "static_w": static_w, "opt_bytes": np.full(n, opt_bytes),
+        "gemm_sram_bytes": gemm_sram, "vector_sram_bytes": vec, "nop_byte_hops": nop_byte_hops,
+        "capacity_need_bytes": capacity_need, "phase_reps": reps,
+    })
+    for ph, terms in phases.items():
+        for k, v in terms.items():
+            out[f"{ph}.{k}"] = v
+    return out
+
+
+def _compute(w: Workload, die: DieSpec, plan: Plan, pass_: str, chunk, n_chunks):
+    """(t_comp, FLOPs, GEMM operand SRAM bytes) of one pass on one die: every GEMM of the plan
+    per chunk x n_chunks, at C eta (times the tiling efficiency when asked, §7)."""
+    beta, R, C = w.beta, die.array_rows, die.array_cols
+    peak = die.peak_flops * die.eta
+    t_comp = flops = sram = 0.0
+    for g in plan.gemms:
+        if g.pass_ != pass_:
+            continue
+        m = g.m_tok * chunk + g.m_fix
+        k = g.k_tok * chunk + g.k_fix
+        f = 2.0 * g.count * m * k * g.n * n_chunks
+        eff = m * g.n / (R * np.ceil(m / R) * C * np.ceil(g.n / C)) if w.tiling else 1.0
+        t_comp = t_comp + f / (peak * eff)
+        flops = flops + f
+        sram = sram + g.count * n_chunks * (beta * m * k * np.ceil(g.n / C)
+                                            + beta * k * g.n * np.ceil(m / R)
+                                            + ACC_BYTES * m * g.n)
+    return t_comp, flops, sram
+
+
+def _nop(plan: Plan, pass_: str, p: Points, chunk, n_chunks, mb_group, groups, beta):
+    """Seconds per link stream, element-hops and elements of one pass: chunk-frequency
+    collectives scale with T_c, weight traffic comes once per micro-batch, the 2.5D gradient
+    all-reduce once per iteration (§5.3: load / b + hops x alpha)."""
+    tot = {f: plan.totals(pass_, f) for f in ("chunk", "mb", "iter")}
+
+    def scaled(key):
+        return (tot["chunk"][key] * chunk * n_chunks + tot["mb"][key] * mb_group
+                + tot["iter"][key] / groups)
+    streams = {s: scaled(f"load_{s}") * beta / p.b
+               + (tot["chunk"][f"hops_{s}"] * n_chunks + tot["mb"][f"hops_{s}"] * mb_group
+                  + tot["iter"][f"hops_{s}"] / groups) * p.alpha for s in nop.STREAMS}
+    return streams, scaled("elem_hops"), scaled("elems")

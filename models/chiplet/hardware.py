@@ -1,0 +1,141 @@
+"""Chiplet hardware (docs/chiplet.md §3): compute die, D2D package, DRAM behind the I/O dies.
+
+Every field is documented with its SI unit; presets carry a `sources` mapping that the CLI prints.
+Areas are in mm² (the unit is in the field name); everything else is SI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..spec import spec
+from ..units import PJ
+
+# Horowitz, ISSCC 2014 (45 nm, 0.9 V) [literature]; the derivations are [design] (§3):
+E_MAC_45NM = 1.1 * PJ + 0.9 * PJ        # bf16-class multiply + fp32 add, J per MAC
+E_SRAM_45NM = 20 * PJ / 64              # 64-bit read from a 32 KB bank, J per bit
+NODE_SCALE = {45: 1.0, 16: 0.40, 7: 0.22, 5: 0.17}   # energy per op relative to 45 nm [design]
+
+
+@dataclass(frozen=True)
+class DieSpec:
+    """One compute die: PE array, vector unit, SRAM scratchpad and a four-port router."""
+    name: str = spec("preset name")
+    n_mac: int = spec("MAC units per die (bf16 multiply, fp32 accumulate)")
+    f: float = spec("clock frequency", "Hz")
+    sram: float = spec("SRAM per die M_s (banked scratchpad); the search overrides it", "B")
+    array_rows: int = spec("rows R of one core's output-stationary PE array (tiling, SRAM "
+                           "operand reuse)", default=32)
+    array_cols: int = spec("columns C of one core's PE array", default=64)
+    eta: float = spec("achieved fraction of peak FLOP/s on large GEMMs", default=0.85)
+    node_nm: int = spec("process node in nm; selects the energy scale s_node (45, 16, 7, 5)",
+                        default=7)
+    e_mac: float | None = spec("energy per MAC; empty = 2.0 pJ x s_node (Horowitz 45 nm)", "J",
+                               default=None)
+    e_sram: float | None = spec("SRAM access energy per bit; empty = 0.3125 pJ/bit x s_node",
+                                "J/bit", default=None)
+    static_base: float = spec("static power of the die without SRAM", "W", default=1.5)
+    static_per_mb: float = spec("static (leakage) power per MB of SRAM", "W", default=0.02)
+    area_per_mac_mm2: float = spec("silicon area per MAC unit in mm²", default=1.0e-3)
+    area_per_mb_mm2: float = spec("silicon area per MB of SRAM in mm²", default=0.45)
+    area_fixed_mm2: float = spec("fixed area (vector unit, router, control) in mm²",
+                                 default=10.0)
+    sources: dict = spec("field -> where the value comes from", default={})
+    description: str = spec("one line shown in preset lists", default="")
+
+    def __post_init__(self) -> None:
+        if self.n_mac <= 0 or self.f <= 0 or self.sram <= 0:
+            raise InputError(f"die {self.name!r}: n_mac, f and sram must be positive")
+        if self.n_mac % (self.array_rows * self.array_cols):
+            raise InputError(f"die {self.name!r}: n_mac {self.n_mac} is not a whole number of "
+                             f"{self.array_rows}x{self.array_cols} cores")
+        if not 0 < self.eta <= 1:
+            raise InputError(f"die {self.name!r}: eta must be in (0, 1]")
+        if self.node_nm not in NODE_SCALE and (self.e_mac is None or self.e_sram is None):
+            raise InputError(f"die {self.name!r}: no energy scale for {self.node_nm} nm "
+                             f"(known: {sorted(NODE_SCALE)}); give e_mac and e_sram")
+
+    @property
+    def peak_flops(self) -> float:
+        """C = 2 n_MAC f."""
+        return 2.0 * self.n_mac * self.f
+
+    @property
+    def mac_energy(self) -> float:
+        return self.e_mac if self.e_mac is not None else E_MAC_45NM * NODE_SCALE[self.node_nm]
+
+    @property
+    def sram_energy(self) -> float:
+        return self.e_sram if self.e_sram is not None else E_SRAM_45NM * NODE_SCALE[self.node_nm]
+
+    def static_power(self, sram_bytes):
+        """P_static,die = 1.5 W + 0.02 W/MB x M_s."""
+        return self.static_base + self.static_per_mb * sram_bytes / 1e6
+
+    def area_mm2(self, sram_bytes, port_area_mm2):
+        """A_die = n_MAC a_mac + M_s a_MB + 4 A_port + A_fixed (mm²)."""
+        return (self.n_mac * self.area_per_mac_mm2 + sram_bytes / 1e6 * self.area_per_mb_mm2
+                + 4 * port_area_mm2 + self.area_fixed_mm2)
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """D2D links of the network-on-package: one port per die edge, UCIe-style modules."""
+    name: str = spec("preset name")
+    lanes: int = spec("data lanes per module")
+    rate: float = spec("signalling rate per lane", "T/s")
+    e_link_low: float = spec("link energy per bit at rates up to rate_threshold", "J/bit")
+    e_link_high: float = spec("link energy per bit above rate_threshold", "J/bit")
+    router_latency: float = spec("router and flit overhead per hop (rest of alpha_hop)", "s")
+    shoreline: float = spec("bandwidth density limit per mm of die edge", "B/s/mm")
+    port_area_mm2: float = spec("area of one module (PHY + adapter) in mm²")
+    technology: str = spec("substrate and bump pitch", default="")
+    modules_per_port: int = spec("UCIe modules ganged into one port (the search overrides it)",
+                                 default=1)
+    rate_threshold: float = spec("rate at which the link energy steps up", "T/s",
+                                 default=16e9)
+    e_router: float = spec("router energy per bit per hop", "J/bit", default=0.1e-12)
+    phy_latency: float = spec("PHY plus adapter round trip", "s", default=2e-9)
+    sources: dict = spec("field -> where the value comes from", default={})
+    description: str = spec("one line shown in preset lists", default="")
+
+    def __post_init__(self) -> None:
+        if self.lanes <= 0 or self.rate <= 0 or self.modules_per_port < 1:
+            raise InputError(f"package {self.name!r}: lanes, rate and modules_per_port must be "
+                             f"positive")
+
+    @property
+    def bandwidth(self) -> float:
+        """b = modules x lanes x rate / 8, bytes/s per port per direction."""
+        return self.modules_per_port * self.lanes * self.rate / 8
+
+    @property
+    def e_hop(self) -> float:
+        """Link energy at this rate plus the router, J per bit per hop."""
+        link = self.e_link_low if self.rate <= self.rate_threshold else self.e_link_high
+        return link + self.e_router
+
+    @property
+    def alpha_hop(self) -> float:
+        return self.phy_latency + self.router_latency
+
+
+@dataclass(frozen=True)
+class DramSpec:
+    """DRAM behind one I/O die (controller + PHY), attached to a boundary die by one D2D port."""
+    name: str = spec("preset name")
+    bw_io: float = spec("DRAM bandwidth per I/O die", "B/s")
+    e_dram: float = spec("DRAM access energy per bit (device + PHY)", "J/bit")
+    capacity: float = spec("DRAM capacity per I/O die", "B")
+    eta: float = spec("achieved fraction of peak DRAM bandwidth eta_D", default=0.85)
+    io_static: float = spec("static power of one I/O die", "W", default=2.0)
+    io_area_mm2: float = spec("area of one I/O die in mm²", default=20.0)
+    sources: dict = spec("field -> where the value comes from", default={})
+    description: str = spec("one line shown in preset lists", default="")
+
+    def __post_init__(self) -> None:
+        if self.bw_io <= 0 or self.capacity <= 0:
+            raise InputError(f"dram {self.name!r}: bw_io and capacity must be positive")
+        if not 0 < self.eta <= 1:
+            raise InputError(f"dram {self.name!r}: eta must be in (0, 1]")

@@ -1,0 +1,458 @@
+"""Parallel methods on the mesh (docs/chiplet.md §5): 1D Megatron, 2D SUMMA, 2.5D Tesseract,
+3D and Hecaton-2D, each turned into the same `Plan`: the per-die GEMMs of one layer, its
+collectives as engine schedules, its SRAM buffers and its layout feasibility (§5.2).
+
+Sizes in a plan are elements. Token-proportional quantities are given per token of the on-chip
+chunk (the chunk T_c is a property of the configuration, chosen later), so one plan serves every
+chunk, SRAM size, package and DRAM. Uneven widths are padded: the bottleneck die sets the time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import InfeasibleError, InputError
+from ..shapes import ModelShape
+from . import mesh as nop
+
+KINDS = ("1d", "2d", "2.5d", "3d", "hecaton2d")
+PASSES = ("fwd", "bwd")            # the recompute pass repeats fwd
+FREQS = ("chunk", "mb", "iter")    # per chunk (x T_c), per micro-batch, per iteration
+PATTERN_A = ("qkv", "gate_up")     # Hecaton-2D: gather along rows, reduce-scatter along columns
+COLUMN_PARALLEL = ("qkv", "gate_up", "fc1")   # Megatron 1D; the other linears are row-parallel
+
+
+@dataclass(frozen=True)
+class Method:
+    kind: str
+    q: int = 0                     # 2.5D: side of the SUMMA tile (d = P / q^2)
+    bidirectional: bool = False    # 1D: ring direction
+
+    @property
+    def label(self) -> str:
+        if self.kind == "1d":
+            return "1d-bi" if self.bidirectional else "1d"
+        if self.kind == "2.5d":
+            return f"2.5d-q{self.q}"
+        return self.kind
+
+
+METHOD_HELP = ("1d (Megatron TP, unidirectional ring), 1d-bi (bidirectional ring), 2d (SUMMA), "
+               "2.5d-qQ (Tesseract, QxQ tiles, e.g. 2.5d-q4), 3d, hecaton2d")
+
+
+def parse_method(text: str) -> Method:
+    t = text.strip().lower().replace("_", "-")
+    aliases = {"megatron": "1d", "1d-uni": "1d", "hecaton": "hecaton2d", "hecaton-2d": "hecaton2d",
+               "summa": "2d", "optimus": "2d"}
+    t = aliases.get(t, t)
+    if t in ("1d", "2d", "3d", "hecaton2d"):
+        return Method(t)
+    if t == "1d-bi":
+        return Method("1d", bidirectional=True)
+    m = re.fullmatch(r"(?:2\.5d|tesseract)-?q(\d+)", t)
+    if m:
+        return Method("2.5d", q=int(m.group(1)))
+    raise InputError(f"unknown method {text!r}; choose from {METHOD_HELP}")
+
+
+def methods_for(mesh: nop.Mesh) -> list[Method]:
+    """Every method variant whose layout fits this grid (2.5D: each tile size q)."""
+    out = [Method("1d"), Method("1d", bidirectional=True), Method("2d")]
+    out += [Method("2.5d", q=q) for q in range(2, mesh.rows) if mesh.square
+            and mesh.rows % q == 0]
+    out += [Method("3d"), Method("hecaton2d")]
+    return [m for m in out if not layout_reason(m, mesh)]
+
+
+ALL_METHODS = ("1d", "1d-bi", "2d", "2.5d-q2", "2.5d-q4", "2.5d-q8", "3d", "hecaton2d")
+
+
+def layout_reason(method: Method, mesh: nop.Mesh) -> str:
+    """Why the method cannot be laid out on the grid (§5.2), or ''."""
+    n = mesh.rows
+    if method.kind in ("2d", "2.5d", "3d") and not mesh.square:
+        return f"layout: {method.label} needs a square grid, not {mesh}"
+    if method.kind == "2.5d":
+        q = method.q
+        if q < 2 or n % q or q >= n:
+            return (f"layout: 2.5D tiles of {q}x{q} need 2 <= q < N and q | N (N = {n}: "
+                    f"q in {[x for x in range(2, n) if n % x == 0] or 'none'})")
+    if method.kind == "3d" and not cube_side(mesh):
+        return (f"layout: 3D needs P = q^3 dies folded onto a square N x N grid, N = s^3 and "
+                f"q = s^2 (8x8 with q = 4); {mesh} does not fold")
+    return ""
+
+
+def cube_side(mesh: nop.Mesh) -> int:
+    """q of the 3D cube on this mesh (N = s^3, q = s^2), or 0."""
+    s = round(mesh.rows ** (1 / 3))
+    return s * s if mesh.square and s >= 2 and s ** 3 == mesh.rows else 0
+
+
+def tile_side(method: Method, mesh: nop.Mesh) -> tuple[int, int]:
+    """(q, d): SUMMA tile side and number of tiles (2D: q = N, d = 1; 2.5D: d = (N/q)^2)."""
+    if method.kind == "2d":
+        return mesh.rows, 1
+    if method.kind == "2.5d":
+        return method.q, (mesh.rows // method.q) ** 2
+    raise ValueError(method.kind)
+
+
+def token_split(method: Method, mesh: nop.Mesh) -> int:
+    """Into how many token blocks attention's input is cut: whole sequences per block need
+    B_m to be a multiple of it (Hecaton-2D: N1)."""
+    if method.kind == "hecaton2d":
+        return mesh.rows
+    if method.kind in ("2d", "2.5d"):
+        q, d = tile_side(method, mesh)
+        return q * d
+    if method.kind == "3d":
+        return cube_side(mesh) ** 2
+    return 1
+
+
+# ---- the plan --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Gemm:
+    """count x (m x k times k x n) on one die per chunk; m = m_tok * T_c + m_fix, k likewise."""
+    name: str
+    pass_: str
+    count: float
+    m_tok: float
+    m_fix: float
+    k_tok: float
+    k_fix: float
+    n: float
+
+
+@dataclass(frozen=True)
+class Comm:
+    """A collective of one layer: pass, frequency, link stream, and its cost at T_c = 1 token
+    (chunk frequency) or at its real size (per micro-batch / per iteration)."""
+    name: str
+    pass_: str
+    freq: str
+    stream: str
+    part: str                 # "linear", "norm", "attention", "gradient"
+    cost: nop.CollectiveCost
+
+
+@dataclass(frozen=True)
+class Plan:
+    method: Method
+    mesh: nop.Mesh
+    gemms: tuple[Gemm, ...]
+    comms: tuple[Comm, ...]
+    weight_elems: float        # resident weight shard W_d of one layer on one die
+    # weights received over the NoP once per micro-batch and kept while its chunks stream
+    # through the layer (SUMMA's broadcast blocks, 3D's gathered W): zero for 1D, Hecaton-2D
+    weight_buffer_elems: float
+    buf_tok: float             # SRAM elements per token of the chunk (§5 per-token buffer)
+    kv_elems: float            # K and V of one sequence for this die's KV heads
+    replicas: int              # copies of each weight (2.5D: d)
+    notes: tuple[str, ...]
+    reason: str                # '' or why the layout is infeasible
+
+    def totals(self, pass_: str, freq: str, part: str | None = None) -> dict[str, float]:
+        """Summed load/hops per stream, and element sums, of one pass and frequency."""
+        out = {f"load_{s}": 0.0 for s in nop.STREAMS} | {f"hops_{s}": 0.0 for s in nop.STREAMS}
+        out |= {"elem_hops": 0.0, "elems": 0.0, "per_die": 0.0}
+        for c in self.comms:
+            if c.pass_ == pass_ and c.freq == freq and (part is None or c.part == part):
+                out[f"load_{c.stream}"] += c.cost.load
+                out[f"hops_{c.stream}"] += c.cost.hops
+                out["elem_hops"] += c.cost.elem_hops
+                out["elems"] += c.cost.elems
+                out["per_die"] += c.cost.per_die
+        return out
+
+
+def head_split(shape: ModelShape, parts: int) -> tuple[int, int]:
+    """(query heads, KV heads) on the busiest die when heads are cut into `parts` contiguous
+    blocks of ceil(n_h/parts); KV heads are replicated where a block needs one (P > n_kv)."""
+    hpd = -(-shape.heads // parts)
+    group = shape.heads // shape.kv_heads
+    kv = max(len({h // group for h in range(j * hpd, min((j + 1) * hpd, shape.heads))})
+             for j in range(min(parts, -(-shape.heads // hpd))))
+    return hpd, kv
+
+
+def linear_blocks(shape: ModelShape, k_parts: int, m_parts: int) -> list[tuple[str, int, int]]:
+    """(name, K block, M block) of each linear on the busiest die when K is cut into k_parts and
+    M into m_parts (padded); attention widths are cut by whole heads, gate and up interleaved."""
+    hd = shape.head_dim
+    out = []
+    for name, k, m in shape.linears():
+        kd, nd = -(-k // k_parts), -(-m // m_parts)
+        if name == "qkv":
+            hpd, kv = head_split(shape, m_parts)
+            nd = (hpd + 2 * kv) * hd if m_parts > 1 else m
+        elif name == "o" and k_parts > 1:
+            kd = head_split(shape, k_parts)[0] * hd
+        elif name == "gate_up" and shape.gated_ffn:
+            nd = 2 * -(-shape.intermediate // m_parts)
+        out.append((name, kd, nd))
+    return out
+
+
+def _linear_gemms(name, m_tok, k, n, count=1.0) -> list[Gemm]:
+    """Forward Y = X W and backward dX = dY W^T, dW = X^T dY, per die per chunk."""
+    return [Gemm(name, "fwd", count, m_tok, 0, 0, k, n),
+            Gemm(f"{name} dX", "bwd", count, m_tok, 0, 0, n, k),
+            Gemm(f"{name} dW", "bwd", count, 0, k, m_tok, 0, n)]
+
+
+def _attention_gemms(shape: ModelShape, seq: int, causal: float, tok: float,
+                     heads: int) -> list[Gemm]:
+    """QK^T and AV per head for `tok` x T_c query tokens on the die against S c keys; the
+    backward does twice the work (§4)."""
+    sc, hd = seq * causal, shape.head_dim
+    out = []
+    for p, c in (("fwd", heads), ("bwd", 2 * heads)):
+        out += [Gemm("attention QK^T", p, c, tok, 0, 0, hd, sc),
+                Gemm("attention AV", p, c, tok, 0, 0, sc, hd)]
+    return out
+
+
+def _comm(mesh, sched, pass_, freq, stream, part, name=None) -> Comm:
+    return Comm(name or sched.name, pass_, freq, stream, part, nop.cost(mesh, sched))
+
+
+@lru_cache(maxsize=512)
+def plan(method: Method, mesh: nop.Mesh, shape: ModelShape, seq: int, causal: float = 0.5,
+         whole_sequences: bool = True, regather: bool = True) -> Plan:
+    """The layer of `shape` under `method` on `mesh` (cached: the engine routes each schedule
+    once per method, grid and layout option)."""
+    reason = layout_reason(method, mesh)
+    if reason:
+        return Plan(method, mesh, (), (), 0, 0, 0, 0, 1, (), reason)
+    build = {"1d": _plan_1d, "2d": _plan_summa, "2.5d": _plan_summa, "3d": _plan_3d,
+             "hecaton2d": _plan_hecaton}[method.kind]
+    return build(method, mesh, shape, seq, causal, whole_sequences, regather)
+
+
+def require(p: Plan) -> Plan:
+    if p.reason:
+        raise InfeasibleError(p.reason)
+    return p
+
+
+def _heads_note(shape: ModelShape, parts: int, where: str) -> list[str]:
+    hpd, kv = head_split(shape, parts)
+    notes = []
+    if shape.heads % parts:
+        notes.append(f"{shape.heads} heads over {parts} {where}: padded to {hpd} per die "
+                     f"(bottleneck die sets the time)")
+    if kv * parts > shape.kv_heads:
+        notes.append(f"{shape.kv_heads} KV heads over {parts} {where}: {kv} per die, replicated")
+    return notes
+
+
+def _plan_1d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+    """Megatron: QKV, gate+up column-parallel, O, down row-parallel; two all-reduces of T x H in
+    forward and two in backward, over a ring on a Hamiltonian cycle (§5)."""
+    P, h = mesh.P, shape.hidden
+    order, closing = nop.hamiltonian_order(mesh.rows, mesh.cols)
+    col, row = linear_blocks(shape, 1, P), linear_blocks(shape, P, 1)
+    blocks = [c if c[0] in COLUMN_PARALLEL else r for c, r in zip(col, row)]
+    gemms = [g for name, k, n in blocks for g in _linear_gemms(name, 1.0, k, n)]
+    heads, kv = head_split(shape, P)
+    gemms += _attention_gemms(shape, seq, causal, 1.0, heads)
+    ar = nop.ring_all_reduce(np.array([order]), float(h), method.bidirectional,
+                             "ring all-reduce T x H")
+    comms = [_comm(mesh, ar, p, "chunk", "mesh", "linear", f"{p}: 2 x {ar.name}")
+             for p in PASSES]
+    comms = [Comm(c.name, c.pass_, c.freq, c.stream, c.part, _double(c.cost)) for c in comms]
+    notes = _heads_note(shape, P, "dies")
+    if closing > 1:
+        notes.append(f"{mesh} has {P} dies (odd): no one-hop Hamiltonian cycle, one ring edge "
+                     f"takes {closing} hops")
+    return Plan(method, mesh, tuple(gemms), tuple(comms),
+                weight_elems=float(sum(k * n for _, k, n in blocks)), weight_buffer_elems=0.0,
+                buf_tok=float(h + max(k + n for _, k, n in blocks)),
+                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=1, notes=tuple(notes),
+                reason="")
+
+
+def _double(c: nop.CollectiveCost) -> nop.CollectiveCost:
+    """Two identical collectives run one after the other."""
+    return nop.CollectiveCost(2 * c.load, 2 * c.hops, 2 * c.elem_hops, 2 * c.elems,
+                              2 * c.per_die, 2 * c.link_load)
+
+
+def _plan_hecaton(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+    """Hecaton-2D (§5.1): die (i, j) owns one weight block; pattern A gathers X along its row
+    and reduce-scatters the partial product along its column, pattern B the other way round."""
+    n1, n2 = mesh.rows, mesh.cols
+    rows, cols = mesh.row_lines(), mesh.col_lines()
+    a_blocks = linear_blocks(shape, n1, n2)     # pattern A: K over N1, M over N2
+    b_blocks = linear_blocks(shape, n2, n1)     # pattern B: K over N2, M over N1
+    gemms, comms, blocks = [], [], []
+    line = {"row": (rows, n2), "col": (cols, n1)}   # lines of a stream, members per line
+    for idx, (name, _, _) in enumerate(shape.linears()):
+        a = name in PATTERN_A
+        _, kd, nd = (a_blocks if a else b_blocks)[idx]
+        blocks.append((name, kd, nd))
+        gemms += _linear_gemms(name, 1.0, kd, nd)
+        g_axis, r_axis = ("row", "col") if a else ("col", "row")
+        (g_lines, g_n), (r_lines, r_n) = line[g_axis], line[r_axis]
+        x_piece, y_piece = kd / g_n, nd / r_n       # X[T/g_n, K-block], Y[T/r_n, M-block]
+        comms += [
+            _comm(mesh, nop.line_all_gather(g_lines, x_piece), "fwd", "chunk", g_axis,
+                  "linear", f"{name}: all-gather X along {g_axis}s"),
+            _comm(mesh, nop.line_reduce_scatter(r_lines, y_piece), "fwd", "chunk", r_axis,
+                  "linear", f"{name}: reduce-scatter Y along {r_axis}s"),
+            _comm(mesh, nop.line_all_gather(r_lines, y_piece), "bwd", "chunk", r_axis,
+                  "linear", f"{name}: all-gather dY along {r_axis}s"),
+            _comm(mesh, nop.line_reduce_scatter(g_lines, x_piece), "bwd", "chunk", g_axis,
+                  "linear", f"{name}: reduce-scatter dX along {g_axis}s")]
+        if regather:
+            comms.append(_comm(mesh, nop.line_all_gather(g_lines, x_piece), "bwd", "chunk",
+                               g_axis, "linear", f"{name}: re-gather X along {g_axis}s"))
+    # RMSNorm: partial sums of squares of the column's tokens, all-gathered along the column
+    norm = nop.line_all_gather(cols, 1.0 / n2)
+    for p in PASSES:
+        comms.append(Comm(f"{p}: 2 x RMSNorm all-reduce", p, "chunk", "col", "norm",
+                          _double(nop.cost(mesh, norm))))
+    heads, kv = head_split(shape, n2)
+    gemms += _attention_gemms(shape, seq, causal, 1.0 / n1, heads)
+    notes = _heads_note(shape, n2, "columns")
+    if not whole:   # sequences cut across token blocks: gather K, V along the column
+        kv_piece = 2.0 * kv * shape.head_dim / n1
+        comms += [_comm(mesh, nop.line_all_gather(cols, kv_piece), "fwd", "chunk", "col",
+                        "attention", "attention: all-gather K, V along columns"),
+                  _comm(mesh, nop.line_all_gather(cols, kv_piece), "bwd", "chunk", "col",
+                        "attention", "attention: all-gather K, V along columns"),
+                  _comm(mesh, nop.line_reduce_scatter(cols, kv_piece), "bwd", "chunk", "col",
+                        "attention", "attention: reduce-scatter dK, dV along columns")]
+        notes.append(f"micro-batch not a multiple of N1 = {n1}: sequences span token blocks, "
+                     f"K and V are gathered along columns")
+    buf = max(kd + nd for _, kd, nd in blocks)
+    if not regather:   # keep the gathered inputs of the chunk for the backward
+        buf += sum(kd for _, kd, _ in blocks)
+    return Plan(method, mesh, tuple(gemms), tuple(comms),
+                weight_elems=float(sum(kd * nd for _, kd, nd in blocks)),
+                weight_buffer_elems=0.0, buf_tok=float(buf),
+                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=1, notes=tuple(notes),
+                reason="")
+
+
+def _tile_lines(n: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column lines inside every contiguous q x q tile of an n x n mesh."""
+    ids = np.arange(n * n).reshape(n, n)
+    tiles = ids.reshape(n // q, q, n // q, q).transpose(0, 2, 1, 3).reshape(-1, q, q)
+    return tiles.reshape(-1, q), tiles.transpose(0, 2, 1).reshape(-1, q)
+
+
+def _plan_summa(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+    """2D SUMMA (d = 1) and 2.5D Tesseract: d contiguous q x q tiles, tokens split d ways,
+    weights replicated d times; in each of q steps X blocks are broadcast along tile rows and
+    W blocks along tile columns (§5). 2.5D all-reduces weight gradients over the d tiles."""
+    q, d = tile_side(method, mesh)
+    rows, cols = _tile_lines(mesh.rows, q)
+    blocks = linear_blocks(shape, q, q)
+    tok = 1.0 / (q * d)                 # tokens of the chunk per die
+    gemms, comms = [], []
+    for name, kd, nd in blocks:
+        gemms += _linear_gemms(name, tok, kd, nd, count=q)
+
+        def bcast(lines, piece, reduce=False):
+            s = nop.line_broadcast(lines, 0, piece, reduce)
+            for k in range(1, q):
+                s = s + nop.line_broadcast(lines, k, piece, reduce)
+            return s
+        x, y, w = tok * kd, tok * nd, float(kd * nd)
+        comms += [
+            _comm(mesh, bcast(rows, x), "fwd", "chunk", "row", "linear",
+                  f"{name}: broadcast X along tile rows"),
+            _comm(mesh, bcast(cols, w), "fwd", "mb", "col", "linear",
+                  f"{name}: broadcast W along tile columns"),
+            _comm(mesh, bcast(rows, x), "bwd", "chunk", "row", "linear",
+                  f"{name}: broadcast X along tile rows"),
+            _comm(mesh, bcast(rows, x, True), "bwd", "chunk", "row", "linear",
+                  f"{name}: reduce dX along tile rows"),
+            _comm(mesh, bcast(rows, y), "bwd", "chunk", "row", "linear",
+                  f"{name}: broadcast dY along tile rows"),
+            _comm(mesh, bcast(cols, w), "bwd", "mb", "col", "linear",
+                  f"{name}: broadcast W along tile columns"),
+            _comm(mesh, bcast(cols, w, True), "bwd", "mb", "col", "linear",
+                  f"{name}: reduce dW along tile columns")]
+    shard = float(sum(kd * nd for _, kd, nd in blocks))
+    notes = _heads_note(shape, q, "tile columns")
+    if d > 1:
+        # dies at the same place in every tile, tiles in serpentine order (adjacent tiles are q
+        # hops apart)
+        t = mesh.rows // q
+        snake = [(r, c if r % 2 == 0 else t - 1 - c) for r in range(t) for c in range(t)]
+        ids = np.arange(mesh.P).reshape(mesh.rows, mesh.cols)
+        groups = np.array([[ids[r * q + a, c * q + b] for r, c in snake]
+                           for a in range(q) for b in range(q)])
+        comms.append(_comm(mesh, nop.ring_all_reduce(groups, shard), "bwd", "iter", "mesh",
+                           "gradient", f"weight-gradient all-reduce over the {d} tiles"))
+    heads, kv = head_split(shape, q)
+    gemms += _attention_gemms(shape, seq, causal, tok, heads)
+    reason = "" if whole else (
+        f"layout: {method.label} cuts each micro-batch into {q * d} token blocks; attention "
+        f"needs whole sequences per block (micro-batch a multiple of {q * d})")
+    return Plan(method, mesh, tuple(gemms), tuple(comms), weight_elems=shard,
+                weight_buffer_elems=float((q - 1) * shard),
+                buf_tok=float(max(2 * kd + nd for _, kd, nd in blocks) * tok),
+                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=d, notes=tuple(notes),
+                reason=reason)
+
+
+def cube_axes(mesh: nop.Mesh) -> dict[str, np.ndarray]:
+    """Lines of the three logical axes of the q x q x q cube folded onto the N x N mesh:
+    die (a, b, c) sits at row a s + c // s, column b s + c % s (q = s^2), so axes a and b are
+    strided by s hops and axis c walks an s x s block in serpentine order."""
+    q = cube_side(mesh)
+    s = math.isqrt(q)
+    snake = [r * s + (c if r % 2 == 0 else s - 1 - c) for r in range(s) for c in range(s)]
+
+    def node(a, b, c):
+        return (a * s + c // s) * mesh.cols + b * s + c % s
+    rng = range(q)
+    return {"a": np.array([[node(a, b, c) for a in rng] for b in rng for c in rng]),
+            "b": np.array([[node(a, b, c) for b in rng] for a in rng for c in rng]),
+            "c": np.array([[node(a, b, c) for c in snake] for a in rng for b in rng])}
+
+
+def _plan_3d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+    """3D (Bian et al.): per die a (T/q) x (K/q) x (M/q) GEMM; X all-gathered along axis a,
+    W along axis b, the output reduce-scattered along axis c (§5)."""
+    q = cube_side(mesh)
+    axes = cube_axes(mesh)
+    stream = {"a": "col", "b": "row", "c": "mesh"}   # axis a varies the row: column links
+    blocks = linear_blocks(shape, q, q)
+    gemms, comms = [], []
+    for name, kd, nd in blocks:
+        gemms += _linear_gemms(name, 1.0 / q, kd, nd)
+        x, y, w = kd / q**2, nd / q**2, kd * nd / q
+        spec = [("fwd", "a", "gather", x, "chunk", "X"), ("fwd", "b", "gather", w, "mb", "W"),
+                ("fwd", "c", "scatter", y, "chunk", "Y"),
+                ("bwd", "a", "gather", x, "chunk", "X"), ("bwd", "c", "gather", y, "chunk", "dY"),
+                ("bwd", "b", "gather", w, "mb", "W"), ("bwd", "a", "scatter", x, "chunk", "dX"),
+                ("bwd", "b", "scatter", w, "mb", "dW")]
+        for p, axis, op, piece, freq, what in spec:
+            prim = nop.line_all_gather if op == "gather" else nop.line_reduce_scatter
+            verb = "all-gather" if op == "gather" else "reduce-scatter"
+            comms.append(_comm(mesh, prim(axes[axis], piece), p, freq, stream[axis], "linear",
+                               f"{name}: {verb} {what} along axis {axis}"))
+    heads, kv = head_split(shape, q)
+    gemms += _attention_gemms(shape, seq, causal, 1.0 / q**2, heads)
+    reason = "" if whole else (
+        f"layout: 3d cuts each micro-batch into {q * q} token blocks; attention needs whole "
+        f"sequences per block (micro-batch a multiple of {q * q})")
+    return Plan(method, mesh, tuple(gemms), tuple(comms),
+                weight_elems=float(sum(kd * nd for _, kd, nd in blocks)) / q,
+                weight_buffer_elems=float(sum(kd * nd for _, kd, nd in blocks)) * (q - 1) / q,
+                buf_tok=float(max(kd + nd for _, kd, nd in blocks)) / q,
+                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=1,
+                notes=tuple(_heads_note(shape, q, "cube columns")), reason=reason)
