@@ -104,8 +104,8 @@ SearchOpt = typer.Option(
     "exhaustive / optuna", rich_help_panel=SEARCH_PANEL)
 SamplerOpt = typer.Option("tpe", "--sampler", help="Optuna sampler: tpe, random, nsga2, grid",
                           rich_help_panel=SEARCH_PANEL)
-NTrialsOpt = typer.Option(None, "--n-trials", help="Optuna trials for this run [default: 200 "
-                          "unless --timeout]", rich_help_panel=SEARCH_PANEL)
+NTrialsOpt = typer.Option(None, "--n-trials", help="Optuna trials for this run (default: 200 "
+                          "unless --timeout)", rich_help_panel=SEARCH_PANEL)
 TimeoutOpt = typer.Option(None, "--timeout", help="stop Optuna after this many seconds",
                           rich_help_panel=SEARCH_PANEL)
 SeedOpt = typer.Option(0, "--seed", help="sampler seed (same inputs + seed = same output)",
@@ -113,8 +113,8 @@ SeedOpt = typer.Option(0, "--seed", help="sampler seed (same inputs + seed = sam
 StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL to persist or share the "
                           "study (sqlite:///runs.db, postgresql://...)",
                           rich_help_panel=SEARCH_PANEL)
-StudyNameOpt = typer.Option(None, "--study-name", help="name of the stored study [default: "
-                            "derived from the study and its space]", rich_help_panel=SEARCH_PANEL)
+StudyNameOpt = typer.Option(None, "--study-name", help="name of the stored study (default: "
+                            "derived from the study and its space)", rich_help_panel=SEARCH_PANEL)
 WorkersOpt = typer.Option(1, "--workers", help="run K worker processes on one shared storage "
                           "(Optuna searches; the budget is split between them)",
                           rich_help_panel=SEARCH_PANEL)

@@ -186,20 +186,20 @@ def sd_command(
     ctx: typer.Context,
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="target model preset or a "
                               "Hugging Face config.json path"),
-    draft: Optional[str] = typer.Option(None, "--draft", help="draft model preset [default: the "
-                                        "target's usual draft]"),
+    draft: Optional[str] = typer.Option(None, "--draft", help="draft model preset (default: the "
+                                        "target's usual draft)"),
     hardware: Optional[str] = typer.Option(None, "--hardware", "--gpu", help=f"GPU preset "
-                                           f"[default: {DEFAULT_GPU}]"),
+                                           f"(default: {DEFAULT_GPU})"),
     tp: Optional[int] = typer.Option(None, "--tp", help="tensor-parallel GPUs for the target "
-                                     "[default: the smallest that holds weights + KV cache]"),
+                                     "(default: the smallest that holds weights + KV cache)"),
     draft_tp: Optional[int] = typer.Option(None, "--draft-tp", help="GPUs for the draft "
-                                           "[default: 1]"),
+                                           "(default: 1)"),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="per-token acceptance "
                                           "probability in [0, 1)"),
     sigma: Optional[str] = typer.Option(None, "--sigma", help="measured sigma = tokens per "
                                         "round / (gamma+1); write 0.91@4 for sigma at gamma 4"),
     acceptance: Optional[str] = typer.Option(None, "--acceptance", help="acceptance preset "
-                                             "[default: the pairing's]"),
+                                             "(default: the pairing's)"),
     batch: str = typer.Option(DEFAULT_BATCH, "--batch", "-b", help=f"batch sizes: {RANGE_HELP}"),
     gamma: str = typer.Option(DEFAULT_GAMMA, "--gamma", "-g", help=f"draft lengths: "
                               f"{RANGE_HELP}"),

@@ -74,7 +74,7 @@ def fit(
                                  "measured on (sets the ridge point and the load bounds)"),
     gpus: int = typer.Option(1, "--gpus", "--tp", help="GPUs the target ran on (tensor parallel)"),
     draft: Optional[str] = typer.Option(None, "--draft", help="draft model preset (bounds of "
-                                        "draft_bias) [default: the target's usual draft]"),
+                                        "draft_bias) (default: the target's usual draft)"),
     mode: str = typer.Option("auto", "--mode", help="auto (paper if a speedup column exists, "
                              "else component), paper, component or physical"),
     where: list[str] = typer.Option([], "--where", help="keep rows whose COLUMN=VALUE "
@@ -87,7 +87,7 @@ def fit(
     context: int = typer.Option(512, "--ctx", help="physical mode: KV length when the CSV has "
                                 "no ctx column"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="calibration YAML to "
-                                          "write [default: <data>-<mode>.calibration.yaml]"),
+                                          "write (default: <data>-<mode>.calibration.yaml)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
     """Fit the MoESD model to your measurements, report each parameter with the bound it sits

@@ -118,7 +118,7 @@ def _label(metric, name: str) -> str:
 def export(storage: str = StorageArg, study_name: str = NameArg,
            fmt: str = typer.Option("csv", "--format", help="csv or json"),
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="file to write "
-                                                 "[default: standard output]")) -> None:
+                                                 "(default: standard output)")) -> None:
     """Every trial of a stored search (all states) with parameters, metrics, feasibility,
     reason and timing, as CSV or JSON."""
     import csv
