@@ -30,7 +30,17 @@ def sd_default():
     return study, "speedup", ["sd", "--model", "qwen2-57b"]
 
 
-STUDIES = {"sd": sd_default}
+def chiplet_default():
+    """`explore chiplet --grid 8x8 --model llama2-70b` (the grid fixed, everything else
+    searched): (study, objective, CLI args)."""
+    from explore.cli.chiplet import ChipletRequest, build
+    from explore.models.chiplet.study import ChipletStudy
+    setup, values, _ = build(ChipletRequest(grid="8x8"))
+    return ChipletStudy(setup, values), "latency_s", ["chiplet", "--grid", "8x8", "--model",
+                                                      "llama2-70b"]
+
+
+STUDIES = {"sd": sd_default, "chiplet": chiplet_default}
 
 
 def regret_curve(study, objective: str, sampler: str, seed: int, optimum: float) -> list[float]:

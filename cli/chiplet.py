@@ -11,7 +11,8 @@ from typing import List, Optional
 import typer
 
 from .common import (RANGE_HELP, NTrialsOpt, SamplerOpt, SearchOpt, SearchOptions, SeedOpt,
-                     StorageOpt, StudyNameOpt, TimeoutOpt, emit_json)
+                     StorageOpt, StudyNameOpt, TimeoutOpt, TotalTrialsOpt, WorkersOpt,
+                     emit_json)
 
 DEFAULT_MODEL = "llama2-70b"
 DEFAULT_DIE = "die-7nm"
@@ -273,9 +274,10 @@ def provenance(setup) -> dict:
 
 def _search(setup, values, objectives, opts: SearchOptions):
     from explore.models.chiplet.study import ChipletStudy
-    from explore.search.engine import run as search
+
+    from .search_run import run_search as search
     study = ChipletStudy(setup, values)
-    return study, search(study, objectives, opts.settings())
+    return study, search(study, objectives, opts)
 
 
 def _rows(result, indices) -> list[dict]:
@@ -391,6 +393,7 @@ def chiplet_command(
     search: str = SearchOpt, sampler: str = SamplerOpt, n_trials: Optional[int] = NTrialsOpt,
     timeout: Optional[float] = TimeoutOpt, seed: Optional[int] = SeedOpt,
     storage: Optional[str] = StorageOpt, study_name: Optional[str] = StudyNameOpt,
+    workers: int = WorkersOpt, total_trials: Optional[int] = TotalTrialsOpt,
 ) -> None:
     """Best chiplet configuration for training a model: searches SRAM per die, parallel
     method, package, DRAM and micro-batch (and the grid unless --grid is given), then shows
@@ -400,7 +403,8 @@ def chiplet_command(
     req = _request(**locals(), set=set_ or [])
     _check_top(top)
     out = run_default(req, objective, top, SearchOptions(search, sampler, n_trials, timeout,
-                                                         seed, storage, study_name))
+                                                         seed, storage, study_name, workers,
+                                                         total_trials))
     _finish(out, json_out, save_dir)
 
 
@@ -489,6 +493,7 @@ def search_cmd(
     search: str = SearchOpt, sampler: str = SamplerOpt, n_trials: Optional[int] = NTrialsOpt,
     timeout: Optional[float] = TimeoutOpt, seed: Optional[int] = SeedOpt,
     storage: Optional[str] = StorageOpt, study_name: Optional[str] = StudyNameOpt,
+    workers: int = WorkersOpt, total_trials: Optional[int] = TotalTrialsOpt,
 ) -> None:
     """Multi-objective search (latency, energy, silicon area): the Pareto set with the binding
     constraint of each point, a top-N table and an ASCII Pareto plot.
@@ -498,7 +503,8 @@ def search_cmd(
     req = _request(**locals(), set=set_ or [])
     _check_top(top)
     out = run_search(req, objectives, top, SearchOptions(search, sampler, n_trials, timeout,
-                                                         seed, storage, study_name))
+                                                         seed, storage, study_name, workers,
+                                                         total_trials))
     _finish(out, json_out, save_dir)
 
 

@@ -45,14 +45,38 @@ def sd_validation() -> dict:
                             "definition) left out of the error statistics"]}
 
 
+def chiplet_validation() -> dict:
+    """The Hecaton checks of docs/chiplet.md §9 in the summary's shape."""
+    from .chiplet import validation_result
+
+    out = validation_result()
+
+    def show(v):
+        return f"{v:.3g}x" if isinstance(v, float) else str(v)
+
+    checks = [{"check": f"{r['id']}: {r['check']}", "reference": show(r["reference"]),
+               "ours": show(r["ours"]),
+               "error": f"ours/ref {r['ratio']:.2f}" if isinstance(r["reference"], float)
+               else None, "tolerance": r["rule"], "status": r["status"], "source": r["source"]}
+              for r in out["rows"]]
+    return {"study": "chiplet", "checks": checks, **out}
+
+
 def render_checks(rows: list[dict], title: str = "Validation summary") -> None:
     from .render import console, table
 
     style = {"PASS": "[green]PASS[/]", "WARN": "[yellow]WARN[/]", "FAIL": "[bold red]FAIL[/]"}
-    console().print(table(title, ["check", "reference", "ours", "tolerance", "status",
-                                  "source"],
-                          [[r["check"], r["reference"], r["ours"], r["tolerance"],
-                            style.get(r["status"], r["status"]), r["source"]] for r in rows]))
+
+    def error(e):
+        return "-" if e is None else f"{e:.1%}" if isinstance(e, float) else str(e)
+
+    study = any("study" in r for r in rows)
+    console().print(table(title, ["study"] * study + ["check", "reference", "ours", "error",
+                                                      "tolerance", "status", "source"],
+                          [[r["study"]] * study + [r["check"], r["reference"], r["ours"],
+                                                   error(r.get("error")), r["tolerance"],
+                                                   style.get(r["status"], r["status"]),
+                                                   r["source"]] for r in rows]))
 
 
 def render_sd(out: dict, summary_only: bool) -> None:
@@ -129,7 +153,15 @@ def validate_sd(
     raise typer.Exit(_exit_code(out["checks"]))
 
 
-VALIDATIONS = {"sd": sd_validation}
+def _mount_study_validations() -> None:
+    """`explore validate STUDY` runs the same command as `explore STUDY validate`."""
+    from .chiplet import validate_cmd as chiplet_validate
+    app.command("chiplet", help="The chiplet (Hecaton) model: V1-V5 of docs/chiplet.md §9 "
+                "(same as explore chiplet validate).")(chiplet_validate)
+
+
+_mount_study_validations()
+VALIDATIONS = {"sd": sd_validation, "chiplet": chiplet_validation}
 
 
 @app.callback(invoke_without_command=True)

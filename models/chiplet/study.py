@@ -3,6 +3,8 @@ configurations (§10), a vectorised `evaluate`, and the per-configuration report
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from dataclasses import dataclass
 
@@ -102,6 +104,10 @@ class ChipletStudy:
                   "micro_batch": ("micro-batch B_m", "seq"), "recompute": ("recompute", ""),
                   "overlap": ("overlap", "")}
         self.space = Space(tuple(Param(p, tuple(values[p]), *labels[p]) for p in PARAMS))
+
+    def fingerprint(self) -> dict:
+        """The fixed inputs: a stored search resumes only with the same ones."""
+        return dataclasses.asdict(self.setup)
 
     # ---- evaluation ----------------------------------------------------------------------
     def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation:

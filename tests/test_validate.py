@@ -1,0 +1,34 @@
+"""`explore validate`: every study's checks in one summary table; exit code 1 iff a check
+fails; each study's numbers are the ones its own validation computes."""
+
+import json
+
+
+def test_all_studies_summary(cli):
+    from explore.cli.validate import VALIDATIONS
+    code, out, _ = cli("validate", "--json")
+    data = json.loads(out)
+    studies = {r["study"] for r in data["checks"]}
+    assert studies == set(VALIDATIONS)
+    for r in data["checks"]:
+        assert r["status"] in ("PASS", "WARN", "FAIL")
+        assert r["check"] and r["source"] and r["tolerance"]
+    assert code == (1 if any(r["status"] == "FAIL" for r in data["checks"]) else 0)
+    chiplet = [r for r in data["checks"] if r["study"] == "chiplet"]
+    assert {r["check"].split(":")[0] for r in chiplet} >= {"V1", "V2", "V3", "V5-latency"}
+    hard = [r for r in chiplet if r["check"].startswith(("V1", "V4"))]
+    assert hard and all(r["status"] == "PASS" for r in hard)
+
+
+def test_summary_table_columns(cli):
+    code, out, _ = cli("validate")
+    for header in ("study", "check", "reference", "ours", "error", "tolerance", "status",
+                   "source"):
+        assert header in out
+
+
+def test_validate_study_subcommands(cli):
+    code, out, _ = cli("validate", "chiplet", "--json")
+    assert json.loads(out)["study"] == "chiplet"
+    code, out, _ = cli("validate", "sd", "--summary")
+    assert "SD validation summary" in out
