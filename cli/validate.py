@@ -73,7 +73,8 @@ def render_checks(rows: list[dict], title: str = "Validation summary") -> None:
     study = any("study" in r for r in rows)
     console().print(table(title, ["study"] * study + ["check", "reference", "ours", "error",
                                                       "tolerance", "status", "source"],
-                          [[r["study"]] * study + [r["check"], r["reference"], r["ours"],
+                          [([r["study"]] if study else []) + [r["check"], r["reference"],
+                                                              r["ours"],
                                                    error(r.get("error")), r["tolerance"],
                                                    style.get(r["status"], r["status"]),
                                                    r["source"]] for r in rows]))
