@@ -141,7 +141,8 @@ def export(storage: str = StorageArg, study_name: str = NameArg,
                "datetime_start": t.datetime_start.isoformat() if t.datetime_start else "",
                "duration_s": t.duration.total_seconds() if t.duration else ""}
         row.update({p: t.params.get(p, "") for p in params})
-        row.update({m: t.user_attrs.get(m, "") for m in metric_names})
+        stored = t.user_attrs.get("metrics", {})
+        row.update({m: stored.get(m, "") for m in metric_names})
         row["feasible"] = all(v <= 0 for v in (t.constraints or {}).values()) \
             if t.state.name == "COMPLETE" else ""
         row["reason"] = t.user_attrs.get("reason", "")

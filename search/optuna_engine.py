@@ -157,8 +157,9 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
         metrics, violations, reason = cache[key]
         for name, value in violations.items():
             trial.set_constraint(name, value)
-        for name, value in metrics.items():
-            trial.set_user_attr(name, value)
+        # one attribute for all metrics: one storage write per trial, not one per metric
+        trial.set_user_attr("metrics", {k: v if np.isfinite(v) else None
+                                        for k, v in metrics.items()})
         if reason:
             trial.set_user_attr("reason", reason)
         values = [metrics[o.name] if np.isfinite(metrics[o.name]) else -o.sign * float("inf")
@@ -213,14 +214,19 @@ def collect(study_name: str, ostudy, space: Space,
 
     trials = ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     params = {p.name: np.asarray([t.params[p.name] for t in trials]) for p in space.params}
-    metric_names = [m for m in (trials[0].user_attrs if trials else {}) if m != "reason"]
-    metrics = {m: np.asarray([t.user_attrs.get(m, np.nan) for t in trials], dtype=float)
+    metric_names = list(trials[0].user_attrs.get("metrics", {})) if trials else []
+    metrics = {m: np.asarray([_metric(t, m) for t in trials], dtype=float)
                for m in metric_names}
     feasible = np.asarray([all(c <= 0 for c in (t.constraints or {}).values()) for t in trials],
                           dtype=bool)
     reasons = [t.user_attrs.get("reason", "") for t in trials]
     return SearchResult(study_name, "optuna", objectives, params, metrics, feasible, reasons,
                         space.size, 0.0, study_name=ostudy.study_name)
+
+
+def _metric(trial, name: str) -> float:
+    value = trial.user_attrs.get("metrics", {}).get(name)
+    return np.nan if value is None else value
 
 
 # ---- stored studies ------------------------------------------------------------------------
