@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import importlib
 import re
+import types
 import typing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -144,7 +145,7 @@ def parse_quantity(value: str, unit: str) -> float:
 def _coerce(value: Any, hint: Any, unit: str, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
