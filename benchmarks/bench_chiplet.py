@@ -7,11 +7,10 @@ schedules cached; the default search answers within a few seconds)."""
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import subprocess
-import sys
 import time
+
+from timing import process_seconds
 
 
 def study_for(grid: str | None):
@@ -59,16 +58,6 @@ def default_search_seconds(repeats: int = 3) -> tuple[float, int]:
         res.ranked()
         walls.append(time.perf_counter() - t0)
     return statistics.median(walls), study.space.size
-
-
-def process_seconds(args: list[str], repeats: int = 3) -> float:
-    exe = shutil.which("explore") or sys.exit("explore is not installed on PATH")
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([exe, *args], check=True, stdout=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - t0)
-    return statistics.median(walls)
 
 
 def main() -> None:

@@ -6,13 +6,10 @@ Run: python benchmarks/bench_sd.py   (targets on a 2-core machine: >= 1e6 evals/
 
 from __future__ import annotations
 
-import shutil
-import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
+from timing import process_seconds
 
 
 def evals_per_second(repeats: int = 5) -> tuple[float, int]:
@@ -34,24 +31,14 @@ def evals_per_second(repeats: int = 5) -> tuple[float, int]:
     return n / best, n
 
 
-def process_seconds(args: list[str], repeats: int = 7) -> float:
-    exe = shutil.which("explore") or sys.exit("explore is not installed on PATH")
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([exe, *args], check=True, stdout=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - t0)
-    return statistics.median(walls)
-
-
 def main() -> None:
     rate, n = evals_per_second()
     print(f"vectorised SD model: {rate:,.0f} (B, gamma) evaluations/s "
           f"(grid of {n:,} points, best of 5)   target >= 1,000,000")
     print(f"explore sd --model qwen2-57b: median {process_seconds(['sd', '--model', 'qwen2-57b']):.3f} s "
-          f"over 7 runs   target <= 1.0 s")
+          f"over 5 runs   target <= 1.0 s")
     print(f"explore --help:               median {process_seconds(['--help']):.3f} s "
-          f"over 7 runs   target <= 0.3 s")
+          f"over 5 runs   target <= 0.3 s")
 
 
 if __name__ == "__main__":

@@ -97,8 +97,6 @@ def fit(
     Example: explore sd fit h200.csv --where model=qwen2-57b-a14b --model qwen2-57b --hardware
     h200 --gpus 1
     """
-    import numpy as np
-
     from explore import presets
     from explore.models import sd_fit
 
