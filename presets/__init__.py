@@ -54,6 +54,8 @@ register_kind("acceptance", "sd/acceptance", "explore.models.sd:Acceptance",
               "speculative-decoding acceptance rates (alpha) per workload")
 register_kind("pairing", "sd/pairings", "explore.models.sd:Pairing",
               "a target model's usual draft and acceptance preset")
+register_kind("node", "pipeline/nodes", "explore.models.pipeline.config:NodeSpec",
+              "servers around the GPUs: host RAM, host links, network (pipeline study)")
 
 
 def nearest(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:

@@ -1,0 +1,323 @@
+"""The discrete-event simulator of docs/pipeline.md §5.1.
+
+Op lists (schedules.py) plus recompute ops and host transfers are compiled once into a flat
+program: every op runs on one resource (a device's compute stream, or its device-to-host or
+host-to-device copy queue) in list order, after its dependencies (plus P2P time on
+cross-device edges). Each op starts at max(resource free, dependencies met); because order on
+every resource is fixed, processing the ops in one topological order is an exact event
+simulation, and the same loop runs on Python floats (one configuration) or numpy arrays (many
+configurations of one structure at once).
+
+Memory: an op allocates at its start and frees at its end (F stores its activations at start;
+B frees (1 - omega) of them, W the rest; R allocates before B; an offload frees when its copy
+ends, a reload allocates when its copy starts), plus a working buffer while a compute op runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import InfeasibleError
+from .schedules import B, F, KINDS, L, O, R, W, OpLists
+
+# memory categories of the timeline / breakdown
+CATEGORIES = ("activations", "stage extras", "recompute", "held for W", "working",
+              "optimizer reload", "weights reload")
+ACT, EXTRA, RECOMP, HELD, WORK, OPT_RELOAD, W_RELOAD = range(len(CATEGORIES))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One offloaded object: copied to host after `after` ends (None: at iteration start, the
+    write-back after the previous step), reloaded when `trigger` ends (None: at iteration
+    start), needed by `consumer` (None: the optimizer step at the end). Keys are
+    (kind, vs, mb) of compute ops on `device`."""
+    what: str                      # "activations" | "optimizer" | "weights"
+    device: int
+    nbytes: float
+    after: tuple | None
+    trigger: tuple | None
+    consumer: tuple | None
+    order: float = 0.0             # planned start, sorts the copy queues
+    vs: int = -1
+    mb: int = -1
+
+
+@dataclass(frozen=True)
+class ProgramArrays:
+    kind: np.ndarray
+    vs: np.ndarray
+    mb: np.ndarray
+    dev: np.ndarray
+
+
+@dataclass
+class Program:
+    ops: OpLists
+    kind: list[int]
+    dev: list[int]
+    vs: list[int]
+    mb: list[int]
+    res: list[int]                                   # resource of every op
+    deps: list[tuple[tuple[int, int], ...]]          # (op, boundary or -1)
+    reload_deps: list[tuple[int, ...]]               # reloads an op waits for (stalls)
+    order: list[int]
+    dev_ops: list[list[int]]                         # compute ops per device, list order
+    index: dict[tuple[int, int, int], int]           # (kind, vs, mb) -> op (compute ops)
+    transfers: tuple[Transfer, ...] = ()
+    transfer_ops: list[tuple[int, int]] = field(default_factory=list)   # (O op, L op)
+    step_reloads: list[list[int]] = field(default_factory=list)         # per device
+    _arrays: "ProgramArrays | None" = None
+
+    @property
+    def n(self) -> int:
+        return len(self.kind)
+
+    @property
+    def p(self) -> int:
+        return self.ops.p
+
+    def label(self, o: int) -> str:
+        k = KINDS[self.kind[o]]
+        if self.kind[o] in (O, L) and self.mb[o] < 0:
+            t = self.transfers[self._transfer_of(o)]
+            return f"{k}({t.what}{'' if t.vs < 0 else f', vs {t.vs}'})"
+        return f"{k}(vs {self.vs[o]}, mb {self.mb[o]})"
+
+    @property
+    def arrays(self) -> "ProgramArrays":
+        if self._arrays is None:
+            self._arrays = ProgramArrays(np.asarray(self.kind), np.asarray(self.vs),
+                                         np.asarray(self.mb), np.asarray(self.dev))
+        return self._arrays
+
+    def _transfer_of(self, o: int) -> int:
+        for i, (a, b) in enumerate(self.transfer_ops):
+            if o in (a, b):
+                return i
+        raise KeyError(o)
+
+
+def boundary(dev_a: int, dev_b: int) -> int:
+    """P2P boundary index of an edge between two devices (-1: same device). Adjacent devices
+    r and r+1 share boundary r; the interleaved wrap-around p-1 -> 0 uses boundary p-1."""
+    if dev_a == dev_b:
+        return -1
+    lo, hi = min(dev_a, dev_b), max(dev_a, dev_b)
+    return lo if hi == lo + 1 else hi
+
+
+def compile_program(ops: OpLists, recompute: frozenset = frozenset(),
+                    transfers: tuple[Transfer, ...] = ()) -> Program:
+    """Flatten op lists, insert R(vs, mb) just before B(vs, mb) for every (vs, mb) in
+    `recompute`, add copy ops for `transfers`, and order everything topologically."""
+    p, nvs = ops.p, ops.nvs
+    kind, dev, vsl, mbl, res = [], [], [], [], []
+    dev_ops: list[list[int]] = [[] for _ in range(p)]
+    index: dict[tuple[int, int, int], int] = {}
+
+    def add(k, d, v, j, r):
+        kind.append(k); dev.append(d); vsl.append(v); mbl.append(j); res.append(r)
+        return len(kind) - 1
+
+    for d in range(p):
+        for k, v, j in ops.ops[d]:
+            if k == B and (v, j) in recompute:
+                index[(R, v, j)] = o = add(R, d, v, j, d)
+                dev_ops[d].append(o)
+            index[(k, v, j)] = o = add(k, d, v, j, d)
+            dev_ops[d].append(o)
+    n_compute = len(kind)
+    deps: list[list[tuple[int, int]]] = [[] for _ in range(n_compute)]
+    last_vs = nvs - 1
+    for o in range(n_compute):
+        k, v, j, d = kind[o], vsl[o], mbl[o], dev[o]
+        if k == F and v > 0:
+            q = index[(F, v - 1, j)]
+            deps[o].append((q, boundary(dev[q], d)))
+        elif k in (B, R):
+            if k == B and (R, v, j) in index:
+                continue                       # its R carries the dependencies
+            if v == last_vs:
+                deps[o].append((index[(F, v, j)], -1))
+            else:
+                q = index[(B, v + 1, j)]
+                deps[o].append((q, boundary(dev[q], d)))
+        elif k == W:
+            deps[o].append((index[(B, v, j)], -1))
+    reload_deps: list[list[int]] = [[] for _ in range(n_compute)]
+    transfer_ops = []
+    step_reloads: list[list[int]] = [[] for _ in range(p)]
+    queues: dict[int, list[tuple[float, int]]] = {}
+    for t in transfers:
+        d = t.device
+        o_op = add(O, d, t.vs, t.mb, p + 2 * d)
+        l_op = add(L, d, t.vs, t.mb, p + 2 * d + 1)
+        deps.append([] if t.after is None else [(index[t.after], -1)])
+        deps.append([(o_op, -1)] + ([] if t.trigger is None else [(index[t.trigger], -1)]))
+        reload_deps += [[], []]
+        if t.consumer is None:
+            step_reloads[d].append(l_op)
+        else:
+            reload_deps[index[t.consumer]].append(l_op)
+        queues.setdefault(p + 2 * d, []).append((t.order, o_op))
+        queues.setdefault(p + 2 * d + 1, []).append((t.order, l_op))
+        transfer_ops.append((o_op, l_op))
+    res_lists = [list(dev_ops[d]) for d in range(p)]
+    for r in sorted(queues):
+        while len(res_lists) <= r:
+            res_lists.append([])
+        res_lists[r] = [o for _, o in sorted(queues[r])]
+    order = _topological(len(kind), res_lists, deps, reload_deps)
+    return Program(ops, kind, dev, vsl, mbl, res, [tuple(x) for x in deps],
+                   [tuple(x) for x in reload_deps], order, dev_ops, index, tuple(transfers),
+                   transfer_ops, step_reloads)
+
+
+def _topological(n: int, res_lists, deps, reload_deps) -> list[int]:
+    succ: list[list[int]] = [[] for _ in range(n)]
+    indeg = [0] * n
+    for lst in res_lists:
+        for a, b in zip(lst, lst[1:]):
+            succ[a].append(b)
+            indeg[b] += 1
+    for o in range(n):
+        for q, _ in deps[o]:
+            succ[q].append(o)
+            indeg[o] += 1
+        for q in reload_deps[o]:
+            succ[q].append(o)
+            indeg[o] += 1
+    ready = [o for o in range(n) if indeg[o] == 0]
+    order = []
+    while ready:
+        o = ready.pop()
+        order.append(o)
+        for s in succ[o]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    if len(order) != n:
+        raise InfeasibleError("the op lists deadlock (a dependency cycle between devices)")
+    return order
+
+
+@lru_cache(maxsize=256)
+def static_program(ops: OpLists) -> Program:
+    """The compiled program of bare op lists (no recompute, no transfers), cached."""
+    return compile_program(ops)
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+@dataclass
+class Timing:
+    start: list
+    end: list
+    makespan: object                 # float or array
+    device_end: list                 # per device: end of its last compute op
+    busy: list                       # per device: summed compute durations
+    stall: list                      # per device: time compute waited for reloads
+    step_ready: list                 # per device: when the optimizer step may start
+
+
+def run(prog: Program, dur, lags, maximum=max) -> Timing:
+    """Simulate one iteration. `dur[o]` is every op's duration and `lags[b]` the P2P time of
+    boundary b; floats (maximum=max) or numpy arrays over configurations (np.maximum)."""
+    n = prog.n
+    zero = dur[0] * 0
+    start = [zero] * n
+    end = [zero] * n
+    free = [zero] * (prog.p * 3)
+    stall = [zero] * prog.p
+    res, deps, rdeps = prog.res, prog.deps, prog.reload_deps
+    for o in prog.order:
+        s = free[res[o]]
+        for q, b in deps[o]:
+            s = maximum(s, end[q] + lags[b]) if b >= 0 else maximum(s, end[q])
+        if rdeps[o]:
+            s0 = s
+            for q in rdeps[o]:
+                s = maximum(s, end[q])
+            stall[prog.dev[o]] = stall[prog.dev[o]] + (s - s0)
+        start[o] = s
+        end[o] = e = s + dur[o]
+        free[res[o]] = e
+    device_end = [end[ops[-1]] if ops else zero for ops in prog.dev_ops]
+    busy = [sum((dur[o] for o in ops), zero) for ops in prog.dev_ops]
+    step_ready = list(device_end)
+    for d, loads in enumerate(prog.step_reloads):
+        for q in loads:
+            step_ready[d] = maximum(step_ready[d], end[q])
+    makespan = step_ready[0]
+    for x in step_ready[1:]:
+        makespan = maximum(makespan, x)
+    return Timing(start, end, makespan, device_end, busy, stall, step_ready)
+
+
+# ---- memory --------------------------------------------------------------------------------
+
+@dataclass
+class OpBytes:
+    """What every op allocates at its start and frees at its end, by category: alloc and free
+    are (n_ops, n_categories) arrays; initial (p, n_categories) is live at time 0. A negative
+    free is an allocation at the op's end (B hands its linear inputs over to W)."""
+    alloc: np.ndarray
+    free: np.ndarray
+    initial: np.ndarray
+
+
+@dataclass
+class DeviceMemory:
+    """Memory timeline of one device: events in time order, level after each event (dynamic
+    bytes, above the resident model states), the peak and the compute op running then."""
+    times: np.ndarray
+    levels: np.ndarray
+    rows: np.ndarray                 # per event: category deltas (n_events, n_categories)
+    initial: np.ndarray
+    ops: np.ndarray                  # op of each event
+    peak: float
+    peak_index: int
+    peak_time: float
+    peak_op: int                     # compute op running at the peak (-1: none)
+
+    def by_category(self, index: int | None = None) -> np.ndarray:
+        """Live bytes per category just after event `index` (default: the peak)."""
+        i = self.peak_index if index is None else index
+        return self.initial + self.rows[: i + 1].sum(axis=0)
+
+
+def device_memory(prog: Program, start: np.ndarray, end: np.ndarray, nbytes: OpBytes,
+                  d: int) -> DeviceMemory:
+    """Time-ordered memory events of device d (compute ops and its copy queues). At equal
+    times frees come before allocations, so a peak is never an artefact of ordering."""
+    ops = np.asarray(prog.dev_ops[d], dtype=int)
+    transfers = [o for pair in prog.transfer_ops for o in pair if prog.dev[o] == d]
+    a, f = nbytes.alloc[ops], nbytes.free[ops]
+    # compute ops alone are already time ordered: start_k <= end_k <= start_k+1
+    times = np.empty(2 * len(ops))
+    times[0::2], times[1::2] = start[ops], end[ops]
+    rows = np.empty((2 * len(ops), a.shape[1]))
+    rows[0::2], rows[1::2] = a, -f
+    keys = np.tile([1, 0], len(ops))
+    evops = np.repeat(ops, 2)
+    if transfers:
+        tr = np.asarray(transfers, dtype=int)
+        times = np.concatenate([times, start[tr], end[tr]])
+        rows = np.concatenate([rows, nbytes.alloc[tr], -nbytes.free[tr]])
+        keys = np.concatenate([keys, np.ones(len(tr), int), np.zeros(len(tr), int)])
+        evops = np.concatenate([evops, tr, tr])
+        order = np.lexsort((keys, times))
+        times, rows, evops = times[order], rows[order], evops[order]
+    initial = nbytes.initial[d]
+    levels = initial.sum() + np.cumsum(rows.sum(axis=1))
+    i = int(np.argmax(levels)) if len(levels) else 0
+    peak_time = float(times[i]) if len(times) else 0.0
+    # the compute op running at the peak instant (an allocation at its start counts)
+    k = int(np.searchsorted(start[ops], peak_time, side="right")) - 1
+    running = int(ops[k]) if k >= 0 and end[ops[k]] > peak_time else -1
+    return DeviceMemory(times, levels, rows, initial, evops,
+                        float(levels[i]) if len(levels) else 0.0, i, peak_time, running)
