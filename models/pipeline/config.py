@@ -138,9 +138,9 @@ class Layout:
 
 @dataclass(frozen=True)
 class Policy:
-    """Schedule and memory savers. recompute_layers limits 'full' recompute to the first k
-    layers of every chunk (Megatron's block method; None = all). cap is Chronos-Pipe's C
-    (None: the planner picks it)."""
+    """Schedule and memory savers. 'full' recompute is Megatron's: the first k layers of every
+    chunk, each its own checkpoint, for every micro-batch; recompute_layers fixes k (None: the
+    smallest k that fits). cap is Chronos-Pipe's C (None: the planner picks it)."""
     schedule: str = "1f1b"
     cap: int | None = None
     recompute: str = "none"

@@ -267,21 +267,18 @@ class Terms:
         opt = 0.0 if optimizer_offloaded else self.optimizer(d)
         return self.weights(d) + self.grads(d) + opt
 
-    def canonical_times(self) -> tuple[tuple[float, float, float], float]:
-        """Timing ratios that steer the greedy generators, rounded so that configurations
-        differing only slightly share one generated order: (T_F, T_B, T_W) per middle chunk
-        relative to T_F, and the P2P lag relative to T_F."""
-        tf = self.layers_per_chunk * self.t_f_layer
-        tb = self.layers_per_chunk * self.t_b_layer
-        tw = self.layers_per_chunk * self.t_w_layer
-        return ((1.0, round(tb / tf, 1), round(tw / tf, 1)),
-                round(max(self.lags) / tf, 2))
+    def canonical_times(self) -> tuple[float, float, float]:
+        """Timing ratios that steer the greedy generators: (T_F, T_B, T_W) of a middle chunk
+        relative to T_F, rounded to 0.1 so that configurations differing slightly share one
+        generated order. The generators ignore P2P time and the LM head; the simulator then
+        replays the order with every real duration."""
+        tf = self.t_f_layer
+        return (1.0, round(self.t_b_layer / tf, 1), round(self.t_w_layer / tf, 1))
 
     def op_lists(self, cap: int | None = None) -> schedules.OpLists:
-        times, lag = self.canonical_times()
         sched = self.policy.schedule
         if sched in schedules.SPLIT:
             return schedules.build(sched, self.p, self.m, 1,
                                    cap if cap is not None else self.policy.cap,
-                                   times, lag, round(self.omega, 2))
+                                   self.canonical_times(), 0.0, round(self.omega * 20) / 20)
         return schedules.build(sched, self.p, self.m, self.layout.vpp)

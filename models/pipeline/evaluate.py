@@ -30,15 +30,12 @@ class Plan:
         return Plan(dict(self.marks), self.shared, tuple(self.transfers), self.cap)
 
 
-def uniform_plan(terms: Terms) -> Plan:
-    """Megatron-style full recompute of the first k layers of every chunk for every micro-batch
-    (k = all by default), each layer its own checkpoint."""
-    pol = terms.policy
-    if pol.recompute != "full":
-        return Plan()
+def uniform_plan(terms: Terms, k: int | None = None) -> Plan:
+    """Megatron-style full recompute of the first k layers of every chunk for every
+    micro-batch, each layer its own checkpoint (k = all layers by default)."""
     lc = terms.layers_per_chunk
-    k = lc if pol.recompute_layers is None else min(lc, pol.recompute_layers)
-    if k == 0:
+    k = lc if k is None else min(lc, k)
+    if k <= 0:
         return Plan()
     return Plan({(vs, j): k for vs in range(terms.nvs) for j in range(terms.m)}, False)
 
@@ -289,7 +286,7 @@ def op_bytes(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> sim.
         free[:, sim.HELD] = np.where(isb, -held, np.where(isw, held, 0.0))
     initial = np.zeros((prog.p, nc))
     for t, (o_op, l_op) in zip(plan.transfers, prog.transfer_ops):
-        cat = {"activations": sim.ACT, "optimizer": sim.OPT_RELOAD,
+        cat = {"activations": sim.ACT, "held": sim.HELD, "optimizer": sim.OPT_RELOAD,
                "weights": sim.W_RELOAD}[t.what]
         free[o_op, cat] = t.nbytes
         alloc[l_op, cat] = t.nbytes

@@ -35,13 +35,13 @@ class Transfer:
     write-back after the previous step), reloaded when `trigger` ends (None: at iteration
     start), needed by `consumer` (None: the optimizer step at the end). Keys are
     (kind, vs, mb) of compute ops on `device`."""
-    what: str                      # "activations" | "optimizer" | "weights"
+    what: str                      # "activations" | "held" (for W) | "optimizer" | "weights"
     device: int
     nbytes: float
     after: tuple | None
     trigger: tuple | None
     consumer: tuple | None
-    order: float = 0.0             # planned start, sorts the copy queues
+    order: tuple[float, float] = (0.0, 0.0)   # planned copy starts: sort the two queues
     vs: int = -1
     mb: int = -1
 
@@ -163,8 +163,8 @@ def compile_program(ops: OpLists, recompute: frozenset = frozenset(),
             step_reloads[d].append(l_op)
         else:
             reload_deps[index[t.consumer]].append(l_op)
-        queues.setdefault(p + 2 * d, []).append((t.order, o_op))
-        queues.setdefault(p + 2 * d + 1, []).append((t.order, l_op))
+        queues.setdefault(p + 2 * d, []).append((t.order[0], o_op))
+        queues.setdefault(p + 2 * d + 1, []).append((t.order[1], l_op))
         transfer_ops.append((o_op, l_op))
     res_lists = [list(dev_ops[d]) for d in range(p)]
     for r in sorted(queues):
