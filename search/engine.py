@@ -168,8 +168,9 @@ def _exhaustive(study: Study, space: Space, objectives: tuple[Objective, ...],
     metric_names = list(parts[0][1].metrics) if parts else []
     metrics = {m: np.concatenate([np.asarray(e.metrics[m], dtype=float) for _, e in parts])
                for m in metric_names}
-    feasible = np.concatenate([e.feasible for _, e in parts]) if parts else np.zeros(0, bool)
-    reasons = [e.reason(i) if not e.feasible[i] else "" for _, e in parts
-               for i in range(len(e.feasible))]
+    masks = [e.feasible for _, e in parts]      # computed once per chunk, not per point
+    feasible = np.concatenate(masks) if parts else np.zeros(0, bool)
+    reasons = [e.reason(i) if not ok[i] else "" for (_, e), ok in zip(parts, masks)
+               for i in range(len(ok))]
     return SearchResult(study.name, "exhaustive", objectives, params, metrics, feasible, reasons,
                         space.size, time.perf_counter() - start, interrupted)

@@ -189,7 +189,7 @@ def _links(out: Outcome, d: int) -> _Links:
     return links
 
 
-def offload_optimizer(out: Outcome, d: int, budget: float) -> Transfer | None:
+def offload_optimizer(out: Outcome, d: int, budget: float, plan: Plan) -> Transfer | None:
     """Optimizer states of device d: written back after the step (from iteration start),
     reloaded to end by the device's last op. Stall-free when both copies fit the window."""
     t = out.terms
@@ -199,7 +199,10 @@ def offload_optimizer(out: Outcome, d: int, budget: float) -> Transfer | None:
     bw = t.hw.link_bandwidth
     delta = x / bw
     end = float(out.timing.device_end[d])
-    if 2 * delta > end * 0.99 or x > budget:
+    if x > budget:
+        plan.host_limited = max(plan.host_limited, x)
+        return None
+    if 2 * delta > end * 0.99:
         return None
     when = end - delta
     return Transfer("optimizer", d, x, None, _trigger(out, d, when), None, (0.0, when))
@@ -320,13 +323,13 @@ def fit(terms: Terms, ops: OpLists, plan: Plan, offload: str, recompute: str,
     order: list = []
     if offload != "none":
         new = []
+        plan = plan.copy()
         for d in range(terms.p):
             if out.peaks[d] > terms.hw.usable_bytes:
-                tr = offload_optimizer(out, d, budget)
+                tr = offload_optimizer(out, d, budget, plan)
                 if tr:
                     new.append(tr)
-        if new:
-            plan = plan.copy()
+        if new or plan.host_limited:
             plan.transfers = tuple(plan.transfers) + tuple(new)
             out = simulate(terms, ops, plan)
     if offload == "chronos":
@@ -378,7 +381,7 @@ def _cut_to_floor(terms: Terms, ops: OpLists, plan: Plan, order: list, floor_s: 
 
 @dataclass
 class Solution:
-    outcome: Outcome
+    outcome: Outcome | None                      # None: pruned by the incumbent
     tried: list = field(default_factory=list)    # (C, iteration s, peak bytes, fits)
 
     @property
@@ -386,12 +389,15 @@ class Solution:
         return self.outcome.ops.cap
 
 
-def solve(terms: Terms, floor_s: float | None = None) -> Solution:
+def solve(terms: Terms, floor_s: float | None = None,
+          incumbent_s: float | None = None) -> Solution:
     """The configuration as the policy asks: uniform recompute by simulation, greedy savers
-    through fit(), and Chronos-Pipe without a fixed cap through the planner."""
+    through fit(), and Chronos-Pipe without a fixed cap through the planner. With an
+    incumbent (iteration seconds a search already beats), the planner skips every cap whose
+    plain schedule is no faster and returns no outcome if none is left."""
     pol = terms.policy
     if pol.schedule == "chronos" and pol.cap is None:
-        return plan_chronos(terms, floor_s)
+        return plan_chronos(terms, floor_s, incumbent_s)
     ops = terms.op_lists()
     if pol.recompute == "full":
         out = full_recompute(terms, ops)
@@ -423,9 +429,12 @@ def full_recompute(terms: Terms, ops: OpLists) -> Outcome:
     return best
 
 
-def plan_chronos(terms: Terms, floor_s: float | None = None) -> Solution:
+def plan_chronos(terms: Terms, floor_s: float | None = None,
+                 incumbent_s: float | None = None) -> Solution:
     """§6.3: each C from 2p down to 2; a C whose plain schedule is already slower than the
-    best plan (or the floor) is skipped, since savers only add time."""
+    best plan, the floor or the incumbent is skipped, since savers only add time. Inside a
+    search (an incumbent given) the loop stops at the first such C: smaller caps only add
+    bubbles (§5.3), so the rest cannot win either."""
     pol = terms.policy
     best: Outcome | None = None
     effort: Outcome | None = None        # lowest peak meeting the floor
@@ -434,7 +443,11 @@ def plan_chronos(terms: Terms, floor_s: float | None = None) -> Solution:
     for cap in range(2 * terms.p, 1, -1):
         ops = terms.op_lists(cap)
         base = full_recompute(terms, ops) if pol.recompute == "full" else simulate(terms, ops)
-        if best is not None and base.iteration_s >= best.iteration_s:
+        beaten = (best is not None and base.iteration_s >= best.iteration_s) or \
+            (incumbent_s is not None and base.iteration_s >= incumbent_s)
+        if beaten and incumbent_s is not None:
+            break
+        if beaten:
             continue
         if floor_s is not None and base.iteration_s > floor_s:
             tried.append((cap, base.iteration_s, base.peak, False))

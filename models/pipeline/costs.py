@@ -247,6 +247,17 @@ class Terms:
 
     # ---- FLOPs -------------------------------------------------------------------------------
     @cached_property
+    def iteration_lower_bound(self) -> float:
+        """No schedule beats this: the busiest device's compute (every F, B and W of its
+        chunks for every micro-batch) + exposed DP + optimizer step. Bubbles, P2P waits,
+        recompute and stalls only add to it."""
+        tf, tb, tw = self.chunk_times
+        busy = [0.0] * self.p
+        for vs, d in enumerate(self.dev_of):
+            busy[d] += self.m * (tf[vs] + tb[vs] + tw[vs])
+        return max(busy) + self.dp_s + self.step_s
+
+    @cached_property
     def model_flops(self) -> float:
         """FLOPs per iteration (§7): 12 B_g s L h^2 [...] = B_g s x training FLOPs per token."""
         lay = self.layout

@@ -25,9 +25,11 @@ class Plan:
     shared: bool = False
     transfers: tuple[sim.Transfer, ...] = ()
     cap: int | None = None
+    host_limited: float = 0.0      # bytes per GPU an offload wanted beyond the host-RAM budget
 
     def copy(self) -> "Plan":
-        return Plan(dict(self.marks), self.shared, tuple(self.transfers), self.cap)
+        return Plan(dict(self.marks), self.shared, tuple(self.transfers), self.cap,
+                    self.host_limited)
 
 
 def uniform_plan(terms: Terms, k: int | None = None) -> Plan:
@@ -272,7 +274,8 @@ def op_bytes(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> sim.
     stored, transient, held = object_bytes(terms, plan.shared, k)
     extras = np.asarray(terms.extras)[np.clip(arr.vs, 0, terms.nvs - 1)]
     work = terms.a_full
-    isf, isb, isw, isr = (arr.kind == F), (arr.kind == B), (arr.kind == W), (arr.kind == R)
+    isf, isb, isw = (arr.kind == F), (arr.kind == B), (arr.kind == W)
+    isr = (arr.kind == R) & (k > 0)           # an unmarked R is a zero-length placeholder
     compute = isf | isb | isw | isr
     alloc, free = np.zeros((n, nc)), np.zeros((n, nc))
     alloc[:, sim.WORK] = free[:, sim.WORK] = np.where(compute, work, 0.0)
@@ -298,10 +301,7 @@ def op_bytes(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> sim.
 def simulate(terms: Terms, ops: OpLists, plan: Plan | None = None) -> Outcome:
     """Run one configuration through the simulator."""
     plan = plan or Plan()
-    if plan.marks or plan.transfers:
-        prog = sim.compile_program(ops, frozenset(plan.marks), plan.transfers)
-    else:
-        prog = sim.static_program(ops)
+    prog = sim.compile_program(ops, plan.transfers)
     k = _marks_per_op(terms, prog, plan)
     dur = op_durations(terms, prog, plan, k)
     timing = sim.run(prog, dur.tolist(), terms.lags)

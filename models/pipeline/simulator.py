@@ -110,54 +110,68 @@ def boundary(dev_a: int, dev_b: int) -> int:
     return lo if hi == lo + 1 else hi
 
 
-def compile_program(ops: OpLists, recompute: frozenset = frozenset(),
-                    transfers: tuple[Transfer, ...] = ()) -> Program:
-    """Flatten op lists, insert R(vs, mb) just before B(vs, mb) for every (vs, mb) in
-    `recompute`, add copy ops for `transfers`, and order everything topologically."""
+@lru_cache(maxsize=256)
+def base_program(ops: OpLists) -> Program:
+    """The compiled op lists, cached: an R op sits just before every B (zero duration and bytes
+    unless its chunk-micro-batch is marked for recompute), so recompute plans never change the
+    program's structure."""
     p, nvs = ops.p, ops.nvs
     kind, dev, vsl, mbl, res = [], [], [], [], []
     dev_ops: list[list[int]] = [[] for _ in range(p)]
     index: dict[tuple[int, int, int], int] = {}
-
-    def add(k, d, v, j, r):
-        kind.append(k); dev.append(d); vsl.append(v); mbl.append(j); res.append(r)
-        return len(kind) - 1
-
     for d in range(p):
         for k, v, j in ops.ops[d]:
-            if k == B and (v, j) in recompute:
-                index[(R, v, j)] = o = add(R, d, v, j, d)
-                dev_ops[d].append(o)
-            index[(k, v, j)] = o = add(k, d, v, j, d)
-            dev_ops[d].append(o)
-    n_compute = len(kind)
-    deps: list[list[tuple[int, int]]] = [[] for _ in range(n_compute)]
+            if k == B:
+                index[(R, v, j)] = len(kind)
+                dev_ops[d].append(len(kind))
+                kind.append(R); dev.append(d); vsl.append(v); mbl.append(j); res.append(d)
+            index[(k, v, j)] = len(kind)
+            dev_ops[d].append(len(kind))
+            kind.append(k); dev.append(d); vsl.append(v); mbl.append(j); res.append(d)
+    deps: list[tuple[tuple[int, int], ...]] = []
     last_vs = nvs - 1
-    for o in range(n_compute):
+    for o in range(len(kind)):
         k, v, j, d = kind[o], vsl[o], mbl[o], dev[o]
         if k == F and v > 0:
             q = index[(F, v - 1, j)]
-            deps[o].append((q, boundary(dev[q], d)))
-        elif k in (B, R):
-            if k == B and (R, v, j) in index:
-                continue                       # its R carries the dependencies
+            deps.append(((q, boundary(dev[q], d)),))
+        elif k == R:                           # R carries B's data dependency
             if v == last_vs:
-                deps[o].append((index[(F, v, j)], -1))
+                deps.append(((index[(F, v, j)], -1),))
             else:
                 q = index[(B, v + 1, j)]
-                deps[o].append((q, boundary(dev[q], d)))
+                deps.append(((q, boundary(dev[q], d)),))
         elif k == W:
-            deps[o].append((index[(B, v, j)], -1))
-    reload_deps: list[list[int]] = [[] for _ in range(n_compute)]
+            deps.append(((index[(B, v, j)], -1),))
+        else:
+            deps.append(())
+    reload_deps: list[tuple[int, ...]] = [()] * len(kind)
+    order = _topological(len(kind), dev_ops, deps, reload_deps)
+    return Program(ops, kind, dev, vsl, mbl, res, deps, reload_deps, order, dev_ops, index)
+
+
+def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = ()) -> Program:
+    """The base program plus copy ops for `transfers` (each on its device's device-to-host
+    and host-to-device queues, in planned order), topologically re-ordered."""
+    base = base_program(ops)
+    if not transfers:
+        return base
+    p = ops.p
+    kind, dev, vsl, mbl, res = (list(base.kind), list(base.dev), list(base.vs), list(base.mb),
+                                list(base.res))
+    deps = list(base.deps)
+    reload_deps = [list(x) for x in base.reload_deps]
+    index = base.index
     transfer_ops = []
     step_reloads: list[list[int]] = [[] for _ in range(p)]
     queues: dict[int, list[tuple[float, int]]] = {}
     for t in transfers:
         d = t.device
-        o_op = add(O, d, t.vs, t.mb, p + 2 * d)
-        l_op = add(L, d, t.vs, t.mb, p + 2 * d + 1)
-        deps.append([] if t.after is None else [(index[t.after], -1)])
-        deps.append([(o_op, -1)] + ([] if t.trigger is None else [(index[t.trigger], -1)]))
+        o_op, l_op = len(kind), len(kind) + 1
+        kind += [O, L]; dev += [d, d]; vsl += [t.vs, t.vs]; mbl += [t.mb, t.mb]
+        res += [p + 2 * d, p + 2 * d + 1]
+        deps.append(() if t.after is None else ((index[t.after], -1),))
+        deps.append(((o_op, -1),) + (() if t.trigger is None else ((index[t.trigger], -1),)))
         reload_deps += [[], []]
         if t.consumer is None:
             step_reloads[d].append(l_op)
@@ -166,15 +180,13 @@ def compile_program(ops: OpLists, recompute: frozenset = frozenset(),
         queues.setdefault(p + 2 * d, []).append((t.order[0], o_op))
         queues.setdefault(p + 2 * d + 1, []).append((t.order[1], l_op))
         transfer_ops.append((o_op, l_op))
-    res_lists = [list(dev_ops[d]) for d in range(p)]
-    for r in sorted(queues):
-        while len(res_lists) <= r:
-            res_lists.append([])
-        res_lists[r] = [o for _, o in sorted(queues[r])]
-    order = _topological(len(kind), res_lists, deps, reload_deps)
-    return Program(ops, kind, dev, vsl, mbl, res, [tuple(x) for x in deps],
-                   [tuple(x) for x in reload_deps], order, dev_ops, index, tuple(transfers),
-                   transfer_ops, step_reloads)
+    res_lists = [list(x) for x in base.dev_ops] + [[] for _ in range(2 * p)]
+    for r, q in queues.items():
+        res_lists[r] = [o for _, o in sorted(q)]
+    rdeps = [tuple(x) for x in reload_deps]
+    order = _topological(len(kind), res_lists, deps, rdeps)
+    return Program(ops, kind, dev, vsl, mbl, res, deps, rdeps, order, base.dev_ops, index,
+                   tuple(transfers), transfer_ops, step_reloads)
 
 
 def _topological(n: int, res_lists, deps, reload_deps) -> list[int]:
@@ -203,12 +215,6 @@ def _topological(n: int, res_lists, deps, reload_deps) -> list[int]:
     if len(order) != n:
         raise InfeasibleError("the op lists deadlock (a dependency cycle between devices)")
     return order
-
-
-@lru_cache(maxsize=256)
-def static_program(ops: OpLists) -> Program:
-    """The compiled program of bare op lists (no recompute, no transfers), cached."""
-    return compile_program(ops)
 
 
 # ---- timing ------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ METRICS = (
     Metric("hfu", "HFU", "%", scale=100, fmt=".1f"),
     Metric("iteration_s", "iteration", "s", fmt=".2f"),
     Metric("bubble", "bubble", "%", scale=100, fmt=".1f"),
-    Metric("recompute", "recompute", "%", scale=100, fmt=".1f"),
+    Metric("recompute_frac", "recompute", "%", scale=100, fmt=".1f"),
     Metric("stall_s", "stall", "s", fmt=".2f"),
     Metric("peak_max_bytes", "max peak", "GiB", scale=1 / GiB, fmt=".1f"),
     Metric("peak_min_bytes", "min peak", "GiB", scale=1 / GiB, fmt=".1f"),
@@ -79,7 +79,7 @@ def metrics_of(out: Outcome) -> dict[str, float]:
     t = out.terms
     return {"tokens_per_s": out.tokens_per_s, "mfu": out.mfu, "hfu": out.hfu,
             "iteration_s": out.iteration_s, "bubble": out.bubble,
-            "recompute": out.recompute_fraction, "stall_s": out.stall_s,
+            "recompute_frac": out.recompute_fraction, "stall_s": out.stall_s,
             "peak_max_bytes": max(out.peaks), "peak_min_bytes": min(out.peaks),
             "host_bytes": out.host_bytes_per_node, "dp": t.layout.dp, "m": t.m,
             "cap": out.ops.cap if out.ops.cap is not None else np.nan}
@@ -91,21 +91,37 @@ def binding_text(out: Outcome) -> str:
         return (f"host RAM: {out.host_bytes_per_node / GiB:.0f} GiB per node > "
                 f"{out.terms.hw.host_ram_bytes / GiB:.0f} GiB usable")
     b = out.binding()
-    return (f"device {b['device']}, {b['category']}, at {b['op']}: "
+    text = (f"device {b['device']}, {b['category']}, at {b['op']}: "
             f"{b['peak_bytes'] / GiB:.1f} GiB of {b['usable_bytes'] / GiB:.1f} usable")
+    if out.plan.host_limited and not out.fits:
+        hw = out.terms.hw
+        text += (f"; host RAM limits offload ({out.plan.host_limited / GiB:.1f} GiB per GPU "
+                 f"wanted, {hw.host_ram_bytes / hw.gpus_per_node / GiB:.1f} GiB per GPU "
+                 f"pinned)")
+    return text
 
 
 class PipelineStudy:
     """Search (tp, pp, vpp, mbs, schedule, recompute, offload, optimizer) for one workload;
-    DP and the micro-batch count follow from the GPUs and the global batch."""
+    DP and the micro-batch count follow from the GPUs and the global batch.
+
+    Exact for the best `keep` distinct configurations, pruned elsewhere: every valid point has
+    a closed-form lower bound on its iteration time (Terms.iteration_lower_bound; with memory
+    savers, also the plain configuration's simulated time), points are simulated in bound
+    order, and once `keep` distinct feasible results exist a point whose bound cannot beat the
+    keep-th best is reported as pruned. Only the time objectives prune (keep=None: simulate
+    everything). A point whose policy cannot change anything (selective recompute under flash
+    attention, a distributed optimizer with DP 1, savers on a fixed schedule that already
+    fits) is reported as redundant with the configuration it equals."""
     name = "pipeline"
     metrics = METRICS
     objectives = OBJECTIVES
 
     def __init__(self, workload: Workload, tps, pps, vpps, mbss, schedule_names, recomputes,
-                 offloads, optimizers, cap: int | None = None):
+                 offloads, optimizers, cap: int | None = None, keep: int | None = 10):
         self.workload = workload
         self.cap = cap
+        self.keep = keep
         self.space = Space((
             Param("tp", tuple(tps), "tensor parallel", "GPUs"),
             Param("pp", tuple(pps), "pipeline stages", "GPUs"),
@@ -116,63 +132,140 @@ class PipelineStudy:
             Param("recompute", tuple(recomputes), "recompute", ""),
             Param("offload", tuple(offloads), "offload", ""),
             Param("optimizer", tuple(optimizers), "optimizer sharding", "")))
-        self._cache: dict[tuple, Outcome | str] = {}
+        self._cache: dict[tuple, Outcome] = {}
+        self._bounds: dict[tuple, float | str] = {}
+        self._top: list[float] = []          # iteration seconds of distinct feasible results
+        self.counts = {"simulated": 0, "pruned": 0, "redundant": 0, "invalid": 0}
 
-    def outcome(self, key: tuple) -> Outcome | str:
-        """The simulated outcome of one point, or why the point is not a valid layout."""
-        if key in self._cache:
-            return self._cache[key]
+    # ---- one point ----------------------------------------------------------------------
+    def terms(self, key: tuple) -> Terms:
+        tp, pp, vpp, mbs, sched, rec, off, opt = key
+        lay = self.workload.layout(tp, pp, mbs, vpp)
+        pol = Policy(sched, self.cap if sched == "chronos" else None, rec, None, off, opt)
+        return self.workload.terms(lay, pol)
+
+    def bound(self, key: tuple) -> float | str:
+        """Lower bound on the iteration time, or why the point is not a valid layout; shared
+        by every point with the same layout, schedule family and optimizer."""
         tp, pp, vpp, mbs, sched, rec, off, opt = key
         if vpp != 1 and sched != "interleaved":
-            res: Outcome | str = "vpp > 1 applies to interleaved only"
-        else:
-            res = ""
-            # adaptive savers change nothing when fixed op lists already fit (the chronos
-            # planner differs: savers can buy a larger cap C)
-            fixed = sched != "chronos" or self.cap is not None
-            if fixed and rec in SAVERS + ("none",) and off in SAVERS + ("optimizer", "none") \
-                    and (rec, off) != ("none", "none"):
-                plain = self.outcome((tp, pp, vpp, mbs, sched, "none", "none", opt))
-                if isinstance(plain, Outcome) and plain.fits:
-                    res = plain          # the savers find nothing to do
-                elif isinstance(plain, str):
-                    res = plain
-            if res == "":
-                try:
-                    lay = self.workload.layout(tp, pp, mbs, vpp)
-                    pol = Policy(sched, self.cap if sched == "chronos" else None, rec,
-                                 None, off, opt)
-                    res = solve(self.workload.terms(lay, pol)).outcome
-                except ExploreError as e:
-                    res = str(e)
-        self._cache[key] = res
-        return res
+            return "vpp > 1 applies to interleaved only"
+        family = "interleaved" if sched == "interleaved" else (
+            "v" if sched in schedules.V_SHAPED else "linear")
+        slow_sel = rec == "selective" and not self.workload.flash
+        small = (tp, pp, vpp, mbs, family, slow_sel, opt)
+        if small not in self._bounds:
+            try:
+                self._bounds[small] = self.terms(key).iteration_lower_bound
+            except ExploreError as e:
+                self._bounds[small] = str(e)
+        return self._bounds[small]
 
+    def same_as(self, key: tuple) -> tuple | None:
+        """The simpler point this one equals whatever happens (rule-based), if any."""
+        tp, pp, vpp, mbs, sched, rec, off, opt = key
+        if rec == "selective" and self.workload.flash:
+            return (tp, pp, vpp, mbs, sched, "none", off, opt)
+        if opt == "dist-opt" and self.workload.hw.gpus == tp * pp:
+            return (tp, pp, vpp, mbs, sched, rec, off, "none")
+        return None
+
+    def plain_key(self, key: tuple) -> tuple | None:
+        """The point without adaptive savers (full recompute of the fewest layers that fit,
+        Chronos-Recomp, offload) when it differs."""
+        tp, pp, vpp, mbs, sched, rec, off, opt = key
+        if rec in ("none", "full", "chronos") and (rec, off) != ("none", "none"):
+            return (tp, pp, vpp, mbs, sched, "none", "none", opt)
+        return None
+
+    def outcome(self, key: tuple, incumbent_s: float | None = None) -> Outcome | None:
+        """Simulated outcome of a valid point, or None when the incumbent prunes it."""
+        if key not in self._cache:
+            sol = solve(self.terms(key), incumbent_s=incumbent_s)
+            if sol.outcome is None:
+                return None
+            self._cache[key] = sol.outcome
+            self.counts["simulated"] += 1
+        return self._cache[key]
+
+    def _incumbent(self) -> float | None:
+        if self.keep is None or len(self._top) < self.keep:
+            return None
+        return self._top[self.keep - 1]
+
+    def _record(self, out: Outcome) -> None:
+        if out.fits:
+            self._top = sorted(self._top + [out.iteration_s])[: self.keep or None]
+
+    def _classify(self, key: tuple, bound: float):
+        """(outcome or None, reason). reason starts with 'same as' for redundant points and
+        'pruned' for pruned ones."""
+        inc = self._incumbent()
+        simpler = self.same_as(key)
+        if simpler is not None:
+            return None, "same as " + _describe_key(simpler, key)
+        plain = self.plain_key(key)
+        fixed = key[4] != "chronos" or self.cap is not None
+        if plain is not None:
+            base = self.outcome(plain, inc) if plain in self._cache or inc is None \
+                or bound < inc else None
+            if base is not None and fixed and base.fits:
+                return None, "same as " + _describe_key(plain, key) + " (it fits: nothing " \
+                                                                     "to save)"
+            if base is not None and fixed and inc is not None and base.iteration_s >= inc:
+                return None, f"pruned: at least {base.iteration_s:.2f} s per iteration"
+        if inc is not None and bound >= inc:
+            return None, f"pruned: at least {bound:.2f} s per iteration"
+        out = self.outcome(key, inc)
+        if out is None:
+            return None, "pruned: no cap C beats the best found"
+        if plain is not None and not out.plan.marks and not out.plan.transfers \
+                and plain in self._cache and self._cache[plain].ops.cap == out.ops.cap:
+            return None, "same as " + _describe_key(plain, key) + " (nothing recomputed or " \
+                                                                 "offloaded)"
+        return out, ""
+
+    # ---- the engine's interface --------------------------------------------------------
     def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation:
         n = len(points["tp"])
-        names = [m.name for m in METRICS]
-        metrics = {k: np.full(n, np.nan) for k in names}
-        layout = np.zeros(n)
-        memory = np.zeros(n)
-        host = np.zeros(n)
+        metrics = {m.name: np.full(n, np.nan) for m in METRICS}
+        layout, memory, host, skipped = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
         reasons = np.full(n, "", dtype=object)
         usable = self.workload.hw.usable_bytes
-        for i in range(n):
-            key = tuple(points[p][i].item() if hasattr(points[p][i], "item") else points[p][i]
-                        for p in PARAMS)
-            out = self.outcome(key)
-            if isinstance(out, str):
-                layout[i] = 1.0
-                reasons[i] = out
+        keys = [tuple(points[p][i].item() if hasattr(points[p][i], "item") else points[p][i]
+                      for p in PARAMS) for i in range(n)]
+        bounds = np.full(n, np.inf)
+        for i, key in enumerate(keys):
+            b = self.bound(key)
+            if isinstance(b, str):
+                layout[i], reasons[i] = 1.0, b
+                self.counts["invalid"] += 1
+            else:
+                bounds[i] = b
+        for i in np.argsort(bounds, kind="stable"):
+            if layout[i]:
                 continue
+            out, why = self._classify(keys[i], bounds[i])
+            if out is None:
+                skipped[i] = 1.0
+                reasons[i] = why
+                self.counts["redundant" if why.startswith("same") else "pruned"] += 1
+                continue
+            self._record(out)
             for k, v in metrics_of(out).items():
                 metrics[k][i] = v
             memory[i] = max(out.peaks) / usable - 1.0
             host[i] = out.host_bytes_per_node / max(self.workload.hw.host_ram_bytes, 1.0) - 1.0
             if not out.fits:
                 reasons[i] = binding_text(out)
-        return Evaluation(metrics, {"layout": layout, "memory": memory, "host_ram": host},
-                          reasons.astype(str))
+        return Evaluation(metrics, {"layout": layout, "memory": memory, "host_ram": host,
+                                    "skipped": skipped}, reasons.astype(str))
+
+
+def _describe_key(simple: tuple, key: tuple) -> str:
+    names = ("tp", "pp", "vpp", "mbs", "schedule", "recompute", "offload", "optimizer")
+    diff = [f"{n} {a}" for n, a, b in zip(names, simple, key) if a != b]
+    return ", ".join(diff)
 
 
 # ---- per-device breakdown and timeline (§10) -------------------------------------------------
@@ -438,3 +531,44 @@ def sweep(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: int, 
         rows.append({"value": v, "l_star": ms.l_star, "params_star": ms.params_star,
                      "binding": ms.binding, **at})
     return rows
+
+
+def assumptions(work: Workload) -> list[dict]:
+    """The assumptions every output ends with, each with its tag (docs/pipeline.md)."""
+    hw = work.hw
+    return [
+        {"text": "model states per parameter: Megatron bf16 weights + fp32 grads + Adam = 18 B "
+                 "(16 B mixed-precision Adam; ZeRO-1/2/3 4+12/d, 2+14/d, 16/d; distributed "
+                 "optimizer 6+12/d); embedding on the first, LM head on the last virtual stage",
+         "tag": "[literature] ZeRO (arXiv 1910.02054), Megatron-LM; §3"},
+        {"text": "activations by explicit per-tensor accounting (reproduces Korthikanti et al. "
+                 "2022 for GPT); flash attention keeps fp32 softmax statistics; split backward "
+                 "holds each linear's input and output gradient from B to W",
+         "tag": "[design] §4.2, checked against [literature] §4.1"},
+        {"text": f"HBM {hw.hbm_bytes / GiB:g} GiB, reserve {hw.reserve_bytes / GiB:g} GiB, "
+                 f"fragmentation x{hw.fragmentation:g} on dynamic memory, one working layer "
+                 f"while an op runs", "tag": "[design] §4.4"},
+        {"text": f"compute at eta = {hw.eff:g} of {hw.peak_flops / 1e12:g} TFLOP/s; "
+                 f"T_B = T_W = T_F plus exposed TP communication",
+         "tag": "[design] §7"},
+        {"text": "FLOPs per iteration: Megatron-LM num_floating_point_operations; MFU excludes "
+                 "recompute, HFU includes it", "tag": "[literature] Narayanan et al. 2021; §7"},
+        {"text": f"TP/DP/P2P: alpha-beta ring collectives, {hw.gpu.interconnect_bandwidth / 1e9:g}"
+                 f" GB/s inside a {hw.gpus_per_node}-GPU node, "
+                 f"{hw.node.inter_node_bandwidth / 1e9:g} GB/s per GPU across nodes; DP "
+                 f"overlap {hw.dp_overlap:.0%}", "tag": "[design] §7"},
+        {"text": f"host link {hw.host_link_bandwidth / 1e9:g} GB/s per direction shared by "
+                 f"{hw.link_share} GPU(s) -> {hw.link_bandwidth / 1e9:g} GB/s each; pinned host "
+                 f"RAM {hw.host_ram_bytes / GiB:,.0f} GiB per node", "tag": "[design] §6.3"},
+        {"text": "schedules: GPipe, 1F1B and interleaved 1F1B in their published orders; "
+                 "ZB-H1/H2 and the V placements (ZB-V, V-Half, V-Min at their memory caps) from "
+                 "one greedy split-backward list scheduler; Chronos-Pipe as defined in §5.3",
+         "tag": "[literature] Narayanan et al. 2021, Qi et al. 2024; [design] §5.3"},
+        {"text": "Chronos-Recomp (peak-directed greedy, shared checkpoints) and Chronos-Offload "
+                 "(optimizer states, activations idle F->B and, with split backward, B->W, "
+                 "weights) under link queues and host RAM; the planner tries C = 2p..2",
+         "tag": "[design] §6.2-§6.3"},
+        {"text": "one iteration = makespan + exposed DP reduction + optimizer step (synchronous: "
+                 "ZB-H2's zero bubble, which needs the optimizer post-validation, is not "
+                 "modelled)", "tag": "[design] §7"},
+    ]
