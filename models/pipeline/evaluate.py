@@ -256,14 +256,16 @@ def op_durations(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> 
 def object_bytes(terms: Terms, shared: bool, k):
     """(stored activations after F, recompute transient before B, held from B to W) of a
     chunk-micro-batch with k recomputed layers, without stage extras (k may be an array)."""
-    lc, a = terms.layers_per_chunk, terms.a_layer
+    lc, a, ck = terms.layers_per_chunk, terms.a_layer, terms.ckpt
     k = np.asarray(k)
+    # R re-materialises the marked layers from their checkpoint, which is the first one's
+    # input (part of A_layer): k A - ckpt for a shared segment, A - ckpt layer by layer
     if shared:
-        stored = np.where(k > 0, (lc - k) * a + terms.ckpt, lc * a)
-        transient = k * terms.a_full
+        stored = np.where(k > 0, (lc - k) * a + ck, lc * a)
+        transient = np.where(k > 0, k * terms.a_full - ck, 0.0)
     else:
-        stored = (lc - k) * a + k * terms.ckpt
-        transient = np.where(k > 0, terms.a_full, 0.0)
+        stored = (lc - k) * a + k * ck
+        transient = np.where(k > 0, terms.a_full - ck, 0.0)
     return stored, transient, terms.omega * lc * a
 
 
