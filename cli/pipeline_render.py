@@ -111,14 +111,17 @@ def render_best(out: dict, compact: bool) -> None:
          "peak_min_bytes", "host_bytes"))]
     rows = []
     for k, r in enumerate(out["top"], 1):
-        cfg = f"{r['tp']}x{r['pp']}x{int(r['dp'])}"
-        rows.append([k, cfg, r["vpp"], r["mbs"], int(r["m"]), r["schedule"],
-                     _int(r.get("cap")), r["recompute"],
-                     r["offload"], r["optimizer"], *[m.show(r[m.name]) for m in shown]])
-    c.print(table(f"Top {len(rows)} by {out['objective']}",
-                  ["#", "TPxPPxDP", "v", "mbs", "m", "schedule", "C", "recompute", "offload",
-                   "optimizer", *metric_headers(shown)], rows,
-                  right=(0, 2, 3, 4, 6, *range(10, 10 + len(shown)))))
+        lay = f"{r['tp']}x{r['pp']}x{int(r['dp'])}" + (f" v{r['vpp']}" if r["vpp"] > 1 else "")
+        cap = _int(r.get("cap"))
+        sched = r["schedule"] + ("" if cap == "-" else f" C{cap}")
+        savers = [x for x in (f"recompute {r['recompute']}" if r["recompute"] != "none" else "",
+                              f"offload {r['offload']}" if r["offload"] != "none" else "",
+                              r["optimizer"] if r["optimizer"] != "none" else "") if x]
+        rows.append([k, lay, f"{r['mbs']} x {int(r['m'])}", sched, ", ".join(savers) or "-",
+                     *[m.show(r[m.name]) for m in shown]])
+    c.print(table(f"Top {len(rows)} by {label}",
+                  ["#", "TPxPPxDP", "mbs x m", "schedule", "savers",
+                   *metric_headers(shown)], rows, right=(0, *range(5, 5 + len(shown)))))
     c.print(assumptions_table(out["assumptions"]))
 
 

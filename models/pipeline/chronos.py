@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InfeasibleError
 from .costs import Terms
 from .evaluate import Outcome, Plan, simulate, uniform_plan
 from .schedules import B, F, R, V_SHAPED, W, OpLists
@@ -333,11 +334,14 @@ def fit(terms: Terms, ops: OpLists, plan: Plan, offload: str, recompute: str,
             plan.transfers = tuple(plan.transfers) + tuple(new)
             out = simulate(terms, ops, plan)
     if offload == "chronos":
-        plan = plan.copy()
+        trial = plan.copy()
         for d in range(terms.p):
             if out.peaks[d] > terms.hw.usable_bytes:
-                offload_device(out, d, plan, budget)
-        out = simulate(terms, ops, plan)
+                offload_device(out, d, trial, budget)
+        try:
+            out, plan = simulate(terms, ops, trial), trial
+        except InfeasibleError:      # copy orders that cycle: keep the plan without them
+            pass
     if recompute == "chronos":
         for _ in range(ROUNDS):
             if out.fits:

@@ -164,7 +164,12 @@ def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = ()) -> Progr
     index = base.index
     transfer_ops = []
     step_reloads: list[list[int]] = [[] for _ in range(p)]
-    queues: dict[int, list[tuple[float, int]]] = {}
+    queues: dict[int, list[tuple[float, int, int]]] = {}
+    pos = {o: i for ops_d in base.dev_ops for i, o in enumerate(ops_d)}
+
+    def rank(key) -> int:            # equal planned times: device order decides
+        return -1 if key is None else pos[index[key]]
+
     for t in transfers:
         d = t.device
         o_op, l_op = len(kind), len(kind) + 1
@@ -177,12 +182,12 @@ def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = ()) -> Progr
             step_reloads[d].append(l_op)
         else:
             reload_deps[index[t.consumer]].append(l_op)
-        queues.setdefault(p + 2 * d, []).append((t.order[0], o_op))
-        queues.setdefault(p + 2 * d + 1, []).append((t.order[1], l_op))
+        queues.setdefault(p + 2 * d, []).append((t.order[0], rank(t.after), o_op))
+        queues.setdefault(p + 2 * d + 1, []).append((t.order[1], rank(t.trigger), l_op))
         transfer_ops.append((o_op, l_op))
     res_lists = [list(x) for x in base.dev_ops] + [[] for _ in range(2 * p)]
     for r, q in queues.items():
-        res_lists[r] = [o for _, o in sorted(q)]
+        res_lists[r] = [o for _, _, o in sorted(q)]
     rdeps = [tuple(x) for x in reload_deps]
     order = _topological(len(kind), res_lists, deps, rdeps)
     return Program(ops, kind, dev, vsl, mbl, res, deps, rdeps, order, base.dev_ops, index,
