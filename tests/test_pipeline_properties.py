@@ -151,13 +151,13 @@ def test_offload_never_shortens_iteration_and_a_slower_link_never_helps(p, k, da
             for j in range(m):
                 if not data.draw(st.booleans()):
                     continue
-                f, r = prog.index[(S.F, vs, j)], prog.index[(S.R, vs, j)]
+                f, r = prog.index[(S.F, vs, j)], prog.index[(S.B, vs, j)]
                 dev = prog.dev_ops[d]
                 lo, hi = dev.index(f), dev.index(r)
                 trig = dev[data.draw(st.integers(lo, hi - 1))]
                 tkey = (prog.kind[trig], prog.vs[trig], prog.mb[trig])
                 transfers.append(sim.Transfer(
-                    "activations", d, 1e9, (S.F, vs, j), tkey, (S.R, vs, j),
+                    "activations", d, 1e9, (S.F, vs, j), tkey, (S.B, vs, j),
                     (float(base.end[f]), float(base.end[trig])), vs, j))
     plan = Plan(transfers=tuple(transfers))
     fast = simulate(t, ops, plan)

@@ -303,11 +303,13 @@ def op_bytes(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> sim.
 def simulate(terms: Terms, ops: OpLists, plan: Plan | None = None) -> Outcome:
     """Run one configuration through the simulator."""
     plan = plan or Plan()
-    prog = sim.compile_program(ops, plan.transfers)
+    uses_r = bool(plan.marks) or any(key is not None and key[0] == R for t in plan.transfers
+                                     for key in (t.trigger, t.consumer))
+    prog = sim.compile_program(ops, plan.transfers, uses_r)
     k = _marks_per_op(terms, prog, plan)
     dur = op_durations(terms, prog, plan, k)
     timing = sim.run(prog, dur.tolist(), terms.lags)
     start, end = np.asarray(timing.start), np.asarray(timing.end)
     nbytes = op_bytes(terms, prog, plan, k)
-    memory = [sim.device_memory(prog, start, end, nbytes, d) for d in range(terms.p)]
+    memory = sim.all_device_memory(prog, start, end, nbytes)
     return Outcome(terms, ops, plan, prog, timing, memory, dur, start, end)

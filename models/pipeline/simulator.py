@@ -71,6 +71,7 @@ class Program:
     transfer_ops: list[tuple[int, int]] = field(default_factory=list)   # (O op, L op)
     step_reloads: list[list[int]] = field(default_factory=list)         # per device
     _arrays: "ProgramArrays | None" = None
+    _steps: list | None = None
 
     @property
     def n(self) -> int:
@@ -86,6 +87,18 @@ class Program:
             t = self.transfers[self._transfer_of(o)]
             return f"{k}({t.what}{'' if t.vs < 0 else f', vs {t.vs}'})"
         return f"{k}(vs {self.vs[o]}, mb {self.mb[o]})"
+
+    @property
+    def steps(self) -> list[tuple[int, int, int, int]] | None:
+        """(op, resource, dependency or -1, boundary or p) in topological order when every op
+        has at most one dependency and no reload waits (no copies): the fast loop's input."""
+        if self._steps is None:
+            simple = not self.transfer_ops and all(len(d) <= 1 for d in self.deps)
+            p = self.p
+            self._steps = [(o, self.res[o], self.deps[o][0][0] if self.deps[o] else -1,
+                            (self.deps[o][0][1] if self.deps[o][0][1] >= 0 else p)
+                            if self.deps[o] else p) for o in self.order] if simple else []
+        return self._steps or None
 
     @property
     def arrays(self) -> "ProgramArrays":
@@ -111,17 +124,17 @@ def boundary(dev_a: int, dev_b: int) -> int:
 
 
 @lru_cache(maxsize=256)
-def base_program(ops: OpLists) -> Program:
-    """The compiled op lists, cached: an R op sits just before every B (zero duration and bytes
-    unless its chunk-micro-batch is marked for recompute), so recompute plans never change the
-    program's structure."""
+def base_program(ops: OpLists, with_r: bool = True) -> Program:
+    """The compiled op lists, cached. With with_r an R op sits just before every B (zero
+    duration and bytes unless its chunk-micro-batch is marked for recompute), so recompute
+    plans never change the program's structure; without, B carries its own dependency."""
     p, nvs = ops.p, ops.nvs
     kind, dev, vsl, mbl, res = [], [], [], [], []
     dev_ops: list[list[int]] = [[] for _ in range(p)]
     index: dict[tuple[int, int, int], int] = {}
     for d in range(p):
         for k, v, j in ops.ops[d]:
-            if k == B:
+            if k == B and with_r:
                 index[(R, v, j)] = len(kind)
                 dev_ops[d].append(len(kind))
                 kind.append(R); dev.append(d); vsl.append(v); mbl.append(j); res.append(d)
@@ -135,7 +148,7 @@ def base_program(ops: OpLists) -> Program:
         if k == F and v > 0:
             q = index[(F, v - 1, j)]
             deps.append(((q, boundary(dev[q], d)),))
-        elif k == R:                           # R carries B's data dependency
+        elif k == R or (k == B and not with_r):   # R carries B's data dependency
             if v == last_vs:
                 deps.append(((index[(F, v, j)], -1),))
             else:
@@ -150,10 +163,11 @@ def base_program(ops: OpLists) -> Program:
     return Program(ops, kind, dev, vsl, mbl, res, deps, reload_deps, order, dev_ops, index)
 
 
-def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = ()) -> Program:
+def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = (),
+                    with_r: bool = True) -> Program:
     """The base program plus copy ops for `transfers` (each on its device's device-to-host
     and host-to-device queues, in planned order), topologically re-ordered."""
-    base = base_program(ops)
+    base = base_program(ops, with_r)
     if not transfers:
         return base
     p = ops.p
@@ -245,7 +259,19 @@ def run(prog: Program, dur, lags, maximum=max) -> Timing:
     free = [zero] * (prog.p * 3)
     stall = [zero] * prog.p
     res, deps, rdeps = prog.res, prog.deps, prog.reload_deps
-    for o in prog.order:
+    steps = prog.steps if maximum is max else None
+    if steps is not None:           # floats, one dependency per op: the lean loop
+        lagv = list(lags) + [0.0]
+        for o, r, q, b in steps:
+            s = free[r]
+            if q >= 0:
+                e = end[q] + lagv[b]
+                if e > s:
+                    s = e
+            start[o] = s
+            end[o] = e = s + dur[o]
+            free[r] = e
+    for o in ([] if steps is not None else prog.order):
         s = free[res[o]]
         for q, b in deps[o]:
             s = maximum(s, end[q] + lags[b]) if b >= 0 else maximum(s, end[q])
@@ -299,6 +325,36 @@ class DeviceMemory:
         """Live bytes per category just after event `index` (default: the peak)."""
         i = self.peak_index if index is None else index
         return self.initial + self.rows[: i + 1].sum(axis=0)
+
+
+def all_device_memory(prog: Program, start: np.ndarray, end: np.ndarray,
+                      nbytes: OpBytes) -> list[DeviceMemory]:
+    """Memory timelines of every device; one vectorised pass when there are no copies."""
+    if prog.transfer_ops:
+        return [device_memory(prog, start, end, nbytes, d) for d in range(prog.p)]
+    ops = np.concatenate([np.asarray(x, dtype=int) for x in prog.dev_ops])
+    sizes = [len(x) for x in prog.dev_ops]
+    a, f = nbytes.alloc[ops], nbytes.free[ops]
+    times = np.empty(2 * len(ops))
+    times[0::2], times[1::2] = start[ops], end[ops]
+    rows = np.empty((2 * len(ops), a.shape[1]))
+    rows[0::2], rows[1::2] = a, -f
+    evops = np.repeat(ops, 2)
+    cum = np.cumsum(rows.sum(axis=1))
+    out, lo = [], 0
+    for d, n in enumerate(sizes):
+        hi = lo + 2 * n
+        initial = nbytes.initial[d]
+        levels = cum[lo:hi] - (cum[lo - 1] if lo else 0.0) + initial.sum()
+        i = int(np.argmax(levels)) if n else 0
+        peak_time = float(times[lo + i]) if n else 0.0
+        dops = ops[lo // 2: hi // 2]
+        k = int(np.searchsorted(start[dops], peak_time, side="right")) - 1
+        running = int(dops[k]) if k >= 0 and end[dops[k]] > peak_time else -1
+        out.append(DeviceMemory(times[lo:hi], levels, rows[lo:hi], initial, evops[lo:hi],
+                                float(levels[i]) if n else 0.0, i, peak_time, running))
+        lo = hi
+    return out
 
 
 def device_memory(prog: Program, start: np.ndarray, end: np.ndarray, nbytes: OpBytes,
