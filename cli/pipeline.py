@@ -4,7 +4,7 @@ comes from explore.models.pipeline."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 import typer
@@ -74,6 +74,10 @@ ZeroOpt = typer.Option(None, "--zero", help="ZeRO stage 1, 2 or 3 (16-byte Adam 
 DistOptOpt = typer.Option(False, "--dist-opt", help="Megatron distributed optimizer "
                           "(6 + 12/d B/param)", rich_help_panel=POL)
 JsonOpt = typer.Option(False, "--json", help="print JSON instead of tables")
+TbOpt = typer.Option(1.0, "--tb-ratio", help="measured T_B / T_F of a layer (input gradient)",
+                     rich_help_panel=WORK)
+TwOpt = typer.Option(1.0, "--tw-ratio", help="measured T_W / T_F of a layer (weight gradient)",
+                     rich_help_panel=WORK)
 
 
 @dataclass
@@ -108,6 +112,8 @@ class Req:
     offload: Optional[str] = None
     zero: Optional[int] = None
     dist_opt: bool = False
+    tb_ratio: float = 1.0
+    tw_ratio: float = 1.0
     search: SearchOptions = field(default_factory=lambda: SearchOptions(
         "auto", "tpe", None, None, 0, None, None))
 
@@ -147,7 +153,8 @@ def workload(req: Req):
         host_link_bandwidth=None if req.h2d_gbps is None else req.h2d_gbps * 1e9,
         link_share=req.link_share,
         peak_flops=None if req.peak_tflops is None else req.peak_tflops * 1e12, eff=req.eff)
-    return Workload(model, hw, req.seq, req.global_batch, req.sp, req.flash)
+    return Workload(model, hw, req.seq, req.global_batch, req.sp, req.flash, req.tb_ratio,
+                    req.tw_ratio)
 
 
 def _names(text: str | None, allowed: tuple[str, ...], flag: str,
@@ -340,7 +347,8 @@ def pipeline_command(
     reserve_gib: float = ReserveOpt, host_ram_gib: Optional[float] = HostRamOpt,
     h2d_gbps: Optional[float] = H2dOpt, link_share: Optional[int] = LinkShareOpt,
     peak_tflops: Optional[float] = PeakOpt, eff: float = EffOpt, frag: float = FragOpt,
-    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt,
+    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt, tb_ratio: float = TbOpt,
+    tw_ratio: float = TwOpt,
     tp: Optional[str] = typer.Option(None, "--tp", help=f"TP degrees to search: {RANGE_HELP}",
                                      rich_help_panel=PAR),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degrees to search", rich_help_panel=PAR),
@@ -376,7 +384,7 @@ def pipeline_command(
     req = Req(model, layers, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib,
               h2d_gbps, link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp,
               pp, None, vpp, mbs, schedule, cap, recompute, recompute_layers, offload, zero,
-              dist_opt, SearchOptions(search, sampler, n_trials, timeout, seed, storage,
+              dist_opt, tb_ratio, tw_ratio, SearchOptions(search, sampler, n_trials, timeout, seed, storage,
                                       study_name))
     _, _, _, out = run_search(req, objective, top)
     if json_out:
@@ -393,7 +401,8 @@ def best_command(
     reserve_gib: float = ReserveOpt, host_ram_gib: Optional[float] = HostRamOpt,
     h2d_gbps: Optional[float] = H2dOpt, link_share: Optional[int] = LinkShareOpt,
     peak_tflops: Optional[float] = PeakOpt, eff: float = EffOpt, frag: float = FragOpt,
-    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt,
+    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt, tb_ratio: float = TbOpt,
+    tw_ratio: float = TwOpt,
     tp: Optional[str] = typer.Option(None, "--tp", help=f"TP degrees: {RANGE_HELP}",
                                      rich_help_panel=PAR),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degrees", rich_help_panel=PAR),
@@ -425,7 +434,7 @@ def best_command(
     req = Req(model, layers, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib,
               h2d_gbps, link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp,
               pp, None, vpp, mbs, schedule, cap, recompute, recompute_layers, offload, zero,
-              dist_opt, SearchOptions(search, sampler, n_trials, timeout, seed, storage,
+              dist_opt, tb_ratio, tw_ratio, SearchOptions(search, sampler, n_trials, timeout, seed, storage,
                                       study_name))
     _, _, _, out = run_search(req, objective, top)
     if json_out:
@@ -442,7 +451,8 @@ def breakdown_command(
     reserve_gib: float = ReserveOpt, host_ram_gib: Optional[float] = HostRamOpt,
     h2d_gbps: Optional[float] = H2dOpt, link_share: Optional[int] = LinkShareOpt,
     peak_tflops: Optional[float] = PeakOpt, eff: float = EffOpt, frag: float = FragOpt,
-    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt,
+    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt, tb_ratio: float = TbOpt,
+    tw_ratio: float = TwOpt,
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degree [default: search]",
                                      rich_help_panel=PAR),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degree [default: search]",
@@ -472,7 +482,7 @@ def breakdown_command(
     req = Req(model, layers, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib,
               h2d_gbps, link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp,
               pp, dp, vpp, mbs, schedule, cap, recompute, recompute_layers, offload, zero,
-              dist_opt)
+              dist_opt, tb_ratio, tw_ratio)
     from explore.models.pipeline.study import (assumptions, breakdown, describe,
                                                performance)
     work, out, source = _fixed_outcome(req)
@@ -494,7 +504,8 @@ def timeline_command(
     reserve_gib: float = ReserveOpt, host_ram_gib: Optional[float] = HostRamOpt,
     h2d_gbps: Optional[float] = H2dOpt, link_share: Optional[int] = LinkShareOpt,
     peak_tflops: Optional[float] = PeakOpt, eff: float = EffOpt, frag: float = FragOpt,
-    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt,
+    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt, tb_ratio: float = TbOpt,
+    tw_ratio: float = TwOpt,
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degree [default: search]",
                                      rich_help_panel=PAR),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degree [default: search]",
@@ -532,7 +543,7 @@ def timeline_command(
     req = Req(model, layers, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib,
               h2d_gbps, link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp,
               pp, dp, vpp, mbs, schedule, cap, recompute, recompute_layers, offload, zero,
-              dist_opt)
+              dist_opt, tb_ratio, tw_ratio)
     from explore.models.errors import InputError
     from explore.models.pipeline.study import (assumptions, describe, op_list, performance,
                                                profile, timeline)
@@ -595,7 +606,7 @@ def max_size_command(
     host_ram_gib: Optional[float] = HostRamOpt, h2d_gbps: Optional[float] = H2dOpt,
     link_share: Optional[int] = LinkShareOpt, peak_tflops: Optional[float] = PeakOpt,
     eff: float = EffOpt, frag: float = FragOpt, seq: int = SeqOpt,
-    global_batch: int = GlobalBatchOpt,
+    global_batch: int = GlobalBatchOpt, tb_ratio: float = TbOpt, tw_ratio: float = TwOpt,
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degree [default: 8]",
                                      rich_help_panel=PAR),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degree [default: GPUs / TP]",
@@ -630,7 +641,8 @@ def max_size_command(
     from explore.models.pipeline.study import assumptions, max_size
     req = Req(model, None, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib, h2d_gbps,
               link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp, pp, None,
-              vpp, mbs, schedule, None, recompute, None, offload, zero, dist_opt)
+              vpp, mbs, schedule, None, recompute, None, offload, zero, dist_opt, tb_ratio,
+              tw_ratio)
     work = workload(req)
     t = _one(tp, "--tp", min(8, work.hw.gpus_per_node, work.hw.gpus))
     p = _one(pp, "--pp", max(1, work.hw.gpus // t))
@@ -675,7 +687,8 @@ def sweep_command(
     reserve_gib: float = ReserveOpt, host_ram_gib: Optional[float] = HostRamOpt,
     h2d_gbps: Optional[float] = H2dOpt, link_share: Optional[int] = LinkShareOpt,
     peak_tflops: Optional[float] = PeakOpt, eff: float = EffOpt, frag: float = FragOpt,
-    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt,
+    seq: int = SeqOpt, global_batch: int = GlobalBatchOpt, tb_ratio: float = TbOpt,
+    tw_ratio: float = TwOpt,
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degree [default: 8]",
                                      rich_help_panel=PAR),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degree [default: GPUs / TP]",
@@ -712,7 +725,8 @@ def sweep_command(
         raise InputError("--values must be positive numbers")
     req = Req(model, layers, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib,
               h2d_gbps, link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp,
-              pp, None, vpp, mbs, schedule, cap, recompute, None, offload, zero, dist_opt)
+              pp, None, vpp, mbs, schedule, cap, recompute, None, offload, zero, dist_opt,
+              tb_ratio, tw_ratio)
     work = workload(req)
     t = _one(tp, "--tp", min(8, work.hw.gpus_per_node, work.hw.gpus))
     p = _one(pp, "--pp", max(1, work.hw.gpus // t))

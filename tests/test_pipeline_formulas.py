@@ -151,7 +151,7 @@ def test_gpt_presets_match_figure7_shapes():
 def unit_run(ops, tf, tb, tw=0.0, omega=32 / 34):
     """Simulate op lists with uniform times and memory in units of one chunk."""
     prog = sim.compile_program(ops)
-    dur, alloc, free = [], [], []
+    dur = []
     for k in prog.kind:
         dur.append({S.F: tf, S.B: tb, S.W: tw}.get(k, 0.0))
     t = sim.run(prog, dur, [0.0] * ops.p)

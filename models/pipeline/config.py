@@ -125,6 +125,12 @@ class Layout:
     vpp: int = 1
     sp: bool = False
     flash: bool = True
+    tb_ratio: float = 1.0             # measured T_B / T_F of a layer's compute (§7)
+    tw_ratio: float = 1.0             # measured T_W / T_F
+
+    def __post_init__(self) -> None:
+        if not (self.tb_ratio > 0 and self.tw_ratio > 0):
+            raise InputError("--tb-ratio and --tw-ratio must be > 0")
 
     @property
     def m(self) -> int:

@@ -130,7 +130,7 @@ class Terms:
     def _tp_comm_s(self) -> float:
         """Exposed TP communication of one layer in one direction: 2 all-reduces of 2sbh
         bytes (SP: 2 all-gathers + 2 reduce-scatters)."""
-        lay, gpu = self.layout, self.hw.gpu
+        lay = self.layout
         if lay.tp == 1:
             return 0.0
         x = 2.0 * lay.seq * lay.mbs * self.shape.hidden
@@ -172,13 +172,15 @@ class Terms:
 
     @cached_property
     def t_b_layer(self) -> float:
-        """T_B (input gradient) of one layer: as T_F, plus selective recompute."""
+        """T_B (input gradient) of one layer: T_F's compute (x a measured ratio), the same TP
+        communication, plus selective recompute."""
         sel = self.selective_flops / (self.layout.tp * self.hw.achieved_flops)
-        return self.t_compute_layer + self._tp_comm_s() + sel
+        return self.t_compute_layer * self.layout.tb_ratio + self._tp_comm_s() + sel
 
     @cached_property
     def t_w_layer(self) -> float:
-        return self.t_compute_layer
+        """T_W (weight gradient) of one layer: T_F's compute (x a measured ratio)."""
+        return self.t_compute_layer * self.layout.tw_ratio
 
     @cached_property
     def t_head(self) -> float:
@@ -195,8 +197,8 @@ class Terms:
         tb = [lc * self.t_b_layer] * self.nvs
         tw = [lc * self.t_w_layer] * self.nvs
         tf[-1] += self.t_head
-        tb[-1] += self.t_head
-        tw[-1] += self.t_head
+        tb[-1] += self.t_head * self.layout.tb_ratio
+        tw[-1] += self.t_head * self.layout.tw_ratio
         return tuple(tf), tuple(tb), tuple(tw)
 
     @cached_property

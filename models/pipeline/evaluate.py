@@ -11,7 +11,7 @@ import numpy as np
 
 from . import simulator as sim
 from .costs import Terms
-from .schedules import B, F, L, O, R, W, OpLists
+from .schedules import B, F, R, W, OpLists
 
 Marks = dict   # (vs, mb) -> layers recomputed (a prefix of the chunk)
 

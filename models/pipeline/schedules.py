@@ -11,7 +11,6 @@ Chronos-Pipe) come from one deterministic greedy list scheduler with a memory ca
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 

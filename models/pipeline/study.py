@@ -32,6 +32,8 @@ class Workload:
     global_batch: int = 256
     sp: bool = False
     flash: bool = True
+    tb_ratio: float = 1.0
+    tw_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         if self.seq < 1 or self.global_batch < 1:
@@ -45,7 +47,8 @@ class Workload:
             if tp < 1 or pp < 1 or self.hw.gpus % (tp * pp):
                 raise InputError(f"TP {tp} x PP {pp} does not divide the {self.hw.gpus} GPUs")
             dp = self.hw.gpus // (tp * pp)
-        return Layout(tp, pp, dp, self.seq, mbs, self.global_batch, vpp, self.sp, self.flash)
+        return Layout(tp, pp, dp, self.seq, mbs, self.global_batch, vpp, self.sp, self.flash,
+                      self.tb_ratio, self.tw_ratio)
 
     def terms(self, layout: Layout, policy: Policy, layers: int | None = None) -> Terms:
         model = self.model if layers is None else self.model.with_layers(layers)
@@ -552,7 +555,8 @@ def assumptions(work: Workload) -> list[dict]:
                  f"fragmentation x{hw.fragmentation:g} on dynamic memory, one working layer "
                  f"while an op runs", "tag": "[design] §4.4"},
         {"text": f"compute at eta = {hw.eff:g} of {hw.peak_flops / 1e12:g} TFLOP/s; "
-                 f"T_B = T_W = T_F plus exposed TP communication",
+                 f"T_B = {work.tb_ratio:g} T_F and T_W = {work.tw_ratio:g} T_F (compute), TP "
+                 f"communication exposed in F and B",
          "tag": "[design] §7"},
         {"text": "FLOPs per iteration: Megatron-LM num_floating_point_operations; MFU excludes "
                  "recompute, HFU includes it", "tag": "[literature] Narayanan et al. 2021; §7"},
