@@ -254,9 +254,10 @@ def run_search(req: Req, objective: str, top: int):
     work = workload(req)
     lists = space_lists(req, work)
     keep = None if objective == "memory" else max(top, 10)
+    explicit = req.recompute is not None or req.offload is not None
     study = PipelineStudy(work, lists["tp"], lists["pp"], lists["vpp"], lists["mbs"],
                           lists["schedule"], lists["recompute"], lists["offload"],
-                          lists["optimizer"], req.cap, keep)
+                          lists["optimizer"], req.cap, keep, chronos_savers_everywhere=explicit)
     result = search(study, [OBJECTIVES[objective]], req.search.settings())
     ranked = result.ranked()
     if not len(ranked):

@@ -203,9 +203,40 @@ def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = (),
     for r, q in queues.items():
         res_lists[r] = [o for _, _, o in sorted(q)]
     rdeps = [tuple(x) for x in reload_deps]
-    order = _topological(len(kind), res_lists, deps, rdeps)
+    order = _insert_copies(base, res_lists, deps, rdeps, len(kind)) or \
+        _topological(len(kind), res_lists, deps, rdeps)
     return Program(ops, kind, dev, vsl, mbl, res, deps, rdeps, order, base.dev_ops, index,
                    tuple(transfers), transfer_ops, step_reloads)
+
+
+def _insert_copies(base: Program, res_lists, deps, rdeps, n: int) -> list[int] | None:
+    """The base order with every copy op slotted in after its dependencies and its queue
+    predecessor (offloads first, then reloads); None when a reload would land after its
+    consumer (then a full topological sort decides)."""
+    pos = {o: i for i, o in enumerate(base.order)}
+    nb = base.n
+    slot: dict[int, tuple[int, int]] = {}
+    seq = 0
+    for r in sorted(range(base.p, len(res_lists)), key=lambda r: (r - base.p) % 2):
+        prev = (-1, -1)
+        for o in res_lists[r]:
+            at = prev
+            for q, _ in deps[o]:
+                at = max(at, slot[q] if q >= nb else (pos[q], -1))
+            seq += 1
+            slot[o] = prev = (at[0], seq)
+    for o in range(nb):
+        for q in rdeps[o]:
+            if slot[q][0] >= pos[o]:
+                return None
+    after: dict[int, list[tuple[int, int]]] = {}
+    for o, (k, s_) in slot.items():
+        after.setdefault(k, []).append((s_, o))
+    order = [o for _, o in sorted(after.get(-1, []))]
+    for i, o in enumerate(base.order):
+        order.append(o)
+        order += [c for _, c in sorted(after.get(i, []))]
+    return order if len(order) == n else None
 
 
 def _topological(n: int, res_lists, deps, reload_deps) -> list[int]:

@@ -118,16 +118,21 @@ class PipelineStudy:
     keep-th best is reported as pruned. Only the time objectives prune (keep=None: simulate
     everything). A point whose policy cannot change anything (selective recompute under flash
     attention, a distributed optimizer with DP 1, savers on a fixed schedule that already
-    fits) is reported as redundant with the configuration it equals."""
+    fits) is reported as redundant with the configuration it equals. With
+    chronos_savers_everywhere off, Chronos-Recomp and Chronos-Offload are searched with the
+    chronos schedule only (the other schedules keep selective/full recompute and optimizer
+    offload)."""
     name = "pipeline"
     metrics = METRICS
     objectives = OBJECTIVES
 
     def __init__(self, workload: Workload, tps, pps, vpps, mbss, schedule_names, recomputes,
-                 offloads, optimizers, cap: int | None = None, keep: int | None = 10):
+                 offloads, optimizers, cap: int | None = None, keep: int | None = 10,
+                 chronos_savers_everywhere: bool = True):
         self.workload = workload
         self.cap = cap
         self.keep = keep
+        self.savers_everywhere = chronos_savers_everywhere
         self.space = Space((
             Param("tp", tuple(tps), "tensor parallel", "GPUs"),
             Param("pp", tuple(pps), "pipeline stages", "GPUs"),
@@ -156,6 +161,9 @@ class PipelineStudy:
         tp, pp, vpp, mbs, sched, rec, off, opt = key
         if vpp != 1 and sched != "interleaved":
             return "vpp > 1 applies to interleaved only"
+        if not self.savers_everywhere and sched != "chronos" and "chronos" in (rec, off):
+            return ("not searched: Chronos-Recomp/Offload go with the chronos schedule (pass "
+                    "--recompute/--offload to apply them to others)")
         family = "interleaved" if sched == "interleaved" else (
             "v" if sched in schedules.V_SHAPED else "linear")
         slow_sel = rec == "selective" and not self.workload.flash
@@ -248,7 +256,11 @@ class PipelineStudy:
                 self.counts["invalid"] += 1
             else:
                 bounds[i] = b
-        for i in np.argsort(bounds, kind="stable"):
+        # cheap points (one simulation) first: they set the incumbent the planner and the
+        # greedy savers are then measured against
+        costly = np.asarray([k[4] == "chronos" or k[5] in ("full", "chronos")
+                             or k[6] != "none" for k in keys])
+        for i in np.lexsort((bounds, costly)):
             if layout[i]:
                 continue
             out, why = self._classify(keys[i], bounds[i])
