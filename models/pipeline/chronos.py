@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import InfeasibleError
 from .costs import Terms
 from .evaluate import Outcome, Plan, simulate, uniform_plan
-from .schedules import B, F, R, V_SHAPED, W, OpLists
+from .schedules import B, F, R, W, OpLists
 from .simulator import Transfer
 
 ROUNDS = 6          # simulate -> greedy rounds before giving up on a moving peak
@@ -474,6 +474,3 @@ def plan_chronos(terms: Terms, floor_s: float | None = None,
 
 def _lower_peak(a: Outcome | None, b: Outcome) -> Outcome:
     return b if a is None or b.peak < a.peak else a
-
-
-__all__ = ["Solution", "fit", "plan_chronos", "solve", "V_SHAPED"]

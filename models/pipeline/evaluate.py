@@ -207,20 +207,6 @@ class Outcome:
                 "time_s": self.memory[d].peak_time,
                 "usable_bytes": self.terms.hw.usable_bytes}
 
-    def in_flight(self, d: int) -> dict[int, int]:
-        """Micro-batches per virtual stage of device d whose activations are live at its peak."""
-        t = self.memory[d].peak_time
-        out = {}
-        for vs in self.ops.vs_of(d):
-            n = 0
-            for j in range(self.terms.m):
-                f = self.prog.index[(F, vs, j)]
-                b = self.prog.index[(W if self.ops.split else B, vs, j)]
-                if float(self.timing.start[f]) <= t < float(self.timing.end[b]):
-                    n += 1
-            out[vs] = n
-        return out
-
 
 def _marks_per_op(terms: Terms, prog: sim.Program, plan: Plan) -> np.ndarray:
     """Recomputed layers of every op's (vs, mb) (0 for copies and unmarked chunks)."""
