@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from . import chiplet, presets_cmd, run, sd, study, validate
+from . import chiplet, pipeline, presets_cmd, run, sd, study, validate
 
 app = typer.Typer(
     name="explore",
@@ -23,6 +23,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(sd.app, name="sd")
+app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(chiplet.app, name="chiplet")
 app.add_typer(presets_cmd.app, name="presets")
 app.add_typer(validate.app, name="validate")

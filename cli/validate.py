@@ -62,10 +62,23 @@ def chiplet_validation() -> dict:
     return {"study": "chiplet", "checks": checks, **out}
 
 
+def pipeline_validation() -> dict:
+    """The ChronosPipe checks of docs/pipeline.md §8 on the shipped fixture."""
+    from explore.models.pipeline.validate import validate
+
+    from .pipeline import fixture
+
+    out = validate(fixture({}))
+    checks = [{**r, "reference": str(r["reference"]), "ours": str(r["ours"]),
+               "error": r["error"] if r["error"] != "" else None} for r in out["rows"]]
+    return {"study": "pipeline", "checks": checks, **out}
+
+
 def render_checks(rows: list[dict], title: str = "Validation summary") -> None:
     from .render import console, table
 
-    style = {"PASS": "[green]PASS[/]", "WARN": "[yellow]WARN[/]", "FAIL": "[bold red]FAIL[/]"}
+    style = {"PASS": "[green]PASS[/]", "WARN": "[yellow]WARN[/]", "FAIL": "[bold red]FAIL[/]",
+             "INFO": "[dim]INFO[/]"}
 
     def error(e):
         return "-" if e is None else f"{e:.1%}" if isinstance(e, float) else str(e)
@@ -157,12 +170,16 @@ def validate_sd(
 def _mount_study_validations() -> None:
     """`explore validate STUDY` runs the same command as `explore STUDY validate`."""
     from .chiplet import validate_cmd as chiplet_validate
+    from .pipeline import validate_command as pipeline_validate
+    app.command("pipeline", help="The pipeline (ChronosPipe) model: the §8 fixture and both "
+                "ratio checks (same as explore pipeline validate).")(pipeline_validate)
     app.command("chiplet", help="The chiplet (Hecaton) model: V1-V5 of docs/chiplet.md §9 "
                 "(same as explore chiplet validate).")(chiplet_validate)
 
 
 _mount_study_validations()
-VALIDATIONS = {"sd": sd_validation, "chiplet": chiplet_validation}
+VALIDATIONS = {"sd": sd_validation, "pipeline": pipeline_validation,
+               "chiplet": chiplet_validation}
 
 
 @app.callback(invoke_without_command=True)

@@ -28,6 +28,8 @@ class ModelShape:
     qkv_bias: bool = spec("biases on the Q, K, V projections (Qwen)", default=False)
     linear_bias: bool = spec("biases on every linear layer (GPT)", default=False)
     tied_embeddings: bool = spec("LM head shares the embedding matrix", default=False)
+    dropout: bool = spec("dropout after attention and MLP (GPT training; stores 1-byte masks)",
+                         default=False)
     experts: int = spec("routed experts per MoE layer E (0 = dense model)", default=0)
     experts_per_token: int = spec("experts chosen per token K", default=0)
     expert_intermediate: int = spec("intermediate size of one routed expert", default=0)
@@ -216,6 +218,18 @@ class ModelShape:
             qk = self.head_dim + self.qk_rope_head_dim
             return 2.0 * self.heads * (qk + (self.v_head_dim or self.head_dim))
         return 4.0 * self.heads * self.head_dim
+
+    def layer_forward_flops_per_token(self, seq: int) -> float:
+        """Forward FLOPs of one dense layer per token at sequence length `seq`: 2 per linear
+        weight plus QK^T and AV over the whole sequence (no causal halving, as Megatron-LM's
+        num_floating_point_operations)."""
+        return 2.0 * self.linear_params + seq * self.attention_flops_per_token_per_ctx
+
+    def training_flops_per_token(self, seq: int) -> float:
+        """Forward + backward (3x forward) FLOPs per token of a dense model: layers and LM head
+        (Megatron-LM num_floating_point_operations; Narayanan et al. 2021)."""
+        return 3.0 * (self.layers * self.layer_forward_flops_per_token(seq)
+                      + 2.0 * self.vocab * self.hidden)
 
     def check_tensor_parallel(self, tp: int) -> None:
         """Raise InputError when a TP degree does not divide the heads."""

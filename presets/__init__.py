@@ -63,6 +63,8 @@ register_kind("package", "chiplet/packages", "explore.models.chiplet.hardware:Pa
               "chiplet D2D packages: UCIe link bandwidth, energy, latency, shoreline")
 register_kind("dram", "chiplet/dram", "explore.models.chiplet.hardware:DramSpec",
               "DRAM behind a chiplet I/O die: bandwidth, energy, capacity")
+register_kind("node", "pipeline/nodes", "explore.models.pipeline.config:NodeSpec",
+              "servers around the GPUs: host RAM, host links, network (pipeline study)")
 
 
 def nearest(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:

@@ -1,0 +1,205 @@
+"""Inputs of the pipeline study: the node around the GPUs (a preset kind), the hardware as
+used (GPU + node + overrides), the parallel layout and the memory/schedule policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..errors import InputError
+from ..hardware import GpuSpec
+from ..shapes import ModelShape
+from ..spec import spec
+from ..units import GiB
+from . import schedules
+
+RECOMPUTE = ("none", "selective", "full", "chronos")
+OFFLOAD = ("none", "optimizer", "chronos")
+OPTIMIZERS = ("none", "dist-opt", "zero1", "zero2", "zero3")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A server around the GPUs: how many share a host, its RAM, host links and network."""
+    name: str = spec("preset name")
+    gpus_per_node: int = spec("GPUs per server", default=8)
+    host_ram_bytes: float = spec("host DRAM per server", "B", default=1024 * GiB)
+    pinned_fraction: float = spec("share of host DRAM usable as pinned offload buffers",
+                                  default=0.8)
+    gpus_per_host_link: int = spec("GPUs behind one PCIe switch uplink (share its bandwidth)",
+                                   default=1)
+    inter_node_bandwidth: float = spec("network bandwidth per GPU per direction", "B/s",
+                                       default=25e9)
+    inter_node_latency_s: float = spec("network latency per message (alpha)", "s",
+                                       default=10e-6)
+    default_for: tuple[str, ...] = spec("GPU presets this node is the default for", default=())
+    sources: dict = spec("field -> where the value comes from", default={})
+    description: str = spec("one line shown in preset lists", default="")
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_node < 1 or self.gpus_per_host_link < 1:
+            raise InputError(f"node {self.name!r}: GPU counts must be >= 1")
+        if not 0 < self.pinned_fraction <= 1:
+            raise InputError(f"node {self.name!r}: pinned_fraction must be in (0, 1]")
+        for f in ("host_ram_bytes", "inter_node_bandwidth"):
+            if not getattr(self, f) > 0:
+                raise InputError(f"node {self.name!r}: {f} must be positive")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """GPUs as the pipeline study uses them (§10 hardware flags override the presets)."""
+    gpu: GpuSpec
+    node: NodeSpec
+    gpus: int
+    hbm_bytes: float
+    reserve_bytes: float = 2 * GiB            # CUDA context, NCCL buffers (§4.4)
+    fragmentation: float = 1.0                # factor on dynamic memory (§4.4)
+    host_ram_bytes: float = 0.0               # usable pinned host RAM per node
+    host_link_bandwidth: float = 25e9         # per GPU per direction, before sharing
+    link_share: int = 1                       # GPUs sharing one host link
+    peak_flops: float = 312e12
+    eff: float = 0.5                          # eta: achieved fraction of peak FLOP/s
+    dp_overlap: float = 0.0                   # share of the DP reduction hidden under compute
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1:
+            raise InputError(f"--gpus must be >= 1, got {self.gpus}")
+        if self.hbm_bytes <= self.reserve_bytes:
+            raise InputError(f"HBM ({self.hbm_bytes / GiB:g} GiB) must exceed the reserve "
+                             f"({self.reserve_bytes / GiB:g} GiB)")
+        if self.reserve_bytes < 0:
+            raise InputError("--reserve-gib must be >= 0")
+        if self.fragmentation < 1:
+            raise InputError(f"fragmentation factor must be >= 1, got {self.fragmentation}")
+        if not 0 < self.eff <= 1:
+            raise InputError(f"--eff must be in (0, 1], got {self.eff}")
+        if self.peak_flops <= 0 or self.host_link_bandwidth <= 0:
+            raise InputError("--peak-tflops and --h2d-gbps must be > 0")
+        if self.link_share < 1:
+            raise InputError(f"--link-share must be >= 1, got {self.link_share}")
+        if self.host_ram_bytes < 0:
+            raise InputError("--host-ram-gib must be >= 0")
+        if not 0 <= self.dp_overlap <= 1:
+            raise InputError("DP overlap must be in [0, 1]")
+
+    @classmethod
+    def from_presets(cls, gpu: GpuSpec, node: NodeSpec, gpus: int, **overrides) -> "Hardware":
+        base = dict(gpu=gpu, node=node, gpus=gpus, hbm_bytes=gpu.hbm_bytes,
+                    host_ram_bytes=node.host_ram_bytes * node.pinned_fraction,
+                    host_link_bandwidth=gpu.host_link_bandwidth,
+                    link_share=node.gpus_per_host_link, peak_flops=gpu.peak_flops)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def usable_bytes(self) -> float:
+        """M_cap = HBM - reserve."""
+        return self.hbm_bytes - self.reserve_bytes
+
+    @property
+    def link_bandwidth(self) -> float:
+        """Host-link bandwidth one GPU gets per direction (shared behind a switch)."""
+        return self.host_link_bandwidth / self.link_share
+
+    @property
+    def achieved_flops(self) -> float:
+        return self.peak_flops * self.eff
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.node.gpus_per_node
+
+    def with_(self, **kw) -> "Hardware":
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Parallel layout and workload: t x p x d GPUs, v chunks, micro-batch b, global batch."""
+    tp: int
+    pp: int
+    dp: int
+    seq: int
+    mbs: int
+    global_batch: int
+    vpp: int = 1
+    sp: bool = False
+    flash: bool = True
+    tb_ratio: float = 1.0             # measured T_B / T_F of a layer's compute (§7)
+    tw_ratio: float = 1.0             # measured T_W / T_F
+
+    def __post_init__(self) -> None:
+        if not (self.tb_ratio > 0 and self.tw_ratio > 0):
+            raise InputError("--tb-ratio and --tw-ratio must be > 0")
+
+    @property
+    def m(self) -> int:
+        """Micro-batches per iteration per pipeline: B_g / (b d)."""
+        return self.global_batch // (self.mbs * self.dp)
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.dp
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Schedule and memory savers. 'full' recompute is Megatron's: the first k layers of every
+    chunk, each its own checkpoint, for every micro-batch; recompute_layers fixes k (None: the
+    smallest k that fits). cap is Chronos-Pipe's C (None: the planner picks it)."""
+    schedule: str = "1f1b"
+    cap: int | None = None
+    recompute: str = "none"
+    recompute_layers: int | None = None
+    offload: str = "none"
+    optimizer: str = "none"          # none (Megatron 18 B), dist-opt, zero1..3
+    fp32_grads: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", schedules.canonical(self.schedule))
+        if self.recompute not in RECOMPUTE:
+            raise InputError(f"unknown recompute policy {self.recompute!r}; choose from "
+                             f"{', '.join(RECOMPUTE)}")
+        if self.offload not in OFFLOAD:
+            raise InputError(f"unknown offload policy {self.offload!r}; choose from "
+                             f"{', '.join(OFFLOAD)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer sharding {self.optimizer!r}; choose from "
+                             f"{', '.join(OPTIMIZERS)}")
+        if self.recompute_layers is not None and self.recompute_layers < 0:
+            raise InputError("--recompute-layers must be >= 0")
+        if self.cap is not None and self.cap < 2:
+            raise InputError(f"--cap must be >= 2 chunk units, got {self.cap}")
+
+    @property
+    def zero(self) -> int:
+        return int(self.optimizer[-1]) if self.optimizer.startswith("zero") else 0
+
+    @property
+    def dist_opt(self) -> bool:
+        return self.optimizer == "dist-opt"
+
+
+def check_layout(shape: ModelShape, layout: Layout, hw: Hardware, schedule: str) -> None:
+    """Every divisibility rule a layout must meet; InputError names the one that fails."""
+    for name in ("tp", "pp", "dp", "vpp", "seq", "mbs", "global_batch"):
+        if getattr(layout, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got "
+                             f"{getattr(layout, name)}")
+    if layout.gpus != hw.gpus:
+        raise InputError(f"layout TP {layout.tp} x PP {layout.pp} x DP {layout.dp} = "
+                         f"{layout.gpus} GPUs does not divide the {hw.gpus} GPUs exactly")
+    shape.check_tensor_parallel(layout.tp)
+    chunks = schedules.chunks_per_device(schedule, layout.vpp)
+    if shape.layers % (layout.pp * chunks):
+        what = (f"PP {layout.pp} x {chunks} chunks" if chunks > 1 else f"PP {layout.pp}")
+        raise InputError(f"{what} does not divide the {shape.layers} layers of {shape.name} "
+                         f"(schedule {schedule})")
+    if layout.global_batch % (layout.mbs * layout.dp):
+        raise InputError(f"micro-batch {layout.mbs} x DP {layout.dp} does not divide the global "
+                         f"batch {layout.global_batch}")
+    if schedule == "interleaved" and layout.m % layout.pp:
+        raise InputError(f"interleaved 1F1B needs micro-batches per pipeline ({layout.m}) to be "
+                         f"a multiple of PP {layout.pp}")
+    if schedule != "interleaved" and layout.vpp != 1:
+        raise InputError(f"--vpp {layout.vpp} applies to the interleaved schedule only")

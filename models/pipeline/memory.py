@@ -1,0 +1,217 @@
+"""Memory of one pipeline device, docs/pipeline.md §3-§4.
+
+Model states per parameter (mixed-precision Adam, Megatron's fp32 main grads, ZeRO, distributed
+optimizer), activations by explicit per-tensor accounting of one transformer layer (GPT with
+dropout, LLaMA-style gated/GQA; TP, sequence parallelism, flash attention, selective and full
+recompute), the Korthikanti et al. reference formulas they must reproduce, and the stage extras.
+All sizes are bytes for one micro-batch on one TP shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..shapes import ModelShape
+
+RECOMPUTE_UNIFORM = ("none", "selective", "full")
+
+
+# ---- §3 model states ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StateBytes:
+    """Bytes per parameter held on a device: bf16 weights, gradients, optimizer (fp32 master +
+    two Adam moments)."""
+    weights: float
+    grads: float
+    optimizer: float
+    scheme: str
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer
+
+
+def state_bytes(zero: int = 0, dist_opt: bool = False, dp: int = 1,
+                fp32_grads: bool = True) -> StateBytes:
+    """S_p split by kind (§3 table): Megatron default 2+4+12 = 18 (fp32_grads) or mixed-precision
+    Adam 2+2+12 = 16; ZeRO-1/2/3 (16-byte family) 4+12/d, 2+14/d, 16/d; distributed optimizer
+    (Megatron) 6+12/d."""
+    if zero not in (0, 1, 2, 3):
+        raise InputError(f"--zero must be 0, 1, 2 or 3, got {zero}")
+    if dp < 1:
+        raise InputError(f"data-parallel degree must be >= 1, got {dp}")
+    if dist_opt:
+        if zero:
+            raise InputError("--dist-opt is Megatron's ZeRO-1; do not combine it with --zero")
+        return StateBytes(2.0, 4.0, 12.0 / dp, "distributed optimizer 6 + 12/d")
+    if zero == 1:
+        return StateBytes(2.0, 2.0, 12.0 / dp, "ZeRO-1 4 + 12/d")
+    if zero == 2:
+        return StateBytes(2.0, 2.0 / dp, 12.0 / dp, "ZeRO-2 2 + 14/d")
+    if zero == 3:
+        return StateBytes(2.0 / dp, 2.0 / dp, 12.0 / dp, "ZeRO-3 16/d")
+    if fp32_grads:
+        return StateBytes(2.0, 4.0, 12.0, "Megatron bf16 + fp32 grads 18")
+    return StateBytes(2.0, 2.0, 12.0, "mixed-precision Adam 16")
+
+
+def embedding_params(shape: ModelShape) -> int:
+    """P_embed = V h."""
+    return shape.vocab * shape.hidden
+
+
+def head_params(shape: ModelShape, same_device_as_embedding: bool) -> int:
+    """P_head + final norm on the last virtual stage. A tied head shares the embedding when
+    both sit on one device; on another device it keeps its own copy (Megatron-LM)."""
+    norm = shape.hidden if shape.norm == "rmsnorm" else 2 * shape.hidden
+    if shape.tied_embeddings and same_device_as_embedding:
+        return norm
+    return shape.vocab * shape.hidden + norm
+
+
+# ---- §4.1 reference formulas ----------------------------------------------------------------
+
+KORTHIKANTI_VARIANTS = ("none", "tp", "sp", "selective", "sp+selective", "full", "sp+full")
+
+
+def korthikanti_bytes(s: float, b: float, h: float, a: float, t: float, variant: str) -> float:
+    """Activation bytes per GPT layer per micro-batch, Korthikanti et al. 2022 Table 2 (§4.1)."""
+    sbh, r = s * b * h, a * s / h
+    if variant == "none":
+        return sbh * (34 + 5 * r)
+    if variant == "tp":
+        return sbh * (10 + 24 / t + 5 * r / t)
+    if variant == "sp":
+        return sbh * (34 / t + 5 * r / t)
+    if variant == "selective":
+        return sbh * (10 + 24 / t)
+    if variant == "sp+selective":
+        return sbh * 34 / t
+    if variant == "full":
+        return 2 * sbh
+    if variant == "sp+full":
+        return 2 * sbh / t
+    raise InputError(f"unknown Korthikanti variant {variant!r}; choose from "
+                     f"{', '.join(KORTHIKANTI_VARIANTS)}")
+
+
+# ---- §4.2 explicit per-tensor accounting ----------------------------------------------------
+
+@dataclass(frozen=True)
+class SavedTensor:
+    """One tensor a layer saves for backward. bytes_per_token is for the whole layer (before
+    any sharding); kind 'act' scales with tokens, 'score' holds s^2 entries (dropped by flash
+    attention and by selective recompute), 'stats' is flash attention's fp32 softmax
+    statistics."""
+    name: str
+    bytes_per_token: float
+    tp_sharded: bool
+    kind: str = "act"
+
+
+def layer_tensors(shape: ModelShape, seq: int) -> tuple[SavedTensor, ...]:
+    """Every tensor one dense layer saves for backward, 16-bit activations (§4.2 tables).
+    GPT (LayerNorm, GELU, dropout) gives 34sbh + 5as^2b; LLaMA (RMSNorm, SwiGLU, GQA, no
+    dropout) gives 8sbh unsharded + the rest sharded."""
+    if shape.is_moe or shape.is_mla:
+        raise InputError(f"{shape.name}: the pipeline study models dense layers with standard "
+                         f"attention only")
+    h, hq, kv, f, a = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate, shape.heads
+    t = [SavedTensor("norm1 input", 2 * h, False), SavedTensor("QKV input", 2 * h, False),
+         SavedTensor("norm2 input", 2 * h, False), SavedTensor("FFN input", 2 * h, False)]
+    if shape.dropout:
+        t += [SavedTensor("attention dropout mask", h, False),
+              SavedTensor("MLP dropout mask", h, False)]
+    t += [SavedTensor("Q", 2 * hq, True), SavedTensor("K", 2 * kv, True),
+          SavedTensor("V", 2 * kv, True), SavedTensor("output-projection input", 2 * hq, True),
+          SavedTensor("softmax output", 2 * a * seq, True, "score")]
+    if shape.dropout:
+        t += [SavedTensor("softmax dropout mask", a * seq, True, "score"),
+              SavedTensor("softmax dropout output", 2 * a * seq, True, "score")]
+    t.append(SavedTensor("softmax statistics (fp32)", 4 * a, True, "stats"))
+    if shape.gated_ffn:
+        t += [SavedTensor("gate output", 2 * f, True), SavedTensor("up output", 2 * f, True),
+              SavedTensor("down-projection input", 2 * f, True)]
+    else:
+        t += [SavedTensor("GELU input", 2 * f, True), SavedTensor("FC2 input", 2 * f, True)]
+    return tuple(t)
+
+
+def check_recompute(recompute: str) -> str:
+    if recompute not in RECOMPUTE_UNIFORM:
+        raise InputError(f"unknown recompute policy {recompute!r}; choose from "
+                         f"{', '.join(RECOMPUTE_UNIFORM)}")
+    return recompute
+
+
+def saved_tensors(shape: ModelShape, seq: int, flash: bool, recompute: str = "none"
+                  ) -> tuple[SavedTensor, ...]:
+    """The tensors actually stored under flash attention / selective recompute: flash drops the
+    s^2 entries and keeps the softmax statistics; selective recompute drops the s^2 entries."""
+    check_recompute(recompute)
+    out = []
+    for x in layer_tensors(shape, seq):
+        if x.kind == "score" and (flash or recompute == "selective"):
+            continue
+        if x.kind == "stats" and not flash:
+            continue
+        out.append(x)
+    return tuple(out)
+
+
+def layer_activation_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool,
+                           flash: bool, recompute: str = "none") -> float:
+    """A_layer: stored bytes of one layer for one micro-batch on one TP shard (§4.2). Sequence
+    parallelism shards the otherwise replicated tensors by t; full recompute keeps only the
+    layer input (checkpoint)."""
+    if recompute == "full":
+        return checkpoint_bytes(shape, seq, mbs, tp, sp)
+    tokens = seq * mbs
+    total = 0.0
+    for x in saved_tensors(shape, seq, flash, recompute):
+        total += x.bytes_per_token * tokens / (tp if (x.tp_sharded or sp) else 1)
+    return total
+
+
+def checkpoint_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool) -> float:
+    """A layer-input checkpoint: 2sbh, divided by t when sequence parallelism shards it."""
+    return 2.0 * seq * mbs * shape.hidden / (tp if sp else 1)
+
+
+def split_backward_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool) -> float:
+    """Bytes one layer holds between B and W (split backward, §4.2): each linear layer's input
+    and output gradient. Column-parallel linears (QKV, FFN in) keep a replicated input and a
+    sharded output gradient; row-parallel ones (output projection, FFN out) the reverse."""
+    tokens = seq * mbs
+    rep = tp if sp else 1                # replicated tensors are sharded only by SP
+    held = 0.0
+    for name, k, m in shape.linears():
+        column = name in ("qkv", "gate_up", "fc1")
+        held += (k / rep + m / tp) if column else (k / tp + m / rep)
+    return 2.0 * tokens * held
+
+
+def omega(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool) -> float:
+    """omega = (bytes held between B and W) / A_layer, clipped to [0, 1]: B frees (1 - omega) of
+    a chunk's activations and W the rest (§5.1). GPT without TP: 32/34."""
+    a = layer_activation_bytes(shape, seq, mbs, tp, sp, flash)
+    return min(1.0, split_backward_bytes(shape, seq, mbs, tp, sp) / a)
+
+
+# ---- §4.4 stage extras ----------------------------------------------------------------------
+
+def first_stage_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool) -> float:
+    """Per in-flight micro-batch on the embedding stage: int64 token ids (8sb) and, with dropout,
+    the embedding dropout mask (sbh, /t with SP). The embedding output itself is the first
+    layer's input, already counted in A_layer."""
+    tokens = seq * mbs
+    mask = tokens * shape.hidden / (tp if sp else 1) if shape.dropout else 0.0
+    return 8.0 * tokens + mask
+
+
+def last_stage_bytes(shape: ModelShape, seq: int, mbs: int, tp: int) -> float:
+    """Per in-flight micro-batch on the last virtual stage: fp32 logits and their gradient,
+    4sb(h + V)/t (Megatron-LM)."""
+    return 4.0 * seq * mbs * (shape.hidden + shape.vocab) / tp

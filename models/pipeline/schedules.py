@@ -1,0 +1,335 @@
+"""Pipeline schedules as per-device op lists (docs/pipeline.md §5).
+
+Every schedule is a generator of ordered op lists, one per device; the simulator
+(simulator.py) runs any of them. Ops are (kind, virtual stage, micro-batch) with kinds F
+(forward), B (input-gradient backward; the whole backward when unsplit), W (weight gradient),
+R (recompute), O (offload) and L (reload). Static schedules (GPipe, 1F1B, interleaved 1F1B)
+follow their published orders; the split-backward ones (ZB-H1/H2 and the V placements incl.
+Chronos-Pipe) come from one deterministic greedy list scheduler with a memory cap.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..errors import InfeasibleError, InputError
+
+F, B, W, R, O, L = range(6)
+KINDS = "FBWROL"
+
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min",
+             "chronos")
+ALIASES = {"tpipe": "chronos", "t-pipe": "chronos", "chronos-pipe": "chronos",
+           "interleaved-1f1b": "interleaved", "pipedream-flush": "1f1b", "zbv": "zb-v",
+           "zbh1": "zb-h1", "zbh2": "zb-h2"}
+STATIC = ("gpipe", "1f1b", "interleaved")          # fixed published orders, closed forms
+V_SHAPED = ("zb-v", "v-half", "v-min", "chronos")  # device i holds vs i and 2p-1-i
+SPLIT = ("zb-h1", "zb-h2") + V_SHAPED              # backward split into B and W
+
+DESCRIPTIONS = {
+    "gpipe": "all forwards, then all backwards (Huang et al. 2019)",
+    "1f1b": "one forward one backward, p - r - 1 warm-up forwards (Narayanan et al. 2021)",
+    "interleaved": "v chunks per device round robin, Megatron-LM warm-up (Narayanan et al. 2021)",
+    "zb-h1": "split backward, 1F1B memory, deferred W (Qi et al. 2024)",
+    "zb-h2": "split backward, 2p - 1 micro-batches in flight (Qi et al. 2024)",
+    "zb-v": "V placement, cap C = 2p chunk units = p micro-batches (Qi et al. 2024)",
+    "v-half": "V placement, cap C = p + 2 chunk units (V-Half's memory, Qi et al. 2024)",
+    "v-min": "V placement, cap C = 2 * ((p + 4) // 3) chunk units (V-Min's memory)",
+    "chronos": "Chronos-Pipe: V placement, greedy list scheduler with cap C (§5.3, our design)",
+}
+
+
+def canonical(name: str) -> str:
+    """A schedule name or alias (tpipe = chronos) -> its canonical name."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in SCHEDULES:
+        import difflib
+        close = difflib.get_close_matches(key, list(SCHEDULES) + list(ALIASES), n=2, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InputError(f"unknown schedule {name!r}{hint}; choose from {', '.join(SCHEDULES)} "
+                         f"(tpipe = chronos)")
+    return key
+
+
+def chunks_per_device(schedule: str, vpp: int = 1) -> int:
+    if schedule in V_SHAPED:
+        return 2
+    return vpp if schedule == "interleaved" else 1
+
+
+def default_cap(schedule: str, p: int) -> int | None:
+    """The memory cap C (chunk units) that gives a V schedule its published memory level;
+    None for chronos, whose cap the planner picks (§6.3)."""
+    return {"zb-v": 2 * p, "v-half": p + 2, "v-min": 2 * ((p + 4) // 3)}.get(schedule)
+
+
+@dataclass(frozen=True)
+class OpLists:
+    """Per-device ordered op lists of one iteration."""
+    schedule: str
+    p: int
+    nvs: int                                 # virtual stages
+    m: int
+    split: bool                              # backward split into B and W
+    cap: int | None
+    dev_of: tuple[int, ...]                  # device of each virtual stage
+    ops: tuple[tuple[tuple[int, int, int], ...], ...]   # device -> ((kind, vs, mb), ...)
+
+    @property
+    def chunks(self) -> int:
+        return self.nvs // self.p
+
+    def vs_of(self, device: int) -> tuple[int, ...]:
+        return tuple(v for v in range(self.nvs) if self.dev_of[v] == device)
+
+
+def placement(schedule: str, p: int, v: int) -> tuple[int, ...]:
+    """Device of each virtual stage: linear, round robin (interleaved) or V."""
+    if schedule in V_SHAPED:
+        return tuple(range(p)) + tuple(range(p - 1, -1, -1))
+    return tuple(vs % p for vs in range(p * v))
+
+
+# ---- static schedules ------------------------------------------------------------------------
+
+def _gpipe(p: int, m: int):
+    return [tuple([(F, r, j) for j in range(m)] + [(B, r, j) for j in range(m)])
+            for r in range(p)]
+
+
+def _one_f_one_b(p: int, m: int):
+    out = []
+    for r in range(p):
+        warm = min(p - r - 1, m)
+        ops = [(F, r, j) for j in range(warm)]
+        for i in range(m - warm):
+            ops += [(F, r, warm + i), (B, r, i)]
+        ops += [(B, r, j) for j in range(m - warm, m)]
+        out.append(tuple(ops))
+    return out
+
+
+def interleaved_warmup(p: int, v: int, m: int, r: int) -> int:
+    """Megatron-LM warm-up chunk-forwards of rank r: 2(p - r - 1) + (v - 1)p, capped at m v."""
+    return min(2 * (p - r - 1) + (v - 1) * p, m * v)
+
+
+def _interleaved(p: int, v: int, m: int):
+    if m % p:
+        raise InfeasibleError(f"interleaved 1F1B needs the micro-batch count ({m}) to be a "
+                              f"multiple of the pipeline depth ({p})")
+
+    def chunk_mb(k: int, forward: bool) -> tuple[int, int]:
+        group = k % (p * v)
+        c = group // p
+        return (c if forward else v - 1 - c), (k // (p * v)) * p + k % p
+
+    out = []
+    for r in range(p):
+        total = m * v
+        warm = interleaved_warmup(p, v, m, r)
+        fwd = [chunk_mb(k, True) for k in range(total)]
+        bwd = [chunk_mb(k, False) for k in range(total)]
+        ops = [(F, c * p + r, j) for c, j in fwd[:warm]]
+        for i in range(total - warm):
+            c, j = fwd[warm + i]
+            ops.append((F, c * p + r, j))
+            c, j = bwd[i]
+            ops.append((B, c * p + r, j))
+        ops += [(B, c * p + r, j) for c, j in bwd[total - warm:]]
+        out.append(tuple(ops))
+    return out
+
+
+# ---- greedy split-backward list scheduler (§5.3) ----------------------------------------------
+
+def _greedy(p: int, m: int, dev_of: tuple[int, ...], admissible, times: tuple[float, ...],
+            lag: float, omega: float, v_shape: bool):
+    """Deterministic greedy list scheduler with split backward. At each decision instant all
+    completions are applied, then idle devices are visited in index order; each picks a ready B
+    (lowest micro-batch, then highest vs), else an admissible ready F, else a ready W, else
+    idles. `admissible(device, vs, state)` implements the memory cap."""
+    nvs = len(dev_of)
+    tf, tb, tw = times
+    f_ready = [[] for _ in range(nvs)]        # heaps of ready micro-batches per vs
+    b_ready = [[] for _ in range(nvs)]
+    w_ready = [[] for _ in range(nvs)]
+    f_ready[0] = list(range(m))
+    mine = [tuple(sorted((v for v in range(nvs) if dev_of[v] == d), reverse=True))
+            for d in range(p)]                # highest vs first: the tie-break
+    state = {"live": [0.0] * p, "reserved": [0] * p, "pending": [0] * p, "open": [0] * p}
+    lists: list[list[tuple[int, int, int]]] = [[] for _ in range(p)]
+    idle = [True] * p
+    events: list = []
+    seq = 0
+    now = 0.0
+    done, total = 0, 3 * nvs * m
+
+    def pick(queues, d, check=None):
+        best = None
+        for vs in mine[d]:
+            q = queues[vs]
+            if q and (best is None or q[0] < best[1]) and (check is None or check(d, vs)):
+                best = (vs, q[0])
+        return best
+
+    while done < total:
+        for d in range(p):
+            if not idle[d]:
+                continue
+            choice = pick(b_ready, d)
+            kind = B
+            if choice is None:
+                choice = pick(f_ready, d, lambda dd, vs: admissible(dd, vs, state))
+                kind = F
+            if choice is None:
+                choice = pick(w_ready, d)
+                kind = W
+            if choice is None:
+                continue
+            vs, j = choice
+            heapq.heappop({F: f_ready, B: b_ready, W: w_ready}[kind][vs])
+            if kind == F:
+                state["live"][d] += 1.0
+                state["open"][d] += 1
+                state["pending"][d] += 1
+                if v_shape:     # a first-leg F reserves a unit its second-leg F consumes
+                    state["reserved"][d] += 1 if vs < p else -1
+            lists[d].append((kind, vs, j))
+            idle[d] = False
+            seq += 1
+            dur = (tf, tb, tw)[0 if kind == F else (1 if kind == B else 2)]
+            heapq.heappush(events, (now + dur, seq, kind, vs, j, d))
+        if not events:
+            raise InfeasibleError("schedule generator deadlocked (cap too small)")
+        now = events[0][0]
+        while events and events[0][0] <= now + 1e-12:
+            _, _, kind, vs, j, d = heapq.heappop(events)
+            if kind == F:
+                idle[d] = True
+                done += 1
+                nxt = vs + 1
+                if nxt < nvs:
+                    if lag and dev_of[nxt] != d:
+                        seq += 1
+                        heapq.heappush(events, (now + lag, seq, -F - 1, nxt, j, d))
+                    else:
+                        heapq.heappush(f_ready[nxt], j)
+                else:
+                    heapq.heappush(b_ready[vs], j)
+            elif kind == B:
+                idle[d] = True
+                done += 1
+                state["live"][d] -= 1.0 - omega
+                state["open"][d] -= 1
+                heapq.heappush(w_ready[vs], j)
+                nxt = vs - 1
+                if nxt >= 0:
+                    if lag and dev_of[nxt] != d:
+                        seq += 1
+                        heapq.heappush(events, (now + lag, seq, -B - 1, nxt, j, d))
+                    else:
+                        heapq.heappush(b_ready[nxt], j)
+            elif kind == W:
+                idle[d] = True
+                done += 1
+                state["live"][d] -= omega
+                state["pending"][d] -= 1
+            elif kind == -F - 1:
+                heapq.heappush(f_ready[vs], j)
+            else:
+                heapq.heappush(b_ready[vs], j)
+    return [tuple(x) for x in lists]
+
+
+def _v_admissible(p: int, cap: int):
+    """Chronos-Pipe (§5.3): a second-leg F is always admissible; a first-leg F needs
+    live + reserved + 2 <= C and reserves one unit for its own later second-leg F."""
+    def ok(d: int, vs: int, state) -> bool:
+        if vs >= p:
+            return True
+        return state["live"][d] + state["reserved"][d] + 2 <= cap + 1e-9
+    return ok
+
+
+def _linear_admissible(caps_open: tuple[int, ...], caps_inflight: tuple[int, ...]):
+    """ZB-H1/H2: at most caps_open[r] micro-batches with F done and B not done, and at most
+    caps_inflight[r] with W not done (W-pending activations still use memory)."""
+    def ok(d: int, vs: int, state) -> bool:
+        return state["open"][d] < caps_open[d] and state["pending"][d] < caps_inflight[d]
+    return ok
+
+
+@lru_cache(maxsize=512)
+def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
+          times: tuple[float, float, float] = (1.0, 1.0, 1.0), lag: float = 0.0,
+          omega: float = 32 / 34) -> OpLists:
+    """Op lists of one iteration. `times` (T_F, T_B, T_W per chunk), `lag` (P2P per boundary)
+    and `omega` steer only the greedy generators (split schedules); static orders ignore them.
+    Results are cached: callers pass canonical (rounded) timing ratios."""
+    schedule = canonical(schedule)
+    if p < 1 or m < 1:
+        raise InputError(f"pipeline depth and micro-batch count must be >= 1 (p={p}, m={m})")
+    if schedule != "interleaved" and v != 1:
+        v = 1
+    if v < 1:
+        raise InputError(f"--vpp must be >= 1, got {v}")
+    dev_of = placement(schedule, p, v)
+    split = schedule in SPLIT
+    if schedule == "gpipe":
+        ops = _gpipe(p, m)
+    elif schedule == "1f1b":
+        ops = _one_f_one_b(p, m)
+    elif schedule == "interleaved":
+        ops = _interleaved(p, v, m)
+    elif schedule in ("zb-h1", "zb-h2"):
+        if schedule == "zb-h1":
+            admissible = _linear_admissible(tuple(p - r for r in range(p)), (p,) * p)
+        else:
+            admissible = _linear_admissible(tuple(2 * (p - r) - 1 for r in range(p)),
+                                            (2 * p - 1,) * p)
+        ops = _greedy(p, m, dev_of, admissible, times, lag, omega, False)
+    else:
+        cap = default_cap(schedule, p) if cap is None else cap
+        if cap is None:
+            raise InputError("chronos needs a cap C (chunk units), or let the planner pick it")
+        if cap < 2:
+            raise InputError(f"cap C must be >= 2 chunk units, got {cap}")
+        ops = _greedy(p, m, dev_of, _v_admissible(p, cap), times, lag, omega, True)
+    return OpLists(schedule, p, len(dev_of), m, split, cap if schedule in V_SHAPED else None,
+                   dev_of, tuple(ops))
+
+
+# ---- closed forms (§5.2), the simulator's unit tests ---------------------------------------------
+
+def one_f_one_b_in_flight(p: int, m: int) -> list[int]:
+    """Micro-batches stored at the peak of stage r under 1F1B: min(m, p - r)."""
+    return [min(m, p - r) for r in range(p)]
+
+
+def interleaved_peak_chunks(p: int, v: int, m: int, r: int = 0) -> int:
+    """Chunk-forwards stored at rank r's peak: warm-up plus the one in flight."""
+    return min(interleaved_warmup(p, v, m, r) + 1, m * v)
+
+
+def interleaved_factor(p: int, v: int) -> float:
+    """Rank-0 activations of interleaved 1F1B relative to L A: 1 + (p - 1)/(p v)."""
+    return 1.0 + (p - 1) / (p * v)
+
+
+def bubble_wall(p: int, m: int) -> float:
+    """GPipe / 1F1B bubble as a fraction of wall time: (p - 1)/(m + p - 1)."""
+    return (p - 1) / (m + p - 1)
+
+
+def bubble_of_ideal(p: int, m: int, v: int = 1) -> float:
+    """1F1B / interleaved bubble relative to the ideal time: (p - 1)/(v m)."""
+    return (p - 1) / (v * m)
+
+
+def one_f_one_b_makespan(p: int, m: int, t_f: float, t_b: float) -> float:
+    """(m + p - 1)(T_F + T_B) with uniform stages and zero P2P."""
+    return (m + p - 1) * (t_f + t_b)

@@ -1,0 +1,188 @@
+"""`explore pipeline` end to end, and every bad input of the issue: message and exit code 2."""
+
+import json
+
+import pytest
+
+
+def test_headline_search_answers_with_best_memory_table_and_binding(cli):
+    code, out, err = cli("pipeline", "--model", "llama2-70b", "--layers", "48", "--gpus", "64",
+                         "--hardware", "a100-80g")
+    assert code == 0, err
+    for needle in ("Best for tokens/s", "configuration", "Per-stage memory of the best",
+                   "binding constraint", "op at peak", "Top 8 by tokens/s", "Assumptions",
+                   "[literature]", "[design]"):
+        assert needle in out, needle
+
+
+def test_search_json_carries_the_table_numbers(cli):
+    code, out, _ = cli("pipeline", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4",
+                       "--schedule", "1f1b,chronos", "--json")
+    assert code == 0
+    d = json.loads(out)
+    best = d["best"]
+    assert d["search"]["feasible"] >= 1
+    assert best["config"]["schedule"] == "chronos"           # 1F1B runs out of memory
+    assert best["performance"]["fits"]
+    rows = d["breakdown"]["devices"]
+    assert len(rows) == 8
+    assert max(r["peak"] for r in rows) <= best["performance"]["usable_bytes"]
+    assert d["top"][0]["tokens_per_s"] == pytest.approx(best["performance"]["tokens_per_s"])
+    assert any(a["tag"].startswith("[design]") for a in d["assumptions"])
+
+
+def test_tpipe_is_chronos(cli):
+    code, out, _ = cli("pipeline", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4",
+                       "--schedule", "tpipe", "--recompute", "none", "--offload", "none",
+                       "--json")
+    assert code == 0
+    assert json.loads(out)["best"]["config"]["schedule"] == "chronos"
+
+
+def test_best_ranks_with_all_columns(cli):
+    code, out, _ = cli("pipeline", "best", "--layers", "32", "--tp", "8", "--pp", "4,8",
+                       "--mbs", "2,4", "--schedule", "1f1b,interleaved,zb-h1", "--top", "5")
+    assert code == 0
+    for needle in ("HFU (%)", "stall (s)", "min peak", "RAM/node", "bubble (%)", "(GiB)"):
+        assert needle in out, needle
+
+
+def test_breakdown_of_a_fixed_layout(cli):
+    code, out, _ = cli("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8",
+                       "--dp", "1", "--mbs", "4", "--schedule", "1f1b", "--json")
+    assert code == 0
+    d = json.loads(out)
+    dev0 = d["breakdown"]["devices"][0]
+    assert not d["performance"]["fits"]
+    assert dev0["chunks"][0]["in_flight"] == 8
+    assert dev0["activations"] / 2**20 == pytest.approx(48 * 1432.5)
+    assert d["breakdown"]["binding"]["op"] == "F(vs 0, mb 7)"
+    assert "device 0, activations" in d["performance"]["binding"]
+
+
+def test_breakdown_flags_of_section_10(cli):
+    code, out, _ = cli("pipeline", "breakdown", "--layers", "32", "--tp", "4", "--pp", "4",
+                       "--dp", "4", "--vpp", "2", "--sp", "--no-flash", "--seq", "2048",
+                       "--mbs", "2", "--global-batch", "128", "--schedule", "interleaved",
+                       "--recompute", "selective")
+    assert code == 0, out
+    assert "DOES NOT FIT" in out or "fits" in out
+
+
+def test_timeline_csv_plot_and_op_list(cli, tmp_path):
+    ops = tmp_path / "ops.csv"
+    code, out, _ = cli("pipeline", "timeline", "--layers", "16", "--tp", "8", "--pp", "8",
+                       "--mbs", "4", "--device", "0", "--ops", str(ops))
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0] == "time_s,device,category,bytes"
+    assert {ln.split(",")[1] for ln in lines[1:]} == {"0"}
+    assert ops.read_text().startswith("op,kind,device,resource,start_s,end_s")
+    code, out, _ = cli("pipeline", "timeline", "--layers", "16", "--tp", "8", "--pp", "8",
+                       "--mbs", "4", "--schedule", "chronos", "--plot")
+    assert code == 0 and "dev  7 |" in out
+
+
+def test_max_size_table(cli):
+    code, out, _ = cli("pipeline", "max-size", "--tp", "8", "--pp", "8", "--mbs", "4",
+                       "--schedule", "1f1b,interleaved", "--json")
+    assert code == 0
+    rows = {r["schedule"]: r for r in json.loads(out)["rows"]}
+    assert rows["1f1b"]["l_star"] == pytest.approx(46.86, abs=0.01)
+    assert rows["1f1b"]["l_fit"] == 40 and rows["1f1b"]["l_fail"] == 48
+    assert rows["interleaved"]["l_star"] < rows["1f1b"]["l_star"]
+    assert "device 0, activations" in rows["1f1b"]["binding"]
+
+
+def test_sweep_over_micro_batches(cli):
+    code, out, _ = cli("pipeline", "sweep", "--vary", "m", "--values", "8,32", "--layers",
+                       "32", "--tp", "8", "--pp", "8", "--mbs", "4", "--json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    assert rows[0]["tokens_per_s"] < rows[1]["tokens_per_s"]     # smaller bubble
+    assert rows[0]["l_star"] == pytest.approx(rows[1]["l_star"])  # 1F1B memory: min(m, p)
+
+
+def test_validate_prints_the_fixture_table(cli):
+    code, out, _ = cli("pipeline", "validate", "--json")
+    d = json.loads(out)
+    rows = {r["check"]: r for r in d["rows"]}
+    assert rows["1F1B at L = 48"]["ours"].startswith("OOM")
+    assert rows["interleaved 1F1B (v = 2) at L = 48"]["ours"].startswith("OOM")
+    assert rows["ChronosPipe at L = 48"]["ours"].startswith("fits")
+    check1 = [r for r in d["rows"] if r["check"].startswith("check 1")][0]
+    check2 = [r for r in d["rows"] if r["check"].startswith("check 2")]
+    assert check1["status"] in ("PASS", "FAIL")
+    assert len(check2) == 2 and all(r["status"] in ("PASS", "WARN") for r in check2)
+    assert code == (1 if d["hard_fail"] else 0)
+    assert d["fixture"]["hbm_bytes"] == 80 * 2**30 and d["fixture"]["m"] == 64
+
+
+def test_validate_uses_the_shipped_fixture_preset():
+    """The study preset holds the §8 values and validate reads them."""
+    from explore.cli.pipeline import fixture, fixture_options
+    from explore import presets
+    data = presets.read_yaml(presets.ROOT / "studies" / "chronos-fixture.yaml")
+    assert set(data) == {"description", "command", "options"}
+    assert data["command"] == ["pipeline", "validate"]
+    opts = fixture_options()
+    assert (opts["hbm_gib"], opts["reserve_gib"], opts["seq"], opts["mbs"],
+            opts["global_batch"], opts["h2d_gbps"], opts["eff"]) == (80, 2, 4096, 4, 256, 25,
+                                                                     0.5)
+    fx = fixture({})
+    assert (fx.tp, fx.pp, fx.dp, fx.layers, fx.sp, fx.flash) == (8, 8, 1, 48, False, True)
+    assert fx.hw.link_bandwidth == 25e9 and fx.hw.fragmentation == 1.0
+
+
+def test_help_has_examples(cli):
+    for args in (("pipeline", "--help"), ("pipeline", "max-size", "--help"),
+                 ("pipeline", "best", "--help"), ("pipeline", "breakdown", "--help"),
+                 ("pipeline", "timeline", "--help"), ("pipeline", "sweep", "--help"),
+                 ("pipeline", "validate", "--help")):
+        code, out, _ = cli(*args)
+        assert code == 0 and "Example" in out, args
+
+
+BAD = [
+    (("pipeline", "breakdown", "--layers", "50", "--tp", "8", "--pp", "8"),
+     "PP 8 does not divide the 50 layers"),
+    (("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8", "--schedule",
+      "chronos", "--layers", "40"), "PP 8 x 2 chunks does not divide the 40 layers"),
+    (("pipeline", "breakdown", "--tp", "3", "--pp", "8", "--gpus", "24"),
+     "TP degree 3 does not divide the 64 attention heads"),
+    (("pipeline", "breakdown", "--tp", "8", "--pp", "3", "--layers", "48"),
+     "TP 8 x PP 3 does not divide the 64 GPUs"),
+    (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--dp", "2"),
+     "= 128 GPUs does not divide the 64 GPUs"),
+    (("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "3"),
+     "micro-batch 3 x DP 1 does not divide the global batch 256"),
+    (("pipeline", "--schedule", "1f2b"), "unknown schedule '1f2b' (did you mean 1f1b"),
+    (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--schedule", "zb-h3"),
+     "unknown schedule 'zb-h3'"),
+    (("pipeline", "--recompute", "everything"), "--recompute 'everything': choose from"),
+    (("pipeline", "--model", "llama2-70b", "--gpus", "8", "--hardware", "rtx-4090",
+      "--tp", "8", "--pp", "1", "--mbs", "1", "--global-batch", "8"),
+     "llama2-70b cannot fit: the closest configuration"),
+    (("pipeline", "breakdown", "--layers", "64", "--tp", "8", "--pp", "8", "--mbs", "4",
+      "--offload", "optimizer", "--host-ram-gib", "4"), "host RAM exceeded"),
+    (("pipeline", "sweep", "--vary", "batch", "--values", "1"), "--vary 'batch'"),
+    (("pipeline", "--model", "mixtral-8x7b"), "dense layers only"),
+    (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--zero", "1", "--dist-opt"),
+     "do not combine"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input_exits_2_with_one_line(cli, args, message):
+    code, out, err = cli(*args)
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert message in err, err
+
+
+def test_model_that_cannot_fit_names_device_and_category(cli):
+    code, _, err = cli("pipeline", "--model", "llama2-70b", "--gpus", "8", "--hardware",
+                       "rtx-4090", "--tp", "8", "--pp", "1", "--mbs", "1", "--global-batch",
+                       "8")
+    assert code == 2
+    assert "device 0, model states" in err
