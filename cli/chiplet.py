@@ -641,7 +641,7 @@ def save(out: dict, directory: Path) -> list[Path]:
 
     from explore.models.chiplet.report import breakdown_rows
 
-    from .output import write_rows
+    from .output import write_json, write_rows
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     result = out.get("_result")
@@ -659,7 +659,38 @@ def save(out: dict, directory: Path) -> list[Path]:
             written.append(directory / path)
     (directory / "best.yaml").write_text(yaml.safe_dump(best_yaml(out), sort_keys=False))
     write_rows(directory / "breakdown.csv", breakdown_rows(out["best"]))
-    return written + [directory / "best.yaml", directory / "breakdown.csv"]
+    write_json(directory / "result.json", {k: v for k, v in out.items()
+                                           if not k.startswith("_")})
+    return written + [directory / "best.yaml", directory / "breakdown.csv",
+                      directory / "result.json", *figures(out, directory)]
+
+
+def figures(out: dict, directory: Path) -> list[Path]:
+    """energy_breakdown.png for the chosen point (against Megatron 1D on the same hardware)
+    and, after a search, pareto_latency_energy.png with every feasible point and the choice."""
+    import numpy as np
+
+    from .output import scatter_figure, stacked_bars
+    best = out["best"]
+    title = _fmt_point(best["point"])
+    made = [directory / "energy_breakdown.png"]
+    one_d = best.get("baseline_1d", {}).get("layer-major", {})
+    stacked_bars(made[0], ["chosen configuration"],
+                 {e["term"]: [e["joules"] / 1e3] for e in best["energy"] if e["term"] != "E"},
+                 "energy per iteration (kJ)", f"Energy per iteration by term (§7)\n{title}",
+                 cap=(one_d["energy_j"] / 1e3, "Megatron 1D TP, layer-major (same hardware)")
+                 if one_d.get("energy_j") else None)
+    res = out.get("_result")
+    if res is not None and res.feasible.sum() > 1:
+        ok = [int(i) for i in np.flatnonzero(res.feasible)]
+        pos = {i: k for k, i in enumerate(ok)}
+        made.append(directory / "pareto_latency_energy.png")
+        scatter_figure(made[-1], [float(res.metrics["latency_s"][i]) for i in ok],
+                       [float(res.metrics["energy_j"][i]) / 1e3 for i in ok],
+                       [pos[int(i)] for i in res.pareto() if int(i) in pos], pos.get(res.best),
+                       "latency per iteration (s)", "energy per iteration (kJ)",
+                       f"Feasible configurations, latency vs energy\nchosen: {title}")
+    return made
 
 
 def _finish(out: dict, json_out: bool, save_dir: Optional[Path]) -> None:

@@ -75,6 +75,8 @@ ZeroOpt = typer.Option(None, "--zero", help="ZeRO stage 1, 2 or 3 (16-byte Adam 
 DistOptOpt = typer.Option(False, "--dist-opt", help="Megatron distributed optimizer "
                           "(6 + 12/d B/param)", rich_help_panel=POL)
 JsonOpt = typer.Option(False, "--json", help="print JSON instead of tables")
+SaveDirOpt = typer.Option(None, "--save-dir", help="also write result.json, "
+                          "per_stage_memory.csv, top.csv and memory.png here")
 TbOpt = typer.Option(1.0, "--tb-ratio", help="measured T_B / T_F of a layer (input gradient)",
                      rich_help_panel=WORK)
 TwOpt = typer.Option(1.0, "--tw-ratio", help="measured T_W / T_F of a layer (weight gradient)",
@@ -373,7 +375,7 @@ def pipeline_command(
     objective: str = typer.Option("tokens", "--objective", help="tokens (tokens/s), mfu, "
                                   "memory (lowest peak) or time"),
     top: int = typer.Option(8, "--top", help="rows in the ranking table"),
-    json_out: bool = JsonOpt,
+    json_out: bool = JsonOpt, save_dir: Optional[str] = SaveDirOpt,
     search: str = SearchOpt, sampler: str = SamplerOpt, n_trials: Optional[int] = NTrialsOpt,
     timeout: Optional[float] = TimeoutOpt, seed: Optional[int] = SeedOpt,
     storage: Optional[str] = StorageOpt, study_name: Optional[str] = StudyNameOpt,
@@ -390,6 +392,8 @@ def pipeline_command(
                                                           storage, study_name, workers,
                                                           total_trials))
     _, _, _, out = run_search(req, objective, top)
+    if save_dir:
+        save(out, save_dir)
     if json_out:
         emit_json(out)
         return
@@ -478,7 +482,7 @@ def breakdown_command(
     offload: Optional[str] = typer.Option(None, "--offload", help="none, optimizer or chronos",
                                           rich_help_panel=POL),
     zero: Optional[int] = ZeroOpt, dist_opt: bool = DistOptOpt,
-    json_out: bool = JsonOpt,
+    json_out: bool = JsonOpt, save_dir: Optional[str] = SaveDirOpt,
 ) -> None:
     """Device x category memory at each device's peak, the peak instant and op.
 
@@ -495,6 +499,8 @@ def breakdown_command(
             "workload": _workload_info(work), "config": describe(out),
             "performance": performance(out), "breakdown": breakdown(out),
             "assumptions": assumptions(work)}
+    if save_dir:
+        save(data, save_dir)
     if json_out:
         emit_json(data)
         return
@@ -804,6 +810,35 @@ def validate_command(
         r.render_validate(data)
     if data["hard_fail"]:
         raise typer.Exit(1)
+
+
+def save(out: dict, directory: str) -> None:
+    """--save-dir: result.json, per_stage_memory.csv (bytes), top.csv when a search ran, and
+    memory.png (per-device stacked categories against the HBM capacity)."""
+    from pathlib import Path
+
+    from . import output
+    from .pipeline_render import MEMORY_PARTS, hbm_gib, memory_stacks
+
+    d = output.prepare(Path(directory))
+    output.write_json(d / "result.json", out)
+    bd = out["breakdown"]
+    keys = [k for _, key in MEMORY_PARTS for k in (key if isinstance(key, tuple) else (key,))]
+    output.write_csv(d / "per_stage_memory.csv",
+                     ["device", *[f"{k}_bytes" for k in keys], "peak_bytes",
+                      "total_with_reserve_bytes", "peak_op", "peak_time_s"],
+                     [[x["device"], *[x[k] for k in keys], x["peak"], x["total_with_reserve"],
+                       x["peak_op"], x["peak_time_s"]] for x in bd["devices"]])
+    if "top" in out:
+        output.write_rows(d / "top.csv", out["top"])
+    perf = out["best"]["performance"] if "best" in out else out["performance"]
+    stacks = {k: v for k, v in memory_stacks(bd).items() if any(v)}
+    w = out["workload"]
+    output.stacked_bars(d / "memory.png", [f"dev {x['device']}" for x in bd["devices"]], stacks,
+                        "memory at the device's peak (GiB)",
+                        f"{w.get('model', '')}: per-stage memory at each device's peak\n"
+                        f"binding: {bd['binding_text']}",
+                        cap=(hbm_gib(bd, perf["usable_bytes"]), "HBM capacity"))
 
 
 def fixture_options() -> dict:

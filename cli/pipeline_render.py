@@ -73,6 +73,32 @@ def stage_table(bd: dict, title: str):
                          "fragmentation factor; reserve = CUDA context + NCCL (§4.4)")
 
 
+MEMORY_PARTS = (("weights", "weights"), ("grads", "grads"), ("optimizer", "optimizer_resident"),
+                ("activations", "activations"), ("held for W", "held_for_w"),
+                ("recompute", "recompute"), ("working + extras", ("working", "stage_extras")),
+                ("reload", "reload_in_flight"), ("reserve", "reserve"))
+
+
+def memory_stacks(bd: dict) -> dict[str, list[float]]:
+    """GiB per device for each memory category (the parts of the per-stage table)."""
+    def value(d, key):
+        return sum(d[k] for k in key) if isinstance(key, tuple) else d[key]
+    return {label: [value(d, key) / GiB for d in bd["devices"]] for label, key in MEMORY_PARTS}
+
+
+def hbm_gib(bd: dict, usable_bytes: float) -> float:
+    """HBM per GPU: the usable cap plus the reserve it leaves out."""
+    return (usable_bytes + bd["devices"][0]["reserve"]) / GiB
+
+
+def memory_chart(bd: dict, usable_bytes: float) -> str:
+    """Per-stage memory as stacked bars in the terminal, with the HBM capacity."""
+    from .render import bar_chart
+    stacks = {k: v for k, v in memory_stacks(bd).items() if any(v)}
+    return bar_chart([f"dev {d['device']}" for d in bd["devices"]], stacks, unit="GiB",
+                     cap=hbm_gib(bd, usable_bytes), cap_label="HBM")
+
+
 def assumptions_table(items: list[dict]):
     return table("Assumptions", ["assumption", "tag"],
                  [[escape(a["text"]), escape(a["tag"])] for a in items])
@@ -105,6 +131,7 @@ def render_best(out: dict, compact: bool) -> None:
         ("binding constraint", best["performance"]["binding"],
          "the device with the highest peak, the op running then, the largest category")]))
     c.print(stage_table(out["breakdown"], "Per-stage memory of the best configuration (GiB)"))
+    c.print(memory_chart(out["breakdown"], out["best"]["performance"]["usable_bytes"]))
     shown = [m for m in METRICS if m.name in (
         ("tokens_per_s", "mfu", "bubble", "recompute_frac", "peak_max_bytes") if compact else
         ("tokens_per_s", "mfu", "hfu", "bubble", "recompute_frac", "stall_s", "peak_max_bytes",
@@ -138,6 +165,7 @@ def render_breakdown(data: dict) -> None:
                          f" during {bd['binding']['op']}"),
         *_performance(p, cfg)]))
     c.print(stage_table(bd, "Memory by device and category at each device's peak (GiB)"))
+    c.print(memory_chart(bd, p["usable_bytes"]))
     c.print(assumptions_table(data["assumptions"]))
 
 

@@ -152,3 +152,28 @@ def line_plot(x, series: dict, width: int = 64, height: int = 14, xlabel: str = 
             canvas.put(xv, yv, mark)
     return canvas.render(xlabel, ylabel, "  ".join(f"{m} {label}"
                                                    for m, label in zip(marks, series)))
+
+
+def bar_chart(labels, stacks: dict, width: int = 56, unit: str = "",
+              cap: float | None = None, cap_label: str = "cap") -> str:
+    """Horizontal stacked bars (one row per label, one colour per stack) with the row total and
+    an optional limit drawn as a red '|'. Returns Rich markup."""
+    totals = [sum(values[i] for values in stacks.values()) for i in range(len(labels))]
+    top = max(totals + ([cap] if cap else []) + [1e-300])
+    scale = width / top
+    pad = max(len(str(label)) for label in labels)
+    cap_col = round(cap * scale) if cap else None
+    rows = []
+    for i, label in enumerate(labels):
+        cells: list[str] = []
+        for k, values in enumerate(stacks.values()):
+            cells += [f"[{COLOURS[k % len(COLOURS)]}]█[/]"] * round(values[i] * scale)
+        cells = cells[:width + 1] + [" "] * (width + 1 - len(cells))
+        if cap_col is not None and cap_col <= width:
+            cells[cap_col] = "[bold red]|[/]"
+        rows.append(f"{label:>{pad}} " + "".join(cells) + f" {totals[i]:.1f} {unit}")
+    legend = "  ".join(f"[{COLOURS[k % len(COLOURS)]}]█[/] {name}"
+                       for k, name in enumerate(stacks))
+    if cap:
+        legend += f"  [bold red]|[/] {cap_label} {cap:.1f} {unit}"
+    return "\n".join(rows + [" " * (pad + 1) + legend])

@@ -68,3 +68,29 @@ def test_bad_study_preset(cli, tmp_path, yaml_text, message):
 def test_unknown_study_preset_names_nearest(cli):
     code, _, err = cli("run", "moesd-qwen2-2xh80")
     assert code == 2 and "nearest: moesd-qwen2-2xh800" in err
+
+
+def _is_png(path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pipeline_save_dir(cli, tmp_path):
+    import csv
+    d = tmp_path / "p"
+    code, out, err = cli("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8",
+                         "--mbs", "4", "--schedule", "1f1b", "--save-dir", str(d))
+    assert code == 0, err
+    assert "HBM 80.0 GiB" in out                      # the terminal per-stage chart
+    rows = list(csv.DictReader((d / "per_stage_memory.csv").open()))
+    data = json.loads((d / "result.json").read_text())
+    assert len(rows) == 8 == len(data["breakdown"]["devices"])
+    assert float(rows[0]["peak_bytes"]) == data["breakdown"]["devices"][0]["peak"]
+    assert _is_png(d / "memory.png")
+
+
+def test_chiplet_save_dir_figures(cli, tmp_path):
+    d = tmp_path / "c"
+    code, _, err = cli("chiplet", "search", "--grid", "8x8", "--save-dir", str(d))
+    assert code == 0, err
+    assert _is_png(d / "pareto_latency_energy.png") and _is_png(d / "energy_breakdown.png")
+    assert json.loads((d / "result.json").read_text())["best"]["point"]["grid"] == "8x8"
