@@ -23,31 +23,51 @@ CHECKPOINTS = (50, 100, 200)
 SEEDS = range(5)
 
 
+# Each entry: (a function building a fresh study, its objective, the equivalent CLI args).
+# Fresh per run: a study may cache outcomes (the pipeline study prunes against its best).
+
 def sd_default():
-    """`explore sd --model qwen2-57b` on its defaults: (study, objective, CLI args)."""
+    """`explore sd --model qwen2-57b` on its defaults."""
     from explore.cli.sd import SdRequest, build
-    setup, study, *_ = build(SdRequest())
-    return study, "speedup", ["sd", "--model", "qwen2-57b"]
+    return (lambda: build(SdRequest())[1]), "speedup", ["sd", "--model", "qwen2-57b"]
+
+
+def pipeline_default():
+    """`explore pipeline --model llama2-70b --layers 48 --gpus 64 --hardware a100-80g`."""
+    from explore.cli.pipeline import Req, space_lists, workload
+    from explore.models.pipeline.study import PipelineStudy
+
+    req = Req(model="llama2-70b", layers=48, hardware="a100-80g", gpus=64)
+
+    def make():
+        work = workload(req)
+        lists = space_lists(req, work)
+        return PipelineStudy(work, lists["tp"], lists["pp"], lists["vpp"], lists["mbs"],
+                             lists["schedule"], lists["recompute"], lists["offload"],
+                             lists["optimizer"], None, 10)
+    return make, "tokens_per_s", ["pipeline", "--model", "llama2-70b", "--layers", "48",
+                                  "--gpus", "64", "--hardware", "a100-80g"]
 
 
 def chiplet_default():
-    """`explore chiplet --grid 8x8 --model llama2-70b` (the grid fixed, everything else
-    searched): (study, objective, CLI args)."""
+    """`explore chiplet --grid 8x8 --model llama2-70b` (the grid fixed, the rest searched)."""
     from explore.cli.chiplet import ChipletRequest, build
     from explore.models.chiplet.study import ChipletStudy
-    setup, values, _ = build(ChipletRequest(grid="8x8"))
-    return ChipletStudy(setup, values), "latency_s", ["chiplet", "--grid", "8x8", "--model",
-                                                      "llama2-70b"]
+
+    def make():
+        setup, values, _ = build(ChipletRequest(grid="8x8"))
+        return ChipletStudy(setup, values)
+    return make, "latency_s", ["chiplet", "--grid", "8x8", "--model", "llama2-70b"]
 
 
-STUDIES = {"sd": sd_default, "chiplet": chiplet_default}
+STUDIES = {"sd": sd_default, "pipeline": pipeline_default, "chiplet": chiplet_default}
 
 
-def regret_curve(study, objective: str, sampler: str, seed: int, optimum: float) -> list[float]:
-    """Relative regret after each checkpoint of one Optuna run."""
+def regret_curve(make, objective: str, sampler: str, seed: int, optimum: float) -> list[float]:
+    """Relative regret after each checkpoint of one Optuna run on a fresh study."""
     from explore.search.engine import SearchSettings, run
 
-    res = run(study, [objective], SearchSettings(engine="optuna", sampler=sampler,
+    res = run(make(), [objective], SearchSettings(engine="optuna", sampler=sampler,
                                                  n_trials=max(CHECKPOINTS), seed=seed))
     obj = res.objectives[0]
     values = obj.sign * res.score(obj)          # back to the objective's own sign
@@ -56,15 +76,16 @@ def regret_curve(study, objective: str, sampler: str, seed: int, optimum: float)
     return [abs(optimum - best_so_far[c - 1]) / abs(optimum) for c in CHECKPOINTS]
 
 
-def overhead_per_trial(study, objective: str) -> tuple[float, float]:
+def overhead_per_trial(make, objective: str) -> tuple[float, float]:
     """(seconds per Optuna TPE trial, seconds of which are the model's evaluation)."""
     from explore.search.engine import SearchSettings, run
 
     n = 200
     t0 = time.perf_counter()
-    res = run(study, [objective], SearchSettings(engine="optuna", n_trials=n, seed=0))
+    res = run(make(), [objective], SearchSettings(engine="optuna", n_trials=n, seed=0))
     per_trial = (time.perf_counter() - t0) / n
     points = [res.point(i) for i in range(res.n)]
+    study = make()
     t0 = time.perf_counter()
     for p in points:
         study.evaluate({k: np.asarray([v]) for k, v in p.items()})
@@ -90,19 +111,20 @@ def main(names: list[str]) -> None:
     from explore.search.engine import SearchSettings, run
 
     for name in names or list(STUDIES):
-        study, objective, args = STUDIES[name]()
+        make, objective, args = STUDIES[name]()
+        study = make()
         ex = run(study, [objective], SearchSettings(engine="exhaustive"))
         best = ex.best
         optimum = float(ex.metrics[objective][best])
         print(f"== {name}: {study.space.size:,} points; exhaustive optimum {objective} = "
               f"{optimum:.6g} at {ex.point(best)} ({ex.elapsed_s * 1e3:.0f} ms)")
         for sampler in ("tpe", "random"):
-            curves = np.array([regret_curve(study, objective, sampler, s, optimum)
+            curves = np.array([regret_curve(make, objective, sampler, s, optimum)
                                for s in SEEDS])
             med = np.median(curves, axis=0)
             cells = "  ".join(f"{c} trials: {m:7.3%}" for c, m in zip(CHECKPOINTS, med))
             print(f"   {sampler:6s} median regret over {len(SEEDS)} seeds   {cells}")
-        per_trial, model = overhead_per_trial(study, objective)
+        per_trial, model = overhead_per_trial(make, objective)
         print(f"   Optuna TPE: {per_trial * 1e3:.2f} ms per trial, of which the model "
               f"{model * 1e3:.3f} ms -> engine overhead {(per_trial - model) * 1e3:.2f} ms")
         storages = {"SQLite": None}
