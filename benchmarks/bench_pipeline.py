@@ -7,13 +7,10 @@ closed-form schedules 1F1B / interleaved, default search < 10 s)."""
 
 from __future__ import annotations
 
-import shutil
-import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
+from timing import process_seconds
 
 SEARCH = ["pipeline", "--model", "llama2-70b", "--layers", "48", "--gpus", "64",
           "--hardware", "a100-80g"]
@@ -74,16 +71,6 @@ def planner_seconds() -> float:
     return time.perf_counter() - t0
 
 
-def process_seconds(args: list[str], repeats: int = 3) -> float:
-    exe = shutil.which("explore") or sys.exit("explore is not installed on PATH")
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([exe, *args], check=False, stdout=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - t0)
-    return statistics.median(walls)
-
-
 def main() -> None:
     print("simulated configurations per second, p = 8, m = 64, LLaMA2-70B shape L = 48, one "
           "core (full evaluation: op lists, event simulation, memory timelines, iteration):")
@@ -98,9 +85,9 @@ def main() -> None:
     print(f"  {'1F1B timing, batched':<22} {batched_timing():8,.0f} configs/s   (numpy over "
           f"2,000 configurations of one structure)")
     print(f"Chronos planner, §8 fixture at L = 96: {planner_seconds():.2f} s")
-    print(f"explore {' '.join(SEARCH)}: median {process_seconds(SEARCH):.2f} s over 3 runs   "
+    print(f"explore {' '.join(SEARCH)}: median {process_seconds(SEARCH, 3):.2f} s over 3 runs   "
           f"target < 10 s")
-    print(f"explore pipeline validate: median {process_seconds(['pipeline', 'validate']):.2f} s "
+    print(f"explore pipeline validate: median {process_seconds(['pipeline', 'validate'], 3, check=False):.2f} s "
           f"over 3 runs")
 
 
