@@ -17,7 +17,7 @@ app = typer.Typer(
     name="explore",
     help="Design-space exploration of LLM systems: speculative decoding for MoE inference "
          "(sd), pipeline-parallel training memory (pipeline), chiplet training latency and "
-         "energy (chiplet).",
+         "energy (chiplet).\n\nExample: explore sd --model qwen2-57b",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -718,10 +718,14 @@ def _fmt_point(p: dict) -> str:
 def render(out: dict) -> None:
     from rich.text import Text
 
+    from explore.models.chiplet.study import METRICS
+
     from .render import console, key_values
     c = console()
     s, best = out["setup"], out["best"]
-    title = {"default": f"best for {out.get('objective', '').split('_')[0]}", "search":
+    labels = {m.name: m.label for m in METRICS}
+    title = {"default": f"best for {labels.get(out.get('objective'), out.get('objective'))}",
+             "search":
              f"Pareto search over {', '.join(out.get('objectives', []))}",
              "run": "one configuration"}[out["command"]]
     c.print(Text(f"explore chiplet: {s['model']}, S = {s['seq']}, B = {s['batch']} "

@@ -15,7 +15,10 @@ def list_presets(
     kind: Optional[str] = typer.Argument(None, help="only this kind (model, gpu, ...)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """List preset names by kind, with aliases."""
+    """List preset names by kind, with aliases.
+
+    Example: explore presets list gpu
+    """
     from explore import presets
 
     from .common import emit_json
@@ -47,7 +50,10 @@ def show(
                                        "share the name"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Show one preset: every field with its value, unit, meaning and source."""
+    """Show one preset: every field with its value, unit, meaning and source.
+
+    Example: explore presets show h800
+    """
     import dataclasses
 
     from explore import presets

@@ -88,6 +88,8 @@ def fit(
                                 "no ctx column"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="calibration YAML to "
                                           "write (default: <data>-<mode>.calibration.yaml)"),
+    residuals: bool = typer.Option(False, "--residuals", help="also print every row: measured, "
+                                   "predicted, relative error, fitted or held out"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
     """Fit the MoESD model to your measurements, report each parameter with the bound it sits
@@ -165,7 +167,7 @@ def fit(
     if json_out:
         emit_json(out)
     else:
-        render_fit(out)
+        render_fit(out, residuals)
 
 
 def _usual_draft(target) -> str:
@@ -205,10 +207,18 @@ def fit_report(res, batch, mode: str) -> dict:
 UNIT_OF = {"lam": "", "s": "", "eta_bw": "", "eta_compute": ""}
 
 
-def render_fit(out: dict) -> None:
+def render_fit(out: dict, residuals: bool = False) -> None:
     from .render import console, key_values, table
 
     c = console()
+    if residuals:
+        seconds = out["quantity"] != "speedup"
+        show = (lambda x: f"{x * 1e3:.4f}") if seconds else (lambda x: f"{x:.4f}")
+        c.print(table(f"Residuals on {out['quantity']}" + (" (ms)" if seconds else ""),
+                      ["row", "batch", "measured", "predicted", "error", "used"],
+                      [[r["row"], f"{r['batch']:g}", show(r["measured"]), show(r["predicted"]),
+                        f"{r['relative_error']:+.2%}", "fit" if r["in_fit"] else "held out"]
+                       for r in out["residuals"]], right=(0, 1, 2, 3, 4)))
     rows = []
     for p in out["parameters"]:
         seconds = UNIT_OF.get(p["name"], "s") == "s"

@@ -19,7 +19,10 @@ NameArg = typer.Option(..., "--study-name", help="stored study name (`explore st
 @app.command("list")
 def list_studies(storage: str = StorageArg,
                  json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Every study in a storage with its trial count and start time."""
+    """Every study in a storage with its trial count and start time.
+
+    Example: explore study list --storage sqlite:///runs.db
+    """
     from explore.search.optuna_engine import study_names
 
     from .common import emit_json
@@ -52,7 +55,10 @@ def show(storage: str = StorageArg, study_name: str = NameArg,
          trials: int = typer.Option(20, "--trials", help="rows of the per-trial table (latest)"),
          json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """The best point (or Pareto set) and the per-trial table of a stored search, with the
-    study's own metric labels and units, plus why infeasible trials were rejected."""
+    study's own metric labels and units, plus why infeasible trials were rejected.
+
+    Example: explore study show --storage sqlite:///runs.db --study-name sd-demo
+    """
     from collections import Counter
 
     from explore.search.optuna_engine import load_stored
@@ -120,7 +126,10 @@ def export(storage: str = StorageArg, study_name: str = NameArg,
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="file to write "
                                                  "(default: standard output)")) -> None:
     """Every trial of a stored search (all states) with parameters, metrics, feasibility,
-    reason and timing, as CSV or JSON."""
+    reason and timing, as CSV or JSON.
+
+    Example: explore study export --storage sqlite:///runs.db --study-name sd-demo -o t.csv
+    """
     import csv
     import io
     import json

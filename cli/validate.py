@@ -156,7 +156,10 @@ def validate_sd(
     summary: bool = typer.Option(False, "--summary", help="only the summary tables"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
-    """The SD model against MoESD's 60 published peak speedups and real H200 layer timings."""
+    """The SD model against MoESD's 60 published peak speedups and real H200 layer timings.
+
+    Example: explore validate sd --summary
+    """
     from .common import emit_json
 
     out = sd_validation()
@@ -172,9 +175,11 @@ def _mount_study_validations() -> None:
     from .chiplet import validate_cmd as chiplet_validate
     from .pipeline import validate_command as pipeline_validate
     app.command("pipeline", help="The pipeline (ChronosPipe) model: the §8 fixture and both "
-                "ratio checks (same as explore pipeline validate).")(pipeline_validate)
+                "ratio checks (same as explore pipeline validate).\n\nExample: explore validate "
+                "pipeline --json")(pipeline_validate)
     app.command("chiplet", help="The chiplet (Hecaton) model: V1-V5 of docs/chiplet.md §9 "
-                "(same as explore chiplet validate).")(chiplet_validate)
+                "(same as explore chiplet validate).\n\nExample: explore validate "
+                "chiplet")(chiplet_validate)
 
 
 _mount_study_validations()

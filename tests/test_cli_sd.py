@@ -172,3 +172,20 @@ def test_save_dir_that_cannot_be_created(cli, tmp_path):
     blocker.write_text("x")
     code, _, err = cli("sd", "--save-dir", str(blocker / "sub"))
     assert code == 2 and "--save-dir" in err
+
+
+def test_every_command_has_help_with_an_example(cli):
+    from typer.main import get_command
+
+    from explore.cli.app import app
+    missing = []
+
+    def walk(cmd, path):
+        if "Example:" not in (cmd.help or ""):
+            missing.append(" ".join(path))
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, path + [name])
+    walk(get_command(app), ["explore"])
+    assert not missing
+    code, out, _ = cli("chiplet", "search", "--help")
+    assert code == 0 and "Example:" in out
