@@ -858,19 +858,23 @@ def render_scale(out: dict) -> None:
             c.print(f"[dim]note: {r['model']}/{r['grid']}: {n}[/]")
 
 
-def render_validate(res: dict) -> None:
-    from .render import console, table
-    c = console()
-    style = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+def check_rows(rows: list[dict]) -> list[dict]:
+    """§9 rows in the shape every validate table uses (check, reference, ours, error,
+    tolerance, status, source)."""
+    def show(v):
+        return f"{v:.3g}x" if isinstance(v, float) else str(v)
+    return [{"check": f"{r['id']}: {r['check']}", "reference": show(r["reference"]),
+             "ours": show(r["ours"]),
+             "error": f"ours/ref {r['ratio']:.2f}" if isinstance(r["reference"], float) else None,
+             "tolerance": r["rule"], "status": r["status"], "source": r["source"]}
+            for r in rows]
 
-    def num(v):
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-    c.print(table("Validation against the Hecaton abstract (docs/chiplet.md §9)",
-                  ["id", "check", "reference", "ours", "ours/ref", "rule", "status", "source"],
-                  [[r["id"], r["check"], num(r["reference"]), num(r["ours"]),
-                    f"{r['ratio']:.3g}", r["rule"],
-                    f"[{style[r['status']]}]{r['status']}[/]", r["source"]]
-                   for r in res["rows"]], right=(2, 3, 4)))
+
+def render_validate(res: dict) -> None:
+    from .render import checks_table, console, table
+    c = console()
+    c.print(checks_table("Validation against the Hecaton abstract (docs/chiplet.md §9)",
+                         check_rows(res["rows"])))
     c.print(table("Sensitivities (Llama2-70B, 8x8; ratios = 1D / Hecaton)",
                   ["case", "latency (vs 1D layer-major)", "energy", "latency (vs ported)",
                    "energy (vs ported)", "Hec comp/NoP", "1D comp/NoP", "Hec binding",

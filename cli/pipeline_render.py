@@ -7,9 +7,8 @@ from rich.text import Text
 
 from explore.models.units import GiB
 
-from .render import console, key_values, table
+from .render import checks_table, console, key_values, table
 
-STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "INFO": "cyan"}
 
 
 def _int(x) -> str:
@@ -241,12 +240,7 @@ def render_validate(data: dict) -> None:
                  f"{fx['layers']}, TP {fx['tp']} x PP {fx['pp']} x DP {fx['dp']}, s {fx['seq']}, "
                  f"b {fx['mbs']}, m {fx['m']}, {fx['hbm_bytes'] / GiB:g} GiB HBM, host link "
                  f"{fx['host_link_bandwidth'] / 1e9:g} GB/s, eta {fx['eff']:g})", style="bold"))
-    rows = [[escape(r["check"]), escape(r["reference"]), escape(r["ours"]), escape(r["error"]),
-             escape(r["tolerance"]), f"[{STATUS_STYLE[r['status']]}]{r['status']}[/]",
-             escape(r["source"])]
-            for r in data["rows"]]
-    c.print(table("Validation", ["check", "reference", "ours", "error / ratio", "tolerance",
-                                 "status", "source"], rows))
+    c.print(checks_table("Validation", data["rows"]))
     c.print(f"throughput floor for the ratio checks: MFU >= {data['floor_mfu']:.1%}")
     ms = []
     for r in data["max_size"]:

@@ -33,6 +33,28 @@ def table(title: str | None, headers: Sequence[str], rows: Iterable[Sequence[Any
     return t
 
 
+STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "INFO": "dim"}
+
+
+def checks_table(title: str, rows: Sequence[dict]) -> Table:
+    """Validation rows (check, reference, ours, error, tolerance, status, source, and a study
+    column when the rows carry one): the one table every `validate` command prints."""
+    from rich.markup import escape
+
+    def text(v) -> str:
+        if v is None or v == "":
+            return "-"
+        return escape(f"{v:.1%}" if isinstance(v, float) else str(v))
+
+    study = any("study" in r for r in rows)
+    return table(title, ["study"] * study + ["check", "reference", "ours", "error",
+                                             "tolerance", "status", "source"],
+                 [([r["study"]] if study else [])
+                  + [text(r[k]) for k in ("check", "reference", "ours", "error", "tolerance")]
+                  + [f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
+                     text(r["source"])] for r in rows])
+
+
 def key_values(title: str, rows: Iterable[Sequence[Any]]) -> Table:
     """Two or three columns: name, value, note."""
     t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)

@@ -49,16 +49,10 @@ def chiplet_validation() -> dict:
     """The Hecaton checks of docs/chiplet.md §9 in the summary's shape."""
     from .chiplet import validation_result
 
+    from .chiplet import check_rows
+
     out = validation_result()
-
-    def show(v):
-        return f"{v:.3g}x" if isinstance(v, float) else str(v)
-
-    checks = [{"check": f"{r['id']}: {r['check']}", "reference": show(r["reference"]),
-               "ours": show(r["ours"]),
-               "error": f"ours/ref {r['ratio']:.2f}" if isinstance(r["reference"], float)
-               else None, "tolerance": r["rule"], "status": r["status"], "source": r["source"]}
-              for r in out["rows"]]
+    checks = check_rows(out["rows"])
     return {"study": "chiplet", "checks": checks, **out}
 
 
@@ -75,22 +69,8 @@ def pipeline_validation() -> dict:
 
 
 def render_checks(rows: list[dict], title: str = "Validation summary") -> None:
-    from .render import console, table
-
-    style = {"PASS": "[green]PASS[/]", "WARN": "[yellow]WARN[/]", "FAIL": "[bold red]FAIL[/]",
-             "INFO": "[dim]INFO[/]"}
-
-    def error(e):
-        return "-" if e is None else f"{e:.1%}" if isinstance(e, float) else str(e)
-
-    study = any("study" in r for r in rows)
-    console().print(table(title, ["study"] * study + ["check", "reference", "ours", "error",
-                                                      "tolerance", "status", "source"],
-                          [([r["study"]] if study else []) + [r["check"], r["reference"],
-                                                              r["ours"],
-                                                   error(r.get("error")), r["tolerance"],
-                                                   style.get(r["status"], r["status"]),
-                                                   r["source"]] for r in rows]))
+    from .render import checks_table, console
+    console().print(checks_table(title, rows))
 
 
 def render_sd(out: dict, summary_only: bool) -> None:

@@ -43,7 +43,7 @@ def test_states_per_layer_and_end_stage():
     assert mem.state_bytes().total * p_dev / MiB == pytest.approx(229.50, abs=0.005)
     assert mem.state_bytes(fp32_grads=False).total * p_dev / MiB == pytest.approx(204.00,
                                                                                   abs=0.005)
-    emb = mem.embedding_params(LLAMA) / 8
+    emb = LLAMA.embedding_params / 8
     assert 18 * emb / MiB == pytest.approx(562.5)
     sb = mem.state_bytes()
     assert (sb.weights + sb.grads) * emb / MiB == pytest.approx(187.5)   # optimizer offloaded

@@ -103,7 +103,7 @@ class Terms:
         out = [0.0] * self.p
         for vs, d in enumerate(self.dev_of):
             out[d] += lc * self.shape.dense_layer_params / t
-        out[self.dev_of[0]] += mem.embedding_params(self.shape) / t
+        out[self.dev_of[0]] += self.shape.embedding_params / t
         out[self.dev_of[-1]] += mem.head_params(self.shape, same) / t
         return tuple(out)
 
@@ -112,7 +112,7 @@ class Terms:
         t = self.layout.tp
         x = self.layers_per_chunk * self.shape.dense_layer_params / t
         if vs == 0:
-            x += mem.embedding_params(self.shape) / t
+            x += self.shape.embedding_params / t
         if vs == self.nvs - 1:
             x += mem.head_params(self.shape, self.dev_of[0] == self.dev_of[-1]) / t
         return x

@@ -57,18 +57,13 @@ def state_bytes(zero: int = 0, dist_opt: bool = False, dp: int = 1,
     return StateBytes(2.0, 2.0, 12.0, "mixed-precision Adam 16")
 
 
-def embedding_params(shape: ModelShape) -> int:
-    """P_embed = V h."""
-    return shape.vocab * shape.hidden
-
-
 def head_params(shape: ModelShape, same_device_as_embedding: bool) -> int:
     """P_head + final norm on the last virtual stage. A tied head shares the embedding when
     both sit on one device; on another device it keeps its own copy (Megatron-LM)."""
-    norm = shape.hidden if shape.norm == "rmsnorm" else 2 * shape.hidden
+    norm = shape.norm_params // 2          # one final norm (norm_params counts a layer's two)
     if shape.tied_embeddings and same_device_as_embedding:
         return norm
-    return shape.vocab * shape.hidden + norm
+    return shape.head_params + norm
 
 
 # ---- §4.1 reference formulas ----------------------------------------------------------------

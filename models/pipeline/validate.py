@@ -55,7 +55,7 @@ def m0_mib(fx: Fixture, layers: int) -> float:
     sp_ = mem.state_bytes(0, False, fx.dp).total
     per_layer = (sp_ * fx.model.dense_layer_params / (fx.tp * fx.pp) + a * min(lay.m, fx.pp)
                  / fx.pp)
-    const = sp_ * mem.embedding_params(fx.model) / fx.tp + a + fx.hw.reserve_bytes
+    const = sp_ * fx.model.embedding_params / fx.tp + a + fx.hw.reserve_bytes
     return (per_layer * layers + const) / MiB
 
 
