@@ -140,8 +140,6 @@ class Term:
 class ForwardTime:
     """T(B, t) of one forward with its additive terms (arrays broadcast over B and t)."""
     terms: tuple[Term, ...]
-    experts_touched: np.ndarray       # N(n) per MoE layer (0 for dense)
-    tokens_per_expert: np.ndarray     # T_exp(n)
     memory_bound: dict = field(default_factory=dict)  # term label -> bool array
 
     @property
@@ -190,7 +188,6 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     # Routed experts: N(n) experts per layer, each seeing T_exp(n) tokens on average.
     n_gate = effective_gate_tokens(B, t, correlation)
     touched = experts_activated(n_gate, m.experts, m.experts_per_token)
-    per_expert = np.where(touched > 0, n * m.experts_per_token / np.maximum(touched, 1e-300), 0.0)
     expert_bytes = moe_layers * touched * m.expert_params * bpp / g
     expert_flops = moe_layers * 2.0 * n * m.experts_per_token * m.expert_params / g
     experts_t, experts_mem = _roofline(expert_bytes, expert_flops, gpu, overlap)
@@ -235,7 +232,7 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
         Term("TP all-reduce", full(ar), 0.0, 0.0,
              "§5.1 2 ring AR/layer"),
     )
-    return ForwardTime(terms, full(touched), full(per_expert),
+    return ForwardTime(terms,
                        {"always-on weights": full(always_mem), "routed experts": full(experts_mem),
                         "KV cache + attention": full(attn_mem), "LM head": full(head_mem)})
 

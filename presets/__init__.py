@@ -310,8 +310,6 @@ def find(name: str) -> list[tuple[str, Path]]:
     return [(k, _index(k)[name]) for k in KINDS if name in _index(k)]
 
 
-def all_names() -> dict[str, list[str]]:
-    return {k: names(k) for k in KINDS}
 
 
 # ---- data files ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ either can be compared directly."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -61,7 +61,6 @@ class SearchResult:
     space_size: int
     elapsed_s: float
     interrupted: bool = False
-    notes: list[str] = field(default_factory=list)
     study_name: str | None = None    # the Optuna study, when one was used
 
     @property

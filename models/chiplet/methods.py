@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import InfeasibleError, InputError
+from ..errors import InputError
 from ..shapes import ModelShape
 from . import mesh as nop
 
@@ -236,12 +236,6 @@ def plan(method: Method, mesh: nop.Mesh, shape: ModelShape, seq: int, causal: fl
     build = {"1d": _plan_1d, "2d": _plan_summa, "2.5d": _plan_summa, "3d": _plan_3d,
              "hecaton2d": _plan_hecaton}[method.kind]
     return build(method, mesh, shape, seq, causal, whole_sequences, regather)
-
-
-def require(p: Plan) -> Plan:
-    if p.reason:
-        raise InfeasibleError(p.reason)
-    return p
 
 
 def _heads_note(shape: ModelShape, parts: int, where: str) -> list[str]:

@@ -8,7 +8,7 @@ ratios: a miss is reported, not fixed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..shapes import ModelShape
 from .cost import Workload
@@ -194,5 +194,4 @@ def hard_failures(result: dict) -> list[str]:
     return [r["id"] for r in result["rows"] if r["status"] == "FAIL"]
 
 
-def with_workload(setup: ChipletSetup, model: ModelShape) -> ChipletSetup:
-    return replace(setup, work=scenario_workload(model))
+

@@ -269,13 +269,6 @@ class Terms:
     def tokens(self) -> int:
         return self.layout.global_batch * self.layout.seq
 
-    @cached_property
-    def usable_dynamic(self) -> tuple[float, ...]:
-        """Bytes left for dynamic memory on each device once resident states are in, before
-        fragmentation: (M_cap - states) / fragmentation."""
-        return tuple((self.hw.usable_bytes - self.resident_states(d)) / self.hw.fragmentation
-                     for d in range(self.p))
-
     def resident_states(self, d: int, optimizer_offloaded: bool = False) -> float:
         opt = 0.0 if optimizer_offloaded else self.optimizer(d)
         return self.weights(d) + self.grads(d) + opt

@@ -24,21 +24,8 @@ SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half",
 ALIASES = {"tpipe": "chronos", "t-pipe": "chronos", "chronos-pipe": "chronos",
            "interleaved-1f1b": "interleaved", "pipedream-flush": "1f1b", "zbv": "zb-v",
            "zbh1": "zb-h1", "zbh2": "zb-h2"}
-STATIC = ("gpipe", "1f1b", "interleaved")          # fixed published orders, closed forms
 V_SHAPED = ("zb-v", "v-half", "v-min", "chronos")  # device i holds vs i and 2p-1-i
 SPLIT = ("zb-h1", "zb-h2") + V_SHAPED              # backward split into B and W
-
-DESCRIPTIONS = {
-    "gpipe": "all forwards, then all backwards (Huang et al. 2019)",
-    "1f1b": "one forward one backward, p - r - 1 warm-up forwards (Narayanan et al. 2021)",
-    "interleaved": "v chunks per device round robin, Megatron-LM warm-up (Narayanan et al. 2021)",
-    "zb-h1": "split backward, 1F1B memory, deferred W (Qi et al. 2024)",
-    "zb-h2": "split backward, 2p - 1 micro-batches in flight (Qi et al. 2024)",
-    "zb-v": "V placement, cap C = 2p chunk units = p micro-batches (Qi et al. 2024)",
-    "v-half": "V placement, cap C = p + 2 chunk units (V-Half's memory, Qi et al. 2024)",
-    "v-min": "V placement, cap C = 2 * ((p + 4) // 3) chunk units (V-Min's memory)",
-    "chronos": "Chronos-Pipe: V placement, greedy list scheduler with cap C (§5.3, our design)",
-}
 
 
 def canonical(name: str) -> str:

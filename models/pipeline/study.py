@@ -80,7 +80,6 @@ METRICS = (
 OBJECTIVES = (Objective("tokens_per_s", "maximize"), Objective("mfu", "maximize"),
               Objective("peak_max_bytes", "minimize"), Objective("iteration_s", "minimize"))
 PARAMS = ("tp", "pp", "vpp", "mbs", "schedule", "recompute", "offload", "optimizer")
-SAVERS = ("chronos",)   # adaptive savers: they change nothing when the plain config fits
 
 
 def metrics_of(out: Outcome) -> dict[str, float]:
