@@ -648,8 +648,7 @@ def max_size_command(
     Example: explore pipeline max-size --model llama2-70b --gpus 64 --tp 8 --pp 8 --mbs 4
     """
     from explore.models.errors import InputError
-    from explore.models.pipeline.config import Policy
-    from explore.models.pipeline.study import assumptions, max_size
+    from explore.models.pipeline.study import assumptions, max_size_table
     req = Req(model, None, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib, h2d_gbps,
               link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp, pp, None,
               vpp, mbs, schedule, None, recompute, None, offload, zero, dist_opt, tb_ratio,
@@ -664,21 +663,9 @@ def max_size_command(
     scheds = _schedules(schedule, ("1f1b", "interleaved", "zb-h1", "zb-v", "v-half", "v-min",
                                    "chronos"))
     opt = (_optimizers(req) or ("none",))[0]
-    base = max_size(work, t, p, b, Policy("1f1b", optimizer=opt), l_max=max_layers,
-                    label="1F1B")
-    floor = None if delta is None else (1 - delta) * base.mfu_star
-    rows = []
-    for s in scheds:
-        chronos = s == "chronos"
-        rec = recompute or ("chronos" if chronos else "none")
-        off = offload or ("chronos" if chronos else "none")
-        if s == "1f1b" and (rec, off) == ("none", "none") and floor is None:
-            ms = base
-        else:
-            label = "ChronosPipe" if chronos and (rec, off) == ("chronos", "chronos") else s
-            ms = max_size(work, t, p, b, Policy(s, None, rec, None, off, opt),
-                          v if s == "interleaved" else 1, floor, max_layers, label)
-        rows.append(ms.as_dict())
+    floor, sizes = max_size_table(work, t, p, b, v, scheds, opt, recompute, offload, delta,
+                                  max_layers)
+    rows = [ms.as_dict() for ms in sizes]
     data = {"study": "pipeline", "command": "max-size", "workload": _workload_info(work),
             "layout": {"tp": t, "pp": p, "dp": work.hw.gpus // (t * p), "mbs": b, "vpp": v},
             "floor_mfu": floor, "rows": rows, "assumptions": assumptions(work)}

@@ -530,6 +530,35 @@ def max_size(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: in
                    mfu_star, evaluated)
 
 
+def comparable_floor(base: MaxSize, delta: float) -> float:
+    """§8 "comparable throughput": MFU >= (1 - delta) x 1F1B's MFU at its own L*."""
+    return (1 - delta) * base.mfu_star
+
+
+def max_size_table(work: Workload, tp: int, pp: int, mbs: int, vpp: int,
+                   schedule_names: tuple[str, ...], optimizer: str, recompute: str | None,
+                   offload: str | None, delta: float | None, l_max: int
+                   ) -> tuple[float | None, list[MaxSize]]:
+    """Largest trainable size per schedule family (`max-size`): 1F1B first (it sets the
+    throughput floor when delta is given), then each schedule with Chronos-Recomp/Offload on
+    the chronos schedule unless recompute/offload say otherwise."""
+    base = max_size(work, tp, pp, mbs, Policy("1f1b", optimizer=optimizer), l_max=l_max,
+                    label="1F1B")
+    floor = None if delta is None else comparable_floor(base, delta)
+    rows = []
+    for s in schedule_names:
+        chronos = s == "chronos"
+        rec = recompute or ("chronos" if chronos else "none")
+        off = offload or ("chronos" if chronos else "none")
+        if s == "1f1b" and (rec, off) == ("none", "none") and floor is None:
+            rows.append(base)
+            continue
+        label = "ChronosPipe" if chronos and (rec, off) == ("chronos", "chronos") else s
+        rows.append(max_size(work, tp, pp, mbs, Policy(s, None, rec, None, off, optimizer),
+                             vpp if s == "interleaved" else 1, floor, l_max, label))
+    return floor, rows
+
+
 def sweep(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: int, param: str,
           values, layers: int) -> list[dict]:
     """One varied parameter (seq, m, h2d-gbps) -> L*, peak and tokens/s at `layers`."""

@@ -11,7 +11,7 @@ from ..units import GiB, MiB
 from . import memory as mem
 from .chronos import solve
 from .config import Hardware, Policy
-from .study import MaxSize, Workload, max_size
+from .study import MaxSize, Workload, comparable_floor, max_size
 
 SOURCE_PAPER = "ChronosPipe abstract (arXiv 2503.03182)"
 SOURCE_FIXTURE = "docs/pipeline.md §8 fixture"
@@ -95,7 +95,7 @@ def validate(fx: Fixture) -> dict:
     rows.append(_row("1F1B largest model L* (continuous)", "46.86 layers",
                      f"{base.l_star:.2f} layers", f"{base.l_star - 46.86:+.2f}", "0.05",
                      "PASS" if abs(base.l_star - 46.86) <= 0.05 else "FAIL", SOURCE_FIXTURE))
-    floor = (1 - fx.delta) * base.mfu_star
+    floor = comparable_floor(base, fx.delta)
     chronos = max_size(w, fx.tp, fx.pp, fx.mbs,
                        Policy("chronos", recompute="chronos", offload="chronos"),
                        floor_mfu=floor, label="ChronosPipe")
