@@ -134,7 +134,7 @@ def workload(req: Req):
     from explore.models.errors import InputError
     from explore.models.pipeline.config import Hardware
     from explore.models.pipeline.study import Workload
-    from explore.models.units import GiB
+    from explore.models.units import GB, TFLOPS, GiB
 
     model = presets.load("model", req.model)
     if req.layers is not None:
@@ -152,9 +152,10 @@ def workload(req: Req):
         hbm_bytes=None if req.hbm_gib is None else req.hbm_gib * GiB,
         reserve_bytes=req.reserve_gib * GiB, fragmentation=req.frag,
         host_ram_bytes=None if req.host_ram_gib is None else req.host_ram_gib * GiB,
-        host_link_bandwidth=None if req.h2d_gbps is None else req.h2d_gbps * 1e9,
+        host_link_bandwidth=None if req.h2d_gbps is None else req.h2d_gbps * GB,
         link_share=req.link_share,
-        peak_flops=None if req.peak_tflops is None else req.peak_tflops * 1e12, eff=req.eff)
+        peak_flops=None if req.peak_tflops is None else req.peak_tflops * TFLOPS,
+        eff=req.eff)
     return Workload(model, hw, req.seq, req.global_batch, req.sp, req.flash, req.tb_ratio,
                     req.tw_ratio)
 

@@ -120,7 +120,7 @@ class SdStudy:
         if min(gammas) < 1:
             raise InputError("draft length gamma must be >= 1")
         self.setup = setup
-        self._times = setup.times()
+        self.times = setup.times()
         self.space = Space((Param("batch", batches, "batch size", "seq"),
                             Param("gamma", gammas, "draft length", "tokens")))
 
@@ -130,7 +130,7 @@ class SdStudy:
 
     def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation:
         s = self.setup
-        r = sd.evaluate(self._times, s.alpha, points["batch"], points["gamma"], s.verify)
+        r = sd.evaluate(self.times, s.alpha, points["batch"], points["gamma"], s.verify)
         memory = s.memory_per_gpu(r.batch, r.gamma)
         metrics = {"speedup": r.speedup, "target_efficiency": r.target_efficiency,
                    "throughput": r.throughput_sd, "throughput_ar": r.throughput_ar,
@@ -181,7 +181,7 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
     """Everything `explore sd` shows, in SI units, JSON-ready."""
     batches = np.asarray(study.space["batch"].values, dtype=float)
     gammas = np.asarray(study.space["gamma"].values, dtype=float)
-    times = study._times
+    times = study.times
     grid = sd.evaluate(times, setup.alpha, batches[:, None], gammas[None, :], setup.verify)
     b, g = int(best_point["batch"]), int(best_point["gamma"])
     gi = int(np.flatnonzero(gammas == g)[0])
