@@ -125,13 +125,17 @@ def test_sigint_keeps_results_and_resume_continues(tmp_path):
                              "--study-name", "long", "--n-trials", "100000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import optuna
+
+    from explore.models.errors import InputError
+    from explore.search.optuna_engine import make_storage
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.5)
-        try:
-            if len(load(url, "long").get_trials(deepcopy=False)) >= 20:
+        try:   # explore's storage: it retries while the worker is still creating the tables
+            study = optuna.load_study(study_name="long", storage=make_storage(url))
+            if len(study.get_trials(deepcopy=False)) >= 20:
                 break
-        except (KeyError, optuna.exceptions.StorageInternalError):
+        except (KeyError, InputError, optuna.exceptions.StorageInternalError):
             continue
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
