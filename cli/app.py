@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from . import chiplet, pipeline, presets_cmd, run, sd, study, validate
+from . import chiplet, pipeline, presets_cmd, regress, run, sd, study, validate
 
 app = typer.Typer(
     name="explore",
@@ -30,7 +30,7 @@ app.add_typer(validate.app, name="validate")
 app.add_typer(study.app, name="study")
 app.command("run", context_settings={"allow_extra_args": True,
                                      "ignore_unknown_options": True})(run.run_command)
-app.command("regress")(run.regress_command)
+app.command("regress")(regress.regress_command)
 
 
 def _version(value: bool) -> None:

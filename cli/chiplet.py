@@ -637,12 +637,10 @@ def best_yaml(out: dict) -> dict:
 
 def save(out: dict, directory: Path) -> list[Path]:
     """pareto.csv, trials.csv (every point, with infeasibility reasons), best.yaml, breakdown.csv."""
-    import yaml
-
     from explore.models.chiplet.report import breakdown_rows
 
-    from .output import write_json, write_rows
-    directory.mkdir(parents=True, exist_ok=True)
+    from .output import prepare, write_json, write_rows, write_yaml
+    directory = prepare(directory)
     written = []
     result = out.get("_result")
     if result is not None:
@@ -657,7 +655,7 @@ def save(out: dict, directory: Path) -> list[Path]:
         for path, rows in (("trials.csv", trials), ("pareto.csv", pareto)):
             write_rows(directory / path, rows)
             written.append(directory / path)
-    (directory / "best.yaml").write_text(yaml.safe_dump(best_yaml(out), sort_keys=False))
+    write_yaml(directory / "best.yaml", best_yaml(out))
     write_rows(directory / "breakdown.csv", breakdown_rows(out["best"]))
     write_json(directory / "result.json", {k: v for k, v in out.items()
                                            if not k.startswith("_")})

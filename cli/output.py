@@ -1,47 +1,86 @@
-"""Files for --save-dir: JSON, CSV with units in the headers, and PNG figures (matplotlib,
-imported only when a figure is written)."""
+"""Every file explore writes goes through this module: JSON, CSV with units in the headers,
+YAML, PNG figures (matplotlib, imported only when a figure is written). A path that cannot be
+written (a missing or unwritable directory, a directory where a file should go, a full disk) is
+one InputError naming the path and the reason."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
 
+def _cannot(path, e: OSError):
+    from explore.models.errors import InputError
+    return InputError(f"cannot write {path}: {e.strerror or e}")
+
+
 def prepare(directory: Path) -> Path:
+    """A --save-dir: created if missing; an error if it is a file or cannot be made."""
     from explore.models.errors import InputError
 
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"--save-dir {directory}: exists and is not a directory") from None
     except OSError as e:
         raise InputError(f"--save-dir {directory}: {e.strerror or e}") from None
     return directory
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """The one place files are opened for writing."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise _cannot(path, e) from None
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
 def write_json(path: Path, data) -> None:
     from .common import _clean
-    Path(path).write_text(json.dumps(_clean(data), indent=2) + "\n")
+    write_text(path, json.dumps(_clean(data), indent=2) + "\n")
+
+
+def write_yaml(path: Path, data: dict) -> None:
+    import yaml
+    write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def csv_text(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(headers)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def rows_csv_text(rows: Sequence[dict], default_header: Sequence[str] = ()) -> str:
+    """Rows of dicts -> CSV whose header is the union of their keys (first-seen order)."""
+    header: list[str] = list(default_header) if not rows else []
+    for r in rows:
+        header += [k for k in r if k not in header]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in header})
+    return buf.getvalue()
 
 
 def write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence]) -> None:
-    with Path(path).open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(headers)
-        w.writerows(rows)
+    write_text(path, csv_text(headers, rows))
 
 
 def write_rows(path: Path, rows: Sequence[dict]) -> None:
-    """Rows of dicts -> CSV whose header is the union of their keys (first-seen order)."""
-    header: list[str] = []
-    for r in rows:
-        header += [k for k in r if k not in header]
-    with Path(path).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in header})
+    write_text(path, rows_csv_text(rows))
 
 
 def _pyplot():
@@ -61,8 +100,10 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    write_bytes(path, buf.getvalue())
 
 
 def line_figure(path: Path, x, series: dict, xlabel: str, ylabel: str, title: str,

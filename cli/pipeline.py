@@ -551,6 +551,9 @@ def timeline_command(
     Example: explore pipeline timeline --layers 48 --tp 8 --pp 8 --mbs 4 --schedule chronos
     --plot
     """
+    from pathlib import Path
+
+    from . import output
     from .common import parse_int_range
     req = Req(model, layers, hardware, node, gpus, hbm_gib, reserve_gib, host_ram_gib,
               h2d_gbps, link_share, peak_tflops, eff, frag, seq, global_batch, sp, flash, tp,
@@ -568,7 +571,7 @@ def timeline_command(
             raise InputError(f"--device {bad[0]}: the pipeline has devices 0..{out.terms.p - 1}")
     rows = timeline(out, devices)
     if ops_file:
-        _write_csv(ops_file, ["op", "kind", "device", "resource", "start_s", "end_s"],
+        output.write_csv(Path(ops_file), ["op", "kind", "device", "resource", "start_s", "end_s"],
                    [[o[k] for k in ("op", "kind", "device", "resource", "start_s", "end_s")]
                     for o in op_list(out)])
     if json_out:
@@ -586,29 +589,10 @@ def timeline_command(
     lines = ["time_s,device,category,bytes"] + [f"{t:.6f},{d},{c},{b:.0f}"
                                                  for t, d, c, b in rows]
     if out_file:
-        _write_text(out_file, "\n".join(lines) + "\n")
+        output.write_text(Path(out_file), "\n".join(lines) + "\n")
         typer.echo(f"wrote {len(rows)} rows to {out_file}")
     else:
         typer.echo("\n".join(lines))
-
-
-def _write_text(path: str, text: str) -> None:
-    from explore.models.errors import InputError
-    try:
-        with open(path, "w") as f:
-            f.write(text)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def _write_csv(path: str, header: list[str], rows: list[list]) -> None:
-    import csv
-    import io
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    _write_text(path, buf.getvalue())
 
 
 @app.command("max-size")

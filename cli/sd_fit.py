@@ -103,6 +103,7 @@ def fit(
     from explore.models import sd_fit
 
     from .common import emit_json
+    from .output import write_yaml
 
     rows = presets.read_csv(data)
     for cond in where:
@@ -162,7 +163,7 @@ def fit(
         fit={k: out[k] for k in ("points", "fit_points", "fit_seconds", "holdout")},
         source=str(data))
     output = output or Path(f"{Path(data).stem}-{mode}.calibration.yaml")
-    presets.write_yaml(output, _plain(cal))
+    write_yaml(output, _plain(cal))
     out["calibration_file"] = str(output)
     if json_out:
         emit_json(out)
@@ -186,10 +187,7 @@ def _plain(cal) -> dict:
 def fit_report(res, batch, mode: str) -> dict:
     """Everything `explore sd fit` shows, JSON-ready (seconds for times)."""
     import numpy as np
-    bound = res.at_bound()
-    params = [{"name": n, "value": float(v), "lower": float(lo), "upper": float(hi),
-               "at_bound": b}
-              for n, v, lo, hi, b in zip(res.names, res.values, res.lower, res.upper, bound)]
+    params = res.parameters()
     residuals = [{"row": int(i), "batch": float(batch[i]), "measured": float(res.measured[i]),
                   "predicted": float(res.predicted[i]),
                   "relative_error": float(res.relative_error[i]),
@@ -197,8 +195,9 @@ def fit_report(res, batch, mode: str) -> dict:
                  for i in range(len(res.measured))]
     fit_err = res.relative_error[res.fit_index]
     return {"mode": mode, "quantity": res.quantity, "points": int(len(res.measured)),
-            "fit_points": int(len(res.fit_index)), "fit_seconds": res.seconds,
-            "evaluations": res.nfev, "parameters": params,
+            "fit_points": int(len(res.fit_index)), "fitted_on": res.fitted_on(),
+            "fit_seconds": res.seconds,
+            "evaluations": res.nfev, "solver": res.solver, "parameters": params,
             "fit_rms_relative": float(np.sqrt(np.mean(fit_err ** 2))),
             "holdout": res.error_stats(res.holdout_index), "warnings": res.warnings,
             "residuals": residuals}
@@ -223,7 +222,7 @@ def render_fit(out: dict, residuals: bool = False) -> None:
     for p in out["parameters"]:
         seconds = UNIT_OF.get(p["name"], "s") == "s"
         f = (lambda x: f"{x * 1e3:.4g} ms") if seconds else (lambda x: f"{x:.4g}")
-        hi = f(p["upper"]) if p["upper"] != float("inf") else "none"
+        hi = "none" if p["upper"] is None else f(p["upper"])
         rows.append([p["name"], f(p["value"]), f(p["lower"]), hi, p["at_bound"] or "-"])
     c.print(table(f"Fitted parameters ({out['mode']} mode, residuals on {out['quantity']})",
                   ["parameter", "value", "lower bound", "upper bound", "sits on"], rows,
@@ -232,7 +231,7 @@ def render_fit(out: dict, residuals: bool = False) -> None:
     c.print(key_values("Fit", [
         ("points", f"{out['fit_points']} fitted (every k-th after sorting) of {out['points']}"),
         ("time", f"{out['fit_seconds'] * 1e3:.1f} ms, {out['evaluations']} model evaluations",
-         "trust-region reflective, scipy.optimize.least_squares"),
+         out["solver"]),
         ("fit residual", f"{out['fit_rms_relative']:.2%} RMS relative"),
         ("hold-out error", f"mean {h['mean_abs']:.2%}, max {h['max_abs']:.2%} over {h['points']} "
                            f"rows" if h["points"] else "no rows held out"),

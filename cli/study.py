@@ -130,14 +130,13 @@ def export(storage: str = StorageArg, study_name: str = NameArg,
 
     Example: explore study export --storage sqlite:///runs.db --study-name sd-demo -o t.csv
     """
-    import csv
-    import io
     import json
 
     from explore.models.errors import InputError
     from explore.search.optuna_engine import load_stored
 
     from .common import _clean
+    from .output import rows_csv_text, write_text
 
     if fmt not in ("csv", "json"):
         raise InputError(f"--format {fmt!r}: choose csv or json")
@@ -159,12 +158,8 @@ def export(storage: str = StorageArg, study_name: str = NameArg,
     if fmt == "json":
         text = json.dumps(_clean(rows), indent=2) + "\n"
     else:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["number"])
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buf.getvalue()
+        text = rows_csv_text(rows, ["number"])
     if output:
-        output.write_text(text)
+        write_text(output, text)
     else:
         typer.echo(text, nl=False)

@@ -1,11 +1,12 @@
 """Calibrating the SD model from measurements (docs/sd.md §5.2).
 
-Three modes, all bounded nonlinear least squares with scipy's trust-region reflective solver:
+Three modes, all bounded least squares with explicit parameter scaling and tolerances:
 
 - paper:     rows (B, gamma, K, E, sigma, measured speedup) -> the ten parameters of Algorithm 1,
              residual = predicted - measured speedup, bounds of §5.2 from the model and hardware;
 - component: rows (batch, tokens_per_seq, measured T_T [, T_D, T_rej]) -> the T_T (and T_D,
-             T_rej) expressions fitted to forward times directly, relative residuals [design];
+             T_rej) expressions fitted to forward times directly, relative residuals, by
+             variable projection (linear in all but the roofline shape) [design];
 - physical:  the same component rows -> only the a-priori model's efficiency factors and fixed
              overheads (eta_bw, eta_compute, layer_overhead_s, moe_layer_overhead_s).
 
@@ -30,6 +31,8 @@ DRAFT_PARAMS = ("draft_bias", "draft_k")
 REJECT_PARAMS = ("reject_bias", "reject_k")
 PHYSICAL_PARAMS = ("eta_bw", "eta_compute", "layer_overhead_s", "moe_layer_overhead_s")
 K1_FLOOR = 1e-9  # "k1 > 0": a strictly positive lower bound (seconds)
+LAM_BOUNDS = (0.2, 1.0)   # §5.2: the knee between 0.2 and 1 times the ridge point
+S_BOUNDS = (1.0, 2.0)     # §5.2: growth base of G
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Calibration:
         parts = []
         if self.mode == "physical":
             return ("target", "draft")
-        if set(TARGET_PARAMS) <= set(self.params):
+        if set(TARGET_PARAMS) - {"k2", "k3"} <= set(self.params):   # a dense target has no k2, k3
             parts.append("target")
         if set(DRAFT_PARAMS) <= set(self.params):
             parts.append("draft")
@@ -82,9 +85,8 @@ class MixedTimes:
     calibrated = True
 
     def __init__(self, cal: Calibration, fallback: sd.PhysicalTimes):
-        full = {n: cal.params.get(n, 0.0) for n in sd.PARAM_NAMES}
-        full.setdefault("lam", 1.0)
-        self.fitted = sd.FittedTimes(sd.FittedParams(**full), fallback.target.model.experts,
+        self.fitted = sd.FittedTimes(fitted_params(list(cal.params), cal.params.values()),
+                                     fallback.target.model.experts,
                                      fallback.target.model.experts_per_token, cal.ridge_point)
         self.parts = cal.fitted_parts
         self.fallback = fallback
@@ -129,7 +131,7 @@ def bounds(names, target: ModelShape, draft: ModelShape | None, gpu: GpuSpec, gp
         "bias": (bias_lo, 5 * bias_lo), "k1": (K1_FLOOR, np.inf),
         "k2": (k2_lo, 5 * k2_lo) if target.is_moe else (0.0, 1e-12),
         "k3": (0.0, np.inf) if target.is_moe else (0.0, 1e-12),
-        "lam": (0.2, 1.0), "s": (1.0, 2.0),
+        "lam": LAM_BOUNDS, "s": S_BOUNDS,
         "draft_k": (0.0, np.inf),
         "reject_bias": (0.0, max_reject_s if max_reject_s else np.inf),
         "reject_k": (0.0, max_reject_s if max_reject_s else np.inf),
@@ -206,6 +208,7 @@ class FitResult:
     warnings: list[str]
     quantity: str              # what residuals are measured on
     nfev: int = 0
+    solver: str = "trust-region reflective least squares (scipy.optimize.least_squares)"
 
     def at_bound(self) -> list[str]:
         """'lower', 'upper' or '' for each parameter (within 1e-6 relative)."""
@@ -215,6 +218,19 @@ class FitResult:
             out.append("lower" if abs(v - lo) <= tol else
                        "upper" if np.isfinite(hi) and abs(v - hi) <= tol else "")
         return out
+
+    def parameters(self) -> list[dict]:
+        """One record per fitted parameter: value, bounds (upper None when unbounded) and the
+        bound it sits on ('lower', 'upper' or '')."""
+        return [{"name": n, "value": float(v), "lower": float(lo),
+                 "upper": float(hi) if np.isfinite(hi) else None, "at_bound": b}
+                for n, v, lo, hi, b in zip(self.names, self.values, self.lower, self.upper,
+                                           self.at_bound())]
+
+    def fitted_on(self) -> str:
+        """What the fit saw, in words: the rows it was fitted on, the rest only checked."""
+        return (f"{len(self.fit_index)} of {len(self.measured)} rows (every k-th after "
+                f"sorting); the other {len(self.holdout_index)} only checked")
 
     @property
     def relative_error(self) -> np.ndarray:
@@ -227,69 +243,175 @@ class FitResult:
         return {"points": int(len(e)), "mean_abs": float(e.mean()), "max_abs": float(e.max())}
 
 
-def _solve(residual, x0, lo, hi, tight: bool = True):
-    """Trust-region reflective least squares; returns (x, evaluations, solver seconds)."""
+# Solver settings, stated once: the regression's tolerance on fit results (cli/run.py) is tied
+# to them. SOLVER_TOL is the relative tolerance on the cost and on the scaled parameter step;
+# at convergence predictions then agree to about sqrt(SOLVER_TOL) = 1e-6 relative or better,
+# whatever the BLAS build or the starting point.
+SOLVER_TOL = 1e-12
+MAX_EVALUATIONS = 5000
+PREDICTION_RTOL = 1e-6
+
+
+def x_scale(lo: np.ndarray, hi: np.ndarray, x0: np.ndarray) -> np.ndarray:
+    """Each parameter's characteristic size for the solver: its bound range where finite,
+    else its starting value (seconds and dimensionless factors differ by 10^4)."""
+    return np.where(np.isfinite(hi) & (hi > lo), hi - lo, np.maximum(np.abs(x0), 1e-12))
+
+
+def _solve(residual, x0, lo, hi):
+    """Trust-region reflective least squares with explicit scaling and tolerances;
+    returns (x, evaluations, solver seconds)."""
     from scipy.optimize import least_squares  # imported before the clock starts
 
-    tol = dict(xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=5000) if tight else {}
     start = time.perf_counter()
-    sol = least_squares(residual, x0, bounds=(lo, hi), method="trf", x_scale="jac", **tol)
+    sol = least_squares(residual, x0, bounds=(lo, hi), method="trf",
+                        x_scale=x_scale(lo, hi, x0), ftol=SOLVER_TOL, xtol=SOLVER_TOL,
+                        gtol=SOLVER_TOL, max_nfev=MAX_EVALUATIONS)
     return sol.x, sol.nfev, time.perf_counter() - start
 
 
+def fitted_params(names, values) -> sd.FittedParams:
+    """Algorithm-1 parameters from the fitted ones; those not fitted are 0 (lam 1)."""
+    full = {n: 0.0 for n in sd.PARAM_NAMES} | {"lam": 1.0}
+    return sd.FittedParams(**(full | {n: float(v) for n, v in zip(names, values)}))
+
+
+def target_params(model: ModelShape) -> tuple[str, ...]:
+    """The T_T parameters a target has: a dense model has no expert terms (k2, k3 are 0, not
+    fitted: fitting them would leave arbitrary values in a box of width 0)."""
+    return TARGET_PARAMS if model.is_moe else tuple(n for n in TARGET_PARAMS
+                                                    if n not in ("k2", "k3"))
+
+
 # ---------------------------------------------------------------------------------------------
-# component mode: forward times directly
+# component mode: forward times directly, by variable projection
+
+# T_T, T_D and T_rej are linear in every parameter but the roofline shape (lam, s). For a fixed
+# shape the best linear parameters solve a bounded linear least-squares problem, which is convex:
+# its predictions are unique. The shape is found by a global grid over its box, then refined
+# locally; so the fit has one answer whatever the start, and no local minimum to fall into.
+SHAPE_GRID = (17, 25)        # lam x log10(s - 1) points of the global search
+LOG_S1_RANGE = (-6.0, 0.0)   # s - 1 from 1e-6 (G practically flat) to 1 (s = 2, the bound)
+
+
+def _shape_starts(costs: np.ndarray, lams: np.ndarray, logs: np.ndarray,
+                  most: int = 6) -> list[np.ndarray]:
+    """The grid's local minima, best first: where local refinements start. The knee lam*RP
+    crossing a measured token count puts kinks in the cost, so it has several basins a few
+    tenths of a percent apart; refining each and keeping the best finds the global one."""
+    padded = np.pad(costs, 1, constant_values=np.inf)
+    neighbours = np.min([padded[1 + di:padded.shape[0] - 1 + di, 1 + dj:padded.shape[1] - 1 + dj]
+                         for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj], axis=0)
+    i, j = np.nonzero(costs <= neighbours)
+    order = np.lexsort((j, i, costs[i, j]))[:most]
+    return [np.array([lams[i[k]], logs[j[k]]]) for k in order]
+
+
+def _project(design, lo, hi, y, lam, log_s1):
+    """Best bounded linear parameters for one shape: (parameters, relative-residual cost)."""
+    from scipy.optimize import lsq_linear
+
+    A = design(lam, 1.0 + 10.0 ** log_s1) / y[:, None]
+    norm = np.linalg.norm(A, axis=0)
+    norm[norm == 0] = 1.0
+    sol = lsq_linear(A / norm, np.ones(len(y)), bounds=(lo * norm, hi * norm), method="bvls",
+                     tol=SOLVER_TOL)
+    theta = sol.x / norm
+    r = A @ theta - 1.0
+    return theta, float(r @ r)
+
+
+def _variable_projection(design, lo, hi, y):
+    """Minimise ||(A(lam, s) theta - y) / y||^2 over theta in [lo, hi], lam and s in their
+    §5.2 boxes: the cost on a grid of shapes, each basin refined on the profile (Powell), the
+    best one polished with all parameters together by trust-region least squares, which
+    converges quadratically where the profile is flat. Returns (theta, lam, s, evaluations)."""
+    from scipy.optimize import minimize
+
+    lams = np.linspace(LAM_BOUNDS[0], LAM_BOUNDS[1], SHAPE_GRID[0])
+    logs = np.linspace(*LOG_S1_RANGE, SHAPE_GRID[1])
+    costs = np.array([[_project(design, lo, hi, y, a, b)[1] for b in logs] for a in lams])
+    refined = [minimize(lambda x: _project(design, lo, hi, y, x[0], x[1])[1], x0,
+                        method="Powell", bounds=[LAM_BOUNDS, LOG_S1_RANGE],
+                        options={"xtol": 1e-6, "ftol": 1e-9, "maxfev": MAX_EVALUATIONS})
+               for x0 in _shape_starts(costs, lams, logs)]
+    shape = min(refined, key=lambda r: r.fun)
+    theta, _ = _project(design, lo, hi, y, *shape.x)
+    lam, s = float(shape.x[0]), 1.0 + 10.0 ** float(shape.x[1])
+    plo = np.concatenate([lo, [LAM_BOUNDS[0], S_BOUNDS[0]]])
+    phi = np.concatenate([hi, [LAM_BOUNDS[1], S_BOUNDS[1]]])
+    x, nfev, _ = _solve(lambda x: design(x[-2], x[-1]) @ x[:-2] / y - 1.0,
+                        np.clip(np.concatenate([theta, [lam, s]]), plo, phi), plo, phi)
+    return x[:-2], float(x[-2]), float(x[-1]), costs.size + sum(r.nfev for r in refined) + nfev
 
 
 def fit_component(batch, tokens, t_target, target: ModelShape, gpu: GpuSpec, gpus: int = 1,
                   t_draft=None, t_reject=None, draft: ModelShape | None = None,
                   fit_points: int = 21) -> FitResult:
     """Fit T_T(B,t) = bias + k1 G(Bt) + k2 N(Bt) + k3 G(Bt K/N) (and T_D, T_rej when their
-    columns exist) to measured times; rows are used in the order given (sort them first)."""
+    columns exist) to measured times, relative residuals; rows are used in the order given
+    (sort them first)."""
     B = np.asarray(batch, dtype=float)
     t = np.asarray(tokens, dtype=float)
     y = np.asarray(t_target, dtype=float)
     if np.any(y <= 0):
         raise InputError("measured times must be > 0")
-    names = list(TARGET_PARAMS)
+    blocks = [("target", [n for n in target_params(target) if n not in ("lam", "s")], y)]
     has_draft = t_draft is not None and np.all(np.isfinite(t_draft))
     has_reject = t_reject is not None and np.all(np.isfinite(t_reject))
     if has_draft:
-        names += list(DRAFT_PARAMS)
+        blocks.append(("draft", list(DRAFT_PARAMS), np.asarray(t_draft, dtype=float)))
     if has_reject:
-        names += list(REJECT_PARAMS)
-    lo, hi = bounds(names, target, draft, gpu, gpus,
+        blocks.append(("reject", list(REJECT_PARAMS), np.asarray(t_reject, dtype=float)))
+    linear = [n for _, names, _ in blocks for n in names]
+    lo, hi = bounds(linear, target, draft, gpu, gpus,
                     float(np.max(t_reject)) if has_reject else None)
     idx = every_kth(len(B), fit_points)
     hold = np.setdiff1d(np.arange(len(B)), idx)
     rp = gpu.ridge_point
     E, K = target.experts, target.experts_per_token
 
-    def unpack(x):
-        full = dict(zip(sd.PARAM_NAMES, [0.0] * 10))
-        full.update(dict(zip(names, x)))
-        return sd.FittedParams(**full)
+    def columns(kind, rows, lam, s):
+        """The basis functions each linear parameter multiplies, one column each."""
+        n = B[rows] * t[rows]
+        if kind == "target":
+            cols = [np.ones_like(n), sd.roofline_shape(n, lam * rp, s)]
+            if target.is_moe:
+                touched = sd.experts_activated(n, E, K)
+                cols += [touched, sd.roofline_shape(n * K / touched, lam * rp, s)]
+        elif kind == "draft":
+            cols = [np.ones_like(n), sd.roofline_shape(B[rows], lam * rp, s)]
+        else:
+            cols = [np.ones_like(n), B[rows]]
+        return np.column_stack(cols)
 
-    def predict(x, rows):
-        p = unpack(x)
-        out = [sum(sd.parametric_target_terms(p, B[rows], t[rows], E, K, rp).values())]
-        if has_draft:
-            out.append(sd.parametric_draft_s(p, B[rows], rp))
-        if has_reject:
-            out.append(sd.parametric_reject_s(p, B[rows]))
-        return out
+    def design(rows):
+        def at(lam, s):
+            A = np.zeros((len(rows) * len(blocks), len(linear)))
+            col = 0
+            for i, (kind, names, _) in enumerate(blocks):
+                A[i * len(rows):(i + 1) * len(rows), col:col + len(names)] = \
+                    columns(kind, rows, lam, s)
+                col += len(names)
+            return A
+        return at
 
-    measured = [y] + ([np.asarray(t_draft, float)] if has_draft else []) \
-        + ([np.asarray(t_reject, float)] if has_reject else [])
-
-    def residual(x):
-        return np.concatenate([(p - m[idx]) / m[idx] for p, m in zip(predict(x, idx), measured)])
-
-    x, nfev, seconds = _solve(residual, _start(lo, hi, names), lo, hi)
+    start = time.perf_counter()
+    measured = np.concatenate([m[idx] for _, _, m in blocks])
+    theta, lam, s, evaluations = _variable_projection(design(idx), lo, hi, measured)
+    seconds = time.perf_counter() - start
+    everything = np.arange(len(B))
+    pred = (design(everything)(lam, s) @ theta)[:len(B)]
+    names = blocks[0][1] + ["lam", "s"] + linear[len(blocks[0][1]):]
+    values = np.concatenate([theta[:len(blocks[0][1])], [lam, s], theta[len(blocks[0][1]):]])
+    n_t = len(blocks[0][1])
+    lower = np.concatenate([lo[:n_t], [LAM_BOUNDS[0], S_BOUNDS[0]], lo[n_t:]])
+    upper = np.concatenate([hi[:n_t], [LAM_BOUNDS[1], S_BOUNDS[1]], hi[n_t:]])
     warnings = coverage_warnings(B[idx], B, len(names))
-    pred = predict(x, np.arange(len(B)))[0]
-    return FitResult("component", tuple(names), x, lo, hi, idx, hold, pred, y, seconds,
-                     warnings, "T_T(B,t)", nfev)
+    return FitResult("component", tuple(names), values, lower, upper, idx, hold, pred, y,
+                     seconds, warnings, "T_T(B,t)", evaluations,
+                     "variable projection: bounded linear least squares per roofline shape, "
+                     "shape from a grid, polished by trust-region least squares")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +430,7 @@ def fit_paper(batch, gamma, k, experts, sigma, speedup, target: ModelShape, draf
     Er = np.asarray(experts, dtype=float)
     tpr = np.asarray(sigma, dtype=float) * (g + 1)
     y = np.asarray(speedup, dtype=float)
-    names = list(sd.PARAM_NAMES)
+    names = [n for n in sd.PARAM_NAMES if n in target_params(target) or n not in TARGET_PARAMS]
     lo, hi = bounds(names, target, draft, gpu, gpus, max_reject_s)
     idx = every_kth(len(B), fit_points)
     hold = np.setdiff1d(np.arange(len(B)), idx)
@@ -323,7 +445,7 @@ def fit_paper(batch, gamma, k, experts, sigma, speedup, target: ModelShape, draf
             + p.k3 * sd.roofline_shape(n * Kr[rows] / N, lam_rp, p.s)
 
     def predict(x, rows):
-        p = sd.FittedParams.from_array(x)
+        p = fitted_params(names, x)
         t_round = g[rows] * sd.parametric_draft_s(p, B[rows], rp) \
             + target_s(p, rows, v[rows]) + sd.parametric_reject_s(p, B[rows])
         return tpr[rows] * target_s(p, rows, 1.0) / t_round
@@ -364,7 +486,7 @@ def fit_physical(batch, tokens, t_target, target: ModelShape, gpu: GpuSpec, gpus
 
     x0 = np.clip(np.array([gpu.eta_bw, gpu.eta_compute, gpu.layer_overhead_s,
                            gpu.moe_layer_overhead_s][: len(names)]), lo, hi)
-    x, nfev, seconds = _solve(residual, x0, lo, hi, tight=False)
+    x, nfev, seconds = _solve(residual, x0, lo, hi)
     warnings = coverage_warnings(B[idx], B, len(names))
     return FitResult("physical", tuple(names), x, lo, hi, idx, hold,
                      predict(x, np.arange(len(B))), y, seconds, warnings, "T_T(B,t)", nfev)

@@ -154,9 +154,9 @@ def h200_ratios(rows: list[dict], model: ModelShape, gpu: GpuSpec, fit_points: i
     return {"model": model.name, "rows": table,
             "apriori": {**stats(e_ap, scored), "tolerance": H200_APRIORI_TOLERANCE},
             "calibrated": {**stats(e_cal, scored & hold), "tolerance": H200_CALIBRATED_TOLERANCE,
-                           "fit_points": int(len(fit.fit_index)), "fit_seconds": fit.seconds,
-                           "warnings": fit.warnings,
-                           "params": dict(zip(fit.names, map(float, fit.values)))}}
+                           "fit_points": int(len(fit.fit_index)), "fitted_on": fit.fitted_on(),
+                           "fit_seconds": fit.seconds, "warnings": fit.warnings,
+                           "params": fit.parameters()}}
 
 
 def checks(peaks: dict, order: list[dict], h200: dict) -> list[dict]:
@@ -189,5 +189,5 @@ def checks(peaks: dict, order: list[dict], h200: dict) -> list[dict]:
                  f"(max {cal['max_abs_error']:.1%}, {cal['points']} points)",
                  "error": cal["mean_abs_error"], "tolerance": f"<= {cal['tolerance']:.0%}",
                  "status": "PASS" if cal["mean_abs_error"] <= cal["tolerance"] else "FAIL",
-                 "source": h200_src})
+                 "source": h200_src, "fitted_on": cal["fitted_on"]})
     return rows

@@ -339,10 +339,3 @@ def read_csv(path: str | Path) -> list[dict]:
 def load_dataclass(cls: type, path: str | Path) -> Any:
     """A strict YAML file -> dataclass (unknown keys are errors)."""
     return build(cls, read_yaml(path), str(path))
-
-
-def write_yaml(path: str | Path, data: dict) -> None:
-    try:
-        Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    except OSError as e:
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None

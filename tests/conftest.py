@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -29,3 +30,49 @@ def cli(capsys):
         out = capsys.readouterr()
         return code, out.out, out.err
     return run
+
+
+# The validations are the suite's most expensive computations and most tests only read what
+# they return: compute each once per test run (per distinct arguments). A test that changes the
+# model underneath must call the original, `uncached(fn)`.
+EXPENSIVE = (("explore.cli.validate", "sd_validation"),
+             ("explore.cli.chiplet", "validation_result"),
+             ("explore.models.pipeline.validate", "validate"))
+
+
+def once(fn):
+    results: dict[str, object] = {}
+
+    def wrapper(*args, **kwargs):
+        key = repr((args, sorted(kwargs.items())))
+        if key not in results:
+            results[key] = fn(*args, **kwargs)
+        return copy.deepcopy(results[key])   # callers may add keys to what they get
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+def uncached(fn):
+    return getattr(fn, "__wrapped__", fn)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def validations_once():
+    import importlib
+
+    patch = pytest.MonkeyPatch()
+    for module, name in EXPENSIVE:
+        mod = importlib.import_module(module)
+        patch.setattr(mod, name, once(getattr(mod, name)))
+    yield
+    patch.undo()
+
+
+@pytest.fixture
+def fresh_validations(monkeypatch):
+    """For tests that change what the validations compute: the originals, uncached."""
+    import importlib
+
+    for module, name in EXPENSIVE:
+        mod = importlib.import_module(module)
+        monkeypatch.setattr(mod, name, uncached(getattr(mod, name)))

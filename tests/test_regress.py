@@ -3,6 +3,7 @@ golden files, and a model change caught with a readable diff."""
 
 import json
 
+import numpy as np
 import pytest
 
 from explore import presets
@@ -27,13 +28,85 @@ def test_a_model_change_is_caught_with_a_readable_diff(cli, monkeypatch):
     assert "explore regress --update" in out
 
 
+def _perturbed_start(monkeypatch):
+    """Every local refinement of the fit starts half a grid cell away from its grid point."""
+    from explore.models import sd_fit
+    starts = sd_fit._shape_starts
+    lam_step = np.diff(sd_fit.LAM_BOUNDS)[0] / (sd_fit.SHAPE_GRID[0] - 1)
+    log_step = np.diff(sd_fit.LOG_S1_RANGE)[0] / (sd_fit.SHAPE_GRID[1] - 1)
+    monkeypatch.setattr(sd_fit, "_shape_starts", lambda *grid: [np.clip(
+        x + 0.5 * np.array([lam_step, log_step]),
+        [sd_fit.LAM_BOUNDS[0], sd_fit.LOG_S1_RANGE[0]],
+        [sd_fit.LAM_BOUNDS[1], sd_fit.LOG_S1_RANGE[1]]) for x in starts(*grid)])
+
+
+def _noisy_times(monkeypatch, scale):
+    """Every fit of measured times sees them multiplied by `scale(n)` (an array of n factors)."""
+    from explore.models import sd_fit
+    fit = sd_fit.fit_component
+    monkeypatch.setattr(sd_fit, "fit_component", lambda B, t, y, *a, **k: fit(
+        B, t, np.asarray(y) * scale(len(y)), *a, **k))
+
+
+@pytest.mark.parametrize("perturb", ["start", "noise"])
+def test_fit_presets_hold_from_another_start_or_with_noise(cli, fresh_validations, monkeypatch,
+                                                           perturb):
+    """The regression is robust: the fit preset passes when the fit starts elsewhere or the
+    data carry relative noise of 1e-12 (what another BLAS build or CPU does to a fit)."""
+    if perturb == "start":
+        _perturbed_start(monkeypatch)
+    else:
+        rng = np.random.default_rng(1)
+        _noisy_times(monkeypatch, lambda n: 1 + 1e-12 * rng.standard_normal(n))
+    code, out, _ = cli("regress", "--preset", "sd-validate")
+    assert code == 0 and "same   sd-validate" in out, out
+
+
+def test_a_one_percent_change_to_one_measurement_moves_the_fit(cli, fresh_validations,
+                                                                monkeypatch):
+    """...and still sharp on fit results: one measured time 1 % higher is caught."""
+    _noisy_times(monkeypatch, lambda n: np.where(np.arange(n) == 4, 1.01, 1.0))
+    code, out, _ = cli("regress", "--preset", "sd-validate")
+    assert code == 1 and "moved  sd-validate" in out
+    assert ".calibrated." in out and "->" in out
+
+
 def test_compare_rules():
-    from explore.cli.run import compare
-    assert compare({"a": 1.0, "elapsed_s": 3}, {"a": 1.0 + 1e-9, "elapsed_s": 9}, 1e-6) == []
-    assert compare({"a": 1.0}, {"a": 1.01}, 1e-6) == ["a: 1 -> 1.01 (+1.000%)"]
-    assert compare({"cfg": {"tp": 2}}, {"cfg": {"tp": 4}}, 1e-6) == ["cfg.tp: 2 -> 4"]
-    assert compare([1, 2], [1, 2, 3], 1e-6) == [": 2 items -> 3"]
-    assert compare({"x": "a"}, {"y": "a"}, 1e-6) == ['x: removed (was "a")', 'y: new ("a")']
+    from explore.cli.regress import compare
+    assert compare({"a": 1.0, "elapsed_s": 3}, {"a": 1.0 + 1e-12, "elapsed_s": 9}) == []
+    assert compare({"a": 1.0}, {"a": 1.000001}) == ["a: 1 -> 1 (+0.000%)"]   # closed form: tight
+    assert compare({"a": 1.0}, {"a": 1.01}) == ["a: 1 -> 1.01 (+1.000%)"]
+    assert compare({"cfg": {"tp": 2}}, {"cfg": {"tp": 4}}) == ["cfg.tp: 2 -> 4"]
+    assert compare([1, 2], [1, 2, 3]) == [": 2 items -> 3"]
+    assert compare({"x": "a"}, {"y": "a"}) == ['x: removed (was "a")', 'y: new ("a")']
+
+
+def test_fit_results_are_compared_at_the_solvers_agreement():
+    from explore.cli.regress import FITTED, compare
+    from explore.models.sd_fit import PREDICTION_RTOL
+    assert FITTED.rtol == 10 * PREDICTION_RTOL
+    near = 1.0 + 0.5 * FITTED.rtol
+    assert compare({"calibrated": {"err": 1.0}}, {"calibrated": {"err": near}}) == []
+    assert compare({"rows": [{"calibrated": 2.0}]}, {"rows": [{"calibrated": 2.0 * near}]}) == []
+    assert compare({"x": {"fitted_on": "3 rows", "error": 0.1}},
+                   {"x": {"fitted_on": "3 rows", "error": 0.1 * near}}) == []
+    assert compare({"calibrated": {"err": 1.0}}, {"calibrated": {"err": 1.001}}) != []
+    assert compare({"err": 1.0}, {"err": near}) != []        # outside a fit: closed form
+
+
+def test_fitted_parameters_compare_by_bound_range_and_bound():
+    from explore.cli.regress import compare
+
+    def param(value, at_bound="", lower=0.0, upper=1.0):
+        return {"calibrated": {"params": [{"name": "lam", "value": value, "lower": lower,
+                                           "upper": upper, "at_bound": at_bound}]}}
+    assert compare(param(0.5), param(0.5 + 5e-5)) == []          # 5e-5 of the range
+    assert compare(param(0.5), param(0.51)) == ["calibrated.params[0](lam): 0.5 -> 0.51"]
+    # on a bound: which bound is what counts, not the last digits of the value
+    assert compare(param(1e-13, "lower"), param(3e-13, "lower")) == []
+    assert compare(param(0.0, "lower"), param(0.2)) == \
+        ["calibrated.params[0](lam): on lower bound -> 0.2"]
+    assert compare(param(2.0, upper=None), param(2.0 * (1 + 5e-6), upper=None)) == []
 
 
 def test_run_preset_with_override(cli):

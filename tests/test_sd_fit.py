@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from explore import presets
+from explore.cli.output import write_yaml
 from explore.models import sd, sd_fit, sd_validate
 
 QWEN = presets.load("model", "qwen2-57b-a14b")
@@ -141,15 +142,15 @@ def test_fit_cli_writes_calibration_that_round_trips(cli, tmp_path):
 
 def test_calibration_for_another_model_is_refused(cli, tmp_path):
     y = tmp_path / "cal.yaml"
-    presets.write_yaml(y, {"mode": "component", "target": "mixtral-8x7b", "hardware": "h200",
+    write_yaml(y, {"mode": "component", "target": "mixtral-8x7b", "hardware": "h200",
                            "gpus": 1, "ridge_point": 206.0, "params": {"bias": 0.001}})
     code, _, err = cli("sd", "--calibration", str(y))
     assert code == 2 and "was fitted for mixtral-8x7b, not qwen2-57b-a14b" in err
-    presets.write_yaml(y, {"mode": "component", "target": "qwen2-57b-a14b", "hardware": "h200",
+    write_yaml(y, {"mode": "component", "target": "qwen2-57b-a14b", "hardware": "h200",
                            "gpus": 1, "ridge_point": 206.0, "params": {"bais": 0.001}})
     code, _, err = cli("sd", "--calibration", str(y))
     assert code == 2 and "unknown parameters: bais" in err
-    presets.write_yaml(y, {"mode": "component", "target": "qwen2-57b-a14b", "hardware": "h200",
+    write_yaml(y, {"mode": "component", "target": "qwen2-57b-a14b", "hardware": "h200",
                            "gpus": 1, "ridge_point": 206.0, "params": {}, "extra": 1})
     code, _, err = cli("sd", "--calibration", str(y))
     assert code == 2 and "unknown key 'extra'" in err

@@ -1,0 +1,69 @@
+"""Every file a command writes goes through one output helper (cli/output.py): a path that
+cannot be written is one `error:` line naming it, exit 2, no traceback (issue 10)."""
+
+from __future__ import annotations
+
+import pytest
+
+MISSING = "/proc/nope/x"          # a directory that cannot be created, even as root
+FULL = "/dev/full"                # writes fail: no space left on device
+
+SAVE_DIR_COMMANDS = [
+    ("chiplet", "run"),
+    ("chiplet", "search", "--grid", "4x4"),
+    ("sd", "--model", "qwen2-57b", "--gamma", "2", "--batch", "1-4"),
+    ("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4",
+     "--schedule", "1f1b"),
+]
+
+
+@pytest.fixture(scope="module")
+def stored_study(tmp_path_factory):
+    from explore.cli.app import main
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'runs.db'}"
+    assert main(["sd", "--model", "qwen2-57b", "--batch", "1-8", "--gamma", "2", "--search",
+                 "optuna", "--n-trials", "3", "--storage", url, "--study-name", "s",
+                 "--json"]) == 0
+    return url
+
+
+def _one_error_line(code, out, err, needle):
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", SAVE_DIR_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_save_dir_that_cannot_be_made(cli, args):
+    _one_error_line(*cli(*args, "--save-dir", MISSING), f"--save-dir {MISSING}: No such file")
+
+
+@pytest.mark.parametrize("args", SAVE_DIR_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_save_dir_that_is_a_file(cli, tmp_path, args):
+    f = tmp_path / "a-file"
+    f.write_text("")
+    _one_error_line(*cli(*args, "--save-dir", str(f)), "exists and is not a directory")
+
+
+@pytest.mark.parametrize("target,reason", [(MISSING + ".csv", "No such file or directory"),
+                                           (FULL, "No space left on device"),
+                                           ("/tmp", "Is a directory")])
+def test_study_export_to_an_unwritable_path(cli, stored_study, target, reason):
+    _one_error_line(*cli("study", "export", "--storage", stored_study, "--study-name", "s",
+                         "-o", target), f"cannot write {target}: {reason}")
+
+
+def test_timeline_and_op_list_files(cli):
+    base = ("pipeline", "timeline", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4",
+            "--schedule", "1f1b")
+    _one_error_line(*cli(*base, "--out", FULL), f"cannot write {FULL}")
+    _one_error_line(*cli(*base, "--ops", MISSING + ".csv"), f"cannot write {MISSING}.csv")
+
+
+def test_calibration_file(cli, tmp_path):
+    from explore import presets
+    data = presets.data_path("validation", "sd", "h200_qwen2_layer_times.csv")
+    _one_error_line(*cli("sd", "fit", str(data), "--model", "qwen2-57b", "--hardware", "h200",
+                         "--where", "model=qwen2-57b-a14b", "-o", FULL),
+                    f"cannot write {FULL}: No space left on device")
