@@ -23,16 +23,19 @@ def list_studies(storage: str = StorageArg,
 
     Example: explore study list --storage sqlite:///runs.db
     """
-    from explore.search.optuna_engine import study_names
+    from explore.search.optuna_engine import stored_record, study_names
 
     from .common import emit_json
     from .render import console, table
 
-    rows = [{"study_name": s.study_name, "trials": s.n_trials,
-             "explore_study": s.user_attrs.get("explore_study", "-"),
-             "objectives": s.user_attrs.get("objectives", []),
-             "started": s.datetime_start.isoformat(timespec="seconds")
-             if s.datetime_start else None} for s in study_names(storage)]
+    rows = []
+    for s in study_names(storage):
+        record = stored_record(s.user_attrs) or {}
+        rows.append({"study_name": s.study_name, "trials": s.n_trials,
+                     "explore_study": record.get("explore_study", "-"),
+                     "objectives": record.get("objectives", []),
+                     "started": s.datetime_start.isoformat(timespec="seconds")
+                     if s.datetime_start else None})
     if json_out:
         emit_json(rows)
         return

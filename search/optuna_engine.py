@@ -106,43 +106,73 @@ def make_storage(url: str | None):
             time.sleep(0.2 * (attempt + 1))
 
 
+RECORD_KEY = "explore"       # the one study attribute holding what a stored study searches
+RECORD_WAIT_S = 30.0         # how long a process that lost the creation race waits for it
+
+
 def open_study(study: Study, space: Space, objectives: tuple[Objective, ...],
                settings: SearchSettings):
-    """Create or resume an Optuna study; refuse to resume one built for another search."""
+    """Create or resume an Optuna study; refuse to resume one built for another search.
+
+    Creation is atomic for any number of processes starting together on one name: exactly one
+    creates the study (the storage's unique name decides) and writes the whole record in one
+    attribute; the others load it and wait for that record, then resume or refuse."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(settings.sampler, space, settings.seed, settings.n_trials)
     digest = fingerprint(study, space)
     name = settings.study_name or f"{study.name}-{digest}"
+    objective_names = [o.name for o in objectives]
+    record = {"explore_study": study.name, "fingerprint": digest, "space": space.describe(),
+              "objectives": objective_names,
+              "metrics": [{"name": m.name, "label": m.label, "unit": m.unit, "scale": m.scale,
+                           "fmt": m.fmt} for m in study.metrics],
+              "command": settings.command or ""}
     try:
-        ostudy = optuna.create_study(
-            storage=make_storage(settings.storage), sampler=sampler, study_name=name,
-            load_if_exists=True, directions=[o.direction for o in objectives])
-    except ValueError as e:   # e.g. directions differ from a stored study's
-        raise InputError(f"study {name!r} in {settings.storage}: {e}") from None
+        storage = make_storage(settings.storage)
+        try:
+            ostudy = optuna.create_study(storage=storage, sampler=sampler, study_name=name,
+                                         directions=[o.direction for o in objectives])
+            ostudy.set_user_attr(RECORD_KEY, record)
+            return ostudy
+        except optuna.exceptions.DuplicatedStudyError:
+            ostudy = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            stored = _wait_for_record(ostudy)
+    except InputError:
+        raise
     except Exception as e:    # unreachable database, bad URL, missing driver ...
         if type(e).__module__.split(".")[0] in ("sqlalchemy", "optuna", "psycopg"):
             raise storage_error(settings.storage, e) from None
         raise
-    attrs = ostudy.user_attrs
-    objective_names = [o.name for o in objectives]
-    if "fingerprint" not in attrs:
-        record = {"explore_study": study.name, "fingerprint": digest,
-                  "space": space.describe(), "objectives": objective_names,
-                  "metrics": [{"name": m.name, "label": m.label, "unit": m.unit,
-                               "scale": m.scale, "fmt": m.fmt} for m in study.metrics],
-                  "command": settings.command or ""}
-        for key, value in record.items():
-            ostudy.set_user_attr(key, value)
-    elif attrs["fingerprint"] != digest or attrs.get("objectives") != objective_names:
-        was = attrs.get("command") or ", ".join(
-            f"{p['name']} {p['values'][0]}..{p['values'][-1]}" for p in attrs.get("space", []))
+    if stored is None:        # its creator died before describing it: adopt it
+        ostudy.set_user_attr(RECORD_KEY, record)
+    elif stored.get("fingerprint") != digest or stored.get("objectives") != objective_names:
+        was = stored.get("command") or ", ".join(
+            f"{p['name']} {p['values'][0]}..{p['values'][-1]}" for p in stored.get("space", []))
         raise InputError(
             f"study {name!r} in {settings.storage} was created for another search ({was}; "
-            f"objectives {', '.join(attrs.get('objectives', []))}); rerun that search to "
+            f"objectives {', '.join(stored.get('objectives', []))}); rerun that search to "
             f"resume it, or give a new --study-name")
     return ostudy
+
+
+def stored_record(attrs: dict) -> dict | None:
+    """What explore recorded about a stored study (studies written before the record was one
+    attribute kept its keys at the top level)."""
+    if RECORD_KEY in attrs:
+        return attrs[RECORD_KEY]
+    return attrs if "fingerprint" in attrs else None
+
+
+def _wait_for_record(ostudy) -> dict | None:
+    """The record of a study another process has just created, once it is written."""
+    deadline = time.monotonic() + RECORD_WAIT_S
+    while True:
+        stored = stored_record(ostudy.user_attrs)
+        if stored is not None or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.05)
 
 
 def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
@@ -269,8 +299,8 @@ def load_stored(url: str, name: str):
         close = nearest(name, names) or names[:5]
         raise InputError(f"no study {name!r} in {url}; studies there: "
                          f"{', '.join(close) or 'none'}") from None
-    attrs = ostudy.user_attrs
-    if "space" not in attrs:
+    attrs = stored_record(ostudy.user_attrs)
+    if attrs is None:
         raise InputError(f"study {name!r} in {url} was not written by explore (no recorded "
                          f"search space); open it with optuna-dashboard instead")
     space = Space(tuple(Param(p["name"], tuple(p["values"]), unit=p.get("unit", ""))

@@ -71,6 +71,66 @@ def test_concurrent_workers_on_postgres(postgres_url):
     assert best["speedup"] <= final.value + 1e-12
 
 
+class _Toy:
+    """The smallest study the engine accepts; `tag` stands for its fixed inputs."""
+    name = "toy"
+    metrics = ()
+
+    def __init__(self, tag: str):
+        from explore.search.space import Param, Space
+        from explore.search.study import Objective
+        self.tag = tag
+        self.space = Space((Param("x", (1, 2, 3)),))
+        self.objectives = (Objective("y", "maximize"),)
+
+    def fingerprint(self) -> dict:
+        return {"tag": self.tag}
+
+
+def _open_together(url: str, name: str, tags: list[str]) -> list[str]:
+    """open_study from one thread per tag, all released at once: 'ok' or the error text."""
+    import threading
+
+    from explore.search.engine import SearchSettings
+    from explore.search.optuna_engine import open_study
+
+    barrier = threading.Barrier(len(tags))
+    outcome = [""] * len(tags)
+
+    def worker(i: int) -> None:
+        study = _Toy(tags[i])
+        settings = SearchSettings(engine="optuna", storage=url, study_name=name)
+        barrier.wait()
+        try:
+            open_study(study, study.space, study.objectives, settings)
+            outcome[i] = "ok"
+        except Exception as e:   # noqa: BLE001 - the test reports whatever happened
+            outcome[i] = f"{type(e).__name__}: {e}"
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(tags))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return outcome
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_searches_starting_together_create_one_study(backend, request, tmp_path):
+    """Creation is atomic: eight openers of one search all get the one study; two different
+    searches opened together never both run (the others are refused with the usual line)."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else \
+        f"sqlite:///{tmp_path / 'runs.db'}"
+    for attempt in range(3):       # a race shows up in some attempts, not all
+        same = _open_together(url, f"same-{uuid.uuid4().hex[:8]}", ["a"] * 8)
+        assert same == ["ok"] * 8, same
+        tags = ["a", "b"] * 4
+        mixed = _open_together(url, f"mixed-{uuid.uuid4().hex[:8]}", tags)
+        winners = {t for t, o in zip(tags, mixed) if o == "ok"}
+        assert len(winners) == 1, mixed
+        assert all("was created for another search" in o for o in mixed if o != "ok"), mixed
+
+
 def test_workers_flag_on_postgres(postgres_url):
     """`--workers 3` starts three processes itself and reports every trial they ran."""
     name = f"pgw-{uuid.uuid4().hex[:8]}"
