@@ -28,7 +28,7 @@ SEEDS = range(5)
 
 def sd_default():
     """`explore sd --model qwen2-57b` on its defaults."""
-    from explore.cli.sd import SdRequest, build
+    from explore.cli.studies.sd import SdRequest, build
     return (lambda: build(SdRequest())[1]), "speedup", ["sd", "--model", "qwen2-57b"]
 
 

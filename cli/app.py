@@ -1,7 +1,9 @@
 """The `explore` command: root options, subcommands, and the one place errors become exit codes.
 
-A user-caused error (ExploreError) prints one line to stderr and exits 2; with --debug (or
-EXPLORE_DEBUG=1) the traceback is shown instead."""
+Exit codes: 0 an answer; 1 a validation or regression check failed; 2 bad input (any other
+ExploreError: one line on stderr); 3 nothing in the space is feasible (InfeasibleError, whose
+line names the binding constraint); 130 interrupted. With --debug (or EXPLORE_DEBUG=1) the
+traceback is shown instead of the line."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Optional
 import typer
 
 from . import chiplet, pipeline, presets_cmd, regress, run, sd, study, validate
+
+EXIT_BAD_INPUT, EXIT_INFEASIBLE = 2, 3
 
 app = typer.Typer(
     name="explore",
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("EXPLORE_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
-    from explore.models.errors import ExploreError
+    from explore.models.errors import ExploreError, InfeasibleError
 
     from . import search_run
     search_run.ARGV, search_run.INTERRUPTED = argv, False
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_INFEASIBLE if isinstance(e, InfeasibleError) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         if debug:
             raise

@@ -6,12 +6,14 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Optional
 
 import typer
 
 from explore.models.errors import InputError
+
+from .options import option
 
 RANGE_HELP = "N, A-B, A-B:STEP, or a comma list of those (e.g. 1-8,16,32)"
 
@@ -72,19 +74,45 @@ def _clean(x: Any) -> Any:
     return x
 
 
+# ---- output options shared by every study --------------------------------------------------
+
+@dataclass
+class Output:
+    """Where the answer goes besides the terminal tables."""
+    PANEL: ClassVar[str] = "Output"
+    json: bool = option(False, "--json", help="print JSON instead of tables")
+    save_dir: Optional[str] = option(None, "--save-dir", help="also write result.json, the "
+                                     "tables as CSV (units in the headers) and PNG figures to "
+                                     "this directory")
+
+
 # ---- search options shared by every study --------------------------------------------------
+
+SEARCH_PANEL = "Search engine"
+
 
 @dataclass
 class SearchOptions:
-    search: str = "auto"
-    sampler: str = "tpe"
-    n_trials: int | None = None
-    timeout: float | None = None
-    seed: int | None = 0
-    storage: str | None = None
-    study_name: str | None = None
-    workers: int = 1
-    total_trials: int | None = None
+    """How to search: engine, sampler, budget, seed, storage and workers (every study)."""
+    PANEL: ClassVar[str] = SEARCH_PANEL
+    search: str = option("auto", "--search", help="auto: exhaustive sweep up to 10^5 points, "
+                         "else Optuna; or force exhaustive / optuna")
+    sampler: str = option("tpe", "--sampler", help="Optuna sampler: tpe, random, nsga2, grid")
+    n_trials: Optional[int] = option(None, "--n-trials", help="Optuna trials for this run",
+                                     default_text="200 unless --timeout")
+    timeout: Optional[float] = option(None, "--timeout", help="stop Optuna after this long",
+                                      unit="s")
+    seed: Optional[int] = option(0, "--seed", help="sampler seed (same inputs + seed = same "
+                                 "output)")
+    storage: Optional[str] = option(None, "--storage", help="Optuna storage URL to persist or "
+                                    "share the study (sqlite:///runs.db, postgresql://...)")
+    study_name: Optional[str] = option(None, "--study-name", help="name of the stored study",
+                                       default_text="derived from the study and its space")
+    workers: int = option(1, "--workers", help="run K worker processes on one shared storage "
+                          "(Optuna searches; the budget is split between them)")
+    total_trials: Optional[int] = option(None, "--total-trials", help="stop once the stored "
+                                         "study holds this many trials (a budget shared by "
+                                         "every run and worker)")
 
     def settings(self, command: str | None = None):
         from explore.models.errors import InputError
@@ -98,26 +126,14 @@ class SearchOptions:
                               command=command)
 
 
-SEARCH_PANEL = "Search engine"
-SearchOpt = typer.Option(
-    "auto", "--search", help="auto: exhaustive sweep up to 10^5 points, else Optuna; or force "
-    "exhaustive / optuna", rich_help_panel=SEARCH_PANEL)
-SamplerOpt = typer.Option("tpe", "--sampler", help="Optuna sampler: tpe, random, nsga2, grid",
-                          rich_help_panel=SEARCH_PANEL)
-NTrialsOpt = typer.Option(None, "--n-trials", help="Optuna trials for this run (default: 200 "
-                          "unless --timeout)", rich_help_panel=SEARCH_PANEL)
-TimeoutOpt = typer.Option(None, "--timeout", help="stop Optuna after this many seconds",
-                          rich_help_panel=SEARCH_PANEL)
-SeedOpt = typer.Option(0, "--seed", help="sampler seed (same inputs + seed = same output)",
-                       rich_help_panel=SEARCH_PANEL)
-StorageOpt = typer.Option(None, "--storage", help="Optuna storage URL to persist or share the "
-                          "study (sqlite:///runs.db, postgresql://...)",
-                          rich_help_panel=SEARCH_PANEL)
-StudyNameOpt = typer.Option(None, "--study-name", help="name of the stored study (default: "
-                            "derived from the study and its space)", rich_help_panel=SEARCH_PANEL)
-WorkersOpt = typer.Option(1, "--workers", help="run K worker processes on one shared storage "
-                          "(Optuna searches; the budget is split between them)",
-                          rich_help_panel=SEARCH_PANEL)
-TotalTrialsOpt = typer.Option(None, "--total-trials", help="stop once the stored study holds "
-                              "this many trials (a budget shared by every run and worker)",
-                              rich_help_panel=SEARCH_PANEL)
+def _legacy(name: str):
+    """A SearchOptions field as a plain typer.Option, for commands not yet using @uses."""
+    from .options import help_text
+    f = {f.name: f for f in fields(SearchOptions)}[name]
+    return typer.Option(f.default, *f.metadata["flags"], help=help_text(f, f.default),
+                        rich_help_panel=SEARCH_PANEL)
+
+
+SearchOpt, SamplerOpt, NTrialsOpt, TimeoutOpt, SeedOpt, StorageOpt, StudyNameOpt, WorkersOpt, \
+    TotalTrialsOpt = (_legacy(n) for n in ("search", "sampler", "n_trials", "timeout", "seed",
+                                           "storage", "study_name", "workers", "total_trials"))

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
-
 import typer
 
-from .common import (RANGE_HELP, NTrialsOpt, SamplerOpt, SearchOpt, SearchOptions, SeedOpt,
-                     StorageOpt, StudyNameOpt, TimeoutOpt, TotalTrialsOpt, WorkersOpt, emit_json)
-
-DEFAULT_MODEL = "qwen2-57b-a14b"
-DEFAULT_GPU = "h100-sxm"
-DEFAULT_BATCH = "1-100"
-DEFAULT_GAMMA = "1-8"
-FALLBACK_ACCEPTANCE = "generic-0.8"
-OBJECTIVE_ALIASES = {"speedup": "speedup", "throughput": "throughput", "latency": "latency_s",
-                     "te": "target_efficiency"}
+from .common import Output, SearchOptions, emit_json
+from .options import uses
+from .studies.sd import (SdHardware, SdReport, SdRequest, SdSpace, SdWorkload, build,
+                         objectives)
 
 app = typer.Typer(
     help="Speculative decoding for MoE inference (MoESD): speedup and target efficiency over "
@@ -25,154 +16,22 @@ app = typer.Typer(
     no_args_is_help=False)
 
 
-@dataclass
-class SdRequest:
-    """Flags (or a preset's keys) of `explore sd`, before defaults are filled in."""
-    model: str = DEFAULT_MODEL
-    draft: Optional[str] = None
-    hardware: Optional[str] = None
-    tp: Optional[int] = None
-    draft_tp: Optional[int] = None
-    alpha: Optional[float] = None
-    sigma: Optional[str] = None
-    acceptance: Optional[str] = None
-    batch: str = DEFAULT_BATCH
-    gamma: str = DEFAULT_GAMMA
-    ctx: int = 512
-    verify_tokens: str = "gamma+1"
-    overlap: str = "none"
-    routing_correlation: float = 0.0
-    objective: str = "speedup"
-    max_latency_ms: Optional[float] = None
-    dense: Optional[str] = None
-    calibration: Optional[str] = None
-    top: int = 5
-    search: SearchOptions = field(default_factory=SearchOptions)
-    plot: bool = True
-    save_dir: Optional[str] = None
-
-
-def build(req: SdRequest):
-    """Flags -> (setup, study, dense setup or None, notes on every default used)."""
-    from explore import presets
-    from explore.models import sd
-    from explore.models.errors import InputError
-    from explore.models.sd_study import SdSetup, SdStudy, smallest_tp
-
-    from .common import parse_int_range, parse_sigma
-
-    notes: list[str] = []
-    target = presets.load("model", req.model)
-    batches = parse_int_range(req.batch, "--batch")
-    gammas = parse_int_range(req.gamma, "--gamma")
-    if req.ctx < 0:
-        raise InputError(f"--ctx must be >= 0 tokens, got {req.ctx}")
-    if req.top < 1:
-        raise InputError(f"--top must be >= 1, got {req.top}")
-    pairing = None
-    if not presets.is_path(req.model) and target.name in presets.names("pairing"):
-        pairing = presets.load("pairing", target.name)
-
-    draft_name = req.draft or (pairing.draft if pairing else None)
-    if draft_name is None:
-        raise InputError(f"{target.name} has no usual draft preset; pass --draft NAME "
-                         f"(`explore presets list model`)")
-    draft = presets.load("model", draft_name)
-    if req.draft is None:
-        notes.append(f"draft {draft.name}: the usual draft of {target.name}")
-
-    given = [n for n, v in (("--alpha", req.alpha), ("--sigma", req.sigma),
-                            ("--acceptance", req.acceptance)) if v is not None]
-    if len(given) > 1:
-        raise InputError(f"give only one of {', '.join(given)}")
-    if req.alpha is not None:
-        alpha = sd.check_alpha(req.alpha)
-        acceptance = f"alpha = {alpha:g} (--alpha)"
-    elif req.sigma is not None:
-        sigma, at = parse_sigma(req.sigma, gammas)
-        alpha = float(sd.alpha_from_sigma(sigma, at))
-        acceptance = f"alpha = {alpha:.4f} from sigma {sigma:g} at gamma {at}"
-    else:
-        name = req.acceptance or (pairing.acceptance if pairing else FALLBACK_ACCEPTANCE)
-        preset = presets.load("acceptance", name)
-        alpha = preset.alpha
-        acceptance = f"{preset.name}: alpha = {alpha:g}"
-        if req.acceptance is None:
-            notes.append(f"acceptance {preset.name} (alpha {alpha:g}): "
-                         + ("the pairing's default" if pairing else "no measured rate for this "
-                            "pair; pass --alpha, --sigma or --acceptance"))
-
-    calibration = None
-    if req.calibration:
-        from explore.models.sd_fit import Calibration
-        calibration = presets.load_dataclass(Calibration, req.calibration)
-        if calibration.target != target.name:
-            raise InputError(f"{req.calibration} was fitted for {calibration.target}, not "
-                             f"{target.name}")
-        fitted_on = f"{req.calibration} was fitted on {calibration.gpus} x {calibration.hardware}"
-        if req.hardware and presets.load("gpu", req.hardware).name != calibration.hardware:
-            raise InputError(f"{fitted_on}; drop --hardware or refit")
-        if req.tp is not None and req.tp != calibration.gpus:
-            raise InputError(f"{fitted_on}; drop --tp or refit")
-
-    gpu = presets.load("gpu", req.hardware or (calibration.hardware if calibration
-                                               else DEFAULT_GPU))
-    if req.hardware is None and calibration is None:
-        notes.append(f"hardware {gpu.name}: default current GPU")
-    draft_tp = req.draft_tp or (pairing.draft_tp if pairing else 1)
-    if calibration is not None:
-        tp = calibration.gpus
-    elif req.tp is None:
-        tp = smallest_tp(target, draft, gpu, max(batches), req.ctx, max(gammas))
-        notes.append(f"tp {tp}: smallest TP degree whose GPUs hold weights + KV cache at batch "
-                     f"{max(batches)}, ctx {req.ctx}")
-    else:
-        tp = req.tp
-    if req.draft_tp is None:
-        notes.append(f"draft on {draft_tp} GPU (tensor parallel {draft_tp})")
-
-    def setup_for(model, tp_, cal=None):
-        return SdSetup(sd.Deployment(model, gpu, tp_), sd.Deployment(draft, gpu, draft_tp),
-                       alpha, req.ctx, req.verify_tokens, req.routing_correlation, req.overlap,
-                       max_latency_s=None if req.max_latency_ms is None
-                       else req.max_latency_ms * 1e-3, calibration=cal)
-
-    setup = setup_for(target, tp, calibration)
-    study = SdStudy(setup, batches, gammas)
-    dense = None
-    if req.dense:
-        dense_model = presets.load("model", req.dense)
-        dense = setup_for(dense_model, smallest_tp(dense_model, draft, gpu, max(batches),
-                                                   req.ctx, max(gammas)))
-    info = {"target": target.name, "draft": draft.name, "hardware": gpu.name, "tp": tp,
-            "draft_tp": draft_tp, "alpha": alpha, "acceptance": acceptance, "ctx": req.ctx,
-            "verify_tokens": req.verify_tokens, "overlap": req.overlap,
-            "routing_correlation": req.routing_correlation, "batch": req.batch,
-            "gamma": req.gamma, "calibration": req.calibration}
-    return setup, study, dense, notes, info
-
-
 def run(req: SdRequest) -> dict:
     """Build, search and report: the JSON-ready result of `explore sd`."""
-    from explore.models.errors import InputError
+    from explore.models.errors import InfeasibleError
     from explore.models.sd_study import report
 
     from .search_run import run_search
 
-    objectives = []
-    for name in req.objective.split(","):
-        if name.strip() not in OBJECTIVE_ALIASES:
-            raise InputError(f"--objective {req.objective!r}: choose from "
-                             f"{', '.join(OBJECTIVE_ALIASES)} (or a comma list of them)")
-        objectives.append(OBJECTIVE_ALIASES[name.strip()])
+    names = objectives(req.space.objective)
     setup, study, dense, notes, info = build(req)
-    result = run_search(study, objectives, req.search)
+    result = run_search(study, names, req.search)
     ranked = result.ranked()
     if not len(ranked):
         reasons = sorted({r for r in result.reasons if r})
-        raise InputError("no feasible (batch, gamma) point: " + "; ".join(reasons[:3]))
-    top = [result.row(i) for i in ranked[: req.top]]
-    out = {"study": "sd", "setup": info, "defaults": notes, "objective": ",".join(objectives),
+        raise InfeasibleError("no feasible (batch, gamma) point: " + "; ".join(reasons[:3]))
+    top = [result.row(i) for i in ranked[: req.report.top]]
+    out = {"study": "sd", "setup": info, "defaults": notes, "objective": ",".join(names),
            "search": {"engine": result.engine, "evaluated": result.n,
                       "space_size": result.space_size, "infeasible": int((~result.feasible).sum()),
                       "elapsed_s": result.elapsed_s, "interrupted": result.interrupted,
@@ -182,75 +41,24 @@ def run(req: SdRequest) -> dict:
 
 
 @app.callback(invoke_without_command=True)
-def sd_command(
-    ctx: typer.Context,
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="target model preset or a "
-                              "Hugging Face config.json path"),
-    draft: Optional[str] = typer.Option(None, "--draft", help="draft model preset (default: the "
-                                        "target's usual draft)"),
-    hardware: Optional[str] = typer.Option(None, "--hardware", "--gpu", help=f"GPU preset "
-                                           f"(default: {DEFAULT_GPU})"),
-    tp: Optional[int] = typer.Option(None, "--tp", help="tensor-parallel GPUs for the target "
-                                     "(default: the smallest that holds weights + KV cache)"),
-    draft_tp: Optional[int] = typer.Option(None, "--draft-tp", help="GPUs for the draft "
-                                           "(default: 1)"),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="per-token acceptance "
-                                          "probability in [0, 1)"),
-    sigma: Optional[str] = typer.Option(None, "--sigma", help="measured sigma = tokens per "
-                                        "round / (gamma+1); write 0.91@4 for sigma at gamma 4"),
-    acceptance: Optional[str] = typer.Option(None, "--acceptance", help="acceptance preset "
-                                             "(default: the pairing's)"),
-    batch: str = typer.Option(DEFAULT_BATCH, "--batch", "-b", help=f"batch sizes: {RANGE_HELP}"),
-    gamma: str = typer.Option(DEFAULT_GAMMA, "--gamma", "-g", help=f"draft lengths: "
-                              f"{RANGE_HELP}"),
-    context: int = typer.Option(512, "--ctx", help="KV-cache length per sequence (tokens)"),
-    verify_tokens: str = typer.Option("gamma+1", "--verify-tokens", help="positions scored in "
-                                      "verification: gamma+1 (real engines) or gamma (paper)"),
-    overlap: str = typer.Option("none", "--overlap", help="roofline per GEMM group: none "
-                                "(memory + compute add) or max (they overlap)"),
-    routing_correlation: float = typer.Option(0.0, "--routing-correlation", help="fraction of "
-                                              "a sequence's consecutive tokens that reuse "
-                                              "experts (0 = i.i.d., the paper)"),
-    objective: str = typer.Option("speedup", "--objective", help="speedup, throughput, latency "
-                                  "or te (target efficiency); a comma list searches their "
-                                  "Pareto set, the first ranks it"),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="constraint: "
-                                                   "time per generated token with SD (ms)"),
-    dense: Optional[str] = typer.Option(None, "--dense", help="also evaluate this dense model "
-                                        "(e.g. qwen2-7b) for comparison"),
-    calibration: Optional[str] = typer.Option(None, "--calibration", help="calibration YAML from "
-                                              "`explore sd fit`: use the fitted model"),
-    top: int = typer.Option(5, "--top", help="rows in the ranking table"),
-    plot: bool = typer.Option(True, "--plot/--no-plot", help="terminal plot of speedup over "
-                              "batch size per draft length"),
-    save_dir: Optional[str] = typer.Option(None, "--save-dir", help="also write result.json, "
-                                           "grid.csv, top.csv, breakdown.csv and PNG figures "
-                                           "here"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
-    search: str = SearchOpt, sampler: str = SamplerOpt, n_trials: Optional[int] = NTrialsOpt,
-    timeout: Optional[float] = TimeoutOpt, seed: Optional[int] = SeedOpt,
-    storage: Optional[str] = StorageOpt, study_name: Optional[str] = StudyNameOpt,
-    workers: int = WorkersOpt, total_trials: Optional[int] = TotalTrialsOpt,
-) -> None:
+@uses(work=SdWorkload, hw=SdHardware, space=SdSpace, search=SearchOptions, report=SdReport,
+      output=Output)
+def sd_command(ctx: typer.Context, work: SdWorkload, hw: SdHardware, space: SdSpace,
+               search: SearchOptions, report: SdReport, output: Output) -> None:
     """Best batch size and draft length for speculative decoding, with the why."""
     if ctx.invoked_subcommand:
         return
-    req = SdRequest(model, draft, hardware, tp, draft_tp, alpha, sigma, acceptance, batch, gamma,
-                    context, verify_tokens, overlap, routing_correlation, objective,
-                    max_latency_ms, dense, calibration, top,
-                    SearchOptions(search, sampler, n_trials, timeout, seed, storage, study_name,
-                                  workers, total_trials), plot, save_dir)
-    out = run(req)
-    if save_dir:
-        save(out, save_dir)
-    if json_out:
+    out = run(SdRequest(work, hw, space, search, report))
+    if output.save_dir:
+        save(out, output.save_dir)
+    if output.json:
         emit_json(out)
     else:
-        render(out, plot)
-        if save_dir:
+        render(out, report.plot)
+        if output.save_dir:
             from .render import console
             console().print(f"[dim]saved result.json, grid.csv, top.csv, breakdown.csv, "
-                            f"speedup_vs_batch.png, te_vs_batch.png to {save_dir}[/]")
+                            f"speedup_vs_batch.png, te_vs_batch.png to {output.save_dir}[/]")
 
 
 # ---- rendering ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The project's own error types: what a user can cause, as opposed to bugs.
 
-The CLI prints one line for any ExploreError and exits with code 2; a traceback only with --debug.
+The CLI prints one line for any ExploreError and exits with code 2, or 3 for an InfeasibleError
+(nothing in the space can run); a traceback only with --debug.
 """
 
 
@@ -17,4 +18,4 @@ class InputError(ExploreError):
 
 
 class InfeasibleError(ExploreError):
-    """A configuration that cannot run; the message names the constraint that fails."""
+    """Nothing asked for can run (exit code 3); the message names the constraint that binds."""

@@ -82,7 +82,7 @@ def test_terms_add_up_to_total():
 def test_engines_agree_on_default_space():
     """Exhaustive sweep and Optuna TPE find the same best (batch, gamma) of `explore sd`'s
     default space (qwen2-57b on its default deployment)."""
-    from explore.cli.sd import SdRequest, build
+    from explore.cli.studies.sd import SdRequest, build
     from explore.search.engine import SearchSettings, run
 
     setup, study, *_ = build(SdRequest())

@@ -1,0 +1,103 @@
+"""Option groups: every command-line flag is declared once, as a field of a dataclass.
+
+A group (Workload, Hardware, Parallelism, Policy, Search, Output, ...) is a dataclass whose
+fields carry their flag names, help, unit and help panel (`option(...)`). `@uses(name=Group)`
+injects the group's flags into a Typer command and hands the command a typed `Group` instance
+instead of loose arguments; a group used by several commands is declared once, so a flag has
+one name, one help text and one default everywhere (Vidur's idea, in Typer).
+
+A command that needs other defaults for some fields (for example "None: the fixture's value")
+passes them with `Use(Group, field=default, ...)`; the help text says "(default: ...)" when
+`default_text` is set on the field and the default is None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from typing import Any, Callable
+
+# Typer is imported where commands are built, so request modules that only declare groups (and
+# the tests and benchmarks that build studies from them) do not import it.
+
+
+def option(default: Any, *flags: str, help: str, unit: str = "",
+           default_text: str = "", panel: str = "") -> Any:
+    """A dataclass field that is also a command-line option."""
+    return dataclasses.field(default=default, metadata={
+        "flags": flags, "help": help, "unit": unit, "default_text": default_text,
+        "panel": panel})
+
+
+@dataclasses.dataclass(frozen=True)
+class Use:
+    """A group with some defaults changed for one command."""
+    group: type
+    defaults: dict[str, Any]
+
+    def __init__(self, group: type, **defaults: Any) -> None:
+        object.__setattr__(self, "group", group)
+        object.__setattr__(self, "defaults", defaults)
+        unknown = set(defaults) - {f.name for f in dataclasses.fields(group)}
+        if unknown:
+            raise TypeError(f"{group.__name__} has no field {sorted(unknown)[0]!r}")
+
+
+def help_text(f: dataclasses.Field, default: Any) -> str:
+    """Help with the unit in brackets-free words and, for a None default, what None means."""
+    meta = f.metadata
+    text = meta["help"] + (f" ({meta['unit']})" if meta["unit"] else "")
+    if default is None and meta["default_text"]:
+        text += f" (default: {meta['default_text']})"
+    return text
+
+
+def flags_of(group: type) -> dict[str, tuple[str, ...]]:
+    """field name -> its flags, for the options a group declares."""
+    return {f.name: f.metadata["flags"] for f in dataclasses.fields(group) if f.metadata}
+
+
+def _params(prefix: str, spec: type | Use) -> list[inspect.Parameter]:
+    import typer
+
+    group, defaults = (spec.group, spec.defaults) if isinstance(spec, Use) else (spec, {})
+    hints = typing.get_type_hints(group)
+    panel = getattr(group, "PANEL", None)
+    out = []
+    for f in dataclasses.fields(group):
+        if not f.metadata:
+            continue
+        default = defaults.get(f.name, f.default)
+        opt = typer.Option(default, *f.metadata["flags"], help=help_text(f, default),
+                           rich_help_panel=f.metadata["panel"] or panel)
+        out.append(inspect.Parameter(f"{prefix}__{f.name}", inspect.Parameter.KEYWORD_ONLY,
+                                     default=opt, annotation=hints[f.name]))
+    return out
+
+
+def uses(**groups: type | Use) -> Callable:
+    """Decorate a Typer command: its parameters named after `groups` receive typed group
+    objects built from the groups' flags."""
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for n, p in sig.parameters.items() if n not in groups]
+        injected = [p for name, spec in groups.items() for p in _params(name, spec)]
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            for name, spec in groups.items():
+                group = spec.group if isinstance(spec, Use) else spec
+                values = {f.name: kwargs.pop(f"{name}__{f.name}")
+                          for f in dataclasses.fields(group) if f.metadata}
+                kwargs[name] = group(**values)
+            return fn(*args, **kwargs)
+
+        params = own + injected
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+    return decorate

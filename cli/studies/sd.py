@@ -1,0 +1,203 @@
+"""`explore sd`: its option groups, the request they form, and the study built from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+from ..common import RANGE_HELP, SearchOptions
+from ..options import option
+
+DEFAULT_MODEL = "qwen2-57b-a14b"
+DEFAULT_GPU = "h100-sxm"
+DEFAULT_BATCH = "1-100"
+DEFAULT_GAMMA = "1-8"
+FALLBACK_ACCEPTANCE = "generic-0.8"
+OBJECTIVE_ALIASES = {"speedup": "speedup", "throughput": "throughput", "latency": "latency_s",
+                     "te": "target_efficiency"}
+
+
+@dataclass
+class SdWorkload:
+    """What is served: target and draft, acceptance, context, verification."""
+    PANEL: ClassVar[str] = "Workload"
+    model: str = option(DEFAULT_MODEL, "--model", "-m", help="target model preset or a "
+                        "Hugging Face config.json path")
+    draft: Optional[str] = option(None, "--draft", help="draft model preset",
+                                  default_text="the target's usual draft")
+    alpha: Optional[float] = option(None, "--alpha", help="per-token acceptance probability "
+                                    "in [0, 1)")
+    sigma: Optional[str] = option(None, "--sigma", help="measured sigma = tokens per round / "
+                                  "(gamma+1); write 0.91@4 for sigma at gamma 4")
+    acceptance: Optional[str] = option(None, "--acceptance", help="acceptance preset",
+                                       default_text="the pairing's")
+    ctx: int = option(512, "--ctx", help="KV-cache length per sequence", unit="tokens")
+    verify_tokens: str = option("gamma+1", "--verify-tokens", help="positions scored in "
+                                "verification: gamma+1 (real engines) or gamma (paper)")
+    routing_correlation: float = option(0.0, "--routing-correlation", help="fraction of a "
+                                        "sequence's consecutive tokens that reuse experts "
+                                        "(0 = i.i.d., the paper)")
+    dense: Optional[str] = option(None, "--dense", help="also evaluate this dense model (e.g. "
+                                  "qwen2-7b) for comparison")
+    calibration: Optional[str] = option(None, "--calibration", help="calibration YAML from "
+                                        "`explore sd fit`: use the fitted model")
+
+
+@dataclass
+class SdHardware:
+    """Where it runs."""
+    PANEL: ClassVar[str] = "Hardware"
+    hardware: Optional[str] = option(None, "--hardware", "--gpu", help="GPU preset",
+                                     default_text=DEFAULT_GPU)
+    tp: Optional[int] = option(None, "--tp", help="tensor-parallel GPUs for the target",
+                               default_text="the smallest that holds weights + KV cache")
+    draft_tp: Optional[int] = option(None, "--draft-tp", help="GPUs for the draft",
+                                     default_text="1")
+    overlap: str = option("none", "--overlap", help="roofline per GEMM group: none (memory + "
+                          "compute add) or max (they overlap)")
+
+
+@dataclass
+class SdSpace:
+    """What is searched and for what."""
+    PANEL: ClassVar[str] = "Search space"
+    batch: str = option(DEFAULT_BATCH, "--batch", "-b", help=f"batch sizes: {RANGE_HELP}")
+    gamma: str = option(DEFAULT_GAMMA, "--gamma", "-g", help=f"draft lengths: {RANGE_HELP}")
+    objective: str = option("speedup", "--objective", help="speedup, throughput, latency or te "
+                            "(target efficiency); a comma list searches their Pareto set, the "
+                            "first ranks it")
+    max_latency_ms: Optional[float] = option(None, "--max-latency-ms", help="constraint: time "
+                                             "per generated token with SD", unit="ms")
+
+
+@dataclass
+class SdReport:
+    """What the tables show."""
+    PANEL: ClassVar[str] = "Output"
+    top: int = option(5, "--top", help="rows in the ranking table")
+    plot: bool = option(True, "--plot/--no-plot", help="terminal plot of speedup over batch "
+                        "size per draft length")
+
+
+@dataclass
+class SdRequest:
+    """Everything `explore sd` is asked, before defaults are filled in."""
+    work: SdWorkload = field(default_factory=SdWorkload)
+    hw: SdHardware = field(default_factory=SdHardware)
+    space: SdSpace = field(default_factory=SdSpace)
+    search: SearchOptions = field(default_factory=SearchOptions)
+    report: SdReport = field(default_factory=SdReport)
+
+
+def build(req: SdRequest):
+    """Flags -> (setup, study, dense setup or None, notes on every default used, setup info)."""
+    from explore import presets
+    from explore.models import sd
+    from explore.models.errors import InputError
+    from explore.models.sd_study import SdSetup, SdStudy, smallest_tp
+
+    from ..common import parse_int_range, parse_sigma
+
+    w, h, sp = req.work, req.hw, req.space
+    notes: list[str] = []
+    target = presets.load("model", w.model)
+    batches = parse_int_range(sp.batch, "--batch")
+    gammas = parse_int_range(sp.gamma, "--gamma")
+    if w.ctx < 0:
+        raise InputError(f"--ctx must be >= 0 tokens, got {w.ctx}")
+    if req.report.top < 1:
+        raise InputError(f"--top must be >= 1, got {req.report.top}")
+    pairing = None
+    if not presets.is_path(w.model) and target.name in presets.names("pairing"):
+        pairing = presets.load("pairing", target.name)
+
+    draft_name = w.draft or (pairing.draft if pairing else None)
+    if draft_name is None:
+        raise InputError(f"{target.name} has no usual draft preset; pass --draft NAME "
+                         f"(`explore presets list model`)")
+    draft = presets.load("model", draft_name)
+    if w.draft is None:
+        notes.append(f"draft {draft.name}: the usual draft of {target.name}")
+
+    given = [n for n, v in (("--alpha", w.alpha), ("--sigma", w.sigma),
+                            ("--acceptance", w.acceptance)) if v is not None]
+    if len(given) > 1:
+        raise InputError(f"give only one of {', '.join(given)}")
+    if w.alpha is not None:
+        alpha = sd.check_alpha(w.alpha)
+        acceptance = f"alpha = {alpha:g} (--alpha)"
+    elif w.sigma is not None:
+        sigma, at = parse_sigma(w.sigma, gammas)
+        alpha = float(sd.alpha_from_sigma(sigma, at))
+        acceptance = f"alpha = {alpha:.4f} from sigma {sigma:g} at gamma {at}"
+    else:
+        name = w.acceptance or (pairing.acceptance if pairing else FALLBACK_ACCEPTANCE)
+        preset = presets.load("acceptance", name)
+        alpha = preset.alpha
+        acceptance = f"{preset.name}: alpha = {alpha:g}"
+        if w.acceptance is None:
+            notes.append(f"acceptance {preset.name} (alpha {alpha:g}): "
+                         + ("the pairing's default" if pairing else "no measured rate for this "
+                            "pair; pass --alpha, --sigma or --acceptance"))
+
+    calibration = None
+    if w.calibration:
+        from explore.models.sd_fit import Calibration
+        calibration = presets.load_dataclass(Calibration, w.calibration)
+        if calibration.target != target.name:
+            raise InputError(f"{w.calibration} was fitted for {calibration.target}, not "
+                             f"{target.name}")
+        fitted_on = f"{w.calibration} was fitted on {calibration.gpus} x {calibration.hardware}"
+        if h.hardware and presets.load("gpu", h.hardware).name != calibration.hardware:
+            raise InputError(f"{fitted_on}; drop --hardware or refit")
+        if h.tp is not None and h.tp != calibration.gpus:
+            raise InputError(f"{fitted_on}; drop --tp or refit")
+
+    gpu = presets.load("gpu", h.hardware or (calibration.hardware if calibration
+                                             else DEFAULT_GPU))
+    if h.hardware is None and calibration is None:
+        notes.append(f"hardware {gpu.name}: default current GPU")
+    draft_tp = h.draft_tp or (pairing.draft_tp if pairing else 1)
+    if calibration is not None:
+        tp = calibration.gpus
+    elif h.tp is None:
+        tp = smallest_tp(target, draft, gpu, max(batches), w.ctx, max(gammas))
+        notes.append(f"tp {tp}: smallest TP degree whose GPUs hold weights + KV cache at batch "
+                     f"{max(batches)}, ctx {w.ctx}")
+    else:
+        tp = h.tp
+    if h.draft_tp is None:
+        notes.append(f"draft on {draft_tp} GPU (tensor parallel {draft_tp})")
+
+    def setup_for(model, tp_, cal=None):
+        return SdSetup(sd.Deployment(model, gpu, tp_), sd.Deployment(draft, gpu, draft_tp),
+                       alpha, w.ctx, w.verify_tokens, w.routing_correlation, h.overlap,
+                       max_latency_s=None if sp.max_latency_ms is None
+                       else sp.max_latency_ms * 1e-3, calibration=cal)
+
+    setup = setup_for(target, tp, calibration)
+    study = SdStudy(setup, batches, gammas)
+    dense = None
+    if w.dense:
+        dense_model = presets.load("model", w.dense)
+        dense = setup_for(dense_model, smallest_tp(dense_model, draft, gpu, max(batches),
+                                                   w.ctx, max(gammas)))
+    info = {"target": target.name, "draft": draft.name, "hardware": gpu.name, "tp": tp,
+            "draft_tp": draft_tp, "alpha": alpha, "acceptance": acceptance, "ctx": w.ctx,
+            "verify_tokens": w.verify_tokens, "overlap": h.overlap,
+            "routing_correlation": w.routing_correlation, "batch": sp.batch,
+            "gamma": sp.gamma, "calibration": w.calibration}
+    return setup, study, dense, notes, info
+
+
+def objectives(text: str) -> list[str]:
+    """--objective aliases -> metric names."""
+    from explore.models.errors import InputError
+
+    out = []
+    for name in text.split(","):
+        if name.strip() not in OBJECTIVE_ALIASES:
+            raise InputError(f"--objective {text!r}: choose from {', '.join(OBJECTIVE_ALIASES)} "
+                             f"(or a comma list of them)")
+        out.append(OBJECTIVE_ALIASES[name.strip()])
+    return out
