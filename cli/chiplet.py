@@ -308,7 +308,7 @@ def _objectives(text: str) -> list[str]:
 
 def _search_summary(result) -> dict:
     return {"engine": result.engine, "evaluated": result.n, "space_size": result.space_size,
-            "feasible": int(result.feasible.sum()), "infeasible": int((~result.feasible).sum()),
+            "feasible": int(result.feasible.sum()), "infeasible": result.counts()["infeasible"],
             "elapsed_s": result.elapsed_s, "interrupted": result.interrupted}
 
 

@@ -33,7 +33,7 @@ def run(req: SdRequest) -> dict:
     top = [result.row(i) for i in ranked[: req.report.top]]
     out = {"study": "sd", "setup": info, "defaults": notes, "objective": ",".join(names),
            "search": {"engine": result.engine, "evaluated": result.n,
-                      "space_size": result.space_size, "infeasible": int((~result.feasible).sum()),
+                      "space_size": result.space_size, "infeasible": result.counts()["infeasible"],
                       "elapsed_s": result.elapsed_s, "interrupted": result.interrupted,
                       "study_name": result.study_name, "storage": req.search.storage}}
     out.update(report(setup, study, result.point(ranked[0]), top, dense))

@@ -62,10 +62,20 @@ class SearchResult:
     elapsed_s: float
     interrupted: bool = False
     study_name: str | None = None    # the Optuna study, when one was used
+    status: np.ndarray | None = None  # ok / infeasible / pruned / redundant (search.study)
+
+    def __post_init__(self) -> None:
+        if self.status is None:
+            self.status = np.where(self.feasible, "ok", "infeasible").astype(object)
 
     @property
     def n(self) -> int:
         return len(self.feasible)
+
+    def counts(self) -> dict[str, int]:
+        """How many evaluated points had each status."""
+        from .study import STATUSES
+        return {s: int(np.sum(self.status == s)) for s in STATUSES}
 
     def score(self, objective: Objective) -> np.ndarray:
         """Objective values turned into 'lower is better', infeasible and non-finite = +inf."""
@@ -110,6 +120,7 @@ class SearchResult:
         out = self.point(i)
         out.update({m: float(v[i]) for m, v in self.metrics.items()})
         out["feasible"] = bool(self.feasible[i])
+        out["status"] = str(self.status[i])
         if self.reasons[i]:
             out["reason"] = self.reasons[i]
         return out
@@ -189,9 +200,10 @@ def _exhaustive(study: Study, space: Space, objectives: tuple[Objective, ...],
     metric_names = list(parts[0][1].metrics) if parts else []
     metrics = {m: np.concatenate([np.asarray(e.metrics[m], dtype=float) for _, e in parts])
                for m in metric_names}
-    oks = [e.feasible for _, e in parts]       # a property: compute once per part
-    feasible = np.concatenate(oks) if parts else np.zeros(0, bool)
-    reasons = [e.reason(i) if not ok[i] else "" for (_, e), ok in zip(parts, oks)
-               for i in range(len(ok))]
-    return SearchResult(study.name, "exhaustive", objectives, params, metrics, feasible, reasons,
-                        space.size, time.perf_counter() - start, interrupted)
+    statuses = [e.status for _, e in parts]    # a property: compute once per part
+    status = np.concatenate(statuses) if parts else np.zeros(0, dtype=object)
+    reasons = [e.reason(i) if st[i] != "ok" else "" for (_, e), st in zip(parts, statuses)
+               for i in range(len(st))]
+    return SearchResult(study.name, "exhaustive", objectives, params, metrics, status == "ok",
+                        reasons, space.size, time.perf_counter() - start, interrupted,
+                        status=status)

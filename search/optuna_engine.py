@@ -193,8 +193,13 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
             metrics = {m: float(np.asarray(v, dtype=float)[0]) for m, v in ev.metrics.items()}
             violations = {c: float(np.asarray(v, dtype=float)[0])
                           for c, v in ev.violations.items()}
-            cache[key] = (metrics, violations, "" if ev.feasible[0] else ev.reason(0))
-        metrics, violations, reason = cache[key]
+            status = str(ev.status[0])
+            cache[key] = (metrics, violations, status, "" if status == "ok" else ev.reason(0))
+        metrics, violations, status, reason = cache[key]
+        if status in ("pruned", "redundant"):   # not evaluated: no metrics, no constraints
+            trial.set_user_attr("status", status)
+            trial.set_user_attr("reason", reason)
+            raise optuna.TrialPruned(reason)
         for name, value in violations.items():
             trial.set_constraint(name, value)
         # one attribute for all metrics: one storage write per trial, not one per metric
@@ -252,16 +257,19 @@ def collect(study_name: str, ostudy, space: Space,
     """Every completed trial of an Optuna study as a SearchResult."""
     import optuna
 
-    trials = ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    states = optuna.trial.TrialState
+    trials = ostudy.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED))
     params = {p.name: np.asarray([t.params[p.name] for t in trials]) for p in space.params}
-    metric_names = list(trials[0].user_attrs.get("metrics", {})) if trials else []
+    complete = [t for t in trials if t.state == states.COMPLETE]
+    metric_names = list(complete[0].user_attrs.get("metrics", {})) if complete else []
     metrics = {m: np.asarray([_metric(t, m) for t in trials], dtype=float)
                for m in metric_names}
-    feasible = np.asarray([all(c <= 0 for c in (t.constraints or {}).values()) for t in trials],
-                          dtype=bool)
+    status = np.asarray([t.user_attrs.get("status", "pruned") if t.state == states.PRUNED
+                         else "ok" if all(c <= 0 for c in (t.constraints or {}).values())
+                         else "infeasible" for t in trials], dtype=object)
     reasons = [t.user_attrs.get("reason", "") for t in trials]
-    return SearchResult(study_name, "optuna", objectives, params, metrics, feasible, reasons,
-                        space.size, 0.0, study_name=ostudy.study_name)
+    return SearchResult(study_name, "optuna", objectives, params, metrics, status == "ok",
+                        reasons, space.size, 0.0, study_name=ostudy.study_name, status=status)
 
 
 def _metric(trial, name: str) -> float:

@@ -40,21 +40,39 @@ class Metric:
         return format(value * self.scale, self.fmt)
 
 
+STATUSES = ("ok", "infeasible", "pruned", "redundant")
+
+
 @dataclass
 class Evaluation:
     """Vectorised results for n points: every reported metric, and per constraint the amount by
-    which it is violated (> 0 violated, <= 0 satisfied). `reasons` may explain infeasible points."""
+    which it is violated (> 0 violated, <= 0 satisfied). `reasons` may explain infeasible points.
+
+    A study may also `skip` points it did not evaluate: "pruned" (a bound shows it cannot beat
+    the best found) or "redundant" (it equals another point); "" for the rest. Skipped points
+    are neither feasible nor infeasible: they have no metrics, and Optuna sees them as pruned
+    trials, not as constraint violations."""
     metrics: dict[str, np.ndarray]
     violations: dict[str, np.ndarray] = field(default_factory=dict)
     reasons: np.ndarray | None = None
+    skipped: np.ndarray | None = None
 
     @property
-    def feasible(self) -> np.ndarray:
+    def status(self) -> np.ndarray:
+        """ok, infeasible (a constraint is violated), pruned or redundant, per point."""
         n = len(next(iter(self.metrics.values())))
         ok = np.ones(n, dtype=bool)
         for v in self.violations.values():
             ok &= np.asarray(v) <= 0
-        return ok
+        out = np.where(ok, "ok", "infeasible").astype(object)
+        if self.skipped is not None:
+            skip = np.asarray(self.skipped, dtype=object)
+            out = np.where(skip != "", skip, out)
+        return out
+
+    @property
+    def feasible(self) -> np.ndarray:
+        return self.status == "ok"
 
     def reason(self, i: int) -> str:
         if self.reasons is not None and self.reasons[i]:

@@ -60,3 +60,48 @@ def test_space_enumeration_and_signature():
     assert cols["x"][:2].tolist() == [0, 0] and cols["y"][12] == 0 and cols["x"][12] == 1
     assert s.signature() != Space((Param("x", tuple(range(31))),
                                    Param("y", tuple(range(12))))).signature()
+
+
+class Skipping(Toy):
+    """Toy that does not evaluate odd y (redundant with y - 1) nor x > 20 (pruned)."""
+
+    def evaluate(self, p):
+        ev = super().evaluate(p)
+        x, y = p["x"], p["y"]
+        ev.skipped = np.where(y % 2 == 1, "redundant", np.where(x > 20, "pruned", ""))
+        for m in ev.metrics.values():
+            m[ev.skipped != ""] = np.nan
+        return ev
+
+
+def _expected_counts():
+    counts = dict.fromkeys(("ok", "infeasible", "pruned", "redundant"), 0)
+    for x in range(30):
+        for y in range(12):
+            status = "redundant" if y % 2 else "pruned" if x > 20 else \
+                "infeasible" if x + y > 25 else "ok"
+            counts[status] += 1
+    return counts
+
+
+def test_statuses_are_honest_in_the_exhaustive_sweep():
+    """Pruned and redundant points are neither feasible nor infeasible (issue 11)."""
+    r = run(Skipping(), ["f"], SearchSettings(engine="exhaustive"))
+    assert r.counts() == _expected_counts()
+    assert r.point(r.best) == {"x": 17, "y": 4}
+    assert r.row(r.best)["status"] == "ok"
+
+
+def test_optuna_sees_skipped_points_as_pruned_trials(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    r = run(Skipping(), ["f"], SearchSettings(engine="optuna", sampler="random", n_trials=80,
+                                              seed=3, storage=url, study_name="skip"))
+    trials = optuna.load_study(study_name="skip", storage=url).get_trials(deepcopy=False)
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["y"] % 2 or t.params["x"] > 20 for t in pruned)
+    assert all(not t.constraints for t in pruned)          # never a constraint violation
+    assert {t.user_attrs["status"] for t in pruned} <= {"pruned", "redundant"}
+    assert r.n == len(trials)
+    assert sum(r.counts()[s] for s in ("pruned", "redundant")) == len(pruned)

@@ -249,7 +249,8 @@ class PipelineStudy:
     def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation:
         n = len(points["tp"])
         metrics = {m.name: np.full(n, np.nan) for m in METRICS}
-        layout, memory, host, skipped = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        layout, memory, host = np.zeros(n), np.zeros(n), np.zeros(n)
+        skipped = np.full(n, "", dtype=object)
         reasons = np.full(n, "", dtype=object)
         usable = self.workload.hw.usable_bytes
         keys = [tuple(points[p][i].item() if hasattr(points[p][i], "item") else points[p][i]
@@ -271,9 +272,9 @@ class PipelineStudy:
                 continue
             out, why = self._classify(keys[i], bounds[i])
             if out is None:
-                skipped[i] = 1.0
+                skipped[i] = "redundant" if why.startswith("same") else "pruned"
                 reasons[i] = why
-                self.counts["redundant" if why.startswith("same") else "pruned"] += 1
+                self.counts[skipped[i]] += 1
                 continue
             self._record(out)
             for k, v in metrics_of(out).items():
@@ -282,8 +283,8 @@ class PipelineStudy:
             host[i] = out.host_bytes_per_node / max(self.workload.hw.host_ram_bytes, 1.0) - 1.0
             if not out.fits:
                 reasons[i] = binding_text(out)
-        return Evaluation(metrics, {"layout": layout, "memory": memory, "host_ram": host,
-                                    "skipped": skipped}, reasons.astype(str))
+        return Evaluation(metrics, {"layout": layout, "memory": memory, "host_ram": host},
+                          reasons.astype(str), skipped)
 
 
 def _describe_key(simple: tuple, key: tuple) -> str:
