@@ -84,10 +84,13 @@ def show(
     for fname, unit, doc, required in field_docs(type(obj)):
         if fname in ("sources",):
             continue
-        rows.append([fname, escape(_fmt(values[fname])), unit,
+        value = _fmt(values[fname]) + (f" {unit}" if unit else "")
+        rows.append([fname, escape(value),
                      escape(doc + ("" if not sources.get(fname) else f"  [{sources[fname]}]"))])
-    console().print(table(f"{k} preset {obj.name if hasattr(obj, 'name') else name} ({path})",
-                          ["field", "value", "unit", "meaning [source]"], rows))
+    t = table(f"{k} preset {obj.name if hasattr(obj, 'name') else name} ({path})",
+              ["field", "value", "meaning [source]"], rows)
+    t.columns[0].no_wrap = True     # field names are what a YAML file must spell exactly
+    console().print(t)
 
 
 @app.command("fields")
@@ -117,11 +120,12 @@ def fields(
     if json_out:
         emit_json(rows)
         return
-    console().print(table(f"Fields of a {kind} preset (YAML keys; quantities may carry units, "
-                          f"e.g. '80 GiB')",
-                          ["field", "unit", "required / default", "meaning"],
-                          [[r["field"], r["unit"], "required" if r["required"]
-                            else _fmt(r["default"]), r["meaning"]] for r in rows]))
+    t = table(f"Fields of a {kind} preset (YAML keys; quantities may carry units, e.g. "
+              f"'80 GiB')", ["field", "unit", "default", "meaning"],
+              [[r["field"], r["unit"], "required" if r["required"] else _fmt(r["default"]),
+                r["meaning"]] for r in rows])
+    t.columns[0].no_wrap = True     # field names are what a YAML file must spell exactly
+    console().print(t)
 
 
 def _fmt(v) -> str:

@@ -196,7 +196,7 @@ def regress_command(
             close = presets.nearest(n, names) or names[:5]
             raise ConfigError(f"no regressed study preset {n!r}; nearest: {', '.join(close)}")
     c = console()
-    c.print(f"[dim]{policy(closed_form)}[/]", soft_wrap=True)
+    c.print(f"[dim]{policy(closed_form)}[/]")
     moved = 0
     for name in (only or names):
         now, diffs = regress_preset(name, closed_form)

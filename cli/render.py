@@ -22,10 +22,16 @@ def err_console() -> Console:
 
 
 def table(title: str | None, headers: Sequence[str], rows: Iterable[Sequence[Any]],
-          right: Sequence[int] = (), caption: str | None = None) -> Table:
-    """A plain table; columns whose index is in `right` are right-aligned (numbers)."""
+          right: Sequence[int] = (), caption: str | None = None,
+          compact: bool = False) -> Table:
+    """A plain table; columns whose index is in `right` are right-aligned (numbers).
+    `compact` drops the vertical rules (one column of space between cells) for tables with
+    many narrow columns, so they fit 80 columns."""
+    from rich import box
+
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left",
-              header_style="bold")
+              header_style="bold", **({"box": box.SIMPLE_HEAD, "padding": (0, 1, 0, 0)}
+                                      if compact else {}))
     for i, h in enumerate(headers):
         t.add_column(h, justify="right" if i in right else "left")
     for row in rows:
@@ -36,23 +42,37 @@ def table(title: str | None, headers: Sequence[str], rows: Iterable[Sequence[Any
 STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "INFO": "dim"}
 
 
-def checks_table(title: str, rows: Sequence[dict]) -> Table:
+def checks_table(title: str, rows: Sequence[dict]):
     """Validation rows (check, reference, ours, error, tolerance, status, source, and a study
-    column when the rows carry one): the one table every `validate` command prints."""
+    when the rows carry one): the one table every `validate` command prints. Designed for 80
+    columns: status, check, ours (with the error when the text does not already show it) and
+    the target (reference and tolerance); each source once, as a numbered note below."""
+    from rich.console import Group
     from rich.markup import escape
 
     def text(v) -> str:
         if v is None or v == "":
-            return "-"
-        return escape(f"{v:.1%}" if isinstance(v, float) else str(v))
+            return ""
+        return f"{v:.1%}" if isinstance(v, float) else str(v)
 
-    study = any("study" in r for r in rows)
-    return table(title, ["study"] * study + ["check", "reference", "ours", "error",
-                                             "tolerance", "status", "source"],
-                 [([r["study"]] if study else [])
-                  + [text(r[k]) for k in ("check", "reference", "ours", "error", "tolerance")]
-                  + [f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
-                     text(r["source"])] for r in rows])
+    sources: list[str] = []
+    body = []
+    for r in rows:
+        if r["source"] and r["source"] not in sources:
+            sources.append(r["source"])
+        note = f" [{sources.index(r['source']) + 1}]" if r["source"] else ""
+        check = (f"{r['study']}: " if "study" in r else "") + text(r["check"]) + note
+        ours, error = text(r["ours"]), text(r["error"])
+        if error and error not in ours:
+            ours += f" ({error})"
+        target = "; ".join(x for x in (text(r["reference"]), text(r["tolerance"])) if x)
+        body.append([f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", escape(check),
+                     escape(ours or "-"), escape(target or "-")])
+    notes = "\n".join(f"[dim][{i}] {escape(s)}[/]" for i, s in enumerate(sources, 1))
+    tally = ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in STATUS_STYLE
+                      if any(r["status"] == s for r in rows))
+    return Group(table(f"{title}: {tally}", ["status", "check", "ours (error)",
+                                             "reference; tolerance"], body), notes)
 
 
 def key_values(title: str, rows: Iterable[Sequence[Any]]) -> Table:

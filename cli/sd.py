@@ -54,7 +54,7 @@ def sd_command(ctx: typer.Context, work: SdWorkload, hw: SdHardware, space: SdSp
     if output.json:
         emit_json(out)
     else:
-        render(out, report.plot)
+        render(out, report.plot, report.wide)
         if output.save_dir:
             from .render import console
             console().print(f"[dim]saved result.json, grid.csv, top.csv, breakdown.csv, "
@@ -81,7 +81,10 @@ def _shown_gammas(gammas: list[int], best: int, limit: int = 6) -> list[int]:
     return sorted(picked)
 
 
-def render(out: dict, plot: bool = True) -> None:
+WIDE_COLUMNS = 120   # terminals this wide show every breakdown column without --wide
+
+
+def render(out: dict, plot: bool = True, wide: bool = False) -> None:
     from rich.text import Text
 
     from explore.models.units import GiB
@@ -134,19 +137,23 @@ def render(out: dict, plot: bool = True) -> None:
                           xlabel="batch size B", ylabel="speedup (x)", hline=1.0))
     bd = out["breakdown"]
     ar, ver = bd["target_ar"], bd["target_verify"]
+    wide = wide or c.width >= WIDE_COLUMNS
     rows = []
     for a, v in zip(ar["terms"], ver["terms"]):
-        rows.append([a["term"], ms(a["seconds"]), ms(v["seconds"]),
-                     si(v.get("bytes", 0.0), "B") if "bytes" in v else "",
-                     si(v.get("flops", 0.0), "FLOP") if "flops" in v else "",
+        detail = [si(v["bytes"], "B") if "bytes" in v else "",
+                  si(v["flops"], "FLOP") if "flops" in v else ""] if wide else []
+        rows.append([a["term"], ms(a["seconds"]), ms(v["seconds"]), *detail,
                      v.get("bound", ""), a["equation"]])
     total_ar = sum(t["seconds"] for t in ar["terms"])
     total_v = sum(t["seconds"] for t in ver["terms"])
-    rows.append(["total", ms(total_ar), ms(total_v), "", "", "", ""])
-    c.print(table(f"Target forward time at B = {ar['batch']} (per GPU; bytes and FLOPs of the "
-                  f"verification forward)",
-                  ["term", "T_T(B,1) ms", f"T_T(B,{ver['tokens_per_seq']:g}) ms", "bytes/GPU",
-                   "FLOPs/GPU", "bound", "source"], rows, right=(1, 2, 3, 4)))
+    rows.append(["total", ms(total_ar), ms(total_v), *([""] * 2 * wide), "", ""])
+    t_v = f"T_T(B,{ver['tokens_per_seq']:g})"
+    c.print(table(f"Target forward time at B = {ar['batch']}, per GPU (ms)",
+                  ["term", "T_T(B,1)", t_v, *(["bytes/GPU", "FLOPs/GPU"] if wide else []),
+                   "bound", "source"], rows, right=(1, 2, 3, 4) if wide else (1, 2),
+                  caption=f"T_T(B,1): a decode step; {t_v}: the verification forward"
+                  + ("; bytes and FLOPs of the verification forward" if wide
+                     else "; --wide adds its bytes and FLOPs")))
     rnd = bd["round"]
     total = sum(r["seconds"] for r in rnd)
     c.print(table("One SD round", ["part", "ms", "share", "source"],
@@ -231,7 +238,9 @@ def _top_table(out: dict):
             for k, r in enumerate(out["top"], 1)]
     return table(f"Top {len(rows)} by {out['objective']}", ["#", "B", "gamma",
                                                             *metric_headers(shown)],
-                 rows, right=tuple(range(1, 3 + len(shown))))
+                 rows, right=tuple(range(1, 3 + len(shown))),
+                 caption="TE: target efficiency; throughput and latency with SD; memory: "
+                         "weights + KV cache incl. draft")
 
 
 def _grid_table(out: dict):

@@ -73,19 +73,30 @@ def render_checks(rows: list[dict], title: str = "Validation summary") -> None:
     console().print(checks_table(title, rows))
 
 
+DATASETS = {"humaneval": "HE", "mtbench": "MT"}   # short names for 80-column tables
+
+
+def _short_model(label: str) -> str:
+    """'Qwen2-57B-A14B' -> 'Qwen2-57B', 'Mixtral-8x7B+EAGLE' -> 'Mixtral-8x7B'."""
+    return "-".join(label.split("+")[0].split("-")[:2])
+
+
 def render_sd(out: dict, summary_only: bool) -> None:
     from .render import console, key_values, table
 
     c = console()
     if not summary_only:
         c.print(table("MoESD peak speedups: published vs a-priori (peak over B = 1..100)",
-                      ["table", "model", "hardware", "dataset", "T", "gamma", "sigma",
-                       "published x", "ours x", "at B", "error"],
-                      [[r["table"], r["model"], r["hardware"], r["dataset"],
-                        f"{r['temperature']:g}", r["gamma"], f"{r['sigma']:.2f}",
-                        f"{r['published']:.2f}", f"{r['ours']:.2f}", r["peak_batch"],
-                        f"{r['error']:+.1%}"] for r in out["peaks"]],
-                      right=(4, 5, 6, 7, 8, 9, 10)))
+                      ["tbl", "model", "GPUs", "data", "T", "g", "sigma", "pub x", "ours x",
+                       "at B", "error"],
+                      [[r["table"], _short_model(r["model"]), r["hardware"],
+                        DATASETS.get(r["dataset"], r["dataset"]), f"{r['temperature']:g}",
+                        r["gamma"], f"{r['sigma']:.2f}", f"{r['published']:.2f}",
+                        f"{r['ours']:.2f}", r["peak_batch"], f"{r['error']:+.1%}"]
+                       for r in out["peaks"]], right=(4, 5, 6, 7, 8, 9, 10), compact=True,
+                      caption="data: " + ", ".join(f"{v} {k}" for k, v in DATASETS.items())
+                      + "; T temperature; g draft length gamma; pub the published peak "
+                      "speedup, ours the a-priori peak, at batch B"))
     s = out["peak_summary"]
     implied = sorted(r["implied_extra_draft_s"] for r in out["peaks"])
     c.print(key_values("Peak speedups", [
@@ -114,14 +125,15 @@ def render_sd(out: dict, summary_only: bool) -> None:
                            for r in h["rows"] if r["tokens_per_seq"] > 1],
                           right=(0, 1, 2, 3, 4, 5, 6)))
     c.print(table("H200 T_T(B,t)/T_T(B,1) errors by model (t > 1)",
-                  ["model", "a-priori mean", "a-priori max", "calibrated hold-out mean",
-                   "max", "fit points", "fit time"],
+                  ["model", "a-priori", "max", "calibrated", "max", "fit rows", "time"],
                   [[m, f"{h['apriori']['mean_abs_error']:.1%}",
                     f"{h['apriori']['max_abs_error']:.1%}",
                     f"{h['calibrated']['mean_abs_error']:.1%}",
                     f"{h['calibrated']['max_abs_error']:.1%}", h["calibrated"]["fit_points"],
                     f"{h['calibrated']['fit_seconds'] * 1e3:.0f} ms"]
-                   for m, h in out["h200"].items()], right=(1, 2, 3, 4, 5, 6)))
+                   for m, h in out["h200"].items()], right=(1, 2, 3, 4, 5, 6),
+                  caption="mean and max |error|; calibrated: scored on the held-out rows "
+                          "only; fit rows: rows the fit saw (every k-th); time: fit time"))
     render_checks(out["checks"], "SD validation summary")
     for a in out["assumptions"]:
         c.print(f"[dim]assumption: {a}[/]")

@@ -96,11 +96,11 @@ def smallest_tp(target: ModelShape, draft: ModelShape, gpu: GpuSpec, max_batch: 
 METRICS = (
     Metric("speedup", "speedup", "x", fmt=".3f"),
     Metric("target_efficiency", "TE", "", fmt=".3f"),
-    Metric("throughput", "tokens/s (SD)", "tok/s", fmt=",.0f"),
-    Metric("throughput_ar", "tokens/s (AR)", "tok/s", fmt=",.0f"),
-    Metric("latency_s", "latency/token (SD)", "ms", scale=1 / MS, fmt=".2f"),
-    Metric("latency_ar_s", "latency/token (AR)", "ms", scale=1 / MS, fmt=".2f"),
-    Metric("memory_bytes", "memory/GPU", "GiB", scale=1 / GiB, fmt=".1f"),
+    Metric("throughput", "throughput", "tok/s", fmt=",.0f"),
+    Metric("throughput_ar", "AR throughput", "tok/s", fmt=",.0f"),
+    Metric("latency_s", "latency", "ms/tok", scale=1 / MS, fmt=".2f"),
+    Metric("latency_ar_s", "AR latency", "ms/tok", scale=1 / MS, fmt=".2f"),
+    Metric("memory_bytes", "memory", "GiB/GPU", scale=1 / GiB, fmt=".1f"),
 )
 OBJECTIVES = (Objective("speedup", "maximize"), Objective("throughput", "maximize"),
               Objective("latency_s", "minimize"), Objective("target_efficiency", "maximize"))

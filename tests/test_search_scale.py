@@ -222,7 +222,7 @@ def test_study_list_show_export(tmp_path, cli):
     assert json.loads(out)[0]["trials"] == 25
     code, out, _ = cli("study", "show", "--storage", url, "--study-name", "insp")
     assert code == 0
-    for needle in ("speedup (maximize)", "Best", "speedup (x)", "latency/token",
+    for needle in ("speedup (maximize)", "Best", "speedup (x)", "latency (ms/tok)",
                    "Latest 20 complete trials"):
         assert needle in out
     code, out, _ = cli("study", "show", "--storage", url, "--study-name", "insp", "--json")

@@ -21,10 +21,19 @@ def test_all_studies_summary(cli):
 
 
 def test_summary_table_columns(cli):
+    """Every field of a check is shown: status, check (study first), ours with the error,
+    reference and tolerance, and each source once as a numbered note."""
     code, out, _ = cli("validate")
-    for header in ("study", "check", "reference", "ours", "error", "tolerance", "status",
-                   "source"):
+    for header in ("status", "check", "ours (error)", "reference; tolerance"):
         assert header in out
+    _, data, _ = cli("validate", "--json")
+    checks = json.loads(data)["checks"]
+    sources = list(dict.fromkeys(r["source"] for r in checks))
+    for i, source in enumerate(sources, 1):
+        assert out.count(f"[{i}] {source}") == 1
+    assert "sd: SD peak speedup" in out and "pipeline: " in out and "chiplet: " in out
+    fails = sum(r["status"] == "FAIL" for r in checks)
+    assert f"{fails} FAIL" in out.splitlines()[0]
 
 
 def test_validate_study_subcommands(cli):

@@ -77,6 +77,9 @@ class SdReport:
     top: int = option(5, "--top", help="rows in the ranking table")
     plot: bool = option(True, "--plot/--no-plot", help="terminal plot of speedup over batch "
                         "size per draft length")
+    wide: bool = option(False, "--wide", help="every column of the forward-time breakdown "
+                        "(bytes and FLOPs per GPU); shown anyway on terminals of 120 columns "
+                        "or more")
 
 
 @dataclass

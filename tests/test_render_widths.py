@@ -1,0 +1,51 @@
+"""Every command's default output reads at 80 columns as well as wide (issue 11): no cell cut
+to '…', no line wider than the terminal. Each study lists its commands here."""
+
+from __future__ import annotations
+
+import pytest
+
+WIDTHS = (80, 120)
+
+def _h200_times() -> str:
+    from explore import presets
+    return str(presets.data_path("validation", "sd", "h200_qwen2_layer_times.csv"))
+
+
+SD = [
+    ("sd", "--model", "qwen2-57b"),
+    ("sd", "--model", "qwen2-57b", "--dense", "qwen2-7b"),
+    ("sd", "--model", "mixtral-8x7b", "--objective", "throughput,latency"),
+    ("sd", "fit", _h200_times(), "--model", "qwen2-57b", "--hardware", "h200", "--where",
+     "model=qwen2-57b-a14b", "--residuals", "-o", "/dev/null"),
+]
+PIPELINE: list[tuple[str, ...]] = [
+]
+CHIPLET: list[tuple[str, ...]] = [
+]
+OTHER = [
+    ("validate",),
+    ("validate", "sd"),
+    ("presets", "list"),
+    ("presets", "show", "h100-sxm"),
+    ("presets", "show", "qwen2-57b"),
+    ("presets", "fields", "model"),
+    ("regress", "--preset", "moesd-qwen2-2xh800"),
+]
+
+
+def _lines_over(text: str, width: int) -> list[str]:
+    from rich.cells import cell_len
+    return [line for line in text.splitlines() if cell_len(line) > width]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("args", SD + PIPELINE + CHIPLET + OTHER, ids=" ".join)
+def test_output_fits_the_terminal(cli, monkeypatch, width, args):
+    from explore.cli import render
+    monkeypatch.setenv("COLUMNS", str(width))
+    monkeypatch.setattr(render, "_console", None)      # a console of this width
+    code, out, err = cli(*args)
+    assert code in (0, 1), err
+    assert not [line for line in out.splitlines() if "…" in line], out
+    assert not _lines_over(out, width), out
