@@ -31,7 +31,7 @@ def list_presets(
         emit_json({k: presets.names(k) for k in kinds})
         return
     for k in kinds:
-        alias = {}
+        alias: dict[str, list[str]] = {}
         for a, n in presets.aliases(k).items():
             alias.setdefault(n, []).append(a)
         rows = []
@@ -81,7 +81,7 @@ def show(
 
     sources = values.get("sources", {}) if isinstance(values.get("sources"), dict) else {}
     rows = []
-    for fname, unit, doc, required in field_docs(type(obj)):
+    for fname, unit, doc, _required in field_docs(type(obj)):
         if fname in ("sources",):
             continue
         value = _fmt(values[fname]) + (f" {unit}" if unit else "")

@@ -30,8 +30,8 @@ def table(title: str | None, headers: Sequence[str], rows: Iterable[Sequence[Any
     from rich import box
 
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left",
-              header_style="bold", **({"box": box.SIMPLE_HEAD, "padding": (0, 1, 0, 0)}
-                                      if compact else {}))
+              header_style="bold", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+              padding=(0, 1, 0, 0) if compact else (0, 1))
     for i, h in enumerate(headers):
         t.add_column(h, justify="right" if i in right else "left")
     for row in rows:

@@ -144,7 +144,7 @@ class ForwardTime:
 
     @property
     def seconds(self) -> np.ndarray:
-        return sum(t.seconds for t in self.terms)
+        return np.asarray(sum(t.seconds for t in self.terms))
 
 
 OVERLAPS = ("none", "max")
@@ -194,7 +194,8 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
 
     # Attention over the KV cache: read the cache once, score n queries against ctx keys.
     kv_bytes = dep.kv_bytes_per_gpu(B, ctx)
-    attn_flops = m.layers * n * np.asarray(ctx, dtype=float) * m.attention_flops_per_token_per_ctx / g
+    attn_flops = m.layers * n * np.asarray(ctx, dtype=float) \
+        * m.attention_flops_per_token_per_ctx / g
     attn_t, attn_mem = _roofline(kv_bytes, attn_flops, gpu, overlap)
 
     # Activations streamed between kernels (estimate): each linear reads its input and writes

@@ -499,7 +499,7 @@ def ratio_errors(batch, tokens, measured, predicted) -> np.ndarray:
     base_m = {b: m for b, tt, m in zip(B, t, measured) if tt == 1}
     base_p = {b: p for b, tt, p in zip(B, t, predicted) if tt == 1}
     out = []
-    for b, tt, m, p in zip(B, t, measured, predicted):
+    for b, m, p in zip(B, measured, predicted):
         if b in base_m:
             rm, rp = m / base_m[b], p / base_p[b]
             out.append((rp - rm) / rm)

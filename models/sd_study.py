@@ -143,9 +143,10 @@ class SdStudy:
             "memory: needs ", np.char.add(np.char.mod("%.1f", memory / GiB),
                                           f" GiB of {s.usable_bytes / GiB:.1f} usable per GPU")),
             "")
-        if "max_latency" in violations:
+        if s.max_latency_s is not None:
+            cap_ms = s.max_latency_s / MS
             lat = np.char.add("latency ", np.char.add(
-                np.char.mod("%.2f", r.latency_sd_s / MS), f" ms > {s.max_latency_s / MS:g} ms"))
+                np.char.mod("%.2f", r.latency_sd_s / MS), f" ms > {cap_ms:g} ms"))
             reasons = np.where((reasons == "") & (violations["max_latency"] > 0), lat, reasons)
         return Evaluation(metrics, violations, reasons)
 
@@ -218,8 +219,8 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
                 {"term": f"verify: T_T(B,{v:g})", "seconds": float(one.t_verify),
                  "equation": "§3 T_T(B, verify tokens)"},
                 {"term": "rejection sampling", "seconds": float(one.t_reject),
-                 "equation": "§5.2 reject_bias + reject_k * B" if setup.calibrated and
-                 "reject" in setup.calibration.fitted_parts
+                 "equation": "§5.2 reject_bias + reject_k * B" if setup.calibration is not None
+                 and "reject" in setup.calibration.fitted_parts
                  else "§5.1 reject_base + reject_per_seq * B"},
             ],
         },

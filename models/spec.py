@@ -18,7 +18,8 @@ def spec(doc: str, unit: str = "", default: Any = _MISSING, **kw: Any) -> Any:
     if default is _MISSING:
         return dataclasses.field(metadata=meta, **kw)
     if isinstance(default, (dict, list, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta,
+                                 **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 

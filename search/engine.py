@@ -120,7 +120,7 @@ class SearchResult:
         out = self.point(i)
         out.update({m: float(v[i]) for m, v in self.metrics.items()})
         out["feasible"] = bool(self.feasible[i])
-        out["status"] = str(self.status[i])
+        out["status"] = str(self.status[i]) if self.status is not None else ""
         if self.reasons[i]:
             out["reason"] = self.reasons[i]
         return out

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any
 
 
 class GracefulInterrupt:
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Any = None      # the handler to restore
 
     def _handle(self, signum, frame) -> None:
         if self.requested:

@@ -133,7 +133,7 @@ def open_study(study: Study, space: Space, objectives: tuple[Objective, ...],
         storage = make_storage(settings.storage)
         try:
             ostudy = optuna.create_study(storage=storage, sampler=sampler, study_name=name,
-                                         directions=[o.direction for o in objectives])
+                                         directions=[o.direction for o in objectives])  # type: ignore[misc]
             ostudy.set_user_attr(RECORD_KEY, record)
             return ostudy
         except optuna.exceptions.DuplicatedStudyError:

@@ -56,7 +56,8 @@ def test_hf_config_path_as_model(cli, tmp_path):
 
 
 BAD = [
-    (("sd", "--model", "qwen2-75b"), "unknown model preset 'qwen2-75b'; nearest: qwen2-7b, qwen2-57b"),
+    (("sd", "--model", "qwen2-75b"),
+     "unknown model preset 'qwen2-75b'; nearest: qwen2-7b, qwen2-57b"),
     (("sd", "--hardware", "h900"), "unknown gpu preset 'h900'; nearest:"),
     (("sd", "--acceptance", "humaneval"), "unknown acceptance preset"),
     (("sd", "--batch", "8x"), "--batch '8x': cannot read '8x'; use N, A-B"),

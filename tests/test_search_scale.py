@@ -121,7 +121,7 @@ def test_searches_starting_together_create_one_study(backend, request, tmp_path)
     searches opened together never both run (the others are refused with the usual line)."""
     url = request.getfixturevalue("postgres_url") if backend == "postgres" else \
         f"sqlite:///{tmp_path / 'runs.db'}"
-    for attempt in range(3):       # a race shows up in some attempts, not all
+    for _ in range(3):             # a race shows up in some attempts, not all
         same = _open_together(url, f"same-{uuid.uuid4().hex[:8]}", ["a"] * 8)
         assert same == ["ok"] * 8, same
         tags = ["a", "b"] * 4
