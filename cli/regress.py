@@ -204,7 +204,7 @@ def regress_command(
             moved += 1
             c.print(f"[bold red]moved[/]  {name}: {len(diffs)} difference(s)")
             for d in diffs[:limit]:
-                c.print(f"         {d}", markup=False, highlight=False, soft_wrap=True)
+                c.print(f"         {d}", markup=False, highlight=False)
             if len(diffs) > limit:
                 c.print(f"         ... {len(diffs) - limit} more")
         else:

@@ -24,14 +24,15 @@ def run(req: SdRequest) -> dict:
     from .search_run import run_search
 
     names = objectives(req.space.objective)
-    setup, study, dense, notes, info = build(req)
+    setup, study, dense, notes, warnings, info = build(req)
     result = run_search(study, names, req.search)
     ranked = result.ranked()
     if not len(ranked):
         reasons = sorted({r for r in result.reasons if r})
         raise InfeasibleError("no feasible (batch, gamma) point: " + "; ".join(reasons[:3]))
     top = [result.row(i) for i in ranked[: req.report.top]]
-    out = {"study": "sd", "setup": info, "defaults": notes, "objective": ",".join(names),
+    out = {"study": "sd", "setup": info, "defaults": notes, "warnings": warnings,
+           "objective": ",".join(names),
            "search": {"engine": result.engine, "evaluated": result.n,
                       "space_size": result.space_size, "infeasible": result.counts()["infeasible"],
                       "elapsed_s": result.elapsed_s, "interrupted": result.interrupted,
@@ -105,8 +106,21 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
                      f"{out['search']['elapsed_s'] * 1e3:.0f} ms)")]))
     if out["defaults"]:
         c.print(key_values("Defaults used", [("", n) for n in out["defaults"]]))
+    for w in out["warnings"]:
+        c.print(f"[bold yellow]warning:[/] {w}")
+    near = f"within {rng['within']:.0%} of the best speedup"
+    edge = rng["best_on_edge"]
+
+    def flat(name: str, value: int, span: list[int]) -> tuple[int, str]:
+        where = {"upper": "on the upper edge of the searched range: a larger value may be "
+                          "better", "lower": "on the lower edge of the searched range"}
+        values = f"{name} {span[0]}-{span[1]}" if span[0] != span[1] else f"only {name} {value}"
+        note = f"{values} {near}" + (f"; {where[edge[name]]}" if edge[name] else "")
+        return value, note
+
     c.print(key_values(f"Best for {out['objective']}", [
-        ("batch size B", best["batch"]), ("draft length gamma", best["gamma"]),
+        ("batch size B", *flat("batch", best["batch"], rng["near_best_batch"])),
+        ("draft length gamma", *flat("gamma", best["gamma"], rng["near_best_gamma"])),
         ("speedup", f"{best['speedup']:.3f}x", "sigma(gamma+1) T_T(B,1) / T_round  (§3)"),
         ("target efficiency", f"{best['target_efficiency']:.3f}",
          "T_T(B,1) / T_T(B,verify)  (§3)"),

@@ -449,12 +449,21 @@ class Acceptance:
     draft: str = spec("draft model preset", default="")
     dataset: str = spec("workload the rate was measured on", default="")
     temperature: float = spec("sampling temperature", default=0.0)
-    sigma_by_gamma: dict = spec("published sigma for each gamma (for reference)", default={})
+    sigma_by_gamma: dict = spec("published sigma for each gamma measured; its keys are the "
+                                "gamma range alpha holds for", default={})
     source: str = spec("where the numbers come from", default="")
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
+
+    @property
+    def measured_gammas(self) -> tuple[int, int] | None:
+        """(lowest, highest) draft length the rate was measured at; None for an assumption."""
+        if not self.sigma_by_gamma:
+            return None
+        keys = [int(k) for k in self.sigma_by_gamma]
+        return min(keys), max(keys)
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,19 @@ def _terms_at(setup: SdSetup, batch: int, tokens: float) -> list[dict]:
     return out
 
 
+NEAR_BEST = 0.05   # "how flat is the optimum": the range within 5 % of the best speedup
+
+
+def on_edge(value: int, searched: np.ndarray, floor: int = 1) -> str:
+    """'upper' or 'lower' when the best value sits on an edge of a searched range that could be
+    extended (not the floor of the parameter's domain), else ''."""
+    if len(searched) < 2:
+        return ""
+    if value == searched.max():
+        return "upper"
+    return "lower" if value == searched.min() and value > floor else ""
+
+
 def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[dict],
            dense: "SdSetup | None" = None) -> dict:
     """Everything `explore sd` shows, in SI units, JSON-ready."""
@@ -186,7 +199,10 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
     grid = sd.evaluate(times, setup.alpha, batches[:, None], gammas[None, :], setup.verify)
     b, g = int(best_point["batch"]), int(best_point["gamma"])
     gi = int(np.flatnonzero(gammas == g)[0])
+    bi = int(np.flatnonzero(batches == b)[0])
     curve = grid.speedup[:, gi]
+    near = (1.0 - NEAR_BEST) * float(grid.speedup[bi, gi])
+    near_gamma = gammas[grid.speedup[bi, :] >= near]
     peak = float(curve.max())
     v = float(sd.verify_tokens(g, setup.verify))
     one = sd.evaluate(times, setup.alpha, b, g, setup.verify)
@@ -209,7 +225,11 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
         "ranges": {"gamma": g, "peak_speedup": peak,
                    "peak_batch": int(batches[int(curve.argmax())]),
                    "effective": batch_range(batches, curve >= peak / np.sqrt(2)),
-                   "speedup_above_1": batch_range(batches, curve >= 1.0)},
+                   "speedup_above_1": batch_range(batches, curve >= 1.0),
+                   "within": NEAR_BEST,
+                   "near_best_batch": batch_range(batches, curve >= near),
+                   "near_best_gamma": [int(near_gamma.min()), int(near_gamma.max())],
+                   "best_on_edge": {"batch": on_edge(b, batches), "gamma": on_edge(g, gammas)}},
         "breakdown": {
             "target_ar": {"batch": b, "tokens_per_seq": 1, "terms": _terms_at(setup, b, 1)},
             "target_verify": {"batch": b, "tokens_per_seq": v, "terms": _terms_at(setup, b, v)},

@@ -196,3 +196,45 @@ def test_every_command_has_help_with_an_example(cli):
     assert not missing
     code, out, _ = cli("chiplet", "search", "--help")
     assert code == 0 and "Example:" in out
+
+
+def test_default_gamma_grid_is_the_measured_range(cli):
+    """Issue 12: the acceptance preset says at which gamma its alpha was measured; the default
+    grid stays there and says so, and the best point on its edge is marked."""
+    code, out, _ = cli("sd", "--model", "qwen2-57b", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["grid"]["gamma"] == [2, 3, 4]
+    assert data["setup"]["measured_gamma"] == [2, 4] and not data["warnings"]
+    assert any("gamma 2-4: the range the acceptance rate was measured at" in n
+               for n in data["defaults"])
+    assert data["best"]["gamma"] == 4 and data["ranges"]["best_on_edge"]["gamma"] == "upper"
+    code, out, _ = cli("sd", "--model", "qwen2-57b")
+    assert "on the upper edge of the searched range" in out
+
+
+def test_gamma_beyond_the_measured_range_warns(cli):
+    code, out, _ = cli("sd", "--model", "qwen2-57b", "--gamma", "2-6", "--json")
+    warnings = json.loads(out)["warnings"]
+    assert code == 0 and len(warnings) == 1
+    assert "gamma 5-6 lies outside 2-4" in warnings[0] and "alpha is extrapolated" in warnings[0]
+    code, out, _ = cli("sd", "--model", "qwen2-57b", "--gamma", "2-6")
+    assert "warning: gamma 5-6 lies outside 2-4" in " ".join(out.split())
+    code, out, _ = cli("sd", "--model", "qwen2-57b", "--alpha", "0.8", "--json")
+    assert not json.loads(out)["warnings"]      # a rate the user gives carries no range
+
+
+def test_flatness_of_the_optimum_is_reported(cli):
+    """The batch and gamma ranges within 5 % of the best speedup contain exactly the grid
+    points that are that close (2 x H800: the paper's peak is flat from B ~ 16 to 48)."""
+    code, out, _ = cli("run", "moesd-qwen2-2xh800", "--json")
+    data = json.loads(out)
+    g, best, rng = data["grid"], data["best"], data["ranges"]
+    gi, bi = g["gamma"].index(best["gamma"]), g["batch"].index(best["batch"])
+    near = [b for b, row in zip(g["batch"], g["speedup"])
+            if row[gi] >= (1 - rng["within"]) * best["speedup"]]
+    assert rng["near_best_batch"] == [min(near), max(near)]
+    assert near == list(range(min(near), max(near) + 1))
+    assert rng["near_best_batch"][0] <= 16 and rng["near_best_batch"][1] >= 48
+    near_g = [gm for gm, v in zip(g["gamma"], g["speedup"][bi])
+              if v >= (1 - rng["within"]) * best["speedup"]]
+    assert rng["near_best_gamma"] == [min(near_g), max(near_g)]

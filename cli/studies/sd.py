@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, NamedTuple, Optional
 
 from ..common import RANGE_HELP, SearchOptions
 from ..options import option
@@ -62,7 +62,9 @@ class SdSpace:
     """What is searched and for what."""
     PANEL: ClassVar[str] = "Search space"
     batch: str = option(DEFAULT_BATCH, "--batch", "-b", help=f"batch sizes: {RANGE_HELP}")
-    gamma: str = option(DEFAULT_GAMMA, "--gamma", "-g", help=f"draft lengths: {RANGE_HELP}")
+    gamma: Optional[str] = option(None, "--gamma", "-g", help=f"draft lengths: {RANGE_HELP}",
+                                  default_text=f"the range the acceptance preset was measured "
+                                               f"at, else {DEFAULT_GAMMA}")
     objective: str = option("speedup", "--objective", help="speedup, throughput, latency or te "
                             "(target efficiency); a comma list searches their Pareto set, the "
                             "first ranks it")
@@ -92,8 +94,17 @@ class SdRequest:
     report: SdReport = field(default_factory=SdReport)
 
 
-def build(req: SdRequest):
-    """Flags -> (setup, study, dense setup or None, notes on every default used, setup info)."""
+class Built(NamedTuple):
+    setup: Any          # SdSetup
+    study: Any          # SdStudy
+    dense: Any          # SdSetup of the --dense comparison, or None
+    notes: list[str]    # every default used, and why
+    warnings: list[str]
+    info: dict          # the setup as JSON-ready data
+
+
+def build(req: SdRequest) -> Built:
+    """Flags -> the study and its setup, with a note on every default used."""
     from explore import presets
     from explore.models import sd
     from explore.models.errors import InputError
@@ -103,9 +114,10 @@ def build(req: SdRequest):
 
     w, h, sp = req.work, req.hw, req.space
     notes: list[str] = []
+    warnings: list[str] = []
     target = presets.load("model", w.model)
     batches = parse_int_range(sp.batch, "--batch")
-    gammas = parse_int_range(sp.gamma, "--gamma")
+    gammas = parse_int_range(sp.gamma, "--gamma") if sp.gamma else None
     if w.ctx < 0:
         raise InputError(f"--ctx must be >= 0 tokens, got {w.ctx}")
     if req.report.top < 1:
@@ -126,22 +138,36 @@ def build(req: SdRequest):
                             ("--acceptance", w.acceptance)) if v is not None]
     if len(given) > 1:
         raise InputError(f"give only one of {', '.join(given)}")
+    measured = None         # (lowest, highest) gamma the acceptance rate was measured at
     if w.alpha is not None:
         alpha = sd.check_alpha(w.alpha)
         acceptance = f"alpha = {alpha:g} (--alpha)"
     elif w.sigma is not None:
-        sigma, at = parse_sigma(w.sigma, gammas)
+        sigma, at = parse_sigma(w.sigma, gammas or parse_int_range(DEFAULT_GAMMA, "--gamma"))
         alpha = float(sd.alpha_from_sigma(sigma, at))
         acceptance = f"alpha = {alpha:.4f} from sigma {sigma:g} at gamma {at}"
     else:
         name = w.acceptance or (pairing.acceptance if pairing else FALLBACK_ACCEPTANCE)
         preset = presets.load("acceptance", name)
         alpha = preset.alpha
-        acceptance = f"{preset.name}: alpha = {alpha:g}"
+        measured = preset.measured_gammas
+        acceptance = f"{preset.name}: alpha = {alpha:g}" + (
+            f", measured at gamma {measured[0]}-{measured[1]}" if measured else "")
         if w.acceptance is None:
             notes.append(f"acceptance {preset.name} (alpha {alpha:g}): "
                          + ("the pairing's default" if pairing else "no measured rate for this "
                             "pair; pass --alpha, --sigma or --acceptance"))
+
+    if gammas is None:
+        gammas = tuple(range(measured[0], measured[1] + 1)) if measured else \
+            parse_int_range(DEFAULT_GAMMA, "--gamma")
+        if measured:
+            notes.append(f"gamma {measured[0]}-{measured[1]}: the range the acceptance rate "
+                         f"was measured at")
+    if measured and (min(gammas) < measured[0] or max(gammas) > measured[1]):
+        outside = [g for g in gammas if not measured[0] <= g <= measured[1]]
+        warnings.append(f"gamma {_span(outside)} lies outside {measured[0]}-{measured[1]}, the "
+                        f"range the acceptance rate was measured at: alpha is extrapolated there")
 
     calibration = None
     if w.calibration:
@@ -189,8 +215,17 @@ def build(req: SdRequest):
             "draft_tp": draft_tp, "alpha": alpha, "acceptance": acceptance, "ctx": w.ctx,
             "verify_tokens": w.verify_tokens, "overlap": h.overlap,
             "routing_correlation": w.routing_correlation, "batch": sp.batch,
-            "gamma": sp.gamma, "calibration": w.calibration}
-    return setup, study, dense, notes, info
+            "gamma": sp.gamma or _span(gammas), "measured_gamma": list(measured) if measured
+            else None, "calibration": w.calibration}
+    return Built(setup, study, dense, notes, warnings, info)
+
+
+def _span(values) -> str:
+    """(2, 3, 4) -> '2-4'; non-contiguous values as a comma list."""
+    v = sorted(values)
+    if v == list(range(v[0], v[-1] + 1)):
+        return f"{v[0]}-{v[-1]}" if len(v) > 1 else str(v[0])
+    return ",".join(map(str, v))
 
 
 def objectives(text: str) -> list[str]:
