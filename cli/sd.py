@@ -265,7 +265,7 @@ def _grid_table(out: dict):
     g = out["grid"]
     best = out["best"]
     peak = max(max(row) for row in g["speedup"])
-    t = Table(title="Speedup by batch size and draft length", title_justify="left",
+    t = Table(title="Speedup (x) by B and gamma", title_justify="left",
               caption="green: >= peak/sqrt(2); red: < 1; reversed: best", caption_justify="left",
               header_style="bold")
     t.add_column("B", justify="right")
