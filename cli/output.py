@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 
 def _cannot(path, e: OSError):
@@ -81,6 +81,24 @@ def write_csv(path: Path, headers: Sequence[str], rows: Iterable[Sequence]) -> N
 
 def write_rows(path: Path, rows: Sequence[dict]) -> None:
     write_text(path, rows_csv_text(rows))
+
+
+def present(out: dict, json_out: bool, save_dir: str | None, render: Callable[[dict], None],
+            save: Callable[[dict, Path], list[str]] | None = None) -> None:
+    """The one way out of a command: the files under --save-dir (written first, so a bad
+    directory fails before anything is printed), then JSON or the Rich tables, and a line that
+    lists what was saved."""
+    written: list[str] = []
+    if save_dir and save is not None:
+        written = save(out, prepare(Path(save_dir)))
+    if json_out:
+        from .common import emit_json
+        emit_json(out)
+        return
+    render(out)
+    if written:
+        from .render import console
+        console().print(f"[dim]saved {', '.join(written)} to {save_dir}[/]")
 
 
 def _pyplot():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from .common import Output, SearchOptions, emit_json
+from .common import Output, SearchOptions
 from .options import uses
 from .studies.sd import (SdHardware, SdReport, SdRequest, SdSpace, SdWorkload, build,
                          objectives)
@@ -49,17 +51,11 @@ def sd_command(ctx: typer.Context, work: SdWorkload, hw: SdHardware, space: SdSp
     """Best batch size and draft length for speculative decoding, with the why."""
     if ctx.invoked_subcommand:
         return
+    from .output import present
+
     out = run(SdRequest(work, hw, space, search, report))
-    if output.save_dir:
-        save(out, output.save_dir)
-    if output.json:
-        emit_json(out)
-    else:
-        render(out, report.plot, report.wide)
-        if output.save_dir:
-            from .render import console
-            console().print(f"[dim]saved result.json, grid.csv, top.csv, breakdown.csv, "
-                            f"speedup_vs_batch.png, te_vs_batch.png to {output.save_dir}[/]")
+    present(out, output.json, output.save_dir,
+            lambda o: render(o, report.plot, report.wide), save)
 
 
 # ---- rendering ----------------------------------------------------------------------------
@@ -191,13 +187,15 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
                         f"{d['target_efficiency'][i]:.3f}"] for i in idx], right=(0, 1, 2, 3)))
 
 
-def save(out: dict, directory: str) -> None:
-    """--save-dir: the JSON result, the tables as CSV (units in the headers) and figures."""
-    from pathlib import Path
+SAVED = ["result.json", "grid.csv", "top.csv", "breakdown.csv", "speedup_vs_batch.png",
+         "te_vs_batch.png"]
 
+
+def save(out: dict, d: Path) -> list[str]:
+    """--save-dir: the JSON result, the tables as CSV (units in the headers) and figures;
+    returns the names written."""
     from . import output
 
-    d = output.prepare(Path(directory))
     output.write_json(d / "result.json", out)
     g = out["grid"]
     output.write_csv(d / "grid.csv", ["batch", "gamma", "speedup_x", "target_efficiency"],
@@ -239,6 +237,7 @@ def save(out: dict, directory: str) -> None:
         {f"gamma = {gm}": [row[j] for row in g["target_efficiency"]]
          for gm, j in column.items()},
         "batch size B (sequences)", "target efficiency T_T(B,1) / T_T(B,verify)", title)
+    return SAVED
 
 
 def _top_table(out: dict):
