@@ -97,6 +97,7 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
         ("acceptance", s["acceptance"]), ("context", f"{s['ctx']} tokens"),
         ("verification", f"{s['verify_tokens']} positions per sequence"),
         ("roofline overlap", s["overlap"]), ("draft GPUs", s["draft_tp"]),
+        ("engine", f"{s['engine']} (fixed costs around the kernels, §5.3)"),
         ("searched", f"batch {s['batch']} x gamma {s['gamma']} "
                      f"({out['search']['space_size']} points, {out['search']['engine']}, "
                      f"{out['search']['elapsed_s'] * 1e3:.0f} ms)")]))

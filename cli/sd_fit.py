@@ -159,7 +159,7 @@ def fit(
     cal = sd_fit.Calibration(
         mode=mode, target=target.name, hardware=gpu.name, gpus=gpus, ridge_point=gpu.ridge_point,
         params={} if mode == "physical" else dict(zip(res.names, map(float, res.values))),
-        gpu_overrides=dict(zip(res.names, map(float, res.values))) if mode == "physical" else {},
+        overrides=dict(zip(res.names, map(float, res.values))) if mode == "physical" else {},
         fit={k: out[k] for k in ("points", "fit_points", "fit_seconds", "holdout")},
         source=str(data))
     output = output or Path(f"{Path(data).stem}-{mode}.calibration.yaml")

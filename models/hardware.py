@@ -24,19 +24,6 @@ class GpuSpec:
     eta_bw: float = spec("achieved fraction of peak HBM bandwidth on weight streaming",
                          default=0.85)
     eta_compute: float = spec("achieved fraction of peak FLOP/s on large GEMMs", default=0.70)
-    layer_overhead_s: float = spec(
-        "fixed time per decoder layer per forward (kernel launches and tails, CUDA graphs)", "s",
-        default=40e-6)
-    moe_layer_overhead_s: float = spec(
-        "extra fixed time per MoE layer (routing, token sort, grouped-GEMM set-up)", "s",
-        default=60e-6)
-    forward_overhead_s: float = spec(
-        "fixed time per forward outside the layers (embedding, sampling, launch)", "s",
-        default=100e-6)
-    reject_base_s: float = spec("rejection sampling: fixed time per SD round", "s",
-                                default=100e-6)
-    reject_per_seq_s: float = spec("rejection sampling: time per sequence per round", "s",
-                                   default=2e-6)
     sources: dict = spec("field -> where the value comes from", default={})
     description: str = spec("one line shown in preset lists", default="")
 
@@ -48,8 +35,7 @@ class GpuSpec:
         for name in ("eta_bw", "eta_compute"):
             if not 0 < getattr(self, name) <= 1:
                 raise InputError(f"gpu {self.name!r}: {name} must be in (0, 1]")
-        for name in ("interconnect_latency_s", "layer_overhead_s", "moe_layer_overhead_s",
-                     "forward_overhead_s", "reject_base_s", "reject_per_seq_s"):
+        for name in ("interconnect_latency_s",):
             if getattr(self, name) < 0:
                 raise InputError(f"gpu {self.name!r}: {name} must be >= 0")
 

@@ -97,6 +97,49 @@ def effective_gate_tokens(batch, tokens_per_seq, correlation: float = 0.0):
 
 
 # ---------------------------------------------------------------------------------------------
+# §5.3 engine profiles: what a serving engine adds on top of the GPU kernels
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Fixed costs of a serving engine around the kernels' bytes and FLOPs (docs/sd.md §5.3).
+    The defaults are the 'cuda-graphs' estimate explore used before engines were presets."""
+    name: str = spec("preset name", default="cuda-graphs")
+    forward_overhead_s: float = spec(
+        "fixed time per forward outside the layers (embedding, sampling, launch)", "s",
+        default=100e-6)
+    layer_overhead_s: float = spec(
+        "fixed time per decoder layer per forward (kernel launches and tails)", "s",
+        default=40e-6)
+    moe_layer_overhead_s: float = spec(
+        "extra fixed time per MoE layer (routing, token sort, grouped-GEMM set-up)", "s",
+        default=60e-6)
+    reject_base_s: float = spec("rejection sampling: fixed time per SD round", "s",
+                                default=100e-6)
+    reject_per_seq_s: float = spec("rejection sampling: time per sequence per round", "s",
+                                   default=2e-6)
+    round_overhead_s: float = spec("engine bookkeeping per SD round outside the forwards "
+                                   "(proposal copies, scoring set-up, output processing)", "s",
+                                   default=0.0)
+    draft_step_overhead_s: float = spec("engine time per draft step outside the draft forward "
+                                        "(input preparation, sampler, TP hand-off)", "s",
+                                        default=0.0)
+    sources: dict = spec("field -> where the value comes from", default={})
+    description: str = spec("one line shown in preset lists", default="")
+
+    def __post_init__(self) -> None:
+        for f in ("forward_overhead_s", "layer_overhead_s", "moe_layer_overhead_s",
+                  "reject_base_s", "reject_per_seq_s", "round_overhead_s",
+                  "draft_step_overhead_s"):
+            v = getattr(self, f)
+            if not (np.isfinite(v) and v >= 0):
+                raise InputError(f"engine {self.name!r}: {f} must be a finite time >= 0, got {v}")
+
+
+DEFAULT_ENGINE = EngineProfile()
+
+
+# ---------------------------------------------------------------------------------------------
 # §5.1 a-priori forward time
 
 
@@ -165,9 +208,10 @@ def _roofline(nbytes, flops, gpu: GpuSpec, overlap: str):
 
 
 def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float = 0.0,
-                 overlap: str = "none") -> ForwardTime:
+                 overlap: str = "none", engine: EngineProfile = DEFAULT_ENGINE) -> ForwardTime:
     """A-priori time of one forward: `batch` sequences each scoring `tokens_per_seq` new tokens
-    against a KV cache of `ctx` tokens, on dep.tp GPUs (docs/sd.md §5.1). Returns each term."""
+    against a KV cache of `ctx` tokens, on dep.tp GPUs, with the engine's fixed costs
+    (docs/sd.md §5.1, §5.3). Returns each term."""
     if overlap not in OVERLAPS:
         raise InputError(f"overlap must be one of {', '.join(OVERLAPS)}, got {overlap!r}")
     m, gpu, g = dep.model, dep.gpu, dep.tp
@@ -209,8 +253,8 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     head_t, head_mem = _roofline(m.head_params * bpp / g, 2.0 * n * m.head_params / g, gpu,
                                   overlap)
 
-    overhead = m.layers * gpu.layer_overhead_s + moe_layers * gpu.moe_layer_overhead_s \
-        + gpu.forward_overhead_s
+    overhead = m.layers * engine.layer_overhead_s + moe_layers * engine.moe_layer_overhead_s \
+        + engine.forward_overhead_s
     # Tensor parallelism: two all-reduces of the n x h activations per layer.
     ar = m.layers * 2.0 * all_reduce_s(g, n * m.hidden * bpp, gpu.interconnect_bandwidth,
                                        gpu.interconnect_latency_s)
@@ -229,7 +273,7 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
         Term("LM head", full(head_t), full(m.head_params * bpp / g),
              full(2.0 * n * m.head_params / g), "§5.1 roofline, V*h"),
         Term("fixed overhead", full(overhead), 0.0, 0.0,
-             "§5.1 preset overheads"),
+             f"§5.3 engine {engine.name}"),
         Term("TP all-reduce", full(ar), 0.0, 0.0,
              "§5.1 2 ring AR/layer"),
     )
@@ -313,16 +357,18 @@ class PhysicalTimes:
     calibrated = False
 
     def __init__(self, target: Deployment, draft: Deployment, ctx: float,
-                 correlation: float = 0.0, overlap: str = "none"):
+                 correlation: float = 0.0, overlap: str = "none",
+                 engine: EngineProfile = DEFAULT_ENGINE):
         if ctx < 0:
             raise InputError(f"context length must be >= 0, got {ctx}")
         if not 0.0 <= correlation < 1.0:
             raise InputError(f"routing correlation must be in [0, 1), got {correlation}")
         self.target, self.draft, self.ctx = target, draft, ctx
-        self.correlation, self.overlap = correlation, overlap
+        self.correlation, self.overlap, self.engine = correlation, overlap, engine
 
     def target_forward(self, batch, t) -> ForwardTime:
-        return forward_time(self.target, batch, t, self.ctx, self.correlation, self.overlap)
+        return forward_time(self.target, batch, t, self.ctx, self.correlation, self.overlap,
+                            self.engine)
 
     def target_terms(self, batch, t) -> dict[str, np.ndarray]:
         return {x.label: x.seconds for x in self.target_forward(batch, t).terms}
@@ -331,12 +377,15 @@ class PhysicalTimes:
         return self.target_forward(batch, t).seconds
 
     def draft_s(self, batch):
-        return forward_time(self.draft, batch, 1, self.ctx, self.correlation,
-                            self.overlap).seconds
+        """One draft step: the draft's forward and the engine's time around it."""
+        return forward_time(self.draft, batch, 1, self.ctx, self.correlation, self.overlap,
+                            self.engine).seconds + self.engine.draft_step_overhead_s
 
     def reject_s(self, batch):
-        gpu = self.target.gpu
-        return gpu.reject_base_s + gpu.reject_per_seq_s * np.asarray(batch, dtype=float)
+        """Per round outside the forwards: rejection sampling and the engine's bookkeeping."""
+        e = self.engine
+        return e.reject_base_s + e.reject_per_seq_s * np.asarray(batch, dtype=float) \
+            + e.round_overhead_s
 
 
 class FittedTimes:

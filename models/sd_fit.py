@@ -8,7 +8,7 @@ Three modes, all bounded least squares with explicit parameter scaling and toler
              T_rej) expressions fitted to forward times directly, relative residuals, by
              variable projection (linear in all but the roofline shape) [design];
 - physical:  the same component rows -> only the a-priori model's efficiency factors and fixed
-             overheads (eta_bw, eta_compute, layer_overhead_s, moe_layer_overhead_s).
+             overheads (eta_bw, eta_compute; the engine's layer_overhead_s, moe_layer_overhead_s).
 
 Hold-out: fit on every k-th row after sorting (as the paper does), score the rest.
 """
@@ -30,6 +30,13 @@ TARGET_PARAMS = ("bias", "k1", "k2", "k3", "lam", "s")
 DRAFT_PARAMS = ("draft_bias", "draft_k")
 REJECT_PARAMS = ("reject_bias", "reject_k")
 PHYSICAL_PARAMS = ("eta_bw", "eta_compute", "layer_overhead_s", "moe_layer_overhead_s")
+GPU_PARAMS = ("eta_bw", "eta_compute")      # the rest of PHYSICAL_PARAMS are engine fields
+
+
+def split_overrides(values: dict) -> tuple[dict, dict]:
+    """Physical-mode parameters -> (GPU fields, engine-profile fields)."""
+    return ({k: v for k, v in values.items() if k in GPU_PARAMS},
+            {k: v for k, v in values.items() if k not in GPU_PARAMS})
 K1_FLOOR = 1e-9  # "k1 > 0": a strictly positive lower bound (seconds)
 LAM_BOUNDS = (0.2, 1.0)   # §5.2: the knee between 0.2 and 1 times the ridge point
 S_BOUNDS = (1.0, 2.0)     # §5.2: growth base of G
@@ -45,7 +52,7 @@ class Calibration:
     gpus: int
     ridge_point: float
     params: dict = field(default_factory=dict)        # Algorithm-1 parameters that were fitted
-    gpu_overrides: dict = field(default_factory=dict)  # physical mode
+    overrides: dict = field(default_factory=dict)  # physical mode: GPU and engine fields
     fit: dict = field(default_factory=dict)            # statistics, for the record
     source: str = ""
 
@@ -53,7 +60,7 @@ class Calibration:
         if self.mode not in MODES:
             raise InputError(f"calibration mode must be one of {', '.join(MODES)}")
         unknown = set(self.params) - set(sd.PARAM_NAMES)
-        unknown |= set(self.gpu_overrides) - set(PHYSICAL_PARAMS)
+        unknown |= set(self.overrides) - set(PHYSICAL_PARAMS)
         if unknown:
             raise InputError(f"calibration names unknown parameters: {', '.join(sorted(unknown))}")
 
@@ -73,10 +80,12 @@ class Calibration:
     def times(self, fallback: sd.PhysicalTimes):
         """A time provider: fitted parts from this calibration, the rest a-priori."""
         if self.mode == "physical":
+            gpu, engine = split_overrides(self.overrides)
             return sd.PhysicalTimes(
-                replace(fallback.target, gpu=replace(fallback.target.gpu, **self.gpu_overrides)),
-                replace(fallback.draft, gpu=replace(fallback.draft.gpu, **self.gpu_overrides)),
-                fallback.ctx, fallback.correlation, fallback.overlap)
+                replace(fallback.target, gpu=replace(fallback.target.gpu, **gpu)),
+                replace(fallback.draft, gpu=replace(fallback.draft.gpu, **gpu)),
+                fallback.ctx, fallback.correlation, fallback.overlap,
+                replace(fallback.engine, **engine))
         return MixedTimes(self, fallback)
 
 
@@ -464,8 +473,10 @@ def fit_paper(batch, gamma, k, experts, sigma, speedup, target: ModelShape, draf
 
 
 def fit_physical(batch, tokens, t_target, target: ModelShape, gpu: GpuSpec, gpus: int = 1,
-                 ctx=512, overlap: str = "none", fit_points: int = 21) -> FitResult:
-    """Fit eta_bw, eta_compute and the per-layer overheads of §5.1 to measured forward times."""
+                 ctx=512, overlap: str = "none", fit_points: int = 21,
+                 engine: sd.EngineProfile = sd.DEFAULT_ENGINE) -> FitResult:
+    """Fit the GPU's eta_bw, eta_compute and the engine's per-layer overheads (§5.1, §5.3) to
+    measured forward times."""
     B = np.asarray(batch, dtype=float)
     t = np.asarray(tokens, dtype=float)
     y = np.asarray(t_target, dtype=float)
@@ -477,15 +488,16 @@ def fit_physical(batch, tokens, t_target, target: ModelShape, gpu: GpuSpec, gpus
     hold = np.setdiff1d(np.arange(len(B)), idx)
 
     def predict(x, rows):
-        g = replace(gpu, **dict(zip(names, x)))
-        dep = sd.Deployment(target, g, gpus)
-        return sd.forward_time(dep, B[rows], t[rows], ctx[rows], overlap=overlap).seconds
+        on_gpu, on_engine = split_overrides(dict(zip(names, x)))
+        dep = sd.Deployment(target, replace(gpu, **on_gpu), gpus)
+        return sd.forward_time(dep, B[rows], t[rows], ctx[rows], overlap=overlap,
+                               engine=replace(engine, **on_engine)).seconds
 
     def residual(x):
         return (predict(x, idx) - y[idx]) / y[idx]
 
-    x0 = np.clip(np.array([gpu.eta_bw, gpu.eta_compute, gpu.layer_overhead_s,
-                           gpu.moe_layer_overhead_s][: len(names)]), lo, hi)
+    x0 = np.clip(np.array([gpu.eta_bw, gpu.eta_compute, engine.layer_overhead_s,
+                           engine.moe_layer_overhead_s][: len(names)]), lo, hi)
     x, nfev, seconds = _solve(residual, x0, lo, hi)
     warnings = coverage_warnings(B[idx], B, len(names))
     return FitResult("physical", tuple(names), x, lo, hi, idx, hold,

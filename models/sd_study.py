@@ -33,6 +33,7 @@ class SdSetup:
     memory_fraction: float = 0.9        # of HBM usable for weights + KV (vLLM's default)
     max_latency_s: float | None = None  # per generated token with SD
     calibration: Calibration | None = None
+    engine: sd.EngineProfile = sd.DEFAULT_ENGINE
 
     def __post_init__(self) -> None:
         sd.check_alpha(self.alpha)
@@ -58,7 +59,8 @@ class SdSetup:
         return f"calibrated ({cal.mode} fit: {what})"
 
     def times(self):
-        base = sd.PhysicalTimes(self.target, self.draft, self.ctx, self.correlation, self.overlap)
+        base = sd.PhysicalTimes(self.target, self.draft, self.ctx, self.correlation, self.overlap,
+                                self.engine)
         return self.calibration.times(base) if self.calibration else base
 
     def memory_per_gpu(self, batch, gamma):
@@ -235,13 +237,14 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
             "target_verify": {"batch": b, "tokens_per_seq": v, "terms": _terms_at(setup, b, v)},
             "round": [
                 {"term": f"draft: {g} x T_D(B,1)", "seconds": g * float(one.t_draft),
-                 "equation": "§3 gamma * T_D(B,1)"},
+                 "equation": "§3 gamma * T_D(B,1), each step with the engine's draft-step "
+                             "overhead (§5.3)"},
                 {"term": f"verify: T_T(B,{v:g})", "seconds": float(one.t_verify),
                  "equation": "§3 T_T(B, verify tokens)"},
-                {"term": "rejection sampling", "seconds": float(one.t_reject),
+                {"term": "rejection + round overhead", "seconds": float(one.t_reject),
                  "equation": "§5.2 reject_bias + reject_k * B" if setup.calibration is not None
                  and "reject" in setup.calibration.fitted_parts
-                 else "§5.1 reject_base + reject_per_seq * B"},
+                 else "§5.3 reject_base + reject_per_seq * B + round_overhead"},
             ],
         },
     }

@@ -53,6 +53,8 @@ register_kind("gpu", "gpus", "explore.models.hardware:GpuSpec",
               "GPUs: peak FLOP/s, HBM, interconnect, efficiency factors")
 register_kind("acceptance", "sd/acceptance", "explore.models.sd:Acceptance",
               "speculative-decoding acceptance rates (alpha) per workload")
+register_kind("engine", "sd/engines", "explore.models.sd:EngineProfile",
+              "serving-engine profiles: fixed costs around the kernels (explore sd --engine)")
 register_kind("pairing", "sd/pairings", "explore.models.sd:Pairing",
               "a target model's usual draft and acceptance preset")
 register_kind("study", "studies", "explore.presets.study_schema:StudyPreset",

@@ -238,3 +238,15 @@ def test_flatness_of_the_optimum_is_reported(cli):
     near_g = [gm for gm, v in zip(g["gamma"], g["speedup"][bi])
               if v >= (1 - rng["within"]) * best["speedup"]]
     assert rng["near_best_gamma"] == [min(near_g), max(near_g)]
+
+
+def test_engine_profile_is_named_and_bad_ones_are_refused(cli, tmp_path):
+    code, out, _ = cli("sd", "--model", "qwen2-57b", "--engine", "none", "--json")
+    assert code == 0 and json.loads(out)["setup"]["engine"] == "none"
+    code, _, err = cli("sd", "--engine", "cuda-graph")
+    assert code == 2 and "unknown engine preset 'cuda-graph'; nearest: cuda-graphs" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("round_overhead_s: -1 ms\n")
+    code, _, err = cli("sd", "--engine", str(bad))
+    assert code == 2 and "round_overhead_s must be a finite time >= 0" in err
+    assert err.count("\n") == 1

@@ -47,11 +47,16 @@ def test_unknown_key_names_nearest(tmp_path):
 def test_quantities_with_units(tmp_path):
     p = tmp_path / "gpu.yaml"
     p.write_text("peak_flops: 312 TFLOP/s\nhbm_bandwidth: 2.039 TB/s\nhbm_bytes: 80 GiB\n"
-                 "interconnect_bandwidth: 200 GB/s\nlayer_overhead_s: 40 us\n")
+                 "interconnect_bandwidth: 200 GB/s\ninterconnect_latency_s: 6 us\n")
     g = presets.load("gpu", str(p))
     assert g.name == "gpu" and g.peak_flops == pytest.approx(312e12)
     assert g.hbm_bandwidth == pytest.approx(2.039e12)
-    assert g.hbm_bytes == 80 * 2**30 and g.layer_overhead_s == pytest.approx(40e-6)
+    assert g.hbm_bytes == 80 * 2**30 and g.interconnect_latency_s == pytest.approx(6e-6)
+    e = tmp_path / "eager.yaml"
+    e.write_text("layer_overhead_s: 350 us\nround_overhead_s: 2 ms\n")
+    engine = presets.load("engine", str(e))
+    assert engine.layer_overhead_s == pytest.approx(350e-6)
+    assert engine.round_overhead_s == pytest.approx(2e-3)
 
 
 def test_wrong_unit_is_explained(tmp_path):

@@ -13,22 +13,27 @@ TARGETS = ["qwen2-57b-a14b", "mixtral-8x7b", "qwen2-7b", "olmoe-1b-7b", "deepsee
            "qwen3-30b-a3b"]
 
 
-def times(target, gpu, tp, overlap="none", draft="qwen2-0.5b", ctx=512, corr=0.0):
+ENGINES = presets.names("engine")
+
+
+def times(target, gpu, tp, overlap="none", draft="qwen2-0.5b", ctx=512, corr=0.0,
+          engine="cuda-graphs"):
     return sd.PhysicalTimes(sd.Deployment(presets.load("model", target), presets.load("gpu", gpu),
                                           tp),
                             sd.Deployment(presets.load("model", draft), presets.load("gpu", gpu),
-                                          1), ctx, corr, overlap)
+                                          1), ctx, corr, overlap, presets.load("engine", engine))
 
 
 @settings(max_examples=60, deadline=None)
 @given(target=st.sampled_from(TARGETS), gpu=st.sampled_from(GPUS), tp=st.sampled_from([1, 2, 4]),
        alpha=st.floats(0.0, 0.99), batch=st.integers(1, 512), gamma=st.integers(1, 12),
        ctx=st.integers(0, 8192), overlap=st.sampled_from(["none", "max"]),
-       verify=st.sampled_from(["gamma", "gamma+1"]), corr=st.floats(0.0, 0.9))
+       verify=st.sampled_from(["gamma", "gamma+1"]), corr=st.floats(0.0, 0.9),
+       engine=st.sampled_from(ENGINES))
 def test_speedup_bounded_and_te_at_most_one(target, gpu, tp, alpha, batch, gamma, ctx, overlap,
-                                            verify, corr):
-    r = sd.evaluate(times(target, gpu, tp, overlap, ctx=ctx, corr=corr), alpha, batch, gamma,
-                    verify)
+                                            verify, corr, engine):
+    r = sd.evaluate(times(target, gpu, tp, overlap, ctx=ctx, corr=corr, engine=engine), alpha,
+                    batch, gamma, verify)
     assert float(r.speedup) <= float(sd.tokens_per_round(alpha, gamma)) + 1e-12
     assert float(r.speedup) > 0
     assert float(r.target_efficiency) <= 1.0 + 1e-12
@@ -90,3 +95,31 @@ def test_engines_agree_on_default_space():
     op = run(study, ["speedup"], SearchSettings(engine="optuna", n_trials=400, seed=3))
     assert ex.engine == "exhaustive" and op.engine == "optuna:tpe"
     assert ex.point(ex.best) == op.point(op.best)
+
+
+@settings(max_examples=40, deadline=None)
+@given(round_s=st.floats(0.0, 0.01), step_s=st.floats(0.0, 0.01), batch=st.integers(1, 256),
+       gamma=st.integers(1, 8))
+def test_engine_costs_add_exactly_where_they_belong(round_s, step_s, batch, gamma):
+    """An engine's round and draft-step costs enter T_round once per round and once per draft
+    step, and leave T_AR and the verification forward alone (docs/sd.md §5.3)."""
+    import dataclasses
+    none = presets.load("engine", "none")
+    busy = dataclasses.replace(none, round_overhead_s=round_s, draft_step_overhead_s=step_s)
+    base = sd.evaluate(_with_engine(none), 0.8, batch, gamma)
+    more = sd.evaluate(_with_engine(busy), 0.8, batch, gamma)
+    assert float(more.t_round - base.t_round) == pytest.approx(round_s + gamma * step_s,
+                                                                abs=1e-12)
+    assert float(more.t_ar) == float(base.t_ar) and float(more.t_verify) == float(base.t_verify)
+
+
+def _with_engine(engine):
+    t = times("qwen2-57b-a14b", "h800", 2, engine="none")
+    return sd.PhysicalTimes(t.target, t.draft, t.ctx, t.correlation, t.overlap, engine)
+
+
+def test_no_engine_is_faster_than_any_engine():
+    base = sd.evaluate(times("qwen2-57b-a14b", "h800", 2, engine="none"), 0.8, 16, 3)
+    for name in ENGINES:
+        r = sd.evaluate(times("qwen2-57b-a14b", "h800", 2, engine=name), 0.8, 16, 3)
+        assert float(r.t_round) >= float(base.t_round) and float(r.t_ar) >= float(base.t_ar)

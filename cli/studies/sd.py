@@ -10,6 +10,7 @@ from ..options import option
 
 DEFAULT_MODEL = "qwen2-57b-a14b"
 DEFAULT_GPU = "h100-sxm"
+DEFAULT_ENGINE = "cuda-graphs"
 DEFAULT_BATCH = "1-100"
 DEFAULT_GAMMA = "1-8"
 FALLBACK_ACCEPTANCE = "generic-0.8"
@@ -55,6 +56,8 @@ class SdHardware:
                                      default_text="1")
     overlap: str = option("none", "--overlap", help="roofline per GEMM group: none (memory + "
                           "compute add) or max (they overlap)")
+    engine: str = option(DEFAULT_ENGINE, "--engine", help="serving-engine profile: the fixed "
+                         "costs around the kernels (`explore presets list engine`)")
 
 
 @dataclass
@@ -198,11 +201,13 @@ def build(req: SdRequest) -> Built:
     if h.draft_tp is None:
         notes.append(f"draft on {draft_tp} GPU (tensor parallel {draft_tp})")
 
+    engine = presets.load("engine", h.engine)
+
     def setup_for(model, tp_, cal=None):
         return SdSetup(sd.Deployment(model, gpu, tp_), sd.Deployment(draft, gpu, draft_tp),
                        alpha, w.ctx, w.verify_tokens, w.routing_correlation, h.overlap,
                        max_latency_s=None if sp.max_latency_ms is None
-                       else sp.max_latency_ms * 1e-3, calibration=cal)
+                       else sp.max_latency_ms * 1e-3, calibration=cal, engine=engine)
 
     setup = setup_for(target, tp, calibration)
     study = SdStudy(setup, batches, gammas)
@@ -212,7 +217,8 @@ def build(req: SdRequest) -> Built:
         dense = setup_for(dense_model, smallest_tp(dense_model, draft, gpu, max(batches),
                                                    w.ctx, max(gammas)))
     info = {"target": target.name, "draft": draft.name, "hardware": gpu.name, "tp": tp,
-            "draft_tp": draft_tp, "alpha": alpha, "acceptance": acceptance, "ctx": w.ctx,
+            "draft_tp": draft_tp, "engine": engine.name, "alpha": alpha,
+            "acceptance": acceptance, "ctx": w.ctx,
             "verify_tokens": w.verify_tokens, "overlap": h.overlap,
             "routing_correlation": w.routing_correlation, "batch": sp.batch,
             "gamma": sp.gamma or _span(gammas), "measured_gamma": list(measured) if measured
