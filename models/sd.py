@@ -124,16 +124,22 @@ class EngineProfile:
     draft_step_overhead_s: float = spec("engine time per draft step outside the draft forward "
                                         "(input preparation, sampler, TP hand-off)", "s",
                                         default=0.0)
+    round_overhead_step: float = spec("engine time per SD round that scales with the target's "
+                                      "own decode step, as a fraction of T_T(B,1)", default=0.0)
+    draft_step_overhead_step: float = spec("engine time per draft step that scales with the "
+                                           "target's decode step, as a fraction of T_T(B,1)",
+                                           default=0.0)
     sources: dict = spec("field -> where the value comes from", default={})
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
         for f in ("forward_overhead_s", "layer_overhead_s", "moe_layer_overhead_s",
                   "reject_base_s", "reject_per_seq_s", "round_overhead_s",
-                  "draft_step_overhead_s"):
+                  "draft_step_overhead_s", "round_overhead_step", "draft_step_overhead_step"):
             v = getattr(self, f)
             if not (np.isfinite(v) and v >= 0):
-                raise InputError(f"engine {self.name!r}: {f} must be a finite time >= 0, got {v}")
+                what = "a finite time" if f.endswith("_s") else "a finite fraction"
+                raise InputError(f"engine {self.name!r}: {f} must be {what} >= 0, got {v}")
 
 
 DEFAULT_ENGINE = EngineProfile()
@@ -376,16 +382,22 @@ class PhysicalTimes:
     def target_s(self, batch, t):
         return self.target_forward(batch, t).seconds
 
+    def _per_target_step(self, fraction: float, batch):
+        """An engine cost that scales with the target's decode step T_T(B,1)."""
+        return fraction * self.target_s(batch, 1) if fraction else 0.0
+
     def draft_s(self, batch):
-        """One draft step: the draft's forward and the engine's time around it."""
+        """One draft step: the draft's forward and the engine's time around it (§5.3)."""
+        e = self.engine
         return forward_time(self.draft, batch, 1, self.ctx, self.correlation, self.overlap,
-                            self.engine).seconds + self.engine.draft_step_overhead_s
+                            e).seconds + e.draft_step_overhead_s \
+            + self._per_target_step(e.draft_step_overhead_step, batch)
 
     def reject_s(self, batch):
         """Per round outside the forwards: rejection sampling and the engine's bookkeeping."""
         e = self.engine
         return e.reject_base_s + e.reject_per_seq_s * np.asarray(batch, dtype=float) \
-            + e.round_overhead_s
+            + e.round_overhead_s + self._per_target_step(e.round_overhead_step, batch)
 
 
 class FittedTimes:

@@ -267,7 +267,7 @@ def x_scale(lo: np.ndarray, hi: np.ndarray, x0: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(hi) & (hi > lo), hi - lo, np.maximum(np.abs(x0), 1e-12))
 
 
-def _solve(residual, x0, lo, hi):
+def solve_bounded(residual, x0, lo, hi):
     """Trust-region reflective least squares with explicit scaling and tolerances;
     returns (x, evaluations, solver seconds)."""
     from scipy.optimize import least_squares  # imported before the clock starts
@@ -349,7 +349,7 @@ def _variable_projection(design, lo, hi, y):
     lam, s = float(shape.x[0]), 1.0 + 10.0 ** float(shape.x[1])
     plo = np.concatenate([lo, [LAM_BOUNDS[0], S_BOUNDS[0]]])
     phi = np.concatenate([hi, [LAM_BOUNDS[1], S_BOUNDS[1]]])
-    x, nfev, _ = _solve(lambda x: design(x[-2], x[-1]) @ x[:-2] / y - 1.0,
+    x, nfev, _ = solve_bounded(lambda x: design(x[-2], x[-1]) @ x[:-2] / y - 1.0,
                         np.clip(np.concatenate([theta, [lam, s]]), plo, phi), plo, phi)
     return x[:-2], float(x[-2]), float(x[-1]), costs.size + sum(r.nfev for r in refined) + nfev
 
@@ -462,7 +462,7 @@ def fit_paper(batch, gamma, k, experts, sigma, speedup, target: ModelShape, draf
     def residual(x):
         return predict(x, idx) - y[idx]
 
-    x, nfev, seconds = _solve(residual, _start(lo, hi, names), lo, hi)
+    x, nfev, seconds = solve_bounded(residual, _start(lo, hi, names), lo, hi)
     warnings = coverage_warnings(B[idx], B, len(names))
     return FitResult("paper", tuple(names), x, lo, hi, idx, hold,
                      predict(x, np.arange(len(B))), y, seconds, warnings, "speedup", nfev)
@@ -498,7 +498,7 @@ def fit_physical(batch, tokens, t_target, target: ModelShape, gpu: GpuSpec, gpus
 
     x0 = np.clip(np.array([gpu.eta_bw, gpu.eta_compute, engine.layer_overhead_s,
                            engine.moe_layer_overhead_s][: len(names)]), lo, hi)
-    x, nfev, seconds = _solve(residual, x0, lo, hi)
+    x, nfev, seconds = solve_bounded(residual, x0, lo, hi)
     warnings = coverage_warnings(B[idx], B, len(names))
     return FitResult("physical", tuple(names), x, lo, hi, idx, hold,
                      predict(x, np.arange(len(B))), y, seconds, warnings, "T_T(B,t)", nfev)

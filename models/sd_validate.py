@@ -19,7 +19,6 @@ from .hardware import GpuSpec
 from .shapes import ModelShape
 
 PEAK_BATCHES = np.arange(1, 101)
-PEAK_MAE_TOLERANCE = 0.15
 H200_APRIORI_TOLERANCE = 0.15
 H200_CALIBRATED_TOLERANCE = 0.05
 
@@ -33,24 +32,30 @@ class CellSetup:
     gpus: int
 
 
-def _peak(c: dict, setups: dict, alpha: float, ctx: int, verify: str, overlap: str):
+def _peak(c: dict, setups: dict, alpha: float, ctx: int, verify: str, overlap: str,
+          engine: sd.EngineProfile = sd.DEFAULT_ENGINE):
     """Predicted SD evaluation of one published cell over B = 1..100 at acceptance alpha."""
     s = setups[(c["model"], c["hardware"])]
     times = sd.PhysicalTimes(sd.Deployment(s.target, s.gpu, s.gpus),
-                             sd.Deployment(s.draft, s.gpu, 1), ctx, 0.0, overlap)
+                             sd.Deployment(s.draft, s.gpu, 1), ctx, 0.0, overlap, engine)
     return sd.evaluate(times, alpha, PEAK_BATCHES, int(c["gamma"]), verify)
 
 
+def cell_alpha(c: dict) -> float:
+    return float(sd.alpha_from_sigma(float(c["sigma"]), int(c["gamma"])))
+
+
 def peak_speedups(cells: list[dict], setups: dict, ctx: int = 512, verify: str = "gamma+1",
-                  overlap: str = "none") -> list[dict]:
+                  overlap: str = "none",
+                  engine: sd.EngineProfile = sd.DEFAULT_ENGINE) -> list[dict]:
     """One row per published cell: published and predicted peak speedup (max over B = 1..100)
     with alpha from the cell's sigma and gamma, the batch of the predicted peak, the relative
     error, and the extra time per draft step that would make our denominator match."""
     out = []
     for c in cells:
         gamma = int(c["gamma"])
-        alpha = float(sd.alpha_from_sigma(float(c["sigma"]), gamma))
-        r = _peak(c, setups, alpha, ctx, verify, overlap)
+        alpha = cell_alpha(c)
+        r = _peak(c, setups, alpha, ctx, verify, overlap, engine)
         i = int(np.argmax(r.speedup))
         published = float(c["peak_speedup"])
         ours = float(r.speedup[i])
@@ -68,6 +73,50 @@ def peak_speedups(cells: list[dict], setups: dict, ctx: int = 512, verify: str =
 
 CELL_FIELDS = ("model", "hardware", "dataset", "temperature", "gamma")
 
+# The engine of the MoESD measurements (vLLM V0 spec decode) costs time per round and per draft
+# step that no datasheet shows (docs/research/engine-profiles.md: 1.5-4 ms per round, 1.5-5 ms
+# per draft step in public reports). Both are fitted on one GPU set of one table and checked on
+# every other cell; the fit never sees the check cells. They are fitted as fractions of the
+# target's decode step: fitted in milliseconds instead, the H800 > A800 ordering fails in 12 of
+# 12 pairs (a constant cost weighs more on the faster GPU) and the check error is larger.
+ENGINE_TERMS = ("round_overhead_step", "draft_step_overhead_step")
+ENGINE_BOUND = 1.0             # each term in [0, 1] x T_T(B,1)
+FIT_CELLS = ("T1", "2xA800")   # (table, hardware) of the cells the engine terms are fitted on
+CHECK_MEAN_TOLERANCE = 0.10
+CHECK_MAX_TOLERANCE = 0.25
+
+
+def is_fit_cell(c: dict) -> bool:
+    return (c["table"], c["hardware"]) == FIT_CELLS
+
+
+def fit_engine(cells: list[dict], setups: dict, engine: sd.EngineProfile,
+               names: tuple[str, ...] = ENGINE_TERMS, ctx: int = 512, verify: str = "gamma+1",
+               overlap: str = "none") -> sd_fit.FitResult:
+    """Peak-only fit: the named engine terms that make the model's own peak over B match the
+    published peak speedups (relative residuals) of the fit cells; predictions for all cells."""
+    import time
+    from dataclasses import replace
+
+    fit = np.flatnonzero([is_fit_cell(c) for c in cells])
+    hold = np.setdiff1d(np.arange(len(cells)), fit)
+    measured = np.array([float(c["peak_speedup"]) for c in cells])
+
+    def predict(x, rows):
+        e = replace(engine, **dict(zip(names, map(float, x))))
+        return np.array([float(_peak(cells[i], setups, cell_alpha(cells[i]), ctx, verify,
+                                     overlap, e).speedup.max()) for i in rows])
+
+    lo, hi = np.zeros(len(names)), np.full(len(names), ENGINE_BOUND)
+    x0 = np.clip([getattr(engine, n) for n in names], lo, hi)
+    start = time.perf_counter()
+    x, nfev, _ = sd_fit.solve_bounded(lambda x: predict(x, fit) / measured[fit] - 1.0, x0,
+                                      lo, hi)
+    return sd_fit.FitResult("peaks", names, x, lo, hi, fit, hold,
+                            predict(x, np.arange(len(cells))), measured,
+                            time.perf_counter() - start, [], "peak speedup", nfev,
+                            "trust-region reflective least squares on the peak over B")
+
 
 def _pairs(rows: list[dict], key: str, better, worse) -> list[tuple[dict, dict]]:
     """(better, worse) pairs of cells equal in every field but `key`."""
@@ -79,14 +128,15 @@ def _pairs(rows: list[dict], key: str, better, worse) -> list[tuple[dict, dict]]
 
 
 def orderings(rows: list[dict], setups: dict, ctx: int = 512, verify: str = "gamma+1",
-              overlap: str = "none") -> list[dict]:
+              overlap: str = "none",
+              engine: sd.EngineProfile = sd.DEFAULT_ENGINE) -> list[dict]:
     """The paper's orderings, pair by pair: H800 > A800 (2 GPUs), 2 GPUs > 4 GPUs (A800),
     longer gamma better on HumanEval at temperature 0. Hardware pairs are compared at the pair's
     mean alpha, so the claim tested is the hardware's, not the small sigma differences between
     the two published cells. An ordering holds when ours agrees in every pair where the
     published cells show it."""
     def peak(row, alpha):
-        return float(_peak(row, setups, alpha, ctx, verify, overlap).speedup.max())
+        return float(_peak(row, setups, alpha, ctx, verify, overlap, engine).speedup.max())
 
     def hardware(better, worse):
         out = []
@@ -117,8 +167,34 @@ def _ordering(name: str, pairs: list[tuple[bool, bool]]) -> dict:
 def summarise(rows: list[dict]) -> dict:
     e = np.abs([r["error"] for r in rows])
     return {"cells": len(rows), "mean_abs_error": float(e.mean()), "max_abs_error": float(e.max()),
-            "mean_signed_error": float(np.mean([r["error"] for r in rows])),
-            "tolerance": PEAK_MAE_TOLERANCE}
+            "mean_signed_error": float(np.mean([r["error"] for r in rows]))}
+
+
+def engine_validation(cells: list[dict], setups: dict, engine: sd.EngineProfile,
+                      kernels_only: sd.EngineProfile) -> dict:
+    """The peak speedups side by side: kernels only (no engine cost), and with `engine` whose
+    round and draft-step terms are fitted on the fit cells and checked on the others."""
+    from dataclasses import replace
+
+    fit = fit_engine(cells, setups, engine)
+    fitted = replace(engine, **dict(zip(fit.names, map(float, fit.values))))
+    rows = peak_speedups(cells, setups, engine=fitted)
+    bare = peak_speedups(cells, setups, engine=kernels_only)
+    for r, b, c in zip(rows, bare, cells):
+        r.update(kernels_only=b["ours"], kernels_only_error=b["error"],
+                 role="fit" if is_fit_cell(c) else "check")
+    check = [r for r in rows if r["role"] == "check"]
+    table, hardware = FIT_CELLS
+    return {"rows": rows, "engine": fitted.name,
+            "kernels_only": {**summarise([{"error": r["kernels_only_error"]} for r in rows]),
+                             "engine": kernels_only.name},
+            "fitted": {"fitted_on": f"{len(fit.fit_index)} cells of MoESD Table "
+                                    f"{table[1:]} on {hardware} (both models); the other "
+                                    f"{len(check)} only checked",
+                       "fit": summarise([r for r in rows if r["role"] == "fit"]),
+                       "check": summarise(check), "params": fit.parameters(),
+                       "fit_seconds": fit.seconds,
+                       "tolerance": {"mean": CHECK_MEAN_TOLERANCE, "max": CHECK_MAX_TOLERANCE}}}
 
 
 def h200_ratios(rows: list[dict], model: ModelShape, gpu: GpuSpec, fit_points: int = 21,
@@ -159,16 +235,29 @@ def h200_ratios(rows: list[dict], model: ModelShape, gpu: GpuSpec, fit_points: i
                            "params": fit.parameters()}}
 
 
+def _errors(s: dict) -> str:
+    return (f"{s['mean_abs_error']:.1%} (max {s['max_abs_error']:.1%}, signed "
+            f"{s['mean_signed_error']:+.1%})")
+
+
 def checks(peaks: dict, order: list[dict], h200: dict) -> list[dict]:
     """Summary rows (check, reference, ours, error, tolerance, status, source); FAIL when an
-    error exceeds its tolerance or an ordering is not reproduced."""
+    error exceeds its tolerance or an ordering is not reproduced. `peaks` is what
+    engine_validation returns."""
     moesd = "MoESD Tables 1-2 (arXiv 2505.19645)"
-    rows = [{"check": "SD peak speedup, 60 cells, a-priori (mean |error|)",
-             "reference": "published x", "ours": f"{peaks['mean_abs_error']:.1%} "
-             f"(max {peaks['max_abs_error']:.1%}, signed {peaks['mean_signed_error']:+.1%})",
-             "error": peaks["mean_abs_error"], "tolerance": f"<= {peaks['tolerance']:.0%}",
-             "status": "PASS" if peaks["mean_abs_error"] <= peaks["tolerance"] else "FAIL",
-             "source": moesd}]
+    bare, fitted = peaks["kernels_only"], peaks["fitted"]
+    check, tol = fitted["check"], fitted["tolerance"]
+    ok = check["mean_abs_error"] <= tol["mean"] and check["max_abs_error"] <= tol["max"]
+    rows = [{"check": f"SD peak speedup, {bare['cells']} cells, kernels only (engine "
+                      f"{bare['engine']}; mean |error|)",
+             "reference": "published x", "ours": _errors(bare), "error": bare["mean_abs_error"],
+             "tolerance": "reference only", "status": "INFO", "source": moesd},
+            {"check": f"SD peak speedup, engine {peaks['engine']}, checked on the "
+                      f"{check['cells']} cells it was not fitted on (mean |error|)",
+             "reference": "published x", "ours": _errors(check), "error": check["mean_abs_error"],
+             "tolerance": f"mean <= {tol['mean']:.0%}, max <= {tol['max']:.0%}",
+             "status": "PASS" if ok else "FAIL", "source": moesd,
+             "fitted_on": fitted["fitted_on"]}]
     for o in order:
         rows.append({"check": f"ordering: {o['ordering']}",
                      "reference": f"{o['published_holds']}/{o['pairs']} pairs",

@@ -205,8 +205,8 @@ def test_validate_sd_numbers_equal_the_library(cli):
     for a, b in zip(data["peaks"], lib["peaks"]):
         assert a["ours"] == pytest.approx(b["ours"], rel=1e-12)
         assert a["published"] == b["published"]
-    assert data["peak_summary"]["mean_abs_error"] == pytest.approx(
-        lib["peak_summary"]["mean_abs_error"])
+    assert data["peak_summary"]["fitted"]["check"]["mean_abs_error"] == pytest.approx(
+        lib["peak_summary"]["fitted"]["check"]["mean_abs_error"])
     assert [o["holds"] for o in data["orderings"]] == [o["holds"] for o in lib["orderings"]]
     failed = any(c["status"] == "FAIL" for c in data["checks"])
     assert code == (1 if failed else 0)
@@ -215,3 +215,51 @@ def test_validate_sd_numbers_equal_the_library(cli):
 def test_published_orderings_are_reproduced():
     from explore.cli.validate import sd_validation
     assert all(o["holds"] for o in sd_validation()["orderings"])
+
+
+def _moesd_cells_and_setups():
+    from explore.cli.validate import MOESD_MODELS
+    cells = presets.read_csv(presets.data_path("validation", "sd", "moesd_peak_speedups.csv"))
+    setups = {}
+    for c in cells:
+        count, gpu = c["hardware"].split("x")
+        target, draft = MOESD_MODELS[c["model"]]
+        setups[(c["model"], c["hardware"])] = sd_validate.CellSetup(
+            presets.load("model", target), presets.load("model", draft),
+            presets.load("gpu", gpu.lower()), int(count))
+    return cells, setups
+
+
+def test_peak_only_fit_recovers_known_engine_terms():
+    """Issue 12: peaks generated with known round and draft-step terms are fitted back from the
+    fit cells alone (the model's own peak over B is what is fitted)."""
+    import dataclasses
+    cells, setups = _moesd_cells_and_setups()
+    truth = dataclasses.replace(presets.load("engine", "cuda-graphs"),
+                                round_overhead_step=0.3, draft_step_overhead_step=0.05)
+    synthetic = [dict(c, peak_speedup=str(r["ours"]))
+                 for c, r in zip(cells, sd_validate.peak_speedups(cells, setups, engine=truth))]
+    fit = sd_validate.fit_engine(synthetic, setups, presets.load("engine", "cuda-graphs"))
+    got = dict(zip(fit.names, fit.values))
+    assert got["round_overhead_step"] == pytest.approx(0.3, rel=1e-4)
+    assert got["draft_step_overhead_step"] == pytest.approx(0.05, rel=1e-4)
+    assert np.max(np.abs(fit.relative_error)) < 1e-6
+
+
+def test_engine_profile_fitted_on_one_table_predicts_the_others():
+    """MoESD Tables 1-2: the vllm-v0-spec-decode terms are fitted on the 24 cells of Table 1 on
+    2xA800 only; on the 36 cells it never saw the peak speedup is within 10 % mean, 25 % max
+    (the issue's tolerance). The shipped preset carries the fitted values."""
+    from explore.cli.validate import MOESD_ENGINE, sd_validation
+    out = sd_validation()
+    rows = out["peaks"]
+    assert sum(r["role"] == "fit" for r in rows) == 24
+    assert all((r["table"], r["hardware"]) == ("T1", "2xA800") for r in rows
+               if r["role"] == "fit")
+    check = out["peak_summary"]["fitted"]["check"]
+    assert check["cells"] == 36
+    assert check["mean_abs_error"] <= 0.10 and check["max_abs_error"] <= 0.25
+    shipped = presets.load("engine", MOESD_ENGINE)
+    for p in out["peak_summary"]["fitted"]["params"]:
+        assert getattr(shipped, p["name"]) == pytest.approx(p["value"], abs=5e-4), p["name"]
+        assert not p["at_bound"]

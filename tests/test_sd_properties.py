@@ -99,17 +99,19 @@ def test_engines_agree_on_default_space():
 
 @settings(max_examples=40, deadline=None)
 @given(round_s=st.floats(0.0, 0.01), step_s=st.floats(0.0, 0.01), batch=st.integers(1, 256),
-       gamma=st.integers(1, 8))
-def test_engine_costs_add_exactly_where_they_belong(round_s, step_s, batch, gamma):
+       gamma=st.integers(1, 8), round_f=st.floats(0.0, 1.0), step_f=st.floats(0.0, 1.0))
+def test_engine_costs_add_exactly_where_they_belong(round_s, step_s, batch, gamma, round_f,
+                                                    step_f):
     """An engine's round and draft-step costs enter T_round once per round and once per draft
     step, and leave T_AR and the verification forward alone (docs/sd.md §5.3)."""
     import dataclasses
     none = presets.load("engine", "none")
-    busy = dataclasses.replace(none, round_overhead_s=round_s, draft_step_overhead_s=step_s)
+    busy = dataclasses.replace(none, round_overhead_s=round_s, draft_step_overhead_s=step_s,
+                               round_overhead_step=round_f, draft_step_overhead_step=step_f)
     base = sd.evaluate(_with_engine(none), 0.8, batch, gamma)
     more = sd.evaluate(_with_engine(busy), 0.8, batch, gamma)
-    assert float(more.t_round - base.t_round) == pytest.approx(round_s + gamma * step_s,
-                                                                abs=1e-12)
+    added = round_s + gamma * step_s + (round_f + gamma * step_f) * float(base.t_ar)
+    assert float(more.t_round - base.t_round) == pytest.approx(added, rel=1e-9, abs=1e-12)
     assert float(more.t_ar) == float(base.t_ar) and float(more.t_verify) == float(base.t_verify)
 
 

@@ -10,7 +10,7 @@ from ..options import option
 
 DEFAULT_MODEL = "qwen2-57b-a14b"
 DEFAULT_GPU = "h100-sxm"
-DEFAULT_ENGINE = "cuda-graphs"
+DEFAULT_ENGINE = "vllm-v0-spec-decode"   # the only profile checked against measurements
 DEFAULT_BATCH = "1-100"
 DEFAULT_GAMMA = "1-8"
 FALLBACK_ACCEPTANCE = "generic-0.8"
@@ -56,8 +56,9 @@ class SdHardware:
                                      default_text="1")
     overlap: str = option("none", "--overlap", help="roofline per GEMM group: none (memory + "
                           "compute add) or max (they overlap)")
-    engine: str = option(DEFAULT_ENGINE, "--engine", help="serving-engine profile: the fixed "
-                         "costs around the kernels (`explore presets list engine`)")
+    engine: Optional[str] = option(None, "--engine", help="serving-engine profile: the fixed "
+                                   "costs around the kernels (`explore presets list engine`)",
+                                   default_text=DEFAULT_ENGINE)
 
 
 @dataclass
@@ -201,7 +202,10 @@ def build(req: SdRequest) -> Built:
     if h.draft_tp is None:
         notes.append(f"draft on {draft_tp} GPU (tensor parallel {draft_tp})")
 
-    engine = presets.load("engine", h.engine)
+    engine = presets.load("engine", h.engine or DEFAULT_ENGINE)
+    if h.engine is None:
+        notes.append(f"engine {engine.name}: the engine of the MoESD measurements, the only "
+                     f"profile checked against them (explore validate sd)")
 
     def setup_for(model, tp_, cal=None):
         return SdSetup(sd.Deployment(model, gpu, tp_), sd.Deployment(draft, gpu, draft_tp),
