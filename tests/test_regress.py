@@ -48,13 +48,23 @@ def _noisy_times(monkeypatch, scale):
         B, t, np.asarray(y) * scale(len(y)), *a, **k))
 
 
-@pytest.mark.parametrize("perturb", ["start", "noise"])
+def _perturbed_engine_start(monkeypatch):
+    """The engine fit of explore validate sd starts 30 % + 0.01 away from the profile."""
+    from explore.models import sd_validate
+    start = sd_validate._engine_start
+    monkeypatch.setattr(sd_validate, "_engine_start", lambda e, n, lo, hi: np.clip(
+        start(e, n, lo, hi) * 1.3 + 0.01, lo, hi))
+
+
+@pytest.mark.parametrize("perturb", ["start", "engine-start", "noise"])
 def test_fit_presets_hold_from_another_start_or_with_noise(cli, fresh_validations, monkeypatch,
                                                            perturb):
-    """The regression is robust: the fit preset passes when the fit starts elsewhere or the
+    """The regression is robust: the fit preset passes when a fit starts elsewhere or the
     data carry relative noise of 1e-12 (what another BLAS build or CPU does to a fit)."""
     if perturb == "start":
         _perturbed_start(monkeypatch)
+    elif perturb == "engine-start":
+        _perturbed_engine_start(monkeypatch)
     else:
         rng = np.random.default_rng(1)
         _noisy_times(monkeypatch, lambda n: 1 + 1e-12 * rng.standard_normal(n))
