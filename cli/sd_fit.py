@@ -16,6 +16,8 @@ COMPONENT_COLUMNS = {"batch": ("batch", "B"), "tokens": ("tokens_per_seq", "toke
 TIME_COLUMNS = {"target": ("t_target", "step", "forward", "T_T"),
                 "draft": ("t_draft", "draft", "T_D"), "reject": ("t_reject", "reject", "T_rej")}
 UNITS = {"_s": 1.0, "_ms": 1e-3, "_us": 1e-6}
+PEAK_COLUMNS = {"gamma": ("gamma",), "peak_speedup": ("peak_speedup",)}
+FIT_MODES = ("paper", "component", "physical", "peaks")
 
 
 def _column(rows: list[dict], names, what: str, path: str, required: bool = True):
@@ -65,9 +67,10 @@ def _is_number(x) -> bool:
 @app.command("fit")
 def fit(
     data: Path = typer.Argument(..., help="CSV of measurements: paper-style rows (batch, gamma, "
-                                "K, E, sigma, speedup) or component rows (batch, tokens_per_seq, "
+                                "K, E, sigma, speedup), component rows (batch, tokens_per_seq, "
                                 "forward time as step_ms / t_target_ms [, t_draft_ms, "
-                                "t_reject_ms, ctx])"),
+                                "t_reject_ms, ctx]) or peak rows (gamma, sigma or alpha, "
+                                "peak_speedup: the best speedup over batch sizes)"),
     model: str = typer.Option("qwen2-57b-a14b", "--model", "-m", help="target model preset or "
                               "config.json the data was measured on"),
     hardware: str = typer.Option(..., "--hardware", "--gpu", help="GPU preset the data was "
@@ -75,8 +78,13 @@ def fit(
     gpus: int = typer.Option(1, "--gpus", "--tp", help="GPUs the target ran on (tensor parallel)"),
     draft: Optional[str] = typer.Option(None, "--draft", help="draft model preset (bounds of "
                                         "draft_bias) (default: the target's usual draft)"),
-    mode: str = typer.Option("auto", "--mode", help="auto (paper if a speedup column exists, "
-                             "else component), paper, component or physical"),
+    mode: str = typer.Option("auto", "--mode", help="auto (peaks if a peak_speedup column and no "
+                             "batch column exist, paper if a speedup column does, else "
+                             "component), paper, component, physical or peaks"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="peaks mode: the engine profile "
+                                         "whose terms are fitted (default: explore sd's)"),
+    terms: str = typer.Option("round_overhead_step,draft_step_overhead_step", "--terms",
+                              help="peaks mode: the engine-profile fields to fit"),
     where: list[str] = typer.Option([], "--where", help="keep rows whose COLUMN=VALUE "
                                     "(repeatable), e.g. --where model=qwen2-57b-a14b"),
     fit_points: int = typer.Option(21, "--fit-points", help="fit on at most this many rows "
@@ -123,10 +131,21 @@ def fit(
         raise _error(f"--gpus must be >= 1, got {gpus}")
     target.check_tensor_parallel(gpus)
     if mode == "auto":
-        mode = "paper" if "speedup" in rows[0] else "component"
-    if mode not in sd_fit.MODES:
-        raise _error(f"--mode {mode!r}: choose auto, {', '.join(sd_fit.MODES)}")
+        mode = "peaks" if "peak_speedup" in rows[0] and "batch" not in rows[0] else \
+            "paper" if "speedup" in rows[0] else "component"
+    if mode not in FIT_MODES:
+        raise _error(f"--mode {mode!r}: choose auto, {', '.join(FIT_MODES)}")
     path = str(data)
+
+    if mode == "peaks":
+        res, profile = _fit_peaks(rows, path, target, draft, gpu, gpus, engine, terms,
+                                  fit_points)
+        out = fit_report(res, _numbers(rows, "gamma", path), mode, key="gamma")
+        output = output or Path(f"{Path(data).stem}-peaks.engine.yaml")
+        write_yaml(output, profile)
+        out["engine_file"] = str(output)
+        emit_json(out) if json_out else render_fit(out, residuals)
+        return
 
     if mode == "paper":
         cols = {k: _column(rows, v, k, path) for k, v in PAPER_COLUMNS.items()}
@@ -171,6 +190,51 @@ def fit(
         render_fit(out, residuals)
 
 
+def _fit_peaks(rows, path, target, draft, gpu, gpus, engine_name, terms, fit_points):
+    """Peak-only fit: engine-profile terms from rows of (gamma, sigma or alpha, peak speedup)
+    measured on one setup; every k-th row is fitted, the rest held out. Returns the fit and the
+    fitted profile as YAML-ready data."""
+    import dataclasses
+
+    from explore import presets
+    from explore.models import sd, sd_fit, sd_validate
+
+    from .studies.sd import DEFAULT_ENGINE
+
+    cols = {k: _column(rows, v, k, path) for k, v in PEAK_COLUMNS.items()}
+    rows.sort(key=lambda r: float(r[cols["gamma"]]))
+    gamma = _numbers(rows, cols["gamma"], path)
+    if "sigma" in rows[0]:
+        sigma = _numbers(rows, "sigma", path)
+    elif "alpha" in rows[0]:
+        alpha = _numbers(rows, "alpha", path)
+        for a in alpha:
+            sd.check_alpha(float(a))
+        sigma = sd.sigma_from_alpha(alpha, gamma)
+    else:
+        raise _error(f"{path}: peaks mode needs a sigma or an alpha column")
+    if any(g < 1 or g != int(g) for g in gamma):
+        raise _error(f"{path}: gamma must be whole numbers >= 1")
+    draft_model = presets.load("model", draft or _usual_draft(target))
+    base = presets.load("engine", engine_name or DEFAULT_ENGINE)
+    names = tuple(t.strip() for t in terms.split(",") if t.strip())
+    setup = sd_validate.CellSetup(target, draft_model, gpu, gpus)
+    cells = [{"model": target.name, "hardware": gpu.name, "gamma": str(int(g)),
+              "sigma": str(float(s)), "peak_speedup": str(float(p))}
+             for g, s, p in zip(gamma, sigma, _numbers(rows, cols["peak_speedup"], path))]
+    res = sd_validate.fit_engine(cells, {(target.name, gpu.name): setup}, base, names,
+                                 fit_index=sd_fit.every_kth(len(cells), fit_points))
+    fitted = dataclasses.replace(base, name=f"{base.name}-fitted",
+                                 **dict(zip(res.names, map(float, res.values))))
+    profile = _plain(fitted)
+    profile.pop("name")
+    profile["description"] = (f"{base.name} with {', '.join(names)} fitted by explore sd fit "
+                              f"--mode peaks on {path}")
+    profile["sources"] = {**base.sources, **{n: f"[fitted] on {len(res.fit_index)} of "
+                                                f"{len(cells)} rows of {path}" for n in names}}
+    return res, profile
+
+
 def _usual_draft(target) -> str:
     from explore import presets
     if target.name in presets.names("pairing"):
@@ -184,17 +248,19 @@ def _plain(cal) -> dict:
     return _clean(dataclasses.asdict(cal))
 
 
-def fit_report(res, batch, mode: str) -> dict:
-    """Everything `explore sd fit` shows, JSON-ready (seconds for times)."""
+def fit_report(res, batch, mode: str, key: str = "batch") -> dict:
+    """Everything `explore sd fit` shows, JSON-ready (seconds for times); `batch` is each row's
+    label column (named `key`)."""
     import numpy as np
     params = res.parameters()
-    residuals = [{"row": int(i), "batch": float(batch[i]), "measured": float(res.measured[i]),
+    residuals = [{"row": int(i), key: float(batch[i]), "measured": float(res.measured[i]),
                   "predicted": float(res.predicted[i]),
                   "relative_error": float(res.relative_error[i]),
                   "in_fit": bool(i in set(res.fit_index.tolist()))}
                  for i in range(len(res.measured))]
     fit_err = res.relative_error[res.fit_index]
-    return {"mode": mode, "quantity": res.quantity, "points": int(len(res.measured)),
+    return {"mode": mode, "quantity": res.quantity, "row_key": key,
+            "points": int(len(res.measured)),
             "fit_points": int(len(res.fit_index)), "fitted_on": res.fitted_on(),
             "fit_seconds": res.seconds,
             "evaluations": res.nfev, "solver": res.solver, "parameters": params,
@@ -203,7 +269,8 @@ def fit_report(res, batch, mode: str) -> dict:
             "residuals": residuals}
 
 
-UNIT_OF = {"lam": "", "s": "", "eta_bw": "", "eta_compute": ""}
+UNIT_OF = {"lam": "", "s": "", "eta_bw": "", "eta_compute": "", "round_overhead_step": "",
+           "draft_step_overhead_step": ""}
 
 
 def render_fit(out: dict, residuals: bool = False) -> None:
@@ -211,11 +278,12 @@ def render_fit(out: dict, residuals: bool = False) -> None:
 
     c = console()
     if residuals:
-        seconds = out["quantity"] != "speedup"
+        seconds = "speedup" not in out["quantity"]
+        key = out["row_key"]
         show = (lambda x: f"{x * 1e3:.4f}") if seconds else (lambda x: f"{x:.4f}")
         c.print(table(f"Residuals on {out['quantity']}" + (" (ms)" if seconds else ""),
-                      ["row", "batch", "measured", "predicted", "error", "used"],
-                      [[r["row"], f"{r['batch']:g}", show(r["measured"]), show(r["predicted"]),
+                      ["row", key, "measured", "predicted", "error", "used"],
+                      [[r["row"], f"{r[key]:g}", show(r["measured"]), show(r["predicted"]),
                         f"{r['relative_error']:+.2%}", "fit" if r["in_fit"] else "held out"]
                        for r in out["residuals"]], right=(0, 1, 2, 3, 4)))
     rows = []
@@ -235,6 +303,8 @@ def render_fit(out: dict, residuals: bool = False) -> None:
         ("fit residual", f"{out['fit_rms_relative']:.2%} RMS relative"),
         ("hold-out error", f"mean {h['mean_abs']:.2%}, max {h['max_abs']:.2%} over {h['points']} "
                            f"rows" if h["points"] else "no rows held out"),
+        ("engine profile", out["engine_file"], "use: explore sd --engine FILE")
+        if "engine_file" in out else
         ("calibration", out["calibration_file"], "use: explore sd --calibration FILE")]))
     for w in out["warnings"]:
         c.print(f"[bold yellow]warning:[/] {w}")

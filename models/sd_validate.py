@@ -80,7 +80,8 @@ CELL_FIELDS = ("model", "hardware", "dataset", "temperature", "gamma")
 # target's decode step: fitted in milliseconds instead, the H800 > A800 ordering fails in 12 of
 # 12 pairs (a constant cost weighs more on the faster GPU) and the check error is larger.
 ENGINE_TERMS = ("round_overhead_step", "draft_step_overhead_step")
-ENGINE_BOUND = 1.0             # each term in [0, 1] x T_T(B,1)
+ENGINE_BOUNDS = {"step": 1.0,   # fractions of T_T(B,1): [0, 1]
+                 "s": 0.05}     # seconds: [0, 50 ms]
 FIT_CELLS = ("T1", "2xA800")   # (table, hardware) of the cells the engine terms are fitted on
 CHECK_MEAN_TOLERANCE = 0.10
 CHECK_MAX_TOLERANCE = 0.25
@@ -97,13 +98,22 @@ def _engine_start(engine: sd.EngineProfile, names, lo, hi) -> np.ndarray:
 
 def fit_engine(cells: list[dict], setups: dict, engine: sd.EngineProfile,
                names: tuple[str, ...] = ENGINE_TERMS, ctx: int = 512, verify: str = "gamma+1",
-               overlap: str = "none") -> sd_fit.FitResult:
+               overlap: str = "none", fit_index=None) -> sd_fit.FitResult:
     """Peak-only fit: the named engine terms that make the model's own peak over B match the
-    published peak speedups (relative residuals) of the fit cells; predictions for all cells."""
+    published peak speedups (relative residuals) of the fit cells (`fit_index`, default the
+    FIT_CELLS); predictions for all cells. Cells carry model, hardware, gamma, sigma and
+    peak_speedup."""
     import time
-    from dataclasses import replace
+    from dataclasses import fields, replace
 
-    fit = np.flatnonzero([is_fit_cell(c) for c in cells])
+    known = {f.name for f in fields(sd.EngineProfile)}
+    bad = [n for n in names if n not in known or n in ("name", "sources", "description")]
+    if bad:
+        from .errors import InputError
+        raise InputError(f"unknown engine term {bad[0]!r}; fit any of "
+                         f"{', '.join(sorted(known - {'name', 'sources', 'description'}))}")
+    fit = np.flatnonzero([is_fit_cell(c) for c in cells]) if fit_index is None \
+        else np.asarray(fit_index)
     hold = np.setdiff1d(np.arange(len(cells)), fit)
     measured = np.array([float(c["peak_speedup"]) for c in cells])
 
@@ -112,7 +122,8 @@ def fit_engine(cells: list[dict], setups: dict, engine: sd.EngineProfile,
         return np.array([float(_peak(cells[i], setups, cell_alpha(cells[i]), ctx, verify,
                                      overlap, e).speedup.max()) for i in rows])
 
-    lo, hi = np.zeros(len(names)), np.full(len(names), ENGINE_BOUND)
+    lo = np.zeros(len(names))
+    hi = np.array([ENGINE_BOUNDS["s" if n.endswith("_s") else "step"] for n in names])
     x0 = _engine_start(engine, names, lo, hi)
     start = time.perf_counter()
     x, nfev, _ = sd_fit.solve_bounded(lambda x: predict(x, fit) / measured[fit] - 1.0, x0,

@@ -263,3 +263,43 @@ def test_engine_profile_fitted_on_one_table_predicts_the_others():
     for p in out["peak_summary"]["fitted"]["params"]:
         assert getattr(shipped, p["name"]) == pytest.approx(p["value"], abs=5e-4), p["name"]
         assert not p["at_bound"]
+
+
+def test_fit_cli_peaks_mode_writes_an_engine_profile(cli, tmp_path):
+    """`explore sd fit` on a peak-only table (gamma, sigma, peak speedup; no batch column):
+    the engine terms are fitted on every k-th row, the rest held out, and the profile it
+    writes works with `explore sd --engine FILE`."""
+    import dataclasses
+    cells, setups = _moesd_cells_and_setups()
+    cells = [c for c in cells if c["hardware"] == "2xH800"]
+    truth = dataclasses.replace(presets.load("engine", "cuda-graphs"),
+                                round_overhead_step=0.25, draft_step_overhead_step=0.1)
+    peaks = sd_validate.peak_speedups(cells, setups, engine=truth)
+    table = tmp_path / "peaks.csv"
+    table.write_text("gamma,sigma,peak_speedup\n" + "".join(
+        f"{c['gamma']},{c['sigma']},{r['ours']:.12f}\n" for c, r in zip(cells, peaks)))
+    profile = tmp_path / "mine.engine.yaml"
+    code, out, err = cli("sd", "fit", str(table), "--model", "qwen2-57b", "--hardware", "h800",
+                         "--gpus", "2", "--fit-points", "6", "-o", str(profile), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["mode"] == "peaks" and report["fit_points"] == 6
+    got = {p["name"]: p["value"] for p in report["parameters"]}
+    assert got == pytest.approx({"round_overhead_step": 0.25, "draft_step_overhead_step": 0.1},
+                                rel=1e-4)
+    assert report["holdout"]["max_abs"] < 1e-6
+    code, out, err = cli("sd", "--model", "qwen2-57b", "--hardware", "h800", "--tp", "2",
+                         "--engine", str(profile), "--json")
+    assert code == 0, err
+    assert json.loads(out)["setup"]["engine"] == "mine.engine"
+
+
+def test_fit_cli_peaks_mode_bad_tables(cli, tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("gamma,peak_speedup\n2,1.5\n3,1.7\n")
+    code, _, err = cli("sd", "fit", str(p), "--hardware", "h800", "--gpus", "2")
+    assert code == 2 and "peaks mode needs a sigma or an alpha column" in err
+    p.write_text("gamma,alpha,peak_speedup\n2,0.8,1.5\n3,0.8,1.7\n")
+    code, _, err = cli("sd", "fit", str(p), "--hardware", "h800", "--gpus", "2",
+                       "--terms", "round_overhead")
+    assert code == 2 and "unknown engine term 'round_overhead'" in err
