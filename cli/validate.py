@@ -15,10 +15,9 @@ H200_MODELS = ("qwen2-57b-a14b", "qwen2-7b", "qwen2-0.5b")
 MOESD_ENGINE = "vllm-v0-spec-decode"   # the engine profile of the MoESD measurements
 
 
-def sd_validation() -> dict:
-    """Read the packaged tables, run the pure comparisons, return JSON-ready results."""
-    from dataclasses import replace
-
+def moesd_cells() -> tuple[list[dict], dict]:
+    """The 60 published cells of MoESD Tables 1-2 and the setup (models, GPU kind, count) of
+    each (model, hardware) label."""
     from explore import presets
     from explore.models import sd_validate as v
 
@@ -30,6 +29,17 @@ def sd_validation() -> dict:
         setups[(c["model"], c["hardware"])] = v.CellSetup(
             presets.load("model", target), presets.load("model", draft),
             presets.load("gpu", gpu.lower()), int(count))
+    return cells, setups
+
+
+def sd_validation() -> dict:
+    """Read the packaged tables, run the pure comparisons, return JSON-ready results."""
+    from dataclasses import replace
+
+    from explore import presets
+    from explore.models import sd_validate as v
+
+    cells, setups = moesd_cells()
     peaks = v.engine_validation(cells, setups, presets.load("engine", MOESD_ENGINE),
                                 presets.load("engine", "none"))
     fitted = presets.load("engine", MOESD_ENGINE)

@@ -218,16 +218,8 @@ def test_published_orderings_are_reproduced():
 
 
 def _moesd_cells_and_setups():
-    from explore.cli.validate import MOESD_MODELS
-    cells = presets.read_csv(presets.data_path("validation", "sd", "moesd_peak_speedups.csv"))
-    setups = {}
-    for c in cells:
-        count, gpu = c["hardware"].split("x")
-        target, draft = MOESD_MODELS[c["model"]]
-        setups[(c["model"], c["hardware"])] = sd_validate.CellSetup(
-            presets.load("model", target), presets.load("model", draft),
-            presets.load("gpu", gpu.lower()), int(count))
-    return cells, setups
+    from explore.cli.validate import moesd_cells
+    return moesd_cells()
 
 
 def test_peak_only_fit_recovers_known_engine_terms():
