@@ -20,8 +20,8 @@ def study_for(grid: str | None):
 
     setup = S.ChipletSetup(scenario_workload(presets.load("model", "llama2-70b")),
                            presets.load("die", "die-7nm"),
-                           {n: presets.load("package", n) for n in ("standard", "advanced")},
-                           {n: presets.load("dram", n) for n in ("ddr5", "hbm2e")})
+                           {n: presets.load("package", n) for n in S.PACKAGES},
+                           {n: presets.load("dram", n) for n in S.DRAMS})
     return S.ChipletStudy(setup, S.default_values(setup, grid))
 
 

@@ -16,22 +16,28 @@ SEARCH = ["pipeline", "--model", "llama2-70b", "--layers", "48", "--gpus", "64",
           "--hardware", "a100-80g"]
 
 
+def fixture():
+    """The §8 fixture (LLaMA2-70B-shaped layers, PP8 x TP8 x DP1, s 4096, b 4, m 64 on 64 x
+    A100 80GB), built as `explore pipeline validate` builds it."""
+    from explore.cli.studies.pipeline import fixture as build
+    return build({})
+
+
 def configs_per_second(schedule: str, vpp: int = 1, cap: int | None = None,
                        n: int = 400) -> float:
     """Full evaluation of n configurations (terms, op lists, simulation, memory timeline of
     every device, iteration time), each with another efficiency so nothing is cached but the
     op lists, as a search sees them."""
-    from explore import presets
-    from explore.models.pipeline.config import Hardware, Layout, Policy
+    from explore.models.pipeline.config import Policy
     from explore.models.pipeline.costs import Terms
     from explore.models.pipeline.evaluate import simulate
 
-    gpu, node = presets.load("gpu", "a100-80g"), presets.load("node", "dgx-a100")
-    model = presets.load("model", "llama2-70b").with_layers(48)
-    lay = Layout(8, 8, 1, 4096, 4, 256, vpp=vpp)          # p 8, m 64
+    fx = fixture()
+    model = fx.model.with_layers(fx.layers)
+    lay = fx.work.layout(fx.tp, fx.pp, fx.mbs, vpp, dp=fx.dp)      # p 8, m 64
     t0 = time.perf_counter()
     for i in range(n):
-        hw = Hardware.from_presets(gpu, node, 64, eff=0.3 + 0.4 * i / n)
+        hw = fx.hw.with_(eff=0.3 + 0.4 * i / n)
         t = Terms(model, lay, hw, Policy(schedule, cap=cap))
         out = simulate(t, t.op_lists())
         out.peaks, out.iteration_s  # noqa: B018
@@ -57,15 +63,12 @@ def batched_timing(n: int = 2000) -> float:
 def planner_seconds() -> float:
     """The Chronos planner (caps 2p..2, Chronos-Offload, Chronos-Recomp) on the §8 fixture at
     L = 96."""
-    from explore import presets
     from explore.models.pipeline.chronos import solve
-    from explore.models.pipeline.config import Hardware, Layout, Policy
-    from explore.models.pipeline.costs import Terms
+    from explore.models.pipeline.config import Policy
 
-    hw = Hardware.from_presets(presets.load("gpu", "a100-80g"), presets.load("node", "dgx-a100"),
-                               64, host_link_bandwidth=25e9, link_share=1)
-    t = Terms(presets.load("model", "llama2-70b").with_layers(96), Layout(8, 8, 1, 4096, 4, 256),
-              hw, Policy("chronos", recompute="chronos", offload="chronos"))
+    fx = fixture()
+    t = fx.work.terms(fx.work.layout(fx.tp, fx.pp, fx.mbs, dp=fx.dp),
+                      Policy("chronos", recompute="chronos", offload="chronos"), 96)
     t0 = time.perf_counter()
     solve(t)
     return time.perf_counter() - t0
@@ -87,8 +90,8 @@ def main() -> None:
     print(f"Chronos planner, §8 fixture at L = 96: {planner_seconds():.2f} s")
     print(f"explore {' '.join(SEARCH)}: median {process_seconds(SEARCH, 3):.2f} s over 3 runs   "
           f"target < 10 s")
-    print(f"explore pipeline validate: median {process_seconds(['pipeline', 'validate'], 3, check=False):.2f} s "
-          f"over 3 runs")
+    validate = process_seconds(["pipeline", "validate"], 3, check=False)
+    print(f"explore pipeline validate: median {validate:.2f} s over 3 runs")
 
 
 if __name__ == "__main__":

@@ -34,28 +34,24 @@ def sd_default():
 
 def pipeline_default():
     """`explore pipeline --model llama2-70b --layers 48 --gpus 64 --hardware a100-80g`."""
-    from explore.cli.pipeline import Req, space_lists, workload
-    from explore.models.pipeline.study import PipelineStudy
+    from explore.cli.studies.pipeline import Hardware, PipelineRequest, Workload, build
 
-    req = Req(model="llama2-70b", layers=48, hardware="a100-80g", gpus=64)
+    req = PipelineRequest(work=Workload(model="llama2-70b", layers=48),
+                          hw=Hardware(hardware="a100-80g", gpus=64))
 
     def make():
-        work = workload(req)
-        lists = space_lists(req, work)
-        return PipelineStudy(work, lists["tp"], lists["pp"], lists["vpp"], lists["mbs"],
-                             lists["schedule"], lists["recompute"], lists["offload"],
-                             lists["optimizer"], None, 10)
+        return build(req)[2]
     return make, "tokens_per_s", ["pipeline", "--model", "llama2-70b", "--layers", "48",
                                   "--gpus", "64", "--hardware", "a100-80g"]
 
 
 def chiplet_default():
     """`explore chiplet --grid 8x8 --model llama2-70b` (the grid fixed, the rest searched)."""
-    from explore.cli.chiplet import ChipletRequest, build
+    from explore.cli.studies.chiplet import ChipletRequest, ChipletSpace, build
     from explore.models.chiplet.study import ChipletStudy
 
     def make():
-        setup, values, _ = build(ChipletRequest(grid="8x8"))
+        setup, values, _ = build(ChipletRequest(space=ChipletSpace(grid="8x8")))
         return ChipletStudy(setup, values)
     return make, "latency_s", ["chiplet", "--grid", "8x8", "--model", "llama2-70b"]
 

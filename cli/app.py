@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from . import chiplet, pipeline, presets_cmd, regress, run, sd, study, validate
+from . import presets_cmd, regress, run, study, validate
+from .registry import STUDIES, resolve
 
 EXIT_BAD_INPUT, EXIT_INFEASIBLE = 2, 3
 
@@ -26,9 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(sd.app, name="sd")
-app.add_typer(pipeline.app, name="pipeline")
-app.add_typer(chiplet.app, name="chiplet")
+for _study in STUDIES:
+    app.add_typer(resolve(f"{_study.cli}:app"), name=_study.name)
 app.add_typer(presets_cmd.app, name="presets")
 app.add_typer(validate.app, name="validate")
 app.add_typer(study.app, name="study")

@@ -6,10 +6,9 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-import typer
 
 from explore.models.errors import InputError
 
@@ -124,16 +123,3 @@ class SearchOptions:
                               timeout_s=self.timeout, seed=self.seed, storage=self.storage,
                               study_name=self.study_name, total_trials=self.total_trials,
                               command=command)
-
-
-def _legacy(name: str):
-    """A SearchOptions field as a plain typer.Option, for commands not yet using @uses."""
-    from .options import help_text
-    f = {f.name: f for f in fields(SearchOptions)}[name]
-    return typer.Option(f.default, *f.metadata["flags"], help=help_text(f, f.default),
-                        rich_help_panel=SEARCH_PANEL)
-
-
-SearchOpt, SamplerOpt, NTrialsOpt, TimeoutOpt, SeedOpt, StorageOpt, StudyNameOpt, WorkersOpt, \
-    TotalTrialsOpt = (_legacy(n) for n in ("search", "sampler", "n_trials", "timeout", "seed",
-                                           "storage", "study_name", "workers", "total_trials"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .registry import STUDIES
+
 app = typer.Typer(help="Compare the models with published and measured results; exit code 1 "
                        "when an error exceeds the stated tolerance.\n\nExample: explore "
                        "validate sd --summary")
@@ -66,9 +68,9 @@ def sd_validation() -> dict:
 
 def chiplet_validation() -> dict:
     """The Hecaton checks of docs/chiplet.md §9 in the summary's shape."""
-    from .chiplet import validation_result
+    from explore.models.chiplet.validate import check_rows
 
-    from .chiplet import check_rows
+    from .studies.chiplet import validation_result
 
     out = validation_result()
     checks = check_rows(out["rows"])
@@ -79,7 +81,7 @@ def pipeline_validation() -> dict:
     """The ChronosPipe checks of docs/pipeline.md §8 on the shipped fixture."""
     from explore.models.pipeline.validate import validate
 
-    from .pipeline import fixture
+    from .studies.pipeline import fixture
 
     out = validate(fixture({}))
     checks = [{**r, "reference": str(r["reference"]), "ours": str(r["ours"]),
@@ -106,14 +108,15 @@ def render_sd(out: dict, summary_only: bool) -> None:
     c = console()
     if not summary_only:
         c.print(table("MoESD peak speedups: published vs predicted (peak over B = 1..100)",
-                      ["tbl", "model", "GPUs", "data", "T", "g", "pub x", "none x", "ours x",
+                      ["model", "GPUs", "data", "T", "g", "pub x", "none x", "ours x",
                        "at B", "error", "use"],
-                      [[r["table"], _short_model(r["model"]), r["hardware"],
+                      [[_short_model(r["model"]), r["hardware"],
                         DATASETS.get(r["dataset"], r["dataset"]), f"{r['temperature']:g}",
                         r["gamma"], f"{r['published']:.2f}", f"{r['kernels_only']:.2f}",
                         f"{r['ours']:.2f}", r["peak_batch"], f"{r['error']:+.1%}", r["role"]]
-                       for r in out["peaks"]], right=(4, 5, 6, 7, 8, 9, 10), compact=True,
-                      caption="data: " + ", ".join(f"{v} {k}" for k, v in DATASETS.items())
+                       for r in out["peaks"]], right=(3, 4, 5, 6, 7, 8, 9), compact=True,
+                      caption="Table 1: the 2xA800 cells, Table 2: the others; data: "
+                      + ", ".join(f"{v} {k}" for k, v in DATASETS.items())
                       + "; T temperature; g draft length gamma; pub the published peak "
                       "speedup; none kernels only; ours with engine "
                       f"{out['peak_summary']['engine']}, at batch B; use: fit = the engine "
@@ -189,20 +192,24 @@ def validate_sd(
 
 
 def _mount_study_validations() -> None:
-    """`explore validate STUDY` runs the same command as `explore STUDY validate`."""
-    from .chiplet import validate_cmd as chiplet_validate
-    from .pipeline import validate_command as pipeline_validate
-    app.command("pipeline", help="The pipeline (ChronosPipe) model: the §8 fixture and both "
-                "ratio checks (same as explore pipeline validate).\n\nExample: explore validate "
-                "pipeline --json")(pipeline_validate)
-    app.command("chiplet", help="The chiplet (Hecaton) model: V1-V5 of docs/chiplet.md §9 "
-                "(same as explore chiplet validate).\n\nExample: explore validate "
-                "chiplet")(chiplet_validate)
+    """`explore validate STUDY` and `explore STUDY validate` are one command, for every study
+    of the registry."""
+    from .registry import resolve
+
+    def names(typer_app) -> set:
+        return {c.name for c in typer_app.registered_commands}
+
+    for study in STUDIES:
+        command = resolve(study.validate)
+        if study.name not in names(app):
+            app.command(study.name)(command)
+        study_app = resolve(f"{study.cli}:app")
+        if "validate" not in names(study_app):
+            study_app.command("validate")(command)
 
 
 _mount_study_validations()
-VALIDATIONS = {"sd": sd_validation, "pipeline": pipeline_validation,
-               "chiplet": chiplet_validation}
+VALIDATIONS = tuple(s.name for s in STUDIES)
 
 
 @app.callback(invoke_without_command=True)
@@ -215,7 +222,9 @@ def validate_all(
         return
     from .common import emit_json
 
-    results = {name: run() for name, run in VALIDATIONS.items()}
+    from .registry import resolve
+
+    results = {s.name: resolve(s.validation)() for s in STUDIES}
     rows = [dict(r, study=name) for name, out in results.items() for r in out["checks"]]
     if json_out:
         emit_json({"checks": rows, "studies": results})

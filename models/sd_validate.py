@@ -11,6 +11,7 @@ Pure functions over rows already read from the packaged CSVs (presets/validation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -193,7 +194,8 @@ def engine_validation(cells: list[dict], setups: dict, engine: sd.EngineProfile,
     from dataclasses import replace
 
     fit = fit_engine(cells, setups, engine)
-    fitted = replace(engine, **dict(zip(fit.names, map(float, fit.values))))
+    terms: dict[str, Any] = dict(zip(fit.names, map(float, fit.values)))
+    fitted = replace(engine, **terms)
     rows = peak_speedups(cells, setups, engine=fitted)
     bare = peak_speedups(cells, setups, engine=kernels_only)
     table, hardware = FIT_CELLS

@@ -36,7 +36,7 @@ def cli(capsys):
 # they return: compute each once per test run (per distinct arguments). A test that changes the
 # model underneath must call the original, `uncached(fn)`.
 EXPENSIVE = (("explore.cli.validate", "sd_validation"),
-             ("explore.cli.chiplet", "validation_result"),
+             ("explore.cli.studies.chiplet", "validation_result"),
              ("explore.models.pipeline.validate", "validate"))
 
 

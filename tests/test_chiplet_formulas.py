@@ -281,7 +281,7 @@ def test_every_hardware_field_is_documented_and_sourced():
     for kind in ("die", "package", "dram"):
         for name in presets.names(kind):
             obj = presets.load(kind, name)
-            for f, unit, doc, _ in field_docs(type(obj)):
+            for f, _unit, doc, _ in field_docs(type(obj)):
                 assert doc, (kind, f)
             assert obj.sources, (kind, name)
 

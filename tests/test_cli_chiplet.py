@@ -12,11 +12,22 @@ def test_default_search_with_fixed_grid(cli):
     code, out, err = cli("chiplet", "--grid", "8x8", "--model", "llama2-70b")
     assert code == 0, err
     for needle in ("best for latency", "exhaustive", "Configuration", "binding constraint",
-                   "vs Megatron 1D (layer-major)", "vs Megatron 1D (micro-batch-major)",
+                   "vs Megatron 1D TP on the same hardware", "layer-major", "micro-batch-major",
                    "Latency per iteration", "Energy per iteration", "E_static", "t_iter",
                    "DRAM traffic per iteration", "SRAM per die", "Top 10 by latency",
                    "Hardware provenance"):
         assert needle in out, needle
+
+
+def test_wide_adds_the_detail(cli):
+    code, out, _ = cli("chiplet", "run", "--wide")
+    assert code == 0
+    for needle in ("t_row", "t_mesh", "per layer (ms)", "total (s)", "detail", "pJ/MAC"):
+        assert needle in out, needle
+    code, narrow, _ = cli("chiplet", "run")
+    assert "t_mesh" not in narrow and "pJ/MAC" not in narrow
+    code, out, _ = cli("chiplet", "scale", "--series", "llama2-70b:8x8", "--wide")
+    assert code == 0 and "P_layer" in out and "Hec t_NoP (s)" in out
 
 
 def test_json_carries_the_table_numbers(cli):
@@ -135,6 +146,62 @@ def test_scale_prints_the_section8_table(cli):
     assert code == 0 and "890.8" in out and "Hec comp/NoP" in out
 
 
+def test_scale_and_validate_save_dir(cli, tmp_path):
+    code, _, err = cli("chiplet", "scale", "--series", "llama2-70b:8x8", "--save-dir",
+                       str(tmp_path / "s"))
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "s" / "series.csv").open()))
+    data = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert float(rows[0]["r_hec"]) == pytest.approx(data["series"][0]["r_hec"])
+    code, _, err = cli("chiplet", "validate", "--save-dir", str(tmp_path / "v"))
+    assert code == 0, err
+    checks = list(csv.DictReader((tmp_path / "v" / "checks.csv").open()))
+    assert [c["check"].split(":")[0] for c in checks][:2] == ["V1", "V2"]
+    assert (tmp_path / "v" / "sensitivities.csv").is_file()
+
+
+def test_help_names_the_models_defaults():
+    """The help texts state the defaults; the models define them (one default space)."""
+    import dataclasses
+
+    from explore.cli.studies import chiplet as C
+    from explore.models.chiplet import study
+    from explore.models.chiplet.validate import SERIES, scenario_point
+
+    text = {f.name: f.metadata.get("default_text") for f in dataclasses.fields(C.ChipletSpace)}
+    assert text["sram"] == ",".join(map(str, study.SRAM_MB))
+    assert text["package"] == ",".join(study.PACKAGES)
+    assert text["dram"] == ",".join(study.DRAMS)
+    assert text["modules"] == f"{study.MODULES[0]}-{study.MODULES[-1]}"
+    assert text["io_sides"] == ",".join(map(str, study.IO_SIDES))
+    assert text["grid"] == f"square grids {study.default_grids()[0]}..{study.default_grids()[-1]}"
+    point = scenario_point("8x8")
+    for name, shown in C.RUN_POINT_TEXT.items():
+        if name != "sram":
+            value = point[name]
+            assert shown == (("on" if value else "off") if isinstance(value, bool)
+                             else str(value)), name
+    series = {f.name: f.metadata["default_text"] for f in dataclasses.fields(C.ChipletSeries)}
+    assert series["series"].endswith(",".join(f"{m}:{g}" for m, g in SERIES))
+
+
+def test_a_study_builds_without_the_commands():
+    """Benchmarks and tests build chiplet studies from the request module alone, without
+    loading the command module."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from explore.cli.studies.chiplet import ChipletRequest, ChipletSpace, build\n"
+            "from explore.models.chiplet.study import ChipletStudy\n"
+            "setup, values, notes = build(ChipletRequest(space=ChipletSpace(grid='8x8')))\n"
+            "print(ChipletStudy(setup, values).space.size, notes,\n"
+            "      'explore.cli.chiplet' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["28672", "[]", "False"]
+
+
 def test_validate_prints_v1_to_v5(cli):
     code, out, _ = cli("chiplet", "validate")
     assert code == 0
@@ -245,3 +312,10 @@ def test_study_presets_run_as_written(cli, name):
     code, out, err = cli(*args, "--json")
     assert code == 0, err
     assert json.loads(out)["study"] == "chiplet"
+
+
+def test_config_option_without_a_value_is_refused(cli, tmp_path):
+    p = tmp_path / "best.yaml"
+    p.write_text("command: [chiplet, run]\noptions:\n  grid: 8x8\n  seq:\n")
+    code, _, err = cli("chiplet", "run", "--config", str(p))
+    assert code == 2 and "option 'seq' has no value" in err and "Traceback" not in err

@@ -120,7 +120,7 @@ def test_validate_prints_the_fixture_table(cli):
 
 def test_validate_uses_the_shipped_fixture_preset():
     """The study preset holds the §8 values and validate reads them."""
-    from explore.cli.pipeline import fixture, fixture_options
+    from explore.cli.studies.pipeline import fixture, fixture_options
     from explore import presets
     data = presets.read_yaml(presets.ROOT / "studies" / "chronos-fixture.yaml")
     assert set(data) == {"description", "command", "options"}
@@ -132,6 +132,60 @@ def test_validate_uses_the_shipped_fixture_preset():
     fx = fixture({})
     assert (fx.tp, fx.pp, fx.dp, fx.layers, fx.sp, fx.flash) == (8, 8, 1, 48, False, True)
     assert fx.hw.link_bandwidth == 25e9 and fx.hw.fragmentation == 1.0
+
+
+def test_fixture_defaults_live_in_the_model(monkeypatch):
+    """What neither the preset nor a flag gives is the Fixture's own default, not a second
+    copy in the CLI; flags override the preset."""
+    from dataclasses import fields
+
+    from explore.cli.studies import pipeline as study
+    from explore.models.pipeline.validate import Fixture
+
+    monkeypatch.setattr(study, "fixture_options", lambda: {"model": "llama2-70b"})
+    fx = study.fixture({"tp": "4", "delta": 0.2})
+    defaults = {f.name: f.default for f in fields(Fixture)}
+    assert (fx.tp, fx.delta) == (4, 0.2)
+    for name in ("layers", "pp", "dp", "seq", "mbs", "global_batch", "sp", "flash", "vpp"):
+        assert getattr(fx, name) == defaults[name], name
+
+
+def test_studies_build_without_the_typer_commands():
+    """Tests and benchmarks build the study from cli/studies/pipeline.py alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from explore.cli.studies.pipeline import PipelineRequest, Workload, build\n"
+            "work, lists, study = build(PipelineRequest(work=Workload(layers=48)))\n"
+            "assert study.space.size > 1000, study.space.size\n"
+            "assert 'explore.cli.pipeline' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_validate_flags_override_the_fixture(cli):
+    code, out, _ = cli("pipeline", "validate", "--delta", "0.2", "--json")
+    assert json.loads(out)["fixture"]["delta"] == 0.2
+
+
+def test_every_command_has_its_own_flags_only(cli):
+    """Option groups: a flag a command cannot use is not offered (max-size finds L itself,
+    validate takes the fixture's options)."""
+    from typer.main import get_command
+
+    from explore.cli.app import app
+
+    group = get_command(app).commands["pipeline"]
+
+    def flags(cmd):
+        return {o for p in cmd.params for o in p.opts if o.startswith("--")}
+
+    assert "--layers" not in flags(group.commands["max-size"])
+    assert {"--tb-ratio", "--vpp", "--schedule"} & flags(group.commands["validate"]) == set()
+    assert "--dp" in flags(group.commands["breakdown"]) and "--dp" not in flags(group)
+    assert "--recompute-layers" not in flags(group.commands["sweep"])
+    for name in ("", "best", "breakdown", "max-size", "sweep", "validate"):
+        assert "--wide" in flags(group.commands[name] if name else group), name
 
 
 def test_help_has_examples(cli):
@@ -190,3 +244,28 @@ def test_model_that_cannot_fit_names_device_and_category(cli):
                        "8")
     assert code == 3
     assert "device 0, model states" in err
+
+
+def test_save_dir_of_every_table_command_carries_the_json(cli, tmp_path):
+    """--save-dir (the shared Output group): result.json holds the --json numbers, one CSV per
+    table."""
+    args = ("pipeline", "max-size", "--tp", "8", "--pp", "8", "--mbs", "4", "--schedule",
+            "1f1b")
+    code, out, _ = cli(*args, "--json")
+    assert code == 0
+    code, _, _ = cli(*args, "--save-dir", str(tmp_path))
+    assert code == 0
+    assert json.loads((tmp_path / "result.json").read_text())["rows"][0]["l_star"] == \
+        pytest.approx(json.loads(out)["rows"][0]["l_star"])
+    assert (tmp_path / "max_size.csv").read_text().startswith("schedule,label,grid_step")
+
+
+def test_wide_tables_keep_every_column(cli):
+    args = ("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4")
+    code, wide, _ = cli(*args, "--wide")
+    assert code == 0
+    code, narrow, _ = cli(*args)
+    assert code == 0
+    for column in ("+reserve", "recompute", "working", "extras", "reload"):
+        assert f" {column} " in wide, column
+    assert " +reserve " not in narrow and " other " in narrow

@@ -56,6 +56,40 @@ def test_state_schemes(zero, dist, d, expect):
     assert mem.state_bytes(zero, dist, d).total == pytest.approx(expect)
 
 
+@pytest.mark.parametrize("zero,dist,name", [(None, False, None), (0, False, "none"),
+                                             (1, False, "zero1"), (3, False, "zero3"),
+                                             (None, True, "dist-opt")])
+def test_one_rule_names_the_optimizer_sharding(zero, dist, name):
+    """--zero / --dist-opt -> the Policy's optimizer name, the rule state_bytes applies too."""
+    assert mem.sharding(zero, dist) == name
+    if name is not None:
+        pol = Policy(optimizer=name)
+        assert mem.state_bytes(pol.zero, pol.dist_opt, 8) == \
+            mem.state_bytes(zero or 0, dist, 8)
+
+
+@pytest.mark.parametrize("zero,dist,message", [(4, False, "--zero must be 0, 1, 2 or 3"),
+                                                (1, True, "do not combine")])
+def test_sharding_rejects_what_megatron_cannot_run(zero, dist, message):
+    from explore.models.errors import InputError
+    with pytest.raises(InputError, match=message):
+        mem.sharding(zero, dist)
+    with pytest.raises(InputError, match=message):
+        mem.state_bytes(zero, dist)
+
+
+def test_default_search_space_divides_heads_layers_and_gpus():
+    from explore.models.pipeline.study import Workload, search_space
+
+    work = Workload(LLAMA.with_layers(48), fixture_hw())
+    space = search_space(work)
+    assert space["tp"] == (1, 2, 4, 8) and space["pp"] == (1, 2, 4, 8, 16)
+    assert space["vpp"] == (1, 2) and space["mbs"] == (1, 2, 4, 8)
+    assert space["optimizer"] == ("none", "dist-opt")          # some layout leaves DP > 1
+    assert search_space(work, schedule=("1f1b",))["vpp"] == (1,)
+    assert search_space(work, tp=(8,), pp=(8,))["optimizer"] == ("none",)   # DP 1 only
+
+
 def test_end_stages_hold_embedding_and_head():
     hw = fixture_hw()
     lay = Layout(8, 8, 1, 4096, 4, 256)

@@ -20,8 +20,31 @@ SD = [
      "model=qwen2-57b-a14b", "--residuals", "-o", "/dev/null"),
 ]
 PIPELINE: list[tuple[str, ...]] = [
+    ("pipeline", "--model", "llama2-70b", "--layers", "48", "--gpus", "64", "--hardware",
+     "a100-80g"),
+    ("pipeline", "best", "--layers", "32", "--tp", "8", "--pp", "4,8", "--mbs", "2,4",
+     "--schedule", "1f1b,interleaved,zb-h1,chronos", "--top", "5"),
+    ("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4",
+     "--schedule", "chronos"),
+    ("pipeline", "breakdown", "--layers", "64", "--tp", "8", "--pp", "16", "--gpus", "128",
+     "--mbs", "4", "--schedule", "chronos", "--offload", "chronos"),
+    ("pipeline", "timeline", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4",
+     "--schedule", "chronos", "--plot"),
+    ("pipeline", "max-size", "--tp", "8", "--pp", "8", "--mbs", "4"),
+    ("pipeline", "max-size", "--tp", "8", "--pp", "8", "--mbs", "4", "--schedule",
+     "1f1b,chronos", "--delta", "0.1"),
+    ("pipeline", "sweep", "--vary", "h2d-gbps", "--values", "12.5,25,50", "--layers", "48",
+     "--tp", "8", "--pp", "8", "--mbs", "4", "--schedule", "chronos", "--offload", "chronos"),
+    ("pipeline", "validate"),
 ]
 CHIPLET: list[tuple[str, ...]] = [
+    ("chiplet", "--grid", "8x8", "--model", "llama2-70b"),
+    ("chiplet", "run"),
+    ("chiplet", "run", "--sram", "64"),
+    ("chiplet", "search", "--grid", "8x8"),
+    ("chiplet", "--model", "llama2-7b", "--n-trials", "25"),
+    ("chiplet", "scale"),
+    ("chiplet", "validate"),
 ]
 OTHER = [
     ("validate",),

@@ -32,8 +32,10 @@ def test_summary_table_columns(cli):
     for i, source in enumerate(sources, 1):
         assert out.count(f"[{i}] {source}") == 1
     assert "sd: SD peak speedup" in out and "pipeline: " in out and "chiplet: " in out
-    fails = sum(r["status"] == "FAIL" for r in checks)
-    assert f"{fails} FAIL" in out.splitlines()[0]
+    tally = out.splitlines()[0]
+    for status in ("PASS", "WARN", "FAIL", "INFO"):
+        n = sum(r["status"] == status for r in checks)
+        assert (f"{n} {status}" in tally) if n else (status not in tally)
 
 
 def test_validate_study_subcommands(cli):
@@ -43,3 +45,16 @@ def test_validate_study_subcommands(cli):
     assert "SD validation summary" in out
     code, out, _ = cli("validate", "pipeline", "--json")
     assert code == 0 and json.loads(out)["rows"]
+
+
+def test_every_study_validates_both_ways(cli):
+    """The registry mounts one validate command per study under both paths (issue 11)."""
+    from explore.cli.registry import STUDIES
+    for study in STUDIES:
+        for path in (("validate", study.name), (study.name, "validate")):
+            code, out, _ = cli(*path, "--help")
+            assert code == 0 and "Usage: explore " + " ".join(path) in " ".join(out.split())
+    code, a, _ = cli("sd", "validate", "--json")
+    code2, b, _ = cli("validate", "sd", "--json")
+    assert code == code2 == 0
+    assert json.loads(a)["checks"] == json.loads(b)["checks"]

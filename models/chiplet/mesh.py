@@ -254,8 +254,7 @@ def hamiltonian_order(rows: int, cols: int) -> tuple[tuple[int, ...], int]:
     cols >= 2): row 0 west to east, a serpentine over columns 1.. in the other rows, back up
     column 0. For odd P a Hamiltonian path from (0,0) to (1,1) closes with one 2-hop edge."""
     if rows < 2 or cols < 2:
-        order = list(range(rows * cols))                       # a line: the ring wraps around
-        return tuple(order), rows * cols - 1
+        return tuple(range(rows * cols)), rows * cols - 1      # a line: the ring wraps around
     if rows % 2 and cols % 2 == 0:                             # make the row count even
         order, closing = hamiltonian_order(cols, rows)
         return tuple(int((n % rows) * cols + n // rows) for n in order), closing

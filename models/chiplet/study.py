@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,10 @@ SCHEDULES = ("layer-major", "micro-batch-major")
 OVERLAPS = ("max", "none")
 SRAM_MB = (16, 32, 48, 64, 96, 128, 192, 256)
 GRID_SIDES = tuple(range(4, 17))
+MODULES = (1, 2, 3, 4)                  # UCIe modules per port
+IO_SIDES = (2, 4)
+PACKAGES = ("standard", "advanced")     # the package and DRAM presets §10 searches
+DRAMS = ("ddr5", "hbm2e")
 PARAMS = ("grid", "sram_mb", "method", "schedule", "package", "modules", "dram", "io_sides",
           "micro_batch", "recompute", "overlap")
 CONSTRAINTS = ("layout", "sram", "dram_capacity", "shoreline")
@@ -157,8 +162,8 @@ def evaluate_points(s: ChipletSetup, points: dict) -> dict[str, np.ndarray]:
     for c in CONSTRAINTS:
         out.setdefault(f"violation_{c}", np.full(n, -1.0))
         out[f"violation_{c}"] = np.nan_to_num(out[f"violation_{c}"], nan=-1.0)
-    for k in METRIC_NAMES:
-        out.setdefault(k, np.full(n, np.nan))
+    for metric in METRIC_NAMES:
+        out.setdefault(metric, np.full(n, np.nan))
     out["binding"] = np.where(out["violation_layout"] > 0, 6.0, out["binding"])
     _reasons(out, reasons, pts)
     out["reason"] = reasons
@@ -239,18 +244,36 @@ def _lookup(names: np.ndarray, values: dict[str, float]) -> np.ndarray:
     return vals[order][np.searchsorted(keys[order], names)]
 
 
-def default_values(setup: ChipletSetup, grid: str | None) -> dict[str, tuple]:
-    """The space of §10 (grid fixed or searched over square grids 4..16)."""
-    w = setup.work
+def default_grids(rect: bool = False) -> tuple[str, ...]:
+    """§10: the square grids 4x4..16x16 (rect: every N1 x N2 of those sides)."""
+    if rect:
+        return tuple(f"{a}x{b}" for a in GRID_SIDES for b in GRID_SIDES)
+    return tuple(f"{n}x{n}" for n in GRID_SIDES)
+
+
+def default_methods(grids: tuple[str, ...]) -> tuple[str, ...]:
+    """Every method variant that fits one fixed grid; all of them when grids are searched."""
+    if len(grids) == 1:
+        return tuple(m.label for m in methods.methods_for(parse_grid(grids[0])))
+    return methods.ALL_METHODS
+
+
+def micro_batches(batch: int) -> tuple[int, ...]:
+    """Every micro-batch B_m that divides the batch B."""
+    return tuple(d for d in range(1, batch + 1) if batch % d == 0)
+
+
+def default_values(setup: ChipletSetup, grid: str | Sequence[str] | None = None,
+                   rect: bool = False) -> dict[str, tuple]:
+    """The space of §10, the one default search space: the grid fixed (one or several) or
+    searched over square grids 4..16 (rect: rectangles too); every method that fits; the
+    loaded packages and DRAMs."""
     if grid is None:
-        grids = tuple(f"{n}x{n}" for n in GRID_SIDES)
-        meths = methods.ALL_METHODS
+        grids = default_grids(rect)
     else:
-        mesh = parse_grid(grid)
-        grids = (str(mesh),)
-        meths = tuple(m.label for m in methods.methods_for(mesh))
-    return {"grid": grids, "sram_mb": SRAM_MB, "method": meths, "schedule": SCHEDULES,
-            "package": tuple(setup.packages), "modules": (1, 2, 3, 4),
-            "dram": tuple(setup.drams), "io_sides": (2, 4),
-            "micro_batch": tuple(d for d in range(1, w.batch + 1) if w.batch % d == 0),
-            "recompute": (True,), "overlap": ("max",)}
+        grids = tuple(str(parse_grid(g)) for g in ((grid,) if isinstance(grid, str) else grid))
+    return {"grid": grids, "sram_mb": SRAM_MB, "method": default_methods(grids),
+            "schedule": SCHEDULES, "package": tuple(setup.packages), "modules": MODULES,
+            "dram": tuple(setup.drams), "io_sides": IO_SIDES,
+            "micro_batch": micro_batches(setup.work.batch), "recompute": (True,),
+            "overlap": ("max",)}

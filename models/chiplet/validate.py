@@ -8,7 +8,7 @@ ratios: a miss is reported, not fixed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..shapes import ModelShape
 from .cost import Workload
@@ -34,6 +34,11 @@ def scenario_point(grid: str, **over) -> dict:
 def scenario_workload(model: ModelShape) -> Workload:
     """S = 4096, B = 128 (524,288 tokens), bf16 with fp32 Adam and beta_g = 4."""
     return Workload(model, seq=4096, batch=128, grad_bytes=4.0)
+
+
+def scenario_setup(setup: ChipletSetup) -> ChipletSetup:
+    """The same hardware (loaded with the §10 packages and DRAMs) running the §9 workload."""
+    return replace(setup, work=scenario_workload(setup.work.model))
 
 
 @dataclass(frozen=True)
@@ -173,9 +178,10 @@ def validation(setups: dict[str, ChipletSetup]) -> dict:
 def sensitivities(setup: ChipletSetup) -> list[dict]:
     """How the 70B/8x8 ratios move with the baseline ring, the overlap and the package (§9)."""
     out = []
-    cases = (("scenario (§9)", {}, False), ("bidirectional 1D ring", {}, True),
-             ("overlap = none", {"overlap": "none"}, False),
-             ("advanced package", {"package": "advanced"}, False))
+    cases: tuple[tuple[str, dict[str, str], bool], ...] = (
+        ("scenario (§9)", {}, False), ("bidirectional 1D ring", {}, True),
+        ("overlap = none", {"overlap": "none"}, False),
+        ("advanced package", {"package": "advanced"}, False))
     for label, over, bidir in cases:
         c = compare(setup, "8x8", bidir, **over)
         hec, base = c.hecaton, c.layer_major
@@ -194,4 +200,13 @@ def hard_failures(result: dict) -> list[str]:
     return [r["id"] for r in result["rows"] if r["status"] == "FAIL"]
 
 
-
+def check_rows(rows: list[dict]) -> list[dict]:
+    """Rows V1-V5 in the one validation-row shape every validate table and summary uses:
+    check, reference, ours, error, tolerance, status, source."""
+    def show(v) -> str:
+        return f"{v:.3g}x" if isinstance(v, float) else str(v)
+    return [{"check": f"{r['id']}: {r['check']}", "reference": show(r["reference"]),
+             "ours": show(r["ours"]),
+             "error": f"ours/ref {r['ratio']:.2f}" if isinstance(r["reference"], float) else None,
+             "tolerance": r["rule"], "status": r["status"], "source": r["source"]}
+            for r in rows]

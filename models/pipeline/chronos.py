@@ -59,7 +59,7 @@ class Grid:
 class Queue:
     """Busy intervals of one copy direction of one device's host link."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.busy: list[tuple[float, float]] = []
 
     def earliest(self, after: float, length: float) -> float:
@@ -390,6 +390,8 @@ class Solution:
 
     @property
     def cap(self) -> int | None:
+        if self.outcome is None:     # same exception type as the unguarded access raised
+            raise AttributeError("a pruned Solution (no outcome) has no cap")
         return self.outcome.ops.cap
 
 

@@ -4,6 +4,7 @@ used (GPU + node + overrides), the parallel layout and the memory/schedule polic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..errors import InputError
 from ..hardware import GpuSpec
@@ -83,11 +84,14 @@ class Hardware:
             raise InputError("DP overlap must be in [0, 1]")
 
     @classmethod
-    def from_presets(cls, gpu: GpuSpec, node: NodeSpec, gpus: int, **overrides) -> "Hardware":
-        base = dict(gpu=gpu, node=node, gpus=gpus, hbm_bytes=gpu.hbm_bytes,
-                    host_ram_bytes=node.host_ram_bytes * node.pinned_fraction,
-                    host_link_bandwidth=gpu.host_link_bandwidth,
-                    link_share=node.gpus_per_host_link, peak_flops=gpu.peak_flops)
+    def from_presets(cls, gpu: GpuSpec, node: NodeSpec, gpus: int,
+                     **overrides: Any) -> "Hardware":
+        # mixed value types (specs, ints, floats) forwarded as Hardware's keyword arguments
+        base: dict[str, Any] = dict(gpu=gpu, node=node, gpus=gpus, hbm_bytes=gpu.hbm_bytes,
+                                    host_ram_bytes=node.host_ram_bytes * node.pinned_fraction,
+                                    host_link_bandwidth=gpu.host_link_bandwidth,
+                                    link_share=node.gpus_per_host_link,
+                                    peak_flops=gpu.peak_flops)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

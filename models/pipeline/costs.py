@@ -101,7 +101,7 @@ class Terms:
         t, lc = self.layout.tp, self.layers_per_chunk
         same = self.dev_of[0] == self.dev_of[-1]
         out = [0.0] * self.p
-        for vs, d in enumerate(self.dev_of):
+        for d in self.dev_of:
             out[d] += lc * self.shape.dense_layer_params / t
         out[self.dev_of[0]] += self.shape.embedding_params / t
         out[self.dev_of[-1]] += mem.head_params(self.shape, same) / t

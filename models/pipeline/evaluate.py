@@ -199,7 +199,7 @@ class Outcome:
         cats = self.category_bytes(d)
         states = cats["weights"] + cats["grads"] + cats["optimizer"]
         dynamic = {k: v for k, v in cats.items() if k not in ("weights", "grads", "optimizer")}
-        top = max(dynamic, key=dynamic.get)
+        top = max(dynamic, key=lambda k: dynamic[k])
         category = "model states" if states >= dynamic[top] else top
         op = self.memory[d].peak_op
         return {"device": d, "peak_bytes": self.peaks[d], "category": category,

@@ -33,24 +33,34 @@ class StateBytes:
         return self.weights + self.grads + self.optimizer
 
 
+def sharding(zero: int | None = None, dist_opt: bool = False) -> str | None:
+    """The optimizer sharding (config.OPTIMIZERS) named by a ZeRO stage and the distributed
+    optimizer flag, None when neither is given. The rules of §3, in one place: ZeRO stage 0
+    (no sharding), 1, 2 or 3; Megatron's distributed optimizer is its ZeRO-1, so not both."""
+    if zero is not None and dist_opt:
+        raise InputError("--dist-opt is Megatron's ZeRO-1; do not combine it with --zero")
+    if zero is not None:
+        if zero not in (0, 1, 2, 3):
+            raise InputError(f"--zero must be 0, 1, 2 or 3, got {zero}")
+        return "none" if zero == 0 else f"zero{zero}"
+    return "dist-opt" if dist_opt else None
+
+
 def state_bytes(zero: int = 0, dist_opt: bool = False, dp: int = 1,
                 fp32_grads: bool = True) -> StateBytes:
     """S_p split by kind (§3 table): Megatron default 2+4+12 = 18 (fp32_grads) or mixed-precision
     Adam 2+2+12 = 16; ZeRO-1/2/3 (16-byte family) 4+12/d, 2+14/d, 16/d; distributed optimizer
-    (Megatron) 6+12/d."""
-    if zero not in (0, 1, 2, 3):
-        raise InputError(f"--zero must be 0, 1, 2 or 3, got {zero}")
+    (Megatron) 6+12/d. zero 0 means no ZeRO (the rules: `sharding`)."""
+    scheme = sharding(zero or None, dist_opt)
     if dp < 1:
         raise InputError(f"data-parallel degree must be >= 1, got {dp}")
-    if dist_opt:
-        if zero:
-            raise InputError("--dist-opt is Megatron's ZeRO-1; do not combine it with --zero")
+    if scheme == "dist-opt":
         return StateBytes(2.0, 4.0, 12.0 / dp, "distributed optimizer 6 + 12/d")
-    if zero == 1:
+    if scheme == "zero1":
         return StateBytes(2.0, 2.0, 12.0 / dp, "ZeRO-1 4 + 12/d")
-    if zero == 2:
+    if scheme == "zero2":
         return StateBytes(2.0, 2.0 / dp, 12.0 / dp, "ZeRO-2 2 + 14/d")
-    if zero == 3:
+    if scheme == "zero3":
         return StateBytes(2.0 / dp, 2.0 / dp, 12.0 / dp, "ZeRO-3 16/d")
     if fp32_grads:
         return StateBytes(2.0, 4.0, 12.0, "Megatron bf16 + fp32 grads 18")

@@ -11,12 +11,14 @@ Chronos-Pipe) come from one deterministic greedy list scheduler with a memory ca
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypedDict
 
 from ..errors import InfeasibleError, InputError
 
-F, B, W, R, O, L = range(6)
+F, B, W, R, O, L = range(6)  # noqa: E741 - the op kinds' own letters (KINDS)
 KINDS = "FBWROL"
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min",
@@ -133,21 +135,33 @@ def _interleaved(p: int, v: int, m: int):
 
 # ---- greedy split-backward list scheduler (§5.3) ----------------------------------------------
 
-def _greedy(p: int, m: int, dev_of: tuple[int, ...], admissible, times: tuple[float, ...],
-            lag: float, omega: float, v_shape: bool):
+class _GreedyState(TypedDict):
+    """Per-device counters of the greedy scheduler, read by the admissibility checks."""
+    live: list[float]       # chunk units of stored activations
+    reserved: list[int]     # units reserved by first-leg Fs for their second-leg F (V shapes)
+    pending: list[int]      # micro-batches with F done and W not done
+    open: list[int]         # micro-batches with F done and B not done
+
+
+Admissible = Callable[[int, int, _GreedyState], bool]
+
+
+def _greedy(p: int, m: int, dev_of: tuple[int, ...], admissible: Admissible,
+            times: tuple[float, ...], lag: float, omega: float, v_shape: bool):
     """Deterministic greedy list scheduler with split backward. At each decision instant all
     completions are applied, then idle devices are visited in index order; each picks a ready B
     (lowest micro-batch, then highest vs), else an admissible ready F, else a ready W, else
     idles. `admissible(device, vs, state)` implements the memory cap."""
     nvs = len(dev_of)
     tf, tb, tw = times
-    f_ready = [[] for _ in range(nvs)]        # heaps of ready micro-batches per vs
-    b_ready = [[] for _ in range(nvs)]
-    w_ready = [[] for _ in range(nvs)]
+    f_ready: list[list[int]] = [[] for _ in range(nvs)]  # heaps of ready micro-batches per vs
+    b_ready: list[list[int]] = [[] for _ in range(nvs)]
+    w_ready: list[list[int]] = [[] for _ in range(nvs)]
     f_ready[0] = list(range(m))
     mine = [tuple(sorted((v for v in range(nvs) if dev_of[v] == d), reverse=True))
             for d in range(p)]                # highest vs first: the tie-break
-    state = {"live": [0.0] * p, "reserved": [0] * p, "pending": [0] * p, "open": [0] * p}
+    state: _GreedyState = {"live": [0.0] * p, "reserved": [0] * p, "pending": [0] * p,
+                           "open": [0] * p}
     lists: list[list[tuple[int, int, int]]] = [[] for _ in range(p)]
     idle = [True] * p
     events: list = []
@@ -232,20 +246,21 @@ def _greedy(p: int, m: int, dev_of: tuple[int, ...], admissible, times: tuple[fl
     return [tuple(x) for x in lists]
 
 
-def _v_admissible(p: int, cap: int):
+def _v_admissible(p: int, cap: int) -> Admissible:
     """Chronos-Pipe (§5.3): a second-leg F is always admissible; a first-leg F needs
     live + reserved + 2 <= C and reserves one unit for its own later second-leg F."""
-    def ok(d: int, vs: int, state) -> bool:
+    def ok(d: int, vs: int, state: _GreedyState) -> bool:
         if vs >= p:
             return True
         return state["live"][d] + state["reserved"][d] + 2 <= cap + 1e-9
     return ok
 
 
-def _linear_admissible(caps_open: tuple[int, ...], caps_inflight: tuple[int, ...]):
+def _linear_admissible(caps_open: tuple[int, ...],
+                       caps_inflight: tuple[int, ...]) -> Admissible:
     """ZB-H1/H2: at most caps_open[r] micro-batches with F done and B not done, and at most
     caps_inflight[r] with W not done (W-pending activations still use memory)."""
-    def ok(d: int, vs: int, state) -> bool:
+    def ok(d: int, vs: int, state: _GreedyState) -> bool:
         return state["open"][d] < caps_open[d] and state["pending"][d] < caps_inflight[d]
     return ok
 

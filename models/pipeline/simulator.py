@@ -123,13 +123,27 @@ def boundary(dev_a: int, dev_b: int) -> int:
     return lo if hi == lo + 1 else hi
 
 
+def _appender(*columns: list):
+    """push(kind, device, vs, mb, resource): one op's fields onto the parallel column lists."""
+    def push(*values) -> None:
+        for column, value in zip(columns, values):
+            column.append(value)
+    return push
+
+
 @lru_cache(maxsize=256)
 def base_program(ops: OpLists, with_r: bool = True) -> Program:
     """The compiled op lists, cached. With with_r an R op sits just before every B (zero
     duration and bytes unless its chunk-micro-batch is marked for recompute), so recompute
     plans never change the program's structure; without, B carries its own dependency."""
     p, nvs = ops.p, ops.nvs
-    kind, dev, vsl, mbl, res = [], [], [], [], []
+    # the op columns: kind, device, virtual stage, micro-batch, resource
+    kind: list[int] = []
+    dev: list[int] = []
+    vsl: list[int] = []
+    mbl: list[int] = []
+    res: list[int] = []
+    push = _appender(kind, dev, vsl, mbl, res)
     dev_ops: list[list[int]] = [[] for _ in range(p)]
     index: dict[tuple[int, int, int], int] = {}
     for d in range(p):
@@ -137,10 +151,10 @@ def base_program(ops: OpLists, with_r: bool = True) -> Program:
             if k == B and with_r:
                 index[(R, v, j)] = len(kind)
                 dev_ops[d].append(len(kind))
-                kind.append(R); dev.append(d); vsl.append(v); mbl.append(j); res.append(d)
+                push(R, d, v, j, d)
             index[(k, v, j)] = len(kind)
             dev_ops[d].append(len(kind))
-            kind.append(k); dev.append(d); vsl.append(v); mbl.append(j); res.append(d)
+            push(k, d, v, j, d)
     deps: list[tuple[tuple[int, int], ...]] = []
     last_vs = nvs - 1
     for o in range(len(kind)):
@@ -173,6 +187,7 @@ def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = (),
     p = ops.p
     kind, dev, vsl, mbl, res = (list(base.kind), list(base.dev), list(base.vs), list(base.mb),
                                 list(base.res))
+    push = _appender(kind, dev, vsl, mbl, res)
     deps = list(base.deps)
     reload_deps = [list(x) for x in base.reload_deps]
     index = base.index
@@ -187,8 +202,8 @@ def compile_program(ops: OpLists, transfers: tuple[Transfer, ...] = (),
     for t in transfers:
         d = t.device
         o_op, l_op = len(kind), len(kind) + 1
-        kind += [O, L]; dev += [d, d]; vsl += [t.vs, t.vs]; mbl += [t.mb, t.mb]
-        res += [p + 2 * d, p + 2 * d + 1]
+        push(O, d, t.vs, t.mb, p + 2 * d)
+        push(L, d, t.vs, t.mb, p + 2 * d + 1)
         deps.append(() if t.after is None else ((index[t.after], -1),))
         deps.append(((o_op, -1),) + (() if t.trigger is None else ((index[t.trigger], -1),)))
         reload_deps += [[], []]
@@ -273,7 +288,7 @@ def _topological(n: int, res_lists, deps, reload_deps) -> list[int]:
 class Timing:
     start: list
     end: list
-    makespan: object                 # float or array
+    makespan: float | np.ndarray     # float or array
     device_end: list                 # per device: end of its last compute op
     busy: list                       # per device: summed compute durations
     stall: list                      # per device: time compute waited for reloads

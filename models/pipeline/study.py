@@ -18,7 +18,7 @@ from ..shapes import ModelShape
 from ..units import GiB
 from . import schedules
 from .chronos import solve
-from .config import Hardware, Layout, Policy
+from .config import OFFLOAD, RECOMPUTE, Hardware, Layout, Policy
 from .costs import Terms
 from .evaluate import Outcome, object_bytes
 from .simulator import CATEGORIES
@@ -106,6 +106,34 @@ def binding_text(out: Outcome) -> str:
                  f"wanted, {hw.host_ram_bytes / hw.gpus_per_node / GiB:.1f} GiB per GPU "
                  f"pinned)")
     return text
+
+
+SEARCHED_TP = (1, 2, 4, 8, 16)
+SEARCHED_MBS = (1, 2, 4, 8)
+
+
+def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=None,
+                 recompute=None, offload=None, optimizer=None) -> dict[str, tuple]:
+    """The searched values of every parameter (§10): the given ones, else every value that can
+    divide. TP: 1-16 in powers of two within a node, dividing the heads and the GPUs; PP:
+    dividing the layers and the GPUs; vpp 1 and 2 when interleaved is searched, else 1;
+    micro-batch 1, 2, 4, 8; every schedule, recompute and offload policy; optimizer none, and
+    the distributed optimizer too when some layout leaves DP > 1."""
+    def given(values, default):
+        return default if values is None else tuple(values)
+
+    model, hw = work.model, work.hw
+    tps = given(tp, tuple(t for t in SEARCHED_TP if t <= hw.gpus_per_node
+                          and model.heads % t == 0 and hw.gpus % t == 0))
+    pps = given(pp, tuple(p for p in range(1, min(model.layers, hw.gpus) + 1)
+                          if hw.gpus % p == 0 and model.layers % p == 0))
+    scheds = given(schedule, schedules.SCHEDULES)
+    vpps = given(vpp, (1, 2) if "interleaved" in scheds else (1,))
+    opts = given(optimizer, ("none", "dist-opt") if hw.gpus > max(pps) * min(tps)
+                 else ("none",))
+    return {"tp": tps, "pp": pps, "vpp": vpps, "mbs": given(mbs, SEARCHED_MBS),
+            "schedule": scheds, "recompute": given(recompute, RECOMPUTE),
+            "offload": given(offload, OFFLOAD), "optimizer": opts}
 
 
 class PipelineStudy:
@@ -350,7 +378,7 @@ def breakdown(out: Outcome) -> dict:
                     nbytes += float(hold)
             chunks.append({"vs": vs, "layers": t.layers_per_chunk, "in_flight": live,
                            "held_for_w": held, "bytes": nbytes * t.hw.fragmentation})
-        b = out.memory[d]
+        mem_d = out.memory[d]
         rows.append({
             "device": d, "weights": cats["weights"], "grads": cats["grads"],
             "optimizer_resident": cats["optimizer"], "optimizer_offloaded": opt_off,
@@ -360,8 +388,8 @@ def breakdown(out: Outcome) -> dict:
             "reload_in_flight": cats["optimizer reload"] + cats["weights reload"],
             "reserve": t.hw.reserve_bytes, "peak": out.peaks[d],
             "total_with_reserve": out.peaks[d] + t.hw.reserve_bytes,
-            "peak_time_s": b.peak_time,
-            "peak_op": out.prog.label(b.peak_op) if b.peak_op >= 0 else "-",
+            "peak_time_s": mem_d.peak_time,
+            "peak_op": out.prog.label(mem_d.peak_op) if mem_d.peak_op >= 0 else "-",
             "chunks": chunks, "host_bytes_per_gpu": out.host_bytes_per_gpu[d],
             "busy_s": float(out.timing.busy[d]),
             "stall_s": float(out.timing.stall[d])})
@@ -474,6 +502,7 @@ def max_size(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: in
             floor_s = None if floor_mfu is None else \
                 terms.model_flops / (floor_mfu * hw.gpus * hw.peak_flops)
             out = solve(terms, floor_s).outcome
+            assert out is not None    # no incumbent given: solve never prunes
             st = "oom" if not out.fits else (
                 "slow" if floor_s is not None and out.iteration_s > floor_s * (1 + 1e-9)
                 else "ok")
@@ -507,12 +536,13 @@ def max_size(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: in
     l_fit = lo * step
     fit = seen[l_fit][1] if lo else None
     l_fail = hi * step if hi is not None and hi * step in seen else None
-    fail = seen[l_fail][1] if l_fail else None
+    fail_st, fail = seen[l_fail] if l_fail else ("", None)
     l_star = float(l_fit)
     mfu_star = fit.mfu if fit else float("nan")
     if fail is None:
         binding = "none below the search limit" if fit else "no grid size fits"
-    elif seen[l_fail][0] == "slow":
+    elif fail_st == "slow":
+        assert floor_mfu is not None  # "slow" is only assigned when a floor is given
         binding = f"throughput floor: MFU {fail.mfu:.1%} < {floor_mfu:.1%} at L = {l_fail}"
         if fit is not None and fit.mfu > fail.mfu:
             frac = (fit.mfu - floor_mfu) / (fit.mfu - fail.mfu)
@@ -534,6 +564,17 @@ def max_size(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: in
 def comparable_floor(base: MaxSize, delta: float) -> float:
     """§8 "comparable throughput": MFU >= (1 - delta) x 1F1B's MFU at its own L*."""
     return (1 - delta) * base.mfu_star
+
+
+MAX_SIZE_SCHEDULES = ("1f1b", "interleaved", "zb-h1", "zb-v", "v-half", "v-min", "chronos")
+
+
+def default_degrees(hw: Hardware, tp: int | None = None, pp: int | None = None
+                    ) -> tuple[int, int]:
+    """(TP, PP) of a one-layout report (max-size, sweep) when not given: TP 8, at most a node
+    and the GPUs; PP the GPUs left over (DP 1)."""
+    t = min(8, hw.gpus_per_node, hw.gpus) if tp is None else tp
+    return t, max(1, hw.gpus // t) if pp is None else pp
 
 
 def max_size_table(work: Workload, tp: int, pp: int, mbs: int, vpp: int,
@@ -576,8 +617,10 @@ def sweep(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: int, 
         else:
             raise InputError(f"sweep parameter must be seq, m or h2d-gbps, not {param!r}")
         ms = max_size(w, tp, pp, mbs, policy, vpp)
+        at: dict[str, float | bool | str]
         try:
             out = solve(w.terms(w.layout(tp, pp, mbs, vpp), policy, layers)).outcome
+            assert out is not None    # no incumbent given: solve never prunes
             at = {"peak_bytes": out.peak, "tokens_per_s": out.tokens_per_s, "mfu": out.mfu,
                   "fits": out.fits, "stall_s": out.stall_s}
         except InfeasibleError as e:

@@ -120,6 +120,7 @@ def validate(fx: Fixture) -> dict:
     if chronos.fit is not None:
         L = chronos.l_fit
         rec = solve(w.terms(lay, Policy("1f1b", recompute="full"), L)).outcome
+        assert rec is not None    # no incumbent given: solve never prunes
         alt = {"layers": L, "chronos_tokens_per_s": chronos.fit.tokens_per_s,
                "baseline_tokens_per_s": rec.tokens_per_s, "baseline_fits": rec.fits,
                "ratio": chronos.fit.tokens_per_s / rec.tokens_per_s}

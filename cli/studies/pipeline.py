@@ -1,0 +1,637 @@
+"""`explore pipeline`: its option groups, the request they form, and the answers built from it
+(a search, one fixed layout, max-size, sweep, the §8 fixture) as JSON-ready dicts.
+
+Every flag is a field declared once. The groups that only some commands take whole are built
+from small field sets (a command lacking a flag uses a group without it): max-size finds the
+layer count itself, so it has no --layers; validate takes the fixture's options only. A range
+flag (--tp 4,8) is searched; the commands on one layout take it as one value (--tp 8)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, overload
+
+from ..common import RANGE_HELP, SearchOptions
+from ..options import option
+
+DEFAULT_MODEL = "llama2-70b"
+DEFAULT_GPU = "a100-80g"
+DEFAULT_GPUS = 64
+DEFAULT_EFF = 0.5
+FIXTURE_PRESET = "chronos-fixture"
+OBJECTIVES = {"tokens": "tokens_per_s", "mfu": "mfu", "memory": "peak_max_bytes",
+              "time": "iteration_s"}
+FIXTURE = "the fixture's"          # what None means for validate's options
+
+
+# ---- Workload ------------------------------------------------------------------------------
+
+@dataclass
+class _Shape:
+    PANEL: ClassVar[str] = "Workload"          # inherited by every Workload group
+    model: str = option(DEFAULT_MODEL, "--model", "-m", help="dense model preset or a Hugging "
+                        "Face config.json", default_text=FIXTURE)
+    seq: int = option(4096, "--seq", help="sequence length s", unit="tokens",
+                      default_text=FIXTURE)
+    global_batch: int = option(256, "--global-batch", help="global batch B_g",
+                               unit="sequences", default_text=FIXTURE)
+
+
+@dataclass
+class _Depth:
+    layers: Optional[int] = option(None, "--layers", "-L", help="layer count L of the model",
+                                   default_text="the preset's; validate: the fixture's")
+
+
+@dataclass
+class _Measured:
+    tb_ratio: float = option(1.0, "--tb-ratio", help="measured T_B / T_F of a layer (input "
+                             "gradient)")
+    tw_ratio: float = option(1.0, "--tw-ratio", help="measured T_W / T_F of a layer (weight "
+                             "gradient)")
+
+
+@dataclass
+class Workload(_Measured, _Depth, _Shape):
+    """What is trained: model and its depth, sequence, global batch, measured ratios."""
+
+
+@dataclass
+class FamilyWorkload(_Measured, _Shape):
+    """max-size: the model family (its layer count is the answer) and the search limit."""
+    max_layers: int = option(512, "--max-layers", help="largest layer count tried")
+
+
+@dataclass
+class FixtureWorkload(_Depth, _Shape):
+    """validate: the fixture's model, depth, sequence and batch."""
+
+
+# ---- Hardware ------------------------------------------------------------------------------
+
+@dataclass
+class Hardware:
+    """Where it runs: GPU and server presets with overrides."""
+    PANEL: ClassVar[str] = "Hardware"
+    hardware: str = option(DEFAULT_GPU, "--hardware", "--gpu", help="GPU preset",
+                           default_text=FIXTURE)
+    node: Optional[str] = option(None, "--node", help="server preset (host RAM, links, "
+                                 "network)", default_text="the GPU's usual server")
+    gpus: int = option(DEFAULT_GPUS, "--gpus", help="number of GPUs", default_text=FIXTURE)
+    hbm_gib: Optional[float] = option(None, "--hbm-gib", help="HBM per GPU", unit="GiB",
+                                      default_text="the GPU's")
+    reserve_gib: float = option(2.0, "--reserve-gib", help="reserve per GPU for CUDA context "
+                                "and NCCL", unit="GiB", default_text=FIXTURE)
+    host_ram_gib: Optional[float] = option(None, "--host-ram-gib", help="usable pinned host "
+                                           "RAM per node", unit="GiB", default_text="the "
+                                           "server's RAM x its pinned fraction")
+    h2d_gbps: Optional[float] = option(None, "--h2d-gbps", help="host-link bandwidth per "
+                                       "direction", unit="GB/s", default_text="the GPU's")
+    link_share: Optional[int] = option(None, "--link-share", help="GPUs sharing one host link",
+                                       default_text="the server's")
+    peak_tflops: Optional[float] = option(None, "--peak-tflops", help="peak bf16 compute",
+                                          unit="TFLOP/s", default_text="the GPU's")
+    eff: float = option(DEFAULT_EFF, "--eff", help="eta: achieved fraction of peak FLOP/s",
+                        default_text=FIXTURE)
+    frag: float = option(1.0, "--frag", help="fragmentation factor on dynamic memory "
+                         "(1.05-1.2 in practice)", default_text=FIXTURE)
+
+
+# ---- Parallelism: a range for the searches, one value for one layout -----------------------
+
+@dataclass
+class _Degrees:
+    PANEL: ClassVar[str] = "Parallelism"
+    tp: Optional[str] = option(None, "--tp", help="tensor-parallel degree: one value, or for "
+                               f"a search {RANGE_HELP}")
+    pp: Optional[str] = option(None, "--pp", help="pipeline stages p: one value or a range "
+                               "(as --tp)")
+    mbs: Optional[str] = option(None, "--mbs", help="micro-batch size b, one value or a range",
+                                unit="sequences")
+    sp: bool = option(False, "--sp/--no-sp", help="sequence parallelism", default_text=FIXTURE)
+    flash: bool = option(True, "--flash/--no-flash", help="flash attention",
+                         default_text=FIXTURE)
+
+
+@dataclass
+class _Chunks:
+    vpp: Optional[str] = option(None, "--vpp", help="chunks per device of the interleaved "
+                                "schedule: one value or a range")
+
+
+@dataclass
+class _DataParallel:
+    dp: Optional[int] = option(None, "--dp", help="data-parallel degree",
+                               default_text="GPUs / (TP x PP); validate: the fixture's")
+
+
+@dataclass
+class Parallelism(_Chunks, _Degrees):
+    """How the model is split (searched, or one layout)."""
+
+
+@dataclass
+class Layout(_DataParallel, Parallelism):
+    """One layout, DP included (breakdown, timeline)."""
+
+
+@dataclass
+class FixtureLayout(_DataParallel, _Degrees):
+    """validate: the fixture's layout."""
+
+
+# ---- Policy --------------------------------------------------------------------------------
+
+@dataclass
+class _Savers:
+    PANEL: ClassVar[str] = "Policy"
+    schedule: Optional[str] = option(None, "--schedule", help="schedules, comma list: gpipe, "
+                                     "1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min, "
+                                     "chronos (tpipe = chronos)")
+    recompute: Optional[str] = option(None, "--recompute", help="recompute policies, comma "
+                                      "list: none, selective, full, chronos")
+    offload: Optional[str] = option(None, "--offload", help="offload policies, comma list: "
+                                    "none, optimizer, chronos")
+    zero: Optional[int] = option(None, "--zero", help="ZeRO stage 1, 2 or 3 (16-byte Adam "
+                                 "family)")
+    dist_opt: bool = option(False, "--dist-opt", help="Megatron distributed optimizer "
+                            "(6 + 12/d B/param)")
+
+
+@dataclass
+class _Cap:
+    cap: Optional[int] = option(None, "--cap", help="Chronos-Pipe cap C", unit="chunk units",
+                                default_text="the planner tries 2p..2")
+
+
+@dataclass
+class _RecomputeLayers:
+    recompute_layers: Optional[int] = option(None, "--recompute-layers", help="'full' "
+                                             "recompute of this many layers per chunk",
+                                             default_text="the fewest that fit")
+
+
+@dataclass
+class Policy(_RecomputeLayers, _Cap, _Savers):
+    """Schedule, memory savers and optimizer sharding."""
+
+
+@dataclass
+class SweepPolicy(_Cap, _Savers):
+    """sweep: the policy without a fixed recompute depth."""
+
+
+@dataclass
+class Floor:
+    """The "comparable throughput" floor of §8."""
+    PANEL: ClassVar[str] = "Policy"
+    delta: Optional[float] = option(None, "--delta", help="throughput floor: MFU >= (1 - delta)"
+                                    " x 1F1B's MFU at its own L*", default_text="max-size: "
+                                    "no floor; validate: the fixture's")
+
+
+@dataclass
+class FamilyPolicy(Floor, _Savers):
+    """max-size: the schedule families, their savers and the floor."""
+
+
+# ---- what a command reports ----------------------------------------------------------------
+
+@dataclass
+class Ranking:
+    """What the search ranks by, and how many rows."""
+    PANEL: ClassVar[str] = "Ranking"
+    objective: str = option("tokens", "--objective", help="tokens (tokens/s), mfu, memory "
+                            "(lowest peak) or time")
+    top: int = option(8, "--top", help="rows in the ranking table")
+
+
+@dataclass
+class Report:
+    """How wide the tables are."""
+    PANEL: ClassVar[str] = "Output"
+    wide: bool = option(False, "--wide", help="every column (tables wider than 80 columns); "
+                        "the JSON and CSV files always carry every number")
+
+
+@dataclass
+class TimelineReport:
+    """timeline: which devices, and CSV, plot or op list."""
+    PANEL: ClassVar[str] = "Timeline"
+    device: Optional[str] = option(None, "--device", help=f"only these devices ({RANGE_HELP})")
+    plot: bool = option(False, "--plot", help="text plot of memory per device instead of CSV")
+    out: Optional[str] = option(None, "--out", help="write the CSV here")
+    ops: Optional[str] = option(None, "--ops", help="also export the op list (CSV: op, kind, "
+                                "device, resource, start_s, end_s)")
+
+
+@dataclass
+class SweepAxis:
+    """sweep: the varied parameter and its values."""
+    PANEL: ClassVar[str] = "Sweep"
+    vary: str = option(..., "--vary", help="the varied parameter: seq, m or h2d-gbps")
+    values: str = option(..., "--values", help="values, comma list (e.g. 2048,4096,8192)")
+
+
+@dataclass
+class PipelineRequest:
+    """Everything a pipeline command is asked, before presets are loaded: the full groups (a
+    command that takes fewer flags makes its request with `request`)."""
+    work: Workload = field(default_factory=Workload)
+    hw: Hardware = field(default_factory=Hardware)
+    par: Layout = field(default_factory=Layout)
+    policy: Policy = field(default_factory=Policy)
+    search: SearchOptions = field(default_factory=SearchOptions)
+
+
+def request(work: Any = None, hw: Hardware | None = None, par: Any = None, policy: Any = None,
+            search: SearchOptions | None = None) -> PipelineRequest:
+    """A request from a command's groups: a narrower group (FamilyWorkload, Parallelism,
+    SweepPolicy, ...) becomes the full one with the flags it lacks at their defaults."""
+    def widen(cls: type, group: Any) -> Any:
+        if group is None or isinstance(group, cls):
+            return group or cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(group).items() if k in names})
+
+    return PipelineRequest(work=widen(Workload, work), hw=hw or Hardware(),
+                           par=widen(Layout, par), policy=widen(Policy, policy),
+                           search=search or SearchOptions())
+
+
+# ---- flags -> model inputs -----------------------------------------------------------------
+
+def default_node(gpu_name: str) -> str:
+    from explore import presets
+    for name in presets.names("node"):
+        if gpu_name in presets.load("node", name).default_for:
+            return name
+    return "dgx-a100"
+
+
+def model_shape(work: Workload):
+    """--model (with --layers when given) -> ModelShape."""
+    from explore import presets
+    from explore.models.errors import InputError
+
+    model = presets.load("model", work.model)
+    if work.layers is not None:
+        if work.layers < 1:
+            raise InputError(f"--layers must be >= 1, got {work.layers}")
+        model = model.with_layers(work.layers)
+    return model
+
+
+def hardware(h: Hardware):
+    """The Hardware flags -> the pipeline Hardware (GPU + node presets with overrides)."""
+    from explore import presets
+    from explore.models.errors import InputError
+    from explore.models.pipeline.config import Hardware as PipelineHardware
+    from explore.models.units import GB, TFLOPS, GiB
+
+    gpu = presets.load("gpu", h.hardware)
+    node = presets.load("node", h.node or default_node(gpu.name))
+    for flag, v in (("--hbm-gib", h.hbm_gib), ("--h2d-gbps", h.h2d_gbps),
+                    ("--peak-tflops", h.peak_tflops)):
+        if v is not None and v <= 0:
+            raise InputError(f"{flag} must be > 0, got {v}")
+    return PipelineHardware.from_presets(
+        gpu, node, h.gpus,
+        hbm_bytes=None if h.hbm_gib is None else h.hbm_gib * GiB,
+        reserve_bytes=h.reserve_gib * GiB, fragmentation=h.frag,
+        host_ram_bytes=None if h.host_ram_gib is None else h.host_ram_gib * GiB,
+        host_link_bandwidth=None if h.h2d_gbps is None else h.h2d_gbps * GB,
+        link_share=h.link_share,
+        peak_flops=None if h.peak_tflops is None else h.peak_tflops * TFLOPS, eff=h.eff)
+
+
+def workload(req: PipelineRequest):
+    """Flags -> the study's Workload (model with its layer count, hardware with overrides)."""
+    from explore.models.pipeline.study import Workload as StudyWorkload
+
+    w, p = req.work, req.par
+    model = model_shape(w)
+    return StudyWorkload(model=model, hw=hardware(req.hw), seq=w.seq,
+                         global_batch=w.global_batch, sp=p.sp, flash=p.flash,
+                         tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio)
+
+
+def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:
+    from explore.models.errors import InputError
+    if text is None:
+        return None
+    out = []
+    for part in (x.strip().lower() for x in text.split(",") if x.strip()):
+        if part not in allowed:
+            raise InputError(f"{flag} {part!r}: choose from {', '.join(allowed)}")
+        out.append(part)
+    return tuple(dict.fromkeys(out))
+
+
+def schedules_of(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    from explore.models.pipeline import schedules
+    if text is None:
+        return default
+    return tuple(dict.fromkeys(schedules.canonical(x) for x in text.split(",") if x.strip()))
+
+
+def _range(text: str | None, flag: str) -> tuple[int, ...] | None:
+    from ..common import parse_int_range
+    return parse_int_range(text, flag) if text else None
+
+
+@overload
+def one(text: str | None, flag: str, default: int) -> int: ...
+@overload
+def one(text: str | None, flag: str, default: None) -> int | None: ...
+
+
+def one(text, flag, default):
+    """A range flag on a command that takes one value."""
+    from explore.models.errors import InputError
+
+    from ..common import parse_int_range
+    if text is None:
+        return default
+    vals = parse_int_range(str(text), flag)
+    if len(vals) != 1:
+        raise InputError(f"{flag} {text!r}: this command takes one value")
+    return vals[0]
+
+
+def optimizer(policy: Policy) -> str | None:
+    """--zero / --dist-opt -> the optimizer sharding (None: neither given)."""
+    from explore.models.pipeline.memory import sharding
+    return sharding(policy.zero, policy.dist_opt)
+
+
+def space(req: PipelineRequest, work) -> dict:
+    """The searched values of every parameter: the flags, else the study's default space."""
+    from explore.models.pipeline import config
+    from explore.models.pipeline.study import search_space
+
+    p, pol = req.par, req.policy
+    tps, pps = _range(p.tp, "--tp"), _range(p.pp, "--pp")
+    scheds = None if pol.schedule is None else schedules_of(pol.schedule, ())
+    vpps, mbss = _range(p.vpp, "--vpp"), _range(p.mbs, "--mbs")
+    recs = _names(pol.recompute, config.RECOMPUTE, "--recompute")
+    offs = _names(pol.offload, config.OFFLOAD, "--offload")
+    opt = optimizer(pol)
+    return search_space(work, tp=tps, pp=pps, vpp=vpps, mbs=mbss, schedule=scheds,
+                        recompute=recs, offload=offs, optimizer=None if opt is None else (opt,))
+
+
+def build(req: PipelineRequest, keep: int | None = 10):
+    """Flags -> (workload, searched values, PipelineStudy)."""
+    from explore.models.pipeline.study import PipelineStudy
+
+    work = workload(req)
+    lists = space(req, work)
+    explicit = req.policy.recompute is not None or req.policy.offload is not None
+    study = PipelineStudy(work, tps=lists["tp"], pps=lists["pp"], vpps=lists["vpp"],
+                          mbss=lists["mbs"], schedule_names=lists["schedule"],
+                          recomputes=lists["recompute"], offloads=lists["offload"],
+                          optimizers=lists["optimizer"], cap=req.policy.cap, keep=keep,
+                          chronos_savers_everywhere=explicit)
+    return work, lists, study
+
+
+def fixed_policy(policy: Policy, schedule: str):
+    from explore.models.pipeline.config import Policy as PipelinePolicy
+    return PipelinePolicy(schedule, policy.cap, policy.recompute or "none",
+                          policy.recompute_layers, policy.offload or "none",
+                          optimizer(policy) or "none")
+
+
+def one_schedule(policy: Policy, command: str = "this command") -> str:
+    from explore.models.errors import InputError
+    sched = schedules_of(policy.schedule, ("1f1b",))
+    if len(sched) != 1:
+        raise InputError(f"--schedule: {command} takes one schedule")
+    return sched[0]
+
+
+# ---- the answers ---------------------------------------------------------------------------
+
+def workload_info(work) -> dict:
+    hw = work.hw
+    return {"model": work.model.name, "layers": work.model.layers,
+            "params": work.model.total_params, "hardware": hw.gpu.name, "node": hw.node.name,
+            "gpus": hw.gpus, "hbm_bytes": hw.hbm_bytes, "reserve_bytes": hw.reserve_bytes,
+            "usable_bytes": hw.usable_bytes, "fragmentation": hw.fragmentation,
+            "host_ram_bytes_per_node": hw.host_ram_bytes,
+            "host_link_bandwidth": hw.host_link_bandwidth, "link_share": hw.link_share,
+            "peak_flops": hw.peak_flops, "eff": hw.eff, "seq": work.seq,
+            "global_batch": work.global_batch, "sp": work.sp, "flash": work.flash}
+
+
+def search(req: PipelineRequest, rank: Ranking):
+    """Search the space; returns (workload, best outcome, JSON-ready dict)."""
+    from explore.models.errors import InfeasibleError, InputError
+    from explore.models.pipeline.study import (PARAMS, assumptions, breakdown, describe,
+                                               performance)
+
+    from ..search_run import run_search
+
+    if rank.objective not in OBJECTIVES:
+        raise InputError(f"--objective {rank.objective!r}: choose from {', '.join(OBJECTIVES)}")
+    if rank.top < 1:
+        raise InputError(f"--top must be >= 1, got {rank.top}")
+    work, lists, study = build(req, None if rank.objective == "memory" else max(rank.top, 10))
+    result = run_search(study, [OBJECTIVES[rank.objective]], req.search)
+    ranked = result.ranked()
+    if not len(ranked):
+        raise InfeasibleError(_nothing_fits(study, result))
+    rows = [result.row(i) for i in ranked[:rank.top]]
+    best = study.outcome(tuple(rows[0][p] for p in PARAMS))
+    assert best is not None
+    out = {"study": "pipeline", "objective": OBJECTIVES[rank.objective],
+           "workload": workload_info(work),
+           "space": {k: list(v) for k, v in lists.items()},
+           "search": {"engine": result.engine, "evaluated": result.n,
+                      "space_size": result.space_size,
+                      "feasible": int(result.feasible.sum()), **study.counts,
+                      "elapsed_s": result.elapsed_s, "interrupted": result.interrupted},
+           "best": {"config": describe(best), "performance": performance(best)},
+           "breakdown": breakdown(best), "top": rows,
+           "assumptions": assumptions(work)}
+    return work, best, out
+
+
+def _nothing_fits(study, result) -> str:
+    """Say why nothing fits: the configuration closest to the cap and what binds there."""
+    import numpy as np
+
+    from explore.models.pipeline.evaluate import Outcome
+    from explore.models.pipeline.study import PARAMS, binding_text
+
+    peak = np.asarray(result.metrics.get("peak_max_bytes", []), dtype=float)
+    if not len(peak) or not np.isfinite(peak).any():
+        reasons = sorted({r for r in result.reasons if r})
+        return "no valid layout: " + "; ".join(reasons[:3])
+    i = int(np.nanargmin(peak))
+    key = tuple(result.point(i)[p] for p in PARAMS)
+    out = study.outcome(key)
+    where = (f"TP {key[0]} x PP {key[1]}, mbs {key[3]}, {key[4]}, recompute {key[5]}, "
+             f"offload {key[6]}")
+    text = binding_text(out) if isinstance(out, Outcome) else str(out)
+    return f"{study.workload.model.name} cannot fit: the closest configuration ({where}) " \
+           f"binds at {text}"
+
+
+def fixed_outcome(req: PipelineRequest):
+    """The layout given by --tp/--pp (...) simulated, or the best found by the default search:
+    (workload, outcome, where it came from)."""
+    from explore.models.errors import InfeasibleError
+    from explore.models.pipeline.chronos import solve
+    from explore.models.pipeline.study import binding_text
+
+    work = workload(req)
+    p = req.par
+    tp, pp = one(p.tp, "--tp", None), one(p.pp, "--pp", None)
+    if tp is None or pp is None:
+        _, best, _ = search(req, Ranking(top=1))
+        return work, best, "best configuration of the default search"
+    vpp, mbs = one(p.vpp, "--vpp", 1), one(p.mbs, "--mbs", 1)
+    policy = fixed_policy(req.policy, one_schedule(req.policy))
+    out = solve(work.terms(work.layout(tp, pp, mbs, vpp, p.dp), policy)).outcome
+    assert out is not None                      # no incumbent: nothing is pruned
+    if not out.fits and out.plan.host_limited:
+        raise InfeasibleError(f"host RAM exceeded: {binding_text(out)} (raise --host-ram-gib "
+                              f"or offload less)")
+    return work, out, "given layout"
+
+
+def breakdown_data(req: PipelineRequest) -> dict:
+    from explore.models.pipeline.study import assumptions, breakdown, describe, performance
+
+    work, out, source = fixed_outcome(req)
+    return {"study": "pipeline", "command": "breakdown", "source": source,
+            "workload": workload_info(work), "config": describe(out),
+            "performance": performance(out), "breakdown": breakdown(out),
+            "assumptions": assumptions(work)}
+
+
+def timeline_data(req: PipelineRequest, device: str | None):
+    """(workload, outcome, devices or None, JSON-ready dict with the timeline rows)."""
+    from explore.models.errors import InputError
+    from explore.models.pipeline.study import assumptions, describe, performance, timeline
+
+    from ..common import parse_int_range
+
+    work, out, source = fixed_outcome(req)
+    devices = None
+    if device is not None:
+        devices = list(parse_int_range(device, "--device", minimum=0))
+        bad = [d for d in devices if d >= out.terms.p]
+        if bad:
+            raise InputError(f"--device {bad[0]}: the pipeline has devices 0..{out.terms.p - 1}")
+    rows = timeline(out, devices)
+    data = {"study": "pipeline", "command": "timeline", "source": source,
+            "config": describe(out), "performance": performance(out),
+            "timeline": [{"time_s": t, "device": d, "category": c, "bytes": b}
+                         for t, d, c, b in rows],
+            "assumptions": assumptions(work)}
+    return work, out, devices, data
+
+
+def max_size_data(req: PipelineRequest, family: FamilyWorkload, floor: FamilyPolicy) -> dict:
+    """Largest trainable model per schedule family on one layout."""
+    from explore.models.errors import InputError
+    from explore.models.pipeline.study import (MAX_SIZE_SCHEDULES, assumptions,
+                                               default_degrees, max_size_table)
+
+    work = workload(req)
+    p, pol = req.par, req.policy
+    t = one(p.tp, "--tp", default_degrees(work.hw)[0])
+    pp = one(p.pp, "--pp", default_degrees(work.hw, t)[1])
+    v, b = one(p.vpp, "--vpp", 2), one(p.mbs, "--mbs", 1)
+    if floor.delta is not None and not 0 <= floor.delta < 1:
+        raise InputError(f"--delta must be in [0, 1), got {floor.delta}")
+    scheds = schedules_of(pol.schedule, MAX_SIZE_SCHEDULES)
+    floor_mfu, sizes = max_size_table(work, t, pp, b, v, scheds, optimizer(pol) or "none",
+                                      pol.recompute, pol.offload, floor.delta,
+                                      family.max_layers)
+    return {"study": "pipeline", "command": "max-size", "workload": workload_info(work),
+            "layout": {"tp": t, "pp": pp, "dp": work.hw.gpus // (t * pp), "mbs": b, "vpp": v},
+            "floor_mfu": floor_mfu, "rows": [ms.as_dict() for ms in sizes],
+            "assumptions": assumptions(work)}
+
+
+def sweep_data(req: PipelineRequest, axis: SweepAxis) -> dict:
+    """L*, peak and tokens/s as one parameter varies."""
+    from explore.models.errors import InputError
+    from explore.models.pipeline.study import assumptions, default_degrees, sweep
+
+    if axis.vary not in ("seq", "m", "h2d-gbps"):
+        raise InputError(f"--vary {axis.vary!r}: choose seq, m or h2d-gbps")
+    try:
+        vals = [float(x) for x in axis.values.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--values {axis.values!r}: write numbers separated by commas"
+                         ) from None
+    if not vals or min(vals) <= 0:
+        raise InputError("--values must be positive numbers")
+    work = workload(req)
+    p = req.par
+    t = one(p.tp, "--tp", default_degrees(work.hw)[0])
+    pp = one(p.pp, "--pp", default_degrees(work.hw, t)[1])
+    b, v = one(p.mbs, "--mbs", 1), one(p.vpp, "--vpp", 1)
+    policy = fixed_policy(req.policy, one_schedule(req.policy, "sweep"))
+    rows = sweep(work, t, pp, b, policy, v, axis.vary, vals, work.model.layers)
+    return {"study": "pipeline", "command": "sweep", "vary": axis.vary,
+            "workload": workload_info(work),
+            "layout": {"tp": t, "pp": pp, "mbs": b, "vpp": v}, "schedule": policy.schedule,
+            "recompute": policy.recompute, "offload": policy.offload, "rows": rows,
+            "assumptions": assumptions(work)}
+
+
+# ---- the §8 fixture ------------------------------------------------------------------------
+
+FIXTURE_GROUPS = (FixtureWorkload, Hardware, FixtureLayout, Floor)
+
+
+def fixture_options() -> dict:
+    """The options of the shipped study preset (the §8 fixture), as field names."""
+    from explore import presets
+    path = presets.ROOT / "studies" / f"{FIXTURE_PRESET}.yaml"
+    data = presets.read_yaml(path)
+    return {k.replace("-", "_"): v for k, v in (data.get("options") or {}).items()}
+
+
+def fixture(overrides: dict):
+    """The §8 Fixture: the study preset's options, explicit flags on top; what neither gives
+    takes the Fixture's own default (models/pipeline/validate.py) or the flag's."""
+    from explore.models.errors import ConfigError
+    from explore.models.pipeline.validate import Fixture
+
+    opts = fixture_options()
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for g in FIXTURE_GROUPS for f in dataclasses.fields(g)}
+    unknown = [k for k in opts if k not in known]
+    if unknown:
+        raise ConfigError(f"study preset {FIXTURE_PRESET}: unknown option {unknown[0]!r}")
+
+    def group(cls):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in opts.items() if k in names})
+
+    shape = model_shape(dataclasses.replace(group(Workload), layers=None))  # layers: the table's
+    hw = hardware(group(Hardware))
+    layout: dict[str, Any] = {k: one(opts[k], f"--{k}", None) for k in ("tp", "pp", "mbs")
+                              if k in opts}
+    cast = {"layers": int, "dp": int, "seq": int, "global_batch": int, "sp": bool,
+            "flash": bool, "delta": float}
+    given = {k: conv(opts[k]) for k, conv in cast.items() if k in opts}
+    return Fixture(shape, hw, **layout, **given)
+
+
+def fixture_data(fx) -> dict:
+    """The §8 validation on a fixture, with the assumptions every output ends with."""
+    from explore.models.pipeline.study import assumptions
+    from explore.models.pipeline.validate import validate
+
+    data = validate(fx)
+    data["assumptions"] = assumptions(fx.work)
+    return data
