@@ -30,10 +30,11 @@ PIPELINE: list[tuple[str, ...]] = [
      "--mbs", "4", "--schedule", "chronos", "--offload", "chronos"),
     ("pipeline", "timeline", "--layers", "48", "--tp", "8", "--pp", "8", "--mbs", "4",
      "--schedule", "chronos", "--plot"),
-    ("pipeline", "max-size", "--tp", "8", "--pp", "8", "--mbs", "4"),
+    # the same tables as the study presets print, on a smaller layout (the suite's time)
+    ("pipeline", "max-size", "--tp", "8", "--pp", "4", "--gpus", "32", "--mbs", "4"),
     ("pipeline", "max-size", "--tp", "8", "--pp", "8", "--mbs", "4", "--schedule",
      "1f1b,chronos", "--delta", "0.1"),
-    ("pipeline", "sweep", "--vary", "h2d-gbps", "--values", "12.5,25,50", "--layers", "48",
+    ("pipeline", "sweep", "--vary", "h2d-gbps", "--values", "12.5,50", "--layers", "32",
      "--tp", "8", "--pp", "8", "--mbs", "4", "--schedule", "chronos", "--offload", "chronos"),
     ("pipeline", "validate"),
 ]

@@ -17,6 +17,8 @@ import uuid
 
 import pytest
 
+pytestmark = pytest.mark.slow    # processes, SQLite files and PostgreSQL: pytest -m "not slow"
+
 # a small SD space: 64 x 5 = 320 points, quick to sweep, big enough for samplers to matter
 SPACE = ["sd", "--model", "qwen2-57b", "--hardware", "h800", "--tp", "2", "--batch", "1-64",
          "--gamma", "2-6", "--search", "optuna"]
