@@ -7,7 +7,7 @@ and printed by the command):
   1e-6 change to any input still shows;
 - results of a numerical fit (any value under a key named `calibrated`, or in a record that
   says what it was `fitted_on`) are compared by what a user reads: predictions and errors at
-  the agreement the solver's settings guarantee (models/sd_fit.py PREDICTION_RTOL), fitted
+  the agreement the solver's settings guarantee (models/fit_settings.py PREDICTION_RTOL), fitted
   parameters as a fraction of their bound range, and a parameter on a bound by which bound;
 - timings and solver evaluation counts are ignored;
 - everything else (configurations, names, statuses, counts) exactly.
@@ -33,7 +33,7 @@ class Tolerance:
 
 
 def _fit_tolerances() -> tuple[Tolerance, Tolerance]:
-    from explore.models.sd_fit import PREDICTION_RTOL
+    from explore.models.fit_settings import PREDICTION_RTOL
 
     return (Tolerance("numerical fit results", 10 * PREDICTION_RTOL, PREDICTION_RTOL),
             # parameters along flat directions of the cost are less determined than

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import sd
 from .errors import InputError
+from .fit_settings import MAX_EVALUATIONS, SOLVER_TOL
 from .hardware import GpuSpec
 from .shapes import ModelShape
 
@@ -252,13 +253,6 @@ class FitResult:
         return {"points": int(len(e)), "mean_abs": float(e.mean()), "max_abs": float(e.max())}
 
 
-# Solver settings, stated once: the regression's tolerance on fit results (cli/run.py) is tied
-# to them. SOLVER_TOL is the relative tolerance on the cost and on the scaled parameter step;
-# at convergence predictions then agree to about sqrt(SOLVER_TOL) = 1e-6 relative or better,
-# whatever the BLAS build or the starting point.
-SOLVER_TOL = 1e-12
-MAX_EVALUATIONS = 5000
-PREDICTION_RTOL = 1e-6
 
 
 def x_scale(lo: np.ndarray, hi: np.ndarray, x0: np.ndarray) -> np.ndarray:

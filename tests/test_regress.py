@@ -93,7 +93,7 @@ def test_compare_rules():
 
 def test_fit_results_are_compared_at_the_solvers_agreement():
     from explore.cli.regress import FITTED, compare
-    from explore.models.sd_fit import PREDICTION_RTOL
+    from explore.models.fit_settings import PREDICTION_RTOL
     assert FITTED.rtol == 10 * PREDICTION_RTOL
     near = 1.0 + 0.5 * FITTED.rtol
     assert compare({"calibrated": {"err": 1.0}}, {"calibrated": {"err": near}}) == []
