@@ -101,17 +101,6 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
 
-def result_rows(result, metrics, indices, param_names: Sequence[str]) -> list[list[str]]:
-    """Rows for a top-N table of any study: rank, parameters, then metrics."""
-    rows = []
-    for rank, i in enumerate(indices, 1):
-        point = result.point(i)
-        rows.append([str(rank), *[str(point[p]) for p in param_names],
-                     *[m.show(float(result.metrics[m.name][i])) for m in metrics
-                       if m.name in result.metrics]])
-    return rows
-
-
 def metric_headers(metrics) -> list[str]:
     return [f"{m.label} ({m.unit})" if m.unit else m.label for m in metrics]
 

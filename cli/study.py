@@ -56,6 +56,8 @@ def _states(ostudy) -> dict:
 def show(storage: str = StorageArg, study_name: str = NameArg,
          top: int = typer.Option(10, "--top", help="rows of the best / Pareto table"),
          trials: int = typer.Option(20, "--trials", help="rows of the per-trial table (latest)"),
+         wide: bool = typer.Option(False, "--wide", help="every metric as a column (default: "
+                                   "the objectives only, to fit 80 columns)"),
          json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """The best point (or Pareto set) and the per-trial table of a stored search, with the
     study's own metric labels and units, plus why infeasible trials were rejected.
@@ -67,7 +69,7 @@ def show(storage: str = StorageArg, study_name: str = NameArg,
     from explore.search.optuna_engine import load_stored
 
     from .common import emit_json
-    from .render import console, key_values, metric_headers, result_rows, scatter, table
+    from .render import console, key_values, metric_headers, scatter, table
 
     ostudy, result, meta = load_stored(storage, study_name)
     ranked = result.ranked()
@@ -82,8 +84,18 @@ def show(storage: str = StorageArg, study_name: str = NameArg,
                    "infeasible_reasons": dict(reasons)})
         return
     c = console()
-    metrics = [m for m in meta["metrics"] if m.name in result.metrics]
+    objective_names = {o.name for o in result.objectives}
+    metrics = [m for m in meta["metrics"] if m.name in result.metrics
+               and (wide or m.name in objective_names)]
     names = list(result.params)
+
+    def configuration(i: int) -> str:
+        """The point as one cell: name=value pairs (wraps between pairs, never inside one)."""
+        point = result.point(i)
+        return " ".join(f"{p}={point[p]}" for p in names)
+
+    def values(i: int) -> list[str]:
+        return [m.show(float(result.metrics[m.name][i])) for m in metrics]
     c.print(key_values(f"Study {study_name}", [
         ("study", meta.get("explore_study", "-")), ("command", meta.get("command") or "-"),
         ("objectives", ", ".join(f"{o.name} ({o.direction})" for o in result.objectives)),
@@ -92,10 +104,15 @@ def show(storage: str = StorageArg, study_name: str = NameArg,
         ("space", "; ".join(f"{p.name}: {len(p.values)} values" for p in meta["space"].params)
          + f" ({meta['space'].size:,} points)")]))
     title = "Pareto set" if multi else "Best"
-    c.print(table(f"{title} ({len(best)} shown of {len(ranked)} distinct feasible points)",
-                  ["#", *names, *metric_headers(metrics)],
-                  result_rows(result, metrics, best[:top], names),
-                  right=tuple(range(len(names) + 1, len(names) + 1 + len(metrics)))))
+    if len(best):
+        c.print(table(f"{title} ({min(len(best), top)} shown of {len(ranked)} distinct "
+                      f"feasible points)", ["#", "configuration", *metric_headers(metrics)],
+                      [[str(k), configuration(i), *values(i)]
+                       for k, i in enumerate(best[:top], 1)],
+                      right=tuple(range(2, 2 + len(metrics)))))
+    else:
+        c.print(f"[bold]{title}:[/] no feasible point among the {result.n} trials yet "
+                f"(why: the last table)")
     if multi and len(best):
         o1, o2 = result.objectives[:2]
         by = {m.name: m for m in metrics}
@@ -109,11 +126,12 @@ def show(storage: str = StorageArg, study_name: str = NameArg,
                         xlabel=_label(by.get(o1.name), o1.name),
                         ylabel=_label(by.get(o2.name), o2.name)))
     latest = list(range(result.n))[-trials:]
-    rows = [[str(i), *[str(result.point(i)[p]) for p in names],
-             *[m.show(float(result.metrics[m.name][i])) for m in metrics],
-             "yes" if result.feasible[i] else f"no: {result.reasons[i]}"] for i in latest]
-    c.print(table(f"Latest {len(rows)} complete trials", ["#", *names, *metric_headers(metrics),
-                                                          "feasible"], rows))
+    rows = [[str(i), configuration(i), *values(i),
+             str(result.status[i]) + (f": {result.reasons[i]}" if result.reasons[i] else "")]
+            for i in latest]
+    c.print(table(f"Latest {len(rows)} complete trials", ["#", "configuration",
+                                                          *metric_headers(metrics), "status"],
+                  rows, right=tuple(range(2, 2 + len(metrics)))))
     if reasons:
         c.print(table("Why trials were infeasible", ["reason", "trials"],
                       [[r, n] for r, n in reasons.most_common(8)], right=(1,)))

@@ -73,3 +73,30 @@ def test_output_fits_the_terminal(cli, monkeypatch, width, args):
     assert code in (0, 1), err
     assert not [line for line in out.splitlines() if "…" in line], out
     assert not _lines_over(out, width), out
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A stored sd study and a stored pipeline study (eight parameters; 12 trials may find no
+    feasible layout, exit 3, and are stored all the same) to show."""
+    from explore.cli.app import main
+    url = f"sqlite:///{tmp_path_factory.mktemp('show') / 'runs.db'}"
+    for name, args in (("s", ("sd", "--model", "qwen2-57b")),
+                       ("p", ("pipeline", "--layers", "48", "--gpus", "64"))):
+        assert main([*args, "--search", "optuna", "--n-trials", "12", "--storage", url,
+                     "--study-name", name, "--json"]) in (0, 3)
+    return url
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", ["s", "p"])
+def test_stored_study_fits_the_terminal(cli, monkeypatch, stored, width, name):
+    from explore.cli import render
+    monkeypatch.setenv("COLUMNS", str(width))
+    monkeypatch.setattr(render, "_console", None)
+    for args in (("study", "show", "--storage", stored, "--study-name", name),
+                 ("study", "list", "--storage", stored)):
+        code, out, err = cli(*args)
+        assert code == 0, err
+        assert not [line for line in out.splitlines() if "…" in line], out
+        assert not _lines_over(out, width), out

@@ -224,9 +224,12 @@ def test_study_list_show_export(tmp_path, cli):
     assert json.loads(out)[0]["trials"] == 25
     code, out, _ = cli("study", "show", "--storage", url, "--study-name", "insp")
     assert code == 0
-    for needle in ("speedup (maximize)", "Best", "speedup (x)", "latency (ms/tok)",
-                   "Latest 20 complete trials"):
+    for needle in ("speedup (maximize)", "Best", "speedup (x)", "Latest 20 complete trials",
+                   "configuration", "batch="):
         assert needle in out
+    assert "latency (ms/tok)" not in out      # only the objectives, unless --wide
+    code, out, _ = cli("study", "show", "--storage", url, "--study-name", "insp", "--wide")
+    assert code == 0 and "latency (ms/tok)" in out
     code, out, _ = cli("study", "show", "--storage", url, "--study-name", "insp", "--json")
     shown = json.loads(out)
     assert shown["states"] == {"complete": 25}
