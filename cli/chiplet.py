@@ -1,7 +1,7 @@
 """`explore chiplet`: latency and energy of LLM training on a chiplet package (Hecaton,
 docs/chiplet.md). Thin commands: the option groups, the request and its setup and space are in
 cli/studies/chiplet.py, the arithmetic in models/chiplet, the tables and files in
-cli/chiplet_render.py."""
+cli/render/chiplet.py."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def run_one(req: ChipletRequest) -> dict:
 
 
 def _finish(out: dict, view: ChipletView, output: Output) -> None:
-    from . import chiplet_render as r
+    from .render import chiplet as r
 
     files = r.save(out, output.save_dir) if output.save_dir else []
     public = {k: v for k, v in out.items() if not k.startswith("_")}
@@ -182,7 +182,7 @@ def scale_cmd(series: ChipletSeries, hw: ChipletHardware, view: ChipletView,
     """
     from explore.models.chiplet.validate import series_rows
 
-    from . import chiplet_render as r
+    from .render import chiplet as r
     from .studies.chiplet import scenario_setups, series_pairs
     pairs = series_pairs(series.series)
     setups = scenario_setups([n for n, _ in pairs], hw.die, hw.set or [])
@@ -207,7 +207,7 @@ def validate_cmd(hw: ChipletHardware, view: ChipletView, output: Output) -> None
     """
     from explore.models.chiplet.validate import check_rows, hard_failures
 
-    from . import chiplet_render as r
+    from .render import chiplet as r
     from .studies.chiplet import validation_result
     res = validation_result(hw.die, hw.set or [])
     out = {"study": "chiplet", "command": "validate", **res}

@@ -1,6 +1,6 @@
 """`explore pipeline`: pipeline-parallel training memory and throughput (ChronosPipe,
 docs/pipeline.md). The commands only: their option groups, the request and the answers are in
-cli/studies/pipeline.py, the tables and files in cli/pipeline_render.py, every number comes
+cli/studies/pipeline.py, the tables and files in cli/render/pipeline.py, every number comes
 from explore.models.pipeline."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ app = typer.Typer(
 def _answer(data: dict, output: Output, render: Callable[[dict], None],
             save: str = "save") -> None:
     """--save-dir files, then JSON or the tables."""
-    from . import pipeline_render as r
+    from .render import pipeline as r
 
     if output.save_dir:
         getattr(r, save)(data, output.save_dir)
@@ -53,7 +53,7 @@ def pipeline_command(ctx: typer.Context, work: Workload, hw: Hardware, par: Para
     if ctx.invoked_subcommand:
         ctx.obj = None
         return
-    from . import pipeline_render as r
+    from .render import pipeline as r
     from .studies.pipeline import search as run
     _, _, out = run(request(work=work, hw=hw, par=par, policy=policy, search=search),
                     rank)
@@ -71,7 +71,7 @@ def best_command(work: Workload, hw: Hardware, par: Parallelism, policy: Policy,
 
     Example: explore pipeline best --model llama2-70b --layers 48 --schedule 1f1b,chronos
     """
-    from . import pipeline_render as r
+    from .render import pipeline as r
     from .studies.pipeline import search as run
     _, _, out = run(request(work=work, hw=hw, par=par, policy=policy, search=search),
                     rank)
@@ -91,7 +91,7 @@ def breakdown_command(work: Workload, hw: Hardware, par: Layout, policy: Policy,
 
     Example: explore pipeline breakdown --layers 48 --tp 8 --pp 8 --mbs 4 --schedule 1f1b
     """
-    from . import pipeline_render as r
+    from .render import pipeline as r
     from .studies.pipeline import breakdown_data
     data = breakdown_data(request(work=work, hw=hw, par=par, policy=policy))
     _answer(data, output, lambda d: r.render_breakdown(d, wide=report.wide))
@@ -112,7 +112,7 @@ def timeline_command(work: Workload, hw: Hardware, par: Layout, policy: Policy,
     from pathlib import Path
 
     from . import output as files
-    from . import pipeline_render as r
+    from .render import pipeline as r
     from .studies.pipeline import timeline_data
     _, out, devices, data = timeline_data(
         request(work=work, hw=hw, par=par, policy=policy), show.device)
@@ -145,7 +145,7 @@ def max_size_command(work: FamilyWorkload, hw: Hardware, par: Parallelism,
 
     Example: explore pipeline max-size --model llama2-70b --gpus 64 --tp 8 --pp 8 --mbs 4
     """
-    from . import pipeline_render as r
+    from .render import pipeline as r
     from .studies.pipeline import max_size_data
     data = max_size_data(request(work=work, hw=hw, par=par, policy=policy), work,
                          policy)
@@ -166,7 +166,7 @@ def sweep_command(axis: SweepAxis, work: Workload, hw: Hardware, par: Parallelis
     Example: explore pipeline sweep --vary h2d-gbps --values 12.5,25,50 --layers 48 --tp 8
     --pp 8 --mbs 4 --schedule chronos --offload chronos
     """
-    from . import pipeline_render as r
+    from .render import pipeline as r
     from .studies.pipeline import sweep_data
     data = sweep_data(request(work=work, hw=hw, par=par, policy=policy), axis)
     _answer(data, output, lambda d: r.render_sweep(d, wide=report.wide), "save_sweep")
@@ -187,7 +187,7 @@ def validate_command(work: FixtureWorkload, hw: Hardware, par: FixtureLayout, fl
 
     Example: explore pipeline validate --json
     """
-    from . import pipeline_render as r
+    from .render import pipeline as r
     from .studies.pipeline import fixture, fixture_data
     given = {k: v for g in (work, hw, par, floor) for k, v in vars(g).items()}
     data = fixture_data(fixture(given))

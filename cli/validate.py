@@ -94,80 +94,6 @@ def render_checks(rows: list[dict], title: str = "Validation summary") -> None:
     console().print(checks_table(title, rows))
 
 
-DATASETS = {"humaneval": "HE", "mtbench": "MT"}   # short names for 80-column tables
-
-
-def _short_model(label: str) -> str:
-    """'Qwen2-57B-A14B' -> 'Qwen2-57B', 'Mixtral-8x7B+EAGLE' -> 'Mixtral-8x7B'."""
-    return "-".join(label.split("+")[0].split("-")[:2])
-
-
-def render_sd(out: dict, summary_only: bool) -> None:
-    from .render import console, key_values, table
-
-    c = console()
-    if not summary_only:
-        c.print(table("MoESD peak speedups: published vs predicted (peak over B = 1..100)",
-                      ["model", "GPUs", "data", "T", "g", "pub x", "none x", "ours x",
-                       "at B", "error", "use"],
-                      [[_short_model(r["model"]), r["hardware"],
-                        DATASETS.get(r["dataset"], r["dataset"]), f"{r['temperature']:g}",
-                        r["gamma"], f"{r['published']:.2f}", f"{r['kernels_only']:.2f}",
-                        f"{r['ours']:.2f}", r["peak_batch"], f"{r['error']:+.1%}", r["role"]]
-                       for r in out["peaks"]], right=(3, 4, 5, 6, 7, 8, 9), compact=True,
-                      caption="Table 1: the 2xA800 cells, Table 2: the others; data: "
-                      + ", ".join(f"{v} {k}" for k, v in DATASETS.items())
-                      + "; T temperature; g draft length gamma; pub the published peak "
-                      "speedup; none kernels only; ours with engine "
-                      f"{out['peak_summary']['engine']}, at batch B; use: fit = the engine "
-                      "terms were fitted on this cell, check = only checked"))
-    s = out["peak_summary"]
-    f = s["fitted"]
-
-    def errors(e: dict) -> str:
-        return (f"mean {e['mean_abs_error']:.1%}, max {e['max_abs_error']:.1%}, signed "
-                f"{e['mean_signed_error']:+.1%} over {e['cells']} cells")
-
-    c.print(key_values("Peak speedups: |predicted - published| / published", [
-        (f"kernels only ({s['kernels_only']['engine']})", errors(s["kernels_only"]),
-         "no engine cost: the reference the engine terms close"),
-        (f"{s['engine']}, fit cells", errors(f["fit"]), f["fitted_on"]),
-        (f"{s['engine']}, check cells", errors(f["check"]),
-         f"tolerance: mean <= {f['tolerance']['mean']:.0%}, max <= {f['tolerance']['max']:.0%}"),
-        *[(p["name"], f"{p['value']:.3f} x T_T(B,1)" + (f" (on the {p['at_bound']} bound)"
-                                                        if p["at_bound"] else ""),
-           f"fitted, bounds {p['lower']:g}-{p['upper']:g}") for p in f["params"]]]))
-    c.print(table("The paper's orderings", ["ordering", "pairs", "published holds",
-                                            "ours holds", "reproduced"],
-                  [[o["ordering"], o["pairs"], o["published_holds"], o["ours_holds"],
-                    "yes" if o["holds"] else "no"] for o in out["orderings"]], right=(1, 2, 3)))
-    for name, h in out["h200"].items():
-        if not summary_only and name == "qwen2-57b-a14b":
-            c.print(table(f"H200 {name}: T_T(B,t)/T_T(B,1), measured vs predicted "
-                          f"(* = row used by the calibration fit)",
-                          ["B", "t", "measured", "a-priori", "error", "calibrated", "error"],
-                          [[r["batch"], r["tokens_per_seq"], f"{r['measured']:.3f}",
-                            f"{r['apriori']:.3f}",
-                            f"{(r['apriori'] - r['measured']) / r['measured']:+.1%}",
-                            f"{r['calibrated']:.3f}" + ("*" if r["in_fit"] else ""),
-                            f"{(r['calibrated'] - r['measured']) / r['measured']:+.1%}"]
-                           for r in h["rows"] if r["tokens_per_seq"] > 1],
-                          right=(0, 1, 2, 3, 4, 5, 6)))
-    c.print(table("H200 T_T(B,t)/T_T(B,1) errors by model (t > 1)",
-                  ["model", "a-priori", "max", "calibrated", "max", "fit rows", "time"],
-                  [[m, f"{h['apriori']['mean_abs_error']:.1%}",
-                    f"{h['apriori']['max_abs_error']:.1%}",
-                    f"{h['calibrated']['mean_abs_error']:.1%}",
-                    f"{h['calibrated']['max_abs_error']:.1%}", h["calibrated"]["fit_points"],
-                    f"{h['calibrated']['fit_seconds'] * 1e3:.0f} ms"]
-                   for m, h in out["h200"].items()], right=(1, 2, 3, 4, 5, 6),
-                  caption="mean and max |error|; calibrated: scored on the held-out rows "
-                          "only; fit rows: rows the fit saw (every k-th); time: fit time"))
-    render_checks(out["checks"], "SD validation summary")
-    for a in out["assumptions"]:
-        c.print(f"[dim]assumption: {a}[/]")
-
-
 def _exit_code(rows: list[dict]) -> int:
     return 1 if any(r["status"] == "FAIL" for r in rows) else 0
 
@@ -187,7 +113,8 @@ def validate_sd(
     if json_out:
         emit_json(out)
     else:
-        render_sd(out, summary)
+        from .render.sd import render_validation
+        render_validation(out, summary)
     raise typer.Exit(_exit_code(out["checks"]))
 
 

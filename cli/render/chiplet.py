@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.markup import escape
 from rich.text import Text
 
-from .render import checks_table, console, si
-from .render import key_values as _key_values
-from .render import table as _table
+from . import checks_table, console, si
+from . import key_values as _key_values
+from . import table as _table
 
 SCHEDULE_SHORT = {"layer-major": "LM", "micro-batch-major": "MBM"}
 CONFIG_CAPTION = ("configuration: method grid SRAM schedule (LM layer-major, MBM "
@@ -217,7 +217,7 @@ def _top_table(rows: list[dict], title: str, wide: bool = False):
 def _render_pareto(out: dict, wide: bool) -> None:
     import numpy as np
 
-    from .render import scatter
+    from . import scatter
     c = console()
     c.print(_top_table(out["pareto"][:40], f"Pareto set ({len(out['pareto'])} points over "
                                            f"{', '.join(out['objectives'])})", wide))
@@ -307,8 +307,8 @@ def save(out: dict, directory: str | Path) -> list[Path]:
     breakdown.csv, result.json and the figures."""
     from explore.models.chiplet.report import breakdown_rows
 
-    from .output import prepare, write_json, write_rows, write_yaml
-    from .studies.chiplet import best_yaml, result_rows
+    from ..output import prepare, write_json, write_rows, write_yaml
+    from ..studies.chiplet import best_yaml, result_rows
     directory = prepare(Path(directory))
     written = []
     result = out.get("_result")
@@ -334,7 +334,7 @@ def save(out: dict, directory: str | Path) -> list[Path]:
 
 def save_tables(out: dict, directory: str | Path, tables: dict[str, list[dict]]) -> list[Path]:
     """result.json and one CSV per table (`scale`, `validate`); list cells joined by '; '."""
-    from .output import prepare, write_json, write_rows
+    from ..output import prepare, write_json, write_rows
     directory = prepare(Path(directory))
     write_json(directory / "result.json", out)
     for name, rows in tables.items():
@@ -348,7 +348,7 @@ def figures(out: dict, directory: Path) -> list[Path]:
     and, after a search, pareto_latency_energy.png with every feasible point and the choice."""
     import numpy as np
 
-    from .output import scatter_figure, stacked_bars
+    from ..output import scatter_figure, stacked_bars
     best = out["best"]
     title = fmt_point(best["point"])
     made = [directory / "energy_breakdown.png"]

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from explore.models.units import GiB
 
-from .render import checks_table, console, key_values, metric_headers, table
+from . import checks_table, console, key_values, metric_headers, table
 
 
 def _int(x) -> str:
@@ -185,7 +185,7 @@ def memory_chart(bd: dict, usable_bytes: float) -> str:
     wrapped between its entries to the terminal's width."""
     import re
 
-    from .render import bar_chart
+    from . import bar_chart
 
     stacks = {k: v for k, v in memory_stacks(bd).items() if any(v)}
     width = console().width
@@ -350,7 +350,7 @@ def write_ops(out, path: Path) -> None:
     """--ops: every op with its device, resource, start and end."""
     from explore.models.pipeline.study import op_list
 
-    from . import output
+    from .. import output
     output.write_csv(path, list(OP_COLUMNS), [[o[k] for k in OP_COLUMNS] for o in op_list(out)])
 
 
@@ -453,7 +453,7 @@ def render_validate(data: dict, wide: bool = False) -> None:
 def save(out: dict, directory: str) -> None:
     """Search and breakdown: result.json, per_stage_memory.csv (bytes), top.csv when a search
     ran, and memory.png (per-device stacked categories against the HBM capacity)."""
-    from . import output
+    from .. import output
 
     d = output.prepare(Path(directory))
     output.write_json(d / "result.json", out)
@@ -478,7 +478,7 @@ def save(out: dict, directory: str) -> None:
 
 def _save_rows(data: dict, directory: str, tables: dict[str, list[dict]]) -> None:
     """result.json and one CSV per table (the rows' own keys, SI units)."""
-    from . import output
+    from .. import output
 
     d = output.prepare(Path(directory))
     output.write_json(d / "result.json", data)
@@ -504,7 +504,7 @@ def save_validate(data: dict, directory: str) -> None:
 
 
 def save_timeline(data: dict, out, directory: str) -> None:
-    from . import output
+    from .. import output
 
     d = output.prepare(Path(directory))
     output.write_json(d / "result.json", data)
