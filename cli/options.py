@@ -46,17 +46,12 @@ class Use:
 
 
 def help_text(f: dataclasses.Field, default: Any) -> str:
-    """Help with the unit in brackets-free words and, for a None default, what None means."""
+    """The help text, its unit in parentheses and, for a None default, what None means."""
     meta = f.metadata
     text = meta["help"] + (f" ({meta['unit']})" if meta["unit"] else "")
     if default is None and meta["default_text"]:
         text += f" (default: {meta['default_text']})"
     return text
-
-
-def flags_of(group: type) -> dict[str, tuple[str, ...]]:
-    """field name -> its flags, for the options a group declares."""
-    return {f.name: f.metadata["flags"] for f in dataclasses.fields(group) if f.metadata}
 
 
 def _params(prefix: str, spec: type | Use) -> list[inspect.Parameter]:

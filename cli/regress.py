@@ -21,6 +21,8 @@ from typing import Any
 
 import typer
 
+from explore.models.fit_settings import PREDICTION_RTOL
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -32,17 +34,11 @@ class Tolerance:
         return math.isclose(a, b, rel_tol=self.rtol, abs_tol=self.atol)
 
 
-def _fit_tolerances() -> tuple[Tolerance, Tolerance]:
-    from explore.models.fit_settings import PREDICTION_RTOL
-
-    return (Tolerance("numerical fit results", 10 * PREDICTION_RTOL, PREDICTION_RTOL),
-            # parameters along flat directions of the cost are less determined than
-            # predictions: 100x the prediction agreement, as a fraction of the bound range
-            Tolerance("fitted parameters (fraction of bound range)", 0.0, 100 * PREDICTION_RTOL))
-
-
 CLOSED_FORM = Tolerance("closed-form outputs", 1e-9, 1e-12)
-FITTED, PARAMETER = _fit_tolerances()
+FITTED = Tolerance("numerical fit results", 10 * PREDICTION_RTOL, PREDICTION_RTOL)
+# parameters along flat directions of the cost are less determined than predictions: 100x the
+# prediction agreement, as a fraction of the bound range
+PARAMETER = Tolerance("fitted parameters (fraction of bound range)", 0.0, 100 * PREDICTION_RTOL)
 IGNORED = {"elapsed_s", "fit_seconds", "wall_s", "evaluations", "calibration_file"}
 FIT_KEY, FIT_RECORD = "calibrated", "fitted_on"
 PARAMETER_KEYS = {"name", "value", "lower", "upper", "at_bound"}
