@@ -100,6 +100,9 @@ def effective_gate_tokens(batch, tokens_per_seq, correlation: float = 0.0):
 # §5.3 engine profiles: what a serving engine adds on top of the GPU kernels
 
 
+SCORINGS = ("multi-query", "batch-expansion")
+
+
 @dataclass(frozen=True)
 class EngineProfile:
     """Fixed costs of a serving engine around the kernels' bytes and FLOPs (docs/sd.md §5.3).
@@ -109,8 +112,17 @@ class EngineProfile:
         "fixed time per forward outside the layers (embedding, sampling, launch)", "s",
         default=100e-6)
     layer_overhead_s: float = spec(
-        "fixed time per decoder layer per forward (kernel launches and tails)", "s",
-        default=40e-6)
+        "fixed time per decoder layer per forward outside attention (kernel launches and "
+        "tails)", "s", default=30e-6)
+    attention_layer_s: float = spec(
+        "fixed time of the decode-attention kernel per layer per forward", "s", default=10e-6)
+    attention_kv_efficiency: float = spec(
+        "fraction of the GPU's achieved HBM bandwidth the decode-attention kernel reaches "
+        "reading the KV cache (the per-KV-token cost is bytes / this)", default=0.9)
+    scoring: str = spec(
+        "how the verify forward attends: multi-query (each sequence's KV read once for its "
+        "t tokens) or batch-expansion (t single-token rows per sequence, KV read t times)",
+        default="multi-query")
     moe_layer_overhead_s: float = spec(
         "extra fixed time per MoE layer (routing, token sort, grouped-GEMM set-up)", "s",
         default=60e-6)
@@ -134,12 +146,25 @@ class EngineProfile:
 
     def __post_init__(self) -> None:
         for f in ("forward_overhead_s", "layer_overhead_s", "moe_layer_overhead_s",
-                  "reject_base_s", "reject_per_seq_s", "round_overhead_s",
-                  "draft_step_overhead_s", "round_overhead_step", "draft_step_overhead_step"):
+                  "attention_layer_s", "reject_base_s", "reject_per_seq_s",
+                  "round_overhead_s", "draft_step_overhead_s", "round_overhead_step",
+                  "draft_step_overhead_step"):
             v = getattr(self, f)
             if not (np.isfinite(v) and v >= 0):
                 what = "a finite time" if f.endswith("_s") else "a finite fraction"
                 raise InputError(f"engine {self.name!r}: {f} must be {what} >= 0, got {v}")
+        if not (np.isfinite(self.attention_kv_efficiency)
+                and 0 < self.attention_kv_efficiency <= 1):
+            raise InputError(f"engine {self.name!r}: attention_kv_efficiency must be in (0, 1], "
+                             f"got {self.attention_kv_efficiency}")
+        if self.scoring not in SCORINGS:
+            raise InputError(f"engine {self.name!r}: scoring must be one of "
+                             f"{', '.join(SCORINGS)}, got {self.scoring!r}")
+
+    def kv_reads(self, tokens_per_seq):
+        """How many times a forward scoring t tokens per sequence reads each sequence's KV."""
+        t = np.asarray(tokens_per_seq, dtype=float)
+        return t if self.scoring == "batch-expansion" else np.ones_like(t)
 
 
 DEFAULT_ENGINE = EngineProfile()
@@ -242,11 +267,15 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     expert_flops = moe_layers * 2.0 * n * m.experts_per_token * m.expert_params / g
     experts_t, experts_mem = _roofline(expert_bytes, expert_flops, gpu, overlap)
 
-    # Attention over the KV cache: read the cache once, score n queries against ctx keys.
-    kv_bytes = dep.kv_bytes_per_gpu(B, ctx)
+    # Decode attention (§5.3): one kernel per layer with a fixed cost, reading the KV cache once
+    # per sequence (t times under batch-expansion scoring) at the kernel's share of the
+    # bandwidth, scoring n queries against ctx keys.
+    kv_bytes = dep.kv_bytes_per_gpu(B, ctx) * engine.kv_reads(t)
     attn_flops = m.layers * n * np.asarray(ctx, dtype=float) \
         * m.attention_flops_per_token_per_ctx / g
-    attn_t, attn_mem = _roofline(kv_bytes, attn_flops, gpu, overlap)
+    attn_t, attn_mem = _roofline(kv_bytes / engine.attention_kv_efficiency, attn_flops, gpu,
+                                 overlap)
+    attn_t = attn_t + m.layers * engine.attention_layer_s
 
     # Activations streamed between kernels (estimate): each linear reads its input and writes
     # its output once, ~(6h + 3 f_active) elements per token per layer.
@@ -273,7 +302,7 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
         Term("routed experts", full(experts_t), full(expert_bytes), full(expert_flops),
              "§5.1+§4 N(n) x T_exp(n)"),
         Term("KV cache + attention", full(attn_t), full(kv_bytes), full(attn_flops),
-             "§5.1 KV read + QK/AV"),
+             "§5.1 KV read + QK/AV, §5.3 kernel fixed"),
         Term("activations", full(act_t), full(act_bytes), 0.0,
              "§5.1 (6h+3f)/token/layer"),
         Term("LM head", full(head_t), full(m.head_params * bpp / g),

@@ -272,7 +272,8 @@ def test_fit_cli_peaks_mode_writes_an_engine_profile(cli, tmp_path):
         f"{c['gamma']},{c['sigma']},{r['ours']:.12f}\n" for c, r in zip(cells, peaks)))
     profile = tmp_path / "mine.engine.yaml"
     code, out, err = cli("sd", "fit", str(table), "--model", "qwen2-57b", "--hardware", "h800",
-                         "--gpus", "2", "--fit-points", "6", "-o", str(profile), "--json")
+                         "--gpus", "2", "--fit-points", "6", "--engine", "cuda-graphs",
+                         "-o", str(profile), "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["mode"] == "peaks" and report["fit_points"] == 6
