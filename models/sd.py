@@ -125,7 +125,7 @@ class EngineProfile:
         default="multi-query")
     moe_layer_overhead_s: float = spec(
         "extra fixed time per MoE layer (routing, token sort, grouped-GEMM set-up)", "s",
-        default=60e-6)
+        default=25e-6)
     reject_base_s: float = spec("rejection sampling: fixed time per SD round", "s",
                                 default=100e-6)
     reject_per_seq_s: float = spec("rejection sampling: time per sequence per round", "s",

@@ -28,8 +28,8 @@ def test_every_profile_states_a_source_for_every_field():
 def test_attention_kernel_terms_from_the_fa3_decode_benchmark():
     """vllm#43232, FA3 decode attention at batch 1 (µs per layer over KV length, 8 KV heads x
     128, bf16: 4 KB of KV per token per layer): a line gives the fixed cost and the per-token
-    cost. The fixed cost is attention_layer_s; the per-token cost reads KV at the achieved
-    bandwidth of a Hopper/Blackwell-class GPU (H200 preset), attention_kv_efficiency 0.9 (the benchmark does not name its GPU)."""
+    cost. The fixed cost is attention_layer_s; the per-token cost is KV read at 0.9 of the
+    achieved bandwidth of an H200-class GPU (the benchmark does not name its GPU)."""
     kv_len = np.array([1024, 4096, 16384, 32768])
     us = np.array([11.0, 14.5, 27.2, 43.5])
     per_token, fixed = np.polyfit(kv_len, us * US, 1)
@@ -125,3 +125,17 @@ def test_bad_engine_fields_are_refused(field, value, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[")):
         dataclasses.replace(engine("none"), **{field: value})
+
+
+def test_moe_layer_cost_is_the_fused_moe_floor_beyond_its_bytes():
+    """Fused-MoE kernel time at batch 1 (one token, K experts), less the time its expert weights
+    take at the GPU preset's achieved bandwidth, is a fixed floor per MoE layer: Mixtral bf16
+    TP2 on H100 144.03 us (vllm#24700), Qwen3-235B fp8 TP8 on H200 31.70 us (sglang#11730),
+    Qwen3-Next-80B fp8 TP4 on H100 29.45 us (vllm#44830)."""
+    bw = {g: presets.load("gpu", g).achieved_bandwidth for g in ("h100-sxm", "h200")}
+    runs = [(144.03 * US, 2 * 3 * 4096 * 14336 * 2 / 2, "h100-sxm"),
+            (31.70 * US, 8 * 3 * 4096 * 1536 * 1 / 8, "h200"),
+            (29.45 * US, 10 * 3 * 2048 * 512 * 1 / 4, "h100-sxm")]
+    floors = [measured - nbytes / bw[g] for measured, nbytes, g in runs]
+    for name in ("cuda-graphs", "vllm-v0-spec-decode", "vllm-v1", "sglang"):
+        assert engine(name).moe_layer_overhead_s == pytest.approx(np.mean(floors), abs=1 * US)
