@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from .common import Output, SearchOptions, emit_json
+from .common import Output, SearchOptions
 from .options import uses
 from .studies.chiplet import (ChipletConfig, ChipletGoal, ChipletGoals, ChipletHardware,
                               ChipletModelOptions, ChipletPoint, ChipletRanking, ChipletRequest,
@@ -101,17 +101,10 @@ def run_one(req: ChipletRequest) -> dict:
 
 
 def _finish(out: dict, view: ChipletView, output: Output) -> None:
+    from .output import present
     from .render import chiplet as r
 
-    files = r.save(out, output.save_dir) if output.save_dir else []
-    public = {k: v for k, v in out.items() if not k.startswith("_")}
-    if files:
-        public["saved"] = [str(f) for f in files]
-    if output.json:
-        emit_json(public)
-    else:
-        r.render(out, view.wide)
-        r.saved_line(files)
+    present(out, output.json, output.save_dir, lambda o: r.render(o, view.wide), r.save)
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -182,6 +175,7 @@ def scale_cmd(series: ChipletSeries, hw: ChipletHardware, view: ChipletView,
     """
     from explore.models.chiplet.validate import series_rows
 
+    from .output import present
     from .render import chiplet as r
     from .studies.chiplet import scenario_setups, series_pairs
     pairs = series_pairs(series.series)
@@ -189,12 +183,8 @@ def scale_cmd(series: ChipletSeries, hw: ChipletHardware, view: ChipletView,
     rows = series_rows({setups[n].work.model.name: setups[n] for n, _ in pairs},
                        tuple((setups[n].work.model.name, g) for n, g in pairs))
     out = {"study": "chiplet", "command": "scale", "series": rows}
-    files = r.save_tables(out, output.save_dir, {"series.csv": rows}) if output.save_dir else []
-    if output.json:
-        emit_json(out)
-    else:
-        r.render_scale(out, view.wide)
-        r.saved_line(files)
+    present(out, output.json, output.save_dir, lambda o: r.render_scale(o, view.wide),
+            lambda o, d: r.save_tables(o, d, {"series.csv": rows}))
 
 
 @app.command("validate")
@@ -207,17 +197,14 @@ def validate_cmd(hw: ChipletHardware, view: ChipletView, output: Output) -> None
     """
     from explore.models.chiplet.validate import check_rows, hard_failures
 
+    from .output import present
     from .render import chiplet as r
     from .studies.chiplet import validation_result
     res = validation_result(hw.die, hw.set or [])
     out = {"study": "chiplet", "command": "validate", **res}
-    files = r.save_tables(out, output.save_dir, {
-        "checks.csv": check_rows(res["rows"]), "sensitivities.csv": res["sensitivities"],
-        "series.csv": res["series"]}) if output.save_dir else []
-    if output.json:
-        emit_json(out)
-    else:
-        r.render_validate(res, view.wide)
-        r.saved_line(files)
+    present(out, output.json, output.save_dir, lambda o: r.render_validate(res, view.wide),
+            lambda o, d: r.save_tables(o, d, {
+                "checks.csv": check_rows(res["rows"]), "sensitivities.csv": res["sensitivities"],
+                "series.csv": res["series"]}))
     if hard_failures(res):
         raise typer.Exit(1)

@@ -76,10 +76,15 @@ def _clean(x: Any) -> Any:
 # ---- output options shared by every study --------------------------------------------------
 
 @dataclass
-class Output:
-    """Where the answer goes besides the terminal tables."""
+class AsJson:
+    """--json, for commands that write no files."""
     PANEL: ClassVar[str] = "Output"
     json: bool = option(False, "--json", help="print JSON instead of tables")
+
+
+@dataclass
+class Output(AsJson):
+    """Where the answer goes besides the terminal tables."""
     save_dir: Optional[str] = option(None, "--save-dir", help="also write result.json, the "
                                      "tables as CSV (units in the headers) and PNG figures to "
                                      "this directory")

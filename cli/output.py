@@ -84,21 +84,27 @@ def write_rows(path: Path, rows: Sequence[dict]) -> None:
 
 
 def present(out: dict, json_out: bool, save_dir: str | None, render: Callable[[dict], None],
-            save: Callable[[dict, Path], list[str]] | None = None) -> None:
+            save: Callable[[dict, Path], list[Path]] | None = None) -> None:
     """The one way out of a command: the files under --save-dir (written first, so a bad
-    directory fails before anything is printed), then JSON or the Rich tables, and a line that
-    lists what was saved."""
-    written: list[str] = []
+    directory fails before anything is printed), then JSON (keys starting with "_" are the
+    command's own objects, not output; "saved" lists the files) or the Rich tables and a line
+    that lists what was saved."""
+    written: list[Path] = []
     if save_dir and save is not None:
         written = save(out, prepare(Path(save_dir)))
     if json_out:
         from .common import emit_json
-        emit_json(out)
+        public = {k: v for k, v in out.items() if not str(k).startswith("_")}
+        if written:
+            public["saved"] = [str(p) for p in written]
+        emit_json(public)
         return
     render(out)
     if written:
         from .render import console
-        console().print(f"[dim]saved {', '.join(written)} to {save_dir}[/]")
+        # one unwrapped line, so the directory can be copied whole
+        console().print(f"saved {', '.join(p.name for p in written)} to {save_dir}",
+                        markup=False, highlight=False, soft_wrap=True)
 
 
 def _pyplot():

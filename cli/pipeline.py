@@ -9,7 +9,7 @@ from typing import Callable
 
 import typer
 
-from .common import Output, SearchOptions, emit_json
+from .common import Output, SearchOptions
 from .options import Use, uses
 from .studies.pipeline import (FamilyPolicy, FamilyWorkload, FixtureLayout,
                                FixtureWorkload, Floor, Hardware, Layout, Parallelism,
@@ -30,15 +30,11 @@ app = typer.Typer(
 
 def _answer(data: dict, output: Output, render: Callable[[dict], None],
             save: str = "save") -> None:
-    """--save-dir files, then JSON or the tables."""
+    """--save-dir files (cli/render/pipeline.py `save`), then JSON or the tables."""
+    from .output import present
     from .render import pipeline as r
 
-    if output.save_dir:
-        getattr(r, save)(data, output.save_dir)
-    if output.json:
-        emit_json(data)
-    else:
-        render(data)
+    present(data, output.json, output.save_dir, render, getattr(r, save))
 
 
 # ---- search ------------------------------------------------------------------------------
@@ -118,17 +114,18 @@ def timeline_command(work: Workload, hw: Hardware, par: Layout, policy: Policy,
         request(work=work, hw=hw, par=par, policy=policy), show.device)
     if show.ops:
         r.write_ops(out, Path(show.ops))
-    if output.save_dir:
-        r.save_timeline(data, out, output.save_dir)
-    if output.json:
-        emit_json(data)
-    elif show.plot:
-        r.render_plot(out, devices, data["assumptions"])
-    elif show.out:
-        files.write_text(Path(show.out), r.timeline_csv(data))
-        typer.echo(f"wrote {len(data['timeline'])} rows to {show.out}")
-    else:
-        typer.echo(r.timeline_csv(data), nl=False)
+
+    def show_timeline(d: dict) -> None:
+        if show.plot:
+            r.render_plot(out, devices, d["assumptions"])
+        elif show.out:
+            files.write_text(Path(show.out), r.timeline_csv(d))
+            typer.echo(f"wrote {len(d['timeline'])} rows to {show.out}")
+        else:
+            typer.echo(r.timeline_csv(d), nl=False)
+
+    files.present(data, output.json, output.save_dir, show_timeline,
+                  lambda d, directory: r.save_timeline(d, out, directory))
 
 
 @app.command("max-size")

@@ -6,14 +6,18 @@ from typing import Optional
 
 import typer
 
+from .common import AsJson
+from .options import uses
+
 app = typer.Typer(help="List and show presets (models, GPUs, acceptance rates, ...).\n\n"
                        "Example: explore presets list gpu; explore presets show h800")
 
 
 @app.command("list")
+@uses(output=AsJson)
 def list_presets(
+    output: AsJson,
     kind: Optional[str] = typer.Argument(None, help="only this kind (model, gpu, ...)"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """List preset names by kind, with aliases.
 
@@ -27,7 +31,7 @@ def list_presets(
     kinds = [kind] if kind else list(presets.KINDS)
     for k in kinds:
         presets._kind(k)  # validates the kind with a helpful error
-    if json_out:
+    if output.json:
         emit_json({k: presets.names(k) for k in kinds})
         return
     for k in kinds:
@@ -44,11 +48,12 @@ def list_presets(
 
 
 @app.command("show")
+@uses(output=AsJson)
 def show(
+    output: AsJson,
     name: str = typer.Argument(..., help="preset name or alias"),
     kind: Optional[str] = typer.Option(None, "--kind", help="disambiguate when several kinds "
                                        "share the name"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Show one preset: every field with its value, unit, meaning and source.
 
@@ -74,7 +79,7 @@ def show(
     k, path = hits[0]
     obj = presets.load(k, str(path))
     values = dataclasses.asdict(obj)
-    if json_out:
+    if output.json:
         emit_json({"kind": k, "file": str(path), **values})
         return
     from rich.markup import escape   # sources say "[literature]": text, not Rich markup
@@ -94,9 +99,10 @@ def show(
 
 
 @app.command("fields")
+@uses(output=AsJson)
 def fields(
+    output: AsJson,
     kind: str = typer.Argument(..., help="preset kind (model, gpu, ...)"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Every field a preset of KIND may have: unit, default and meaning, to write your own YAML.
 
@@ -117,7 +123,7 @@ def fields(
     rows = [{"field": n, "unit": u, "required": r and n != "name",
              "default": "the file name" if n == "name" else None if r else defaults[n],
              "meaning": d} for n, u, d, r in field_docs(cls)]
-    if json_out:
+    if output.json:
         emit_json(rows)
         return
     t = table(f"Fields of a {kind} preset (YAML keys; quantities may carry units, e.g. "

@@ -7,6 +7,9 @@ from typing import Optional
 
 import typer
 
+from .common import AsJson
+from .options import uses
+
 from .sd import app
 
 # Accepted CSV columns. Times carry their unit in the name: _s, _ms or _us.
@@ -65,7 +68,9 @@ def _is_number(x) -> bool:
 
 
 @app.command("fit")
+@uses(shown=AsJson)
 def fit(
+    shown: AsJson,
     data: Path = typer.Argument(..., help="CSV of measurements: paper-style rows (batch, gamma, "
                                 "K, E, sigma, speedup), component rows (batch, tokens_per_seq, "
                                 "forward time as step_ms / t_target_ms [, t_draft_ms, "
@@ -98,7 +103,6 @@ def fit(
                                           "write (default: <data>-<mode>.calibration.yaml)"),
     residuals: bool = typer.Option(False, "--residuals", help="also print every row: measured, "
                                    "predicted, relative error, fitted or held out"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
     """Fit the MoESD model to your measurements, report each parameter with the bound it sits
     on, residuals and a hold-out error, and write a calibration YAML for `explore sd
@@ -144,7 +148,7 @@ def fit(
         output = output or Path(f"{Path(data).stem}-peaks.engine.yaml")
         write_yaml(output, profile)
         out["engine_file"] = str(output)
-        emit_json(out) if json_out else render_fit(out, residuals)
+        emit_json(out) if shown.json else render_fit(out, residuals)
         return
 
     if mode == "paper":
@@ -184,7 +188,7 @@ def fit(
     output = output or Path(f"{Path(data).stem}-{mode}.calibration.yaml")
     write_yaml(output, _plain(cal))
     out["calibration_file"] = str(output)
-    if json_out:
+    if shown.json:
         emit_json(out)
     else:
         render_fit(out, residuals)

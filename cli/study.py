@@ -7,6 +7,9 @@ from typing import Optional
 
 import typer
 
+from .common import AsJson
+from .options import uses
+
 app = typer.Typer(help="Inspect searches kept in an Optuna storage (--storage on any study "
                        "command). A stored study also opens in optuna-dashboard.\n\nExample: "
                        "explore study show --storage sqlite:///runs.db --study-name sd-demo")
@@ -17,8 +20,8 @@ NameArg = typer.Option(..., "--study-name", help="stored study name (`explore st
 
 
 @app.command("list")
-def list_studies(storage: str = StorageArg,
-                 json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+@uses(output=AsJson)
+def list_studies(output: AsJson, storage: str = StorageArg) -> None:
     """Every study in a storage with its trial count and start time.
 
     Example: explore study list --storage sqlite:///runs.db
@@ -36,7 +39,7 @@ def list_studies(storage: str = StorageArg,
                      "objectives": record.get("objectives", []),
                      "started": s.datetime_start.isoformat(timespec="seconds")
                      if s.datetime_start else None})
-    if json_out:
+    if output.json:
         emit_json(rows)
         return
     console().print(table(f"Studies in {storage}", ["name", "study", "objectives", "trials",
@@ -53,12 +56,12 @@ def _states(ostudy) -> dict:
 
 
 @app.command("show")
-def show(storage: str = StorageArg, study_name: str = NameArg,
+@uses(output=AsJson)
+def show(output: AsJson, storage: str = StorageArg, study_name: str = NameArg,
          top: int = typer.Option(10, "--top", help="rows of the best / Pareto table"),
          trials: int = typer.Option(20, "--trials", help="rows of the per-trial table (latest)"),
          wide: bool = typer.Option(False, "--wide", help="every metric as a column (default: "
-                                   "the objectives only, to fit 80 columns)"),
-         json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+                                   "the objectives only, to fit 80 columns)")) -> None:
     """The best point (or Pareto set) and the per-trial table of a stored search, with the
     study's own metric labels and units, plus why infeasible trials were rejected.
 
@@ -76,7 +79,7 @@ def show(storage: str = StorageArg, study_name: str = NameArg,
     multi = len(result.objectives) > 1
     best = result.pareto() if multi else ranked[:1]
     reasons = Counter(r for r in result.reasons if r)
-    if json_out:
+    if output.json:
         emit_json({"study_name": study_name, "explore_study": meta.get("explore_study"),
                    "command": meta.get("command"), "objectives": meta["objectives"],
                    "states": _states(ostudy), "best": [result.row(i) for i in best],

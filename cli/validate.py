@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .common import AsJson
+from .options import uses
 from .registry import STUDIES
 
 app = typer.Typer(help="Compare the models with published and measured results; exit code 1 "
@@ -99,9 +101,10 @@ def _exit_code(rows: list[dict]) -> int:
 
 
 @app.command("sd")
+@uses(output=AsJson)
 def validate_sd(
+    output: AsJson,
     summary: bool = typer.Option(False, "--summary", help="only the summary tables"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
     """The SD model against MoESD's 60 published peak speedups and real H200 layer timings.
 
@@ -110,7 +113,7 @@ def validate_sd(
     from .common import emit_json
 
     out = sd_validation()
-    if json_out:
+    if output.json:
         emit_json(out)
     else:
         from .render.sd import render_validation
@@ -140,9 +143,10 @@ VALIDATIONS = tuple(s.name for s in STUDIES)
 
 
 @app.callback(invoke_without_command=True)
+@uses(output=AsJson)
 def validate_all(
+    output: AsJson,
     ctx: typer.Context,
-    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
     """Run every study's validation and end with one summary table."""
     if ctx.invoked_subcommand:
@@ -153,7 +157,7 @@ def validate_all(
 
     results = {s.name: resolve(s.validation)() for s in STUDIES}
     rows = [dict(r, study=name) for name, out in results.items() for r in out["checks"]]
-    if json_out:
+    if output.json:
         emit_json({"checks": rows, "studies": results})
     else:
         render_checks(rows, "Validation summary (all studies)")

@@ -67,3 +67,20 @@ def test_calibration_file(cli, tmp_path):
     _one_error_line(*cli("sd", "fit", str(data), "--model", "qwen2-57b", "--hardware", "h200",
                          "--where", "model=qwen2-57b-a14b", "-o", FULL),
                     f"cannot write {FULL}: No space left on device")
+
+
+@pytest.mark.parametrize("args", SAVE_DIR_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_one_way_out_lists_the_saved_files(cli, args, tmp_path):
+    """Every study leaves through cli/output.present: with --json the answer lists the files it
+    saved, and each exists; without it the tables end with one line naming them."""
+    import json
+    from pathlib import Path
+    code, out, err = cli(*args, "--save-dir", str(tmp_path / "j"), "--json")
+    assert code == 0, err
+    saved = json.loads(out)["saved"]
+    assert saved and all(Path(p).is_file() and Path(p).parent == tmp_path / "j" for p in saved)
+    assert "result.json" in {Path(p).name for p in saved}
+    code, out, err = cli(*args, "--save-dir", str(tmp_path / "t"))
+    assert code == 0, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("saved ") and last.endswith(f" to {tmp_path / 't'}")

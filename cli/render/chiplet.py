@@ -295,11 +295,6 @@ def render_validate(res: dict, wide: bool = False) -> None:
         c.print(f"[dim]note: {escape(n)}[/]")
 
 
-def saved_line(files: list[Path]) -> None:
-    if files:
-        console().print(f"saved: {', '.join(str(f) for f in files)}", markup=False)
-
-
 # ---- files ----------------------------------------------------------------------------------
 
 def save(out: dict, directory: str | Path) -> list[Path]:
@@ -310,7 +305,7 @@ def save(out: dict, directory: str | Path) -> list[Path]:
     from ..output import prepare, write_json, write_rows, write_yaml
     from ..studies.chiplet import best_yaml, result_rows
     directory = prepare(Path(directory))
-    written = []
+    written: list[Path] = []
     result = out.get("_result")
     if result is not None:
         from explore.models.chiplet.study import binding_name

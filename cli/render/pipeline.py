@@ -450,12 +450,11 @@ def render_validate(data: dict, wide: bool = False) -> None:
 
 # ---- --save-dir ----------------------------------------------------------------------------
 
-def save(out: dict, directory: str) -> None:
+def save(out: dict, d: Path) -> list[Path]:
     """Search and breakdown: result.json, per_stage_memory.csv (bytes), top.csv when a search
     ran, and memory.png (per-device stacked categories against the HBM capacity)."""
     from .. import output
 
-    d = output.prepare(Path(directory))
     output.write_json(d / "result.json", out)
     bd = out["breakdown"]
     keys = [k for _, key in MEMORY_PARTS for k in (key if isinstance(key, tuple) else (key,))]
@@ -464,8 +463,10 @@ def save(out: dict, directory: str) -> None:
                       "total_with_reserve_bytes", "peak_op", "peak_time_s"],
                      [[x["device"], *[x[k] for k in keys], x["peak"], x["total_with_reserve"],
                        x["peak_op"], x["peak_time_s"]] for x in bd["devices"]])
+    names = ["result.json", "per_stage_memory.csv", "memory.png"]
     if "top" in out:
         output.write_rows(d / "top.csv", out["top"])
+        names.insert(2, "top.csv")
     perf = out["best"]["performance"] if "best" in out else out["performance"]
     stacks = {k: v for k, v in memory_stacks(bd).items() if any(v)}
     w = out["workload"]
@@ -474,39 +475,40 @@ def save(out: dict, directory: str) -> None:
                         f"{w.get('model', '')}: per-stage memory at each device's peak\n"
                         f"binding: {bd['binding_text']}",
                         cap=(hbm_gib(bd, perf["usable_bytes"]), "HBM capacity"))
+    return [d / n for n in names]
 
 
-def _save_rows(data: dict, directory: str, tables: dict[str, list[dict]]) -> None:
+def _save_rows(data: dict, d: Path, tables: dict[str, list[dict]]) -> list[Path]:
     """result.json and one CSV per table (the rows' own keys, SI units)."""
     from .. import output
 
-    d = output.prepare(Path(directory))
     output.write_json(d / "result.json", data)
     for name, rows in tables.items():
         output.write_rows(d / name, rows)
+    return [d / "result.json", *[d / n for n in tables]]
 
 
 def _flat(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]
 
 
-def save_max_size(data: dict, directory: str) -> None:
-    _save_rows(data, directory, {"max_size.csv": _flat(data["rows"])})
+def save_max_size(data: dict, d: Path) -> list[Path]:
+    return _save_rows(data, d, {"max_size.csv": _flat(data["rows"])})
 
 
-def save_sweep(data: dict, directory: str) -> None:
-    _save_rows(data, directory, {"sweep.csv": _flat(data["rows"])})
+def save_sweep(data: dict, d: Path) -> list[Path]:
+    return _save_rows(data, d, {"sweep.csv": _flat(data["rows"])})
 
 
-def save_validate(data: dict, directory: str) -> None:
-    _save_rows(data, directory, {"checks.csv": data["rows"],
-                                 "max_size.csv": _flat(data["max_size"])})
+def save_validate(data: dict, d: Path) -> list[Path]:
+    return _save_rows(data, d, {"checks.csv": data["rows"],
+                                "max_size.csv": _flat(data["max_size"])})
 
 
-def save_timeline(data: dict, out, directory: str) -> None:
+def save_timeline(data: dict, out, d: Path) -> list[Path]:
     from .. import output
 
-    d = output.prepare(Path(directory))
     output.write_json(d / "result.json", data)
     output.write_text(d / "timeline.csv", timeline_csv(data))
     write_ops(out, d / "ops.csv")
+    return [d / "result.json", d / "timeline.csv", d / "ops.csv"]

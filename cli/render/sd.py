@@ -137,9 +137,9 @@ SAVED = ["result.json", "grid.csv", "top.csv", "breakdown.csv", "speedup_vs_batc
          "te_vs_batch.png"]
 
 
-def save(out: dict, d: Path) -> list[str]:
+def save(out: dict, d: Path) -> list[Path]:
     """--save-dir: the JSON result, the tables as CSV (units in the headers) and figures;
-    returns the names written."""
+    returns the files written."""
     from .. import output
 
     output.write_json(d / "result.json", out)
@@ -183,7 +183,7 @@ def save(out: dict, d: Path) -> list[str]:
         {f"gamma = {gm}": [row[j] for row in g["target_efficiency"]]
          for gm, j in column.items()},
         "batch size B (sequences)", "target efficiency T_T(B,1) / T_T(B,verify)", title)
-    return SAVED
+    return [d / n for n in SAVED]
 
 
 def _top_table(out: dict):
