@@ -173,7 +173,8 @@ def sweep_command(axis: SweepAxis, work: Workload, hw: Hardware, par: Parallelis
 
 @app.command("validate")
 @uses(work=Use(FixtureWorkload, model=None, seq=None, global_batch=None),
-      hw=Use(Hardware, hardware=None, gpus=None, reserve_gib=None, eff=None, frag=None),
+      hw=Use(Hardware, hardware=None, gpus=None, reserve_gib=None, eff=None, frag=None,
+             time_model=None),
       par=Use(FixtureLayout, sp=None, flash=None), floor=Floor, output=Output, report=Report)
 def validate_command(work: FixtureWorkload, hw: Hardware, par: FixtureLayout, floor: Floor,
                      output: Output, report: Report) -> None:
@@ -192,3 +193,5 @@ def validate_command(work: FixtureWorkload, hw: Hardware, par: FixtureLayout, fl
     if data["hard_fail"]:
         raise typer.Exit(1)
 
+
+from . import pipeline_fit  # noqa: E402,F401  (registers `explore pipeline fit`)

@@ -24,6 +24,32 @@ class GpuSpec:
     eta_bw: float = spec("achieved fraction of peak HBM bandwidth on weight streaming",
                          default=0.85)
     eta_compute: float = spec("achieved fraction of peak FLOP/s on large GEMMs", default=0.70)
+    # kernel model of the pipeline study (docs/pipeline.md §7.2)
+    gemm_efficiency: float = spec("measured maximum achievable matmul FLOP/s / peak (the "
+                                  "best-shaped large GEMM)", default=0.80)
+    sm_count: int = spec("streaming multiprocessors (wave quantisation)", default=132)
+    gemm_tile_m: int = spec("output tile rows of a large GEMM kernel", default=256)
+    gemm_tile_n: int = spec("output tile columns of a large GEMM kernel", default=128)
+    gemm_k_overhead: float = spec("a GEMM tile's fixed prologue and epilogue, in k elements "
+                                  "of its main loop", default=64.0)
+    kernel_overhead_s: float = spec("fixed GPU time per kernel (launch gap and tail)", "s",
+                                    default=2e-6)
+    flash_fwd_efficiency: float = spec("flash-attention forward FLOP/s / peak", default=0.6)
+    flash_bwd_efficiency: float = spec("flash-attention backward FLOP/s / peak", default=0.45)
+    elementwise_bw_efficiency: float = spec(
+        "achieved share of peak HBM bandwidth of element-wise kernels (activations, residual "
+        "adds; 0: eta_bw)", default=0.0)
+    norm_bw_efficiency: float = spec("achieved share of peak HBM bandwidth of LayerNorm / "
+                                     "RMSNorm kernels (0: eta_bw)", default=0.0)
+    softmax_bw_efficiency: float = spec("achieved share of peak HBM bandwidth of softmax and "
+                                        "cross-entropy kernels (0: eta_bw)", default=0.0)
+    dropout_rate: float = spec("elements per second of a dropout kernel's random-number "
+                               "generation (0: bandwidth bound)", "1/s", default=0.0)
+    collective_bus_bandwidth: float = spec(
+        "achieved NCCL bus bandwidth of ring collectives among the GPUs of one node (0: 0.7 x "
+        "interconnect_bandwidth)", "B/s", default=0.0)
+    collective_latency_s: float = spec("fixed time of one NCCL collective inside a node", "s",
+                                       default=20e-6)
     sources: dict = spec("field -> where the value comes from", default={})
     description: str = spec("one line shown in preset lists", default="")
 
@@ -32,11 +58,21 @@ class GpuSpec:
                      "host_link_bandwidth"):
             if not getattr(self, name) > 0:
                 raise InputError(f"gpu {self.name!r}: {name} must be positive")
-        for name in ("eta_bw", "eta_compute"):
+        for name in ("eta_bw", "eta_compute", "gemm_efficiency", "flash_fwd_efficiency",
+                     "flash_bwd_efficiency"):
             if not 0 < getattr(self, name) <= 1:
                 raise InputError(f"gpu {self.name!r}: {name} must be in (0, 1]")
-        for name in ("interconnect_latency_s",):
-            if getattr(self, name) < 0:
+        for name in ("sm_count", "gemm_tile_m", "gemm_tile_n"):
+            if getattr(self, name) < 1:
+                raise InputError(f"gpu {self.name!r}: {name} must be >= 1")
+        for name in ("elementwise_bw_efficiency", "norm_bw_efficiency",
+                     "softmax_bw_efficiency"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"gpu {self.name!r}: {name} must be in [0, 1]")
+        for name in ("interconnect_latency_s", "gemm_k_overhead", "kernel_overhead_s",
+                     "dropout_rate",
+                     "collective_bus_bandwidth", "collective_latency_s"):
+            if not getattr(self, name) >= 0:
                 raise InputError(f"gpu {self.name!r}: {name} must be >= 0")
 
     @property
@@ -51,3 +87,14 @@ class GpuSpec:
     @property
     def achieved_bandwidth(self) -> float:
         return self.hbm_bandwidth * self.eta_bw
+
+    def kernel_bandwidth(self, kind: str) -> float:
+        """Achieved bandwidth of a memory-bound kernel class: elementwise, norm or softmax."""
+        share = {"elementwise": self.elementwise_bw_efficiency, "norm": self.norm_bw_efficiency,
+                 "softmax": self.softmax_bw_efficiency}[kind]
+        return self.hbm_bandwidth * (share or self.eta_bw)
+
+    @property
+    def bus_bandwidth(self) -> float:
+        """Achieved ring-collective bus bandwidth inside a node (measured, else derived)."""
+        return self.collective_bus_bandwidth or 0.7 * self.interconnect_bandwidth

@@ -37,7 +37,8 @@ def cli(capsys):
 # model underneath must call the original, `uncached(fn)`.
 EXPENSIVE = (("explore.cli.validate", "sd_validation"),
              ("explore.cli.studies.chiplet", "validation_result"),
-             ("explore.models.pipeline.validate", "validate"))
+             ("explore.models.pipeline.validate", "validate"),
+             ("explore.cli.studies.pipeline", "throughput_validation"))
 
 
 def once(fn):

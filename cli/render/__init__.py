@@ -33,7 +33,8 @@ def table(title: str | None, headers: Sequence[str], rows: Iterable[Sequence[Any
               header_style="bold", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
               padding=(0, 1, 0, 0) if compact else (0, 1))
     for i, h in enumerate(headers):
-        t.add_column(h, justify="right" if i in right else "left")
+        # a word longer than its column (a path, a URL) breaks across lines, never cut to "…"
+        t.add_column(h, justify="right" if i in right else "left", overflow="fold")
     for row in rows:
         t.add_row(*[str(c) for c in row])
     return t

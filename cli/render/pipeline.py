@@ -445,7 +445,43 @@ def render_validate(data: dict, wide: bool = False) -> None:
     c.print(f"throughput floor for the ratio checks: MFU >= {data['floor_mfu']:.1%}")
     c.print(max_size_table(data["max_size"], "Largest trainable model behind the checks", wide,
                            grid=False, throughput=False))
+    if "throughput" in data:
+        c.print(throughput_table(data["throughput"]))
     c.print(assumptions_list(data["assumptions"]))
+
+
+def throughput_table(v: dict) -> Table:
+    """Measured vs predicted iteration time of each run, a-priori and calibrated."""
+    rows = [[r["model"], str(r["gpus"]),
+             f"{r['tp']}x{r['pp']}x{r['dp']}" + (f" v{r['vpp']}" if r["vpp"] > 1 else ""),
+             f"{r['measured_s']:.2f}", f"{r['apriori_s']:.2f}", f"{r['apriori_error']:+.1%}",
+             f"{r['calibrated_error']:+.1%}", r["role"]] for r in v["rows"]]
+    scale = v["calibrated"]["params"][0]["value"]
+    return table(f"Iteration time, Megatron-LM runs on {v['gpu']} ({v['source']})",
+                 ["model", "GPUs", "TPxPPxDP", "meas. s", "ours s", "error", "calib.",
+                  "use"], rows, right=(1, 3, 4, 5, 6),
+                 caption=f"ours: a-priori (nothing fitted); calib.: GEMM scale {scale:.3f} "
+                         f"fitted on the 'fit' runs, the others only checked; measured = "
+                         f"Eq. 3 FLOPs / achieved TFLOP/s")
+
+
+def render_fit(out: dict) -> None:
+    """explore pipeline fit: the fitted scales, every run and the hold-out error."""
+    c = console()
+    c.print(Text(f"explore pipeline fit: {len(out['rows'])} runs on {out['hardware']} "
+                 f"({out['node']})", style="bold"))
+    c.print(table("Fitted", ["parameter", "value", "bounds", "at bound"],
+                  [[p["name"], f"{p['value']:.4f}", f"{p['lower']:g}-{p['upper']:g}",
+                    p["at_bound"] or "-"] for p in out["parameters"]], right=(1,)))
+    c.print(table("Runs", ["run", "measured s", "model s", "error", "use"],
+                  [[r["id"], f"{r['measured_s']:.3f}", f"{r['predicted_s']:.3f}",
+                    f"{r['error']:+.1%}", r["role"]] for r in out["rows"]], right=(1, 2, 3)))
+    h = out["holdout"]
+    c.print("hold-out: " + (f"mean |error| {h['mean_abs_error']:.1%}, max "
+                            f"{h['max_abs_error']:.1%} over {h['rows']} runs" if h else
+                            "none (every run was fitted on)"))
+    c.print(f"wrote {out['calibration_file']} (use it with --calibration)", markup=False,
+            highlight=False, soft_wrap=True)
 
 
 # ---- --save-dir ----------------------------------------------------------------------------
@@ -501,8 +537,10 @@ def save_sweep(data: dict, d: Path) -> list[Path]:
 
 
 def save_validate(data: dict, d: Path) -> list[Path]:
-    return _save_rows(data, d, {"checks.csv": data["rows"],
-                                "max_size.csv": _flat(data["max_size"])})
+    tables = {"checks.csv": data["rows"], "max_size.csv": _flat(data["max_size"])}
+    if "throughput" in data:
+        tables["throughput.csv"] = data["throughput"]["rows"]
+    return _save_rows(data, d, tables)
 
 
 def save_timeline(data: dict, out, d: Path) -> list[Path]:

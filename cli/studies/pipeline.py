@@ -92,10 +92,38 @@ class Hardware:
                                        default_text="the server's")
     peak_tflops: Optional[float] = option(None, "--peak-tflops", help="peak bf16 compute",
                                           unit="TFLOP/s", default_text="the GPU's")
-    eff: float = option(DEFAULT_EFF, "--eff", help="eta: achieved fraction of peak FLOP/s",
-                        default_text=FIXTURE)
     frag: float = option(1.0, "--frag", help="fragmentation factor on dynamic memory "
                          "(1.05-1.2 in practice)", default_text=FIXTURE)
+    time_model: str = option("kernels", "--time-model", help="kernels: every GEMM on the GPU's "
+                             "efficiency curve, norms, softmax and dropout by their measured "
+                             "rates, NCCL bus bandwidths (docs/pipeline.md §7.2); flat: every "
+                             "FLOP at --eff x peak (§7.1, the §8 fixture)", panel="Time model",
+                             default_text=FIXTURE)
+    eff: float = option(DEFAULT_EFF, "--eff", help="flat time model: achieved fraction of peak "
+                        "FLOP/s", default_text=FIXTURE, panel="Time model")
+    overlap_grad_reduce: bool = option(False, "--overlap-grad-reduce/--no-overlap-grad-reduce",
+                                       help="DP gradient reduction under the backward "
+                                       "(Megatron-LM's flag, off by default there too)",
+                                       panel="Time model")
+    overlap_param_gather: bool = option(False, "--overlap-param-gather/"
+                                        "--no-overlap-param-gather", help="distributed-"
+                                        "optimizer all-gather under the forward",
+                                        panel="Time model")
+    tp_comm_overlap: bool = option(False, "--tp-comm-overlap/--no-tp-comm-overlap",
+                                   help="TP collectives under the GEMMs (needs --sp)",
+                                   panel="Time model")
+    overlap_p2p_comm: bool = option(False, "--overlap-p2p-comm/--no-overlap-p2p-comm",
+                                    help="pipeline send/recv off the compute stream (off: "
+                                    "they block it, as Megatron-LM by default)",
+                                    panel="Time model")
+    grad_accumulation: str = option("fused", "--grad-accumulation", help="fused: weight "
+                                    "gradients accumulate inside their GEMM (Megatron-LM "
+                                    "--gradient-accumulation-fusion); separate: an add kernel "
+                                    "per micro-batch", panel="Time model")
+    calibration: Optional[str] = option(None, "--calibration", help="calibration YAML from "
+                                        "`explore pipeline fit`: its GEMM and communication "
+                                        "scales", panel="Time model",
+                                        default_text="none, the a-priori model")
 
 
 # ---- Parallelism: a range for the searches, one value for one layout -----------------------
@@ -150,7 +178,10 @@ class _Savers:
                                      "1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min, "
                                      "chronos (tpipe = chronos)")
     recompute: Optional[str] = option(None, "--recompute", help="recompute policies, comma "
-                                      "list: none, selective, full, chronos")
+                                      "list: none, selective, full (every layer, Megatron's "
+                                      "uniform full recomputation), full-fit (the fewest layers "
+                                      "that fit), chronos", default_text="searched: none, "
+                                      "selective, full-fit, chronos")
     offload: Optional[str] = option(None, "--offload", help="offload policies, comma list: "
                                     "none, optimizer, chronos")
     zero: Optional[int] = option(None, "--zero", help="ZeRO stage 1, 2 or 3 (16-byte Adam "
@@ -167,9 +198,10 @@ class _Cap:
 
 @dataclass
 class _RecomputeLayers:
-    recompute_layers: Optional[int] = option(None, "--recompute-layers", help="'full' "
-                                             "recompute of this many layers per chunk",
-                                             default_text="the fewest that fit")
+    recompute_layers: Optional[int] = option(None, "--recompute-layers", help="full "
+                                             "recompute of only this many layers per chunk",
+                                             default_text="full: every layer; full-fit: the "
+                                             "fewest that fit")
 
 
 @dataclass
@@ -288,6 +320,7 @@ def hardware(h: Hardware):
     from explore import presets
     from explore.models.errors import InputError
     from explore.models.pipeline.config import Hardware as PipelineHardware
+    from explore.models.pipeline.kernels import TimeModel
     from explore.models.units import GB, TFLOPS, GiB
 
     gpu = presets.load("gpu", h.hardware)
@@ -303,7 +336,35 @@ def hardware(h: Hardware):
         host_ram_bytes=None if h.host_ram_gib is None else h.host_ram_gib * GiB,
         host_link_bandwidth=None if h.h2d_gbps is None else h.h2d_gbps * GB,
         link_share=h.link_share,
-        peak_flops=None if h.peak_tflops is None else h.peak_tflops * TFLOPS, eff=h.eff)
+        peak_flops=None if h.peak_tflops is None else h.peak_tflops * TFLOPS, eff=h.eff,
+        time=TimeModel(h.time_model, **calibration_scales(h.calibration, gpu.name),
+                       overlap_grad_reduce=h.overlap_grad_reduce,
+                       overlap_param_gather=h.overlap_param_gather,
+                       tp_comm_overlap=h.tp_comm_overlap, overlap_p2p_comm=h.overlap_p2p_comm,
+                       grad_accumulation=h.grad_accumulation))
+
+
+def calibration_scales(path: str | None, gpu: str) -> dict[str, float]:
+    """--calibration FILE -> the fitted scales; the file must be for the same GPU."""
+    if path is None:
+        return {}
+    from explore import presets
+    from explore.models.errors import ConfigError
+
+    data = presets.read_yaml(path)
+    if data.get("kind") != "pipeline-calibration":
+        raise ConfigError(f"--calibration {path}: not a pipeline calibration (write one with "
+                          f"`explore pipeline fit`)")
+    if data.get("hardware") != gpu:
+        raise ConfigError(f"--calibration {path} was fitted on {data.get('hardware')}, not "
+                          f"{gpu}")
+    out = {}
+    for key in ("gemm_scale", "comm_scale"):
+        v = data.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"--calibration {path}: {key} must be a number, got {v!r}")
+        out[key] = float(v)
+    return out
 
 
 def workload(req: PipelineRequest):
@@ -628,10 +689,37 @@ def fixture(overrides: dict):
 
 
 def fixture_data(fx) -> dict:
-    """The §8 validation on a fixture, with the assumptions every output ends with."""
+    """The §8 validation on a fixture and the iteration-time validation on the SC'21 runs
+    (their own layouts on A100, whatever the fixture flags say), with the assumptions every
+    output ends with."""
+    from explore.models.pipeline import throughput as tp
     from explore.models.pipeline.study import assumptions
     from explore.models.pipeline.validate import validate
 
     data = validate(fx)
+    data["throughput"] = throughput_validation()
+    data["rows"] = data["rows"] + tp.check_rows(data["throughput"])
+    data["hard_fail"] = any(r["status"] == "FAIL" for r in data["rows"])
     data["assumptions"] = assumptions(fx.work)
     return data
+
+
+SC21_DATA = ("validation", "pipeline", "megatron_sc21_table1.json")
+
+
+def throughput_validation() -> dict:
+    """The SC'21 Table 1 runs on the a100-80g and dgx-a100 presets (models/pipeline/
+    throughput.py)."""
+    import json
+
+    from explore import presets
+    from explore.models.errors import ConfigError
+    from explore.models.pipeline import throughput as tp
+
+    path = presets.data_path(*SC21_DATA)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    return tp.validation(tp.sc21_runs(data), presets.load("gpu", "a100-80g"),
+                         presets.load("node", "dgx-a100"))

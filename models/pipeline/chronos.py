@@ -405,7 +405,7 @@ def solve(terms: Terms, floor_s: float | None = None,
     if pol.schedule == "chronos" and pol.cap is None:
         return plan_chronos(terms, floor_s, incumbent_s)
     ops = terms.op_lists()
-    if pol.recompute == "full":
+    if pol.full:
         out = full_recompute(terms, ops)
         if pol.offload == "none" or out.fits:
             return Solution(out)
@@ -416,9 +416,12 @@ def solve(terms: Terms, floor_s: float | None = None,
 
 
 def full_recompute(terms: Terms, ops: OpLists) -> Outcome:
-    """Megatron full recompute of k layers per chunk: k from the policy, or the smallest k that
-    fits (peak memory falls as k grows; all layers when none fits)."""
+    """Megatron full recompute of k layers per chunk: k from the policy; 'full' every layer,
+    'full-fit' the smallest k that fits (peak memory falls as k grows; all layers when none
+    fits)."""
     k = terms.policy.recompute_layers
+    if k is None and terms.policy.recompute == "full":
+        k = terms.layers_per_chunk
     if k is not None:
         return simulate(terms, ops, uniform_plan(terms, k))
     lo, hi = 0, terms.layers_per_chunk
@@ -448,7 +451,7 @@ def plan_chronos(terms: Terms, floor_s: float | None = None,
     tried = []
     for cap in range(2 * terms.p, 1, -1):
         ops = terms.op_lists(cap)
-        base = full_recompute(terms, ops) if pol.recompute == "full" else simulate(terms, ops)
+        base = full_recompute(terms, ops) if pol.full else simulate(terms, ops)
         beaten = (best is not None and base.iteration_s >= best.iteration_s) or \
             (incumbent_s is not None and base.iteration_s >= incumbent_s)
         if beaten and incumbent_s is not None:

@@ -12,8 +12,10 @@ from ..shapes import ModelShape
 from ..spec import spec
 from ..units import GiB
 from . import schedules
+from .kernels import TimeModel
 
-RECOMPUTE = ("none", "selective", "full", "chronos")
+RECOMPUTE = ("none", "selective", "full", "full-fit", "chronos")
+FULL_RECOMPUTE = ("full", "full-fit")     # Megatron full recompute of k layers per chunk
 OFFLOAD = ("none", "optimizer", "chronos")
 OPTIMIZERS = ("none", "dist-opt", "zero1", "zero2", "zero3")
 
@@ -32,6 +34,8 @@ class NodeSpec:
                                        default=25e9)
     inter_node_latency_s: float = spec("network latency per message (alpha)", "s",
                                        default=10e-6)
+    network_efficiency: float = spec("achieved share of the NICs' line rate in NCCL collectives "
+                                     "across nodes", default=0.9)
     default_for: tuple[str, ...] = spec("GPU presets this node is the default for", default=())
     sources: dict = spec("field -> where the value comes from", default={})
     description: str = spec("one line shown in preset lists", default="")
@@ -41,6 +45,8 @@ class NodeSpec:
             raise InputError(f"node {self.name!r}: GPU counts must be >= 1")
         if not 0 < self.pinned_fraction <= 1:
             raise InputError(f"node {self.name!r}: pinned_fraction must be in (0, 1]")
+        if not 0 < self.network_efficiency <= 1:
+            raise InputError(f"node {self.name!r}: network_efficiency must be in (0, 1]")
         for f in ("host_ram_bytes", "inter_node_bandwidth"):
             if not getattr(self, f) > 0:
                 raise InputError(f"node {self.name!r}: {f} must be positive")
@@ -59,8 +65,8 @@ class Hardware:
     host_link_bandwidth: float = 25e9         # per GPU per direction, before sharing
     link_share: int = 1                       # GPUs sharing one host link
     peak_flops: float = 312e12
-    eff: float = 0.5                          # eta: achieved fraction of peak FLOP/s
-    dp_overlap: float = 0.0                   # share of the DP reduction hidden under compute
+    eff: float = 0.5                          # eta of the flat time model (§8 fixture)
+    time: TimeModel = TimeModel()             # how op times are computed (§7.2)
 
     def __post_init__(self) -> None:
         if self.gpus < 1:
@@ -80,8 +86,6 @@ class Hardware:
             raise InputError(f"--link-share must be >= 1, got {self.link_share}")
         if self.host_ram_bytes < 0:
             raise InputError("--host-ram-gib must be >= 0")
-        if not 0 <= self.dp_overlap <= 1:
-            raise InputError("DP overlap must be in [0, 1]")
 
     @classmethod
     def from_presets(cls, gpu: GpuSpec, node: NodeSpec, gpus: int,
@@ -148,9 +152,10 @@ class Layout:
 
 @dataclass(frozen=True)
 class Policy:
-    """Schedule and memory savers. 'full' recompute is Megatron's: the first k layers of every
-    chunk, each its own checkpoint, for every micro-batch; recompute_layers fixes k (None: the
-    smallest k that fits). cap is Chronos-Pipe's C (None: the planner picks it)."""
+    """Schedule and memory savers. 'full' recompute is Megatron's uniform full recomputation:
+    every layer of every chunk its own checkpoint, for every micro-batch (recompute_layers: only
+    the first k layers); 'full-fit' the same for the smallest k that fits. cap is Chronos-Pipe's
+    C (None: the planner picks it)."""
     schedule: str = "1f1b"
     cap: int | None = None
     recompute: str = "none"
@@ -176,6 +181,10 @@ class Policy:
             raise InputError(f"--cap must be >= 2 chunk units, got {self.cap}")
 
     @property
+    def full(self) -> bool:
+        return self.recompute in FULL_RECOMPUTE
+
+    @property
     def zero(self) -> int:
         return int(self.optimizer[-1]) if self.optimizer.startswith("zero") else 0
 
@@ -184,15 +193,16 @@ class Policy:
         return self.optimizer == "dist-opt"
 
 
-def check_layout(shape: ModelShape, layout: Layout, hw: Hardware, schedule: str) -> None:
-    """Every divisibility rule a layout must meet; InputError names the one that fails."""
+def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) -> None:
+    """Every divisibility rule a layout must meet on `gpus` GPUs; InputError names the one
+    that fails."""
     for name in ("tp", "pp", "dp", "vpp", "seq", "mbs", "global_batch"):
         if getattr(layout, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got "
                              f"{getattr(layout, name)}")
-    if layout.gpus != hw.gpus:
+    if layout.gpus != gpus:
         raise InputError(f"layout TP {layout.tp} x PP {layout.pp} x DP {layout.dp} = "
-                         f"{layout.gpus} GPUs does not divide the {hw.gpus} GPUs exactly")
+                         f"{layout.gpus} GPUs does not divide the {gpus} GPUs exactly")
     shape.check_tensor_parallel(layout.tp)
     chunks = schedules.chunks_per_device(schedule, layout.vpp)
     if shape.layers % (layout.pp * chunks):

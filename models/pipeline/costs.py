@@ -9,6 +9,7 @@ from functools import cached_property
 from ..comm import all_gather_s, all_reduce_s, p2p_s, reduce_scatter_s
 from ..errors import InputError
 from ..shapes import ModelShape
+from . import kernels
 from . import memory as mem
 from . import schedules
 from .config import Hardware, Layout, Policy, check_layout
@@ -26,7 +27,7 @@ class Terms:
         if self.shape.is_moe:
             raise InputError(f"{self.shape.name} is an MoE model; the pipeline study models "
                              f"dense layers only")
-        check_layout(self.shape, self.layout, self.hw, self.policy.schedule)
+        check_layout(self.shape, self.layout, self.hw.gpus, self.policy.schedule)
 
     # ---- structure ------------------------------------------------------------------------
     @property
@@ -127,21 +128,56 @@ class Terms:
         return self.state_bytes.optimizer * self.params[d]
 
     # ---- times (§7) ------------------------------------------------------------------------
-    def _tp_comm_s(self) -> float:
-        """Exposed TP communication of one layer in one direction: 2 all-reduces of 2sbh
-        bytes (SP: 2 all-gathers + 2 reduce-scatters)."""
+    @property
+    def flat(self) -> bool:
+        """The flat time model (the §8 fixture's): every FLOP at eff x peak, T_B and T_W as
+        ratios of T_F, collectives at the nominal link bandwidth."""
+        return self.hw.time.kind == "flat"
+
+    @cached_property
+    def kernel_times(self) -> kernels.PassTimes:
+        """F, B, W of one layer from its kernels (§7.2), TP communication excluded."""
+        lay = self.layout
+        return kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash,
+                                   self.hw.gpu, self.hw.time)
+
+    def _group(self, size: int, stride: int) -> tuple[float, float]:
+        """(bus bandwidth, latency) of a collective group (kernel model)."""
+        hw = self.hw
+        return kernels.group_bus(hw.gpu, hw.gpus_per_node, hw.node.inter_node_bandwidth,
+                                 hw.node.network_efficiency, hw.node.inter_node_latency_s,
+                                 size, stride, hw.time.comm_scale)
+
+    @cached_property
+    def tp_comm_s(self) -> float:
+        """TP communication of one layer in one direction: 2 all-reduces of the 2sbh-byte
+        activations (SP: 2 all-gathers + 2 reduce-scatters). Kernel model: at the measured bus
+        bandwidth (§7.2); flat model: ring at the nominal link bandwidth."""
         lay = self.layout
         if lay.tp == 1:
             return 0.0
         x = 2.0 * lay.seq * lay.mbs * self.shape.hidden
-        bw, lat = self._bw(lay.tp)
+        if self.flat:
+            bw, lat = self._bw(lay.tp)
+            if lay.sp:
+                return float(2 * all_gather_s(lay.tp, x, bw, lat)
+                             + 2 * reduce_scatter_s(lay.tp, x, bw, lat))
+            return float(2 * all_reduce_s(lay.tp, x, bw, lat))
+        bw, lat = self._group(lay.tp, 1)
         if lay.sp:
-            return float(2 * all_gather_s(lay.tp, x, bw, lat)
-                         + 2 * reduce_scatter_s(lay.tp, x, bw, lat))
-        return float(2 * all_reduce_s(lay.tp, x, bw, lat))
+            return 2 * kernels.ring_s("all-gather", lay.tp, x, bw, lat) \
+                + 2 * kernels.ring_s("reduce-scatter", lay.tp, x, bw, lat)
+        return 2 * kernels.ring_s("all-reduce", lay.tp, x, bw, lat)
+
+    def _exposed_tp(self, gemms: float) -> float:
+        """--tp-comm-overlap (with SP) hides the TP collectives under the pass's GEMMs."""
+        t = self.tp_comm_s
+        if self.hw.time.tp_comm_overlap and self.layout.sp:
+            return max(0.0, t - gemms)
+        return t
 
     def _bw(self, span: int) -> tuple[float, float]:
-        """Bandwidth and latency of a group spanning `span` consecutive ranks."""
+        """Flat model: bandwidth and latency of a group spanning `span` consecutive ranks."""
         if span <= self.hw.gpus_per_node:
             return self.hw.gpu.interconnect_bandwidth, self.hw.gpu.interconnect_latency_s
         return self.hw.node.inter_node_bandwidth, self.hw.node.inter_node_latency_s
@@ -163,31 +199,69 @@ class Terms:
 
     @cached_property
     def t_compute_layer(self) -> float:
+        """Flat model: a layer's forward FLOPs at eff x peak."""
         return self.layer_flops / (self.layout.tp * self.hw.achieved_flops)
+
+    def _gemms(self, prefix: str) -> float:
+        return sum(v for k, v in self.kernel_times.terms.items()
+                   if k.startswith(prefix) and "GEMM" in k)
 
     @cached_property
     def t_f_layer(self) -> float:
-        """T_F of one layer: compute at eta plus exposed TP communication."""
-        return self.t_compute_layer + self._tp_comm_s()
+        """T_F of one layer: its compute plus exposed TP communication."""
+        if self.flat:
+            return self.t_compute_layer + self.tp_comm_s
+        return self.kernel_times.f + self._exposed_tp(self._gemms("F:"))
+
+    @cached_property
+    def selective_s(self) -> float:
+        """Selective recompute in the backward: the attention core's forward again."""
+        if not self.selective_flops:
+            return 0.0
+        if self.flat:
+            return self.selective_flops / (self.layout.tp * self.hw.achieved_flops)
+        t = self.kernel_times.terms
+        return t.get("F: attention GEMMs", 0.0) + t.get("F: softmax + dropout", 0.0)
 
     @cached_property
     def t_b_layer(self) -> float:
-        """T_B (input gradient) of one layer: T_F's compute (x a measured ratio), the same TP
-        communication, plus selective recompute."""
-        sel = self.selective_flops / (self.layout.tp * self.hw.achieved_flops)
-        return self.t_compute_layer * self.layout.tb_ratio + self._tp_comm_s() + sel
+        """T_B (input gradient) of one layer: flat, T_F's compute x a measured ratio; kernel
+        model, the input-gradient GEMMs and element-wise backward (§7.2); the same TP
+        communication as the forward, plus selective recompute."""
+        if self.flat:
+            return self.t_compute_layer * self.layout.tb_ratio + self.tp_comm_s \
+                + self.selective_s
+        return self.kernel_times.b + self._exposed_tp(self._gemms("B:")) + self.selective_s
 
     @cached_property
     def t_w_layer(self) -> float:
-        """T_W (weight gradient) of one layer: T_F's compute (x a measured ratio)."""
-        return self.t_compute_layer * self.layout.tw_ratio
+        """T_W (weight gradient) of one layer: flat, T_F's compute x a measured ratio; kernel
+        model, the weight-gradient GEMMs."""
+        if self.flat:
+            return self.t_compute_layer * self.layout.tw_ratio
+        return self.kernel_times.w + self.accumulate_s
 
     @cached_property
-    def t_head(self) -> float:
-        """LM head forward: 2 b s h V FLOPs on one TP shard (as long in B and in W)."""
+    def accumulate_s(self) -> float:
+        """A separate gradient-accumulation kernel per layer and micro-batch after the first:
+        read the new 2-byte gradient, read and write the accumulator (§7.2)."""
+        if self.hw.time.grad_accumulation == "fused" or self.m <= 1:
+            return 0.0
+        acc = 4.0 if self.policy.fp32_grads else 2.0
+        nbytes = self.shape.dense_layer_params / self.layout.tp * (2.0 + 2.0 * acc)
+        return kernels.bytes_s(nbytes, self.hw.gpu) * (self.m - 1) / self.m
+
+    @cached_property
+    def head_times(self) -> tuple[float, float, float]:
+        """(F, B, W) of the LM head: flat, 2 b s h V FLOPs on one TP shard in each pass (x the
+        ratios); kernel model, its GEMMs and the cross-entropy (§7.2)."""
         lay = self.layout
-        return 2.0 * lay.mbs * lay.seq * self.shape.hidden * self.shape.vocab / (
-            lay.tp * self.hw.achieved_flops)
+        if self.flat:
+            t = 2.0 * lay.mbs * lay.seq * self.shape.hidden * self.shape.vocab / (
+                lay.tp * self.hw.achieved_flops)
+            return t, t * lay.tb_ratio, t * lay.tw_ratio
+        k = kernels.head_times(self.shape, lay.seq, lay.mbs, lay.tp, self.hw.gpu, self.hw.time)
+        return k.f, k.b, k.w
 
     @cached_property
     def chunk_times(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
@@ -196,48 +270,112 @@ class Terms:
         tf = [lc * self.t_f_layer] * self.nvs
         tb = [lc * self.t_b_layer] * self.nvs
         tw = [lc * self.t_w_layer] * self.nvs
-        tf[-1] += self.t_head
-        tb[-1] += self.t_head * self.layout.tb_ratio
-        tw[-1] += self.t_head * self.layout.tw_ratio
+        hf, hb, hw_ = self.head_times
+        tf[-1] += hf
+        tb[-1] += hb
+        tw[-1] += hw_
+        if self.blocking_p2p:
+            # Megatron-LM's send/recv block the compute stream: F ends with sending its
+            # activations on, B with sending its gradient back
+            dev = self.dev_of
+            for vs in range(self.nvs - 1):
+                tf[vs] += self._transfer_s(dev[vs], dev[vs + 1])
+            for vs in range(1, self.nvs):
+                tb[vs] += self._transfer_s(dev[vs], dev[vs - 1])
         return tuple(tf), tuple(tb), tuple(tw)
+
+    @property
+    def blocking_p2p(self) -> bool:
+        """Kernel model without --overlap-p2p-comm: P2P time sits on the compute stream."""
+        return not self.flat and not self.hw.time.overlap_p2p_comm
+
+    def _transfer_s(self, a: int, b: int) -> float:
+        """P2P time between devices a and b (0 on the same device)."""
+        if a == b:
+            return 0.0
+        wrap = {a, b} == {0, self.p - 1} and self.p > 2
+        return self.boundary_s[self.p - 1 if wrap else min(a, b)]
 
     @cached_property
     def p2p_bytes(self) -> float:
+        """Bytes one GPU sends per P2P transfer: the 2sbh activation, /t with SP; the kernel
+        model also splits it over the TP ranks without SP (Megatron's scatter/gather, SC'21
+        §4.1) and all-gathers it on the receiving node."""
         lay = self.layout
-        return 2.0 * lay.seq * lay.mbs * self.shape.hidden / (lay.tp if lay.sp else 1)
+        split = lay.sp or not self.flat
+        return 2.0 * lay.seq * lay.mbs * self.shape.hidden / (lay.tp if split else 1)
 
     @cached_property
-    def lags(self) -> tuple[float, ...]:
-        """P2P time per boundary (r, r+1), index p-1 the wrap p-1 -> 0: alpha + 2sbh/beta
-        (/t with SP); over the network when the two stages sit on different nodes."""
-        lay, gpn = self.layout, self.hw.gpus_per_node
+    def boundary_s(self) -> tuple[float, ...]:
+        """P2P time per boundary (r, r+1), index p-1 the wrap p-1 -> 0: alpha + bytes/beta,
+        over the network when the two stages sit on different nodes. Kernel model: at the
+        measured in-node bus bandwidth or the NIC's achieved rate, plus the in-node all-gather
+        of the scattered activation."""
+        lay, hw = self.layout, self.hw
+        gpn, node, gpu = hw.gpus_per_node, hw.node, hw.gpu
         span = lay.tp * lay.dp
+        gather = 0.0
+        if not self.flat and lay.tp > 1 and not lay.sp:
+            bw, lat = self._group(lay.tp, 1)
+            gather = kernels.ring_s("all-gather", lay.tp, 2.0 * lay.seq * lay.mbs
+                                    * self.shape.hidden, bw, lat)
         out = []
         for r in range(self.p):
             hi = (r + 1) % self.p
             cross = (r * span) // gpn != (hi * span) // gpn
-            bw, lat = ((self.hw.node.inter_node_bandwidth, self.hw.node.inter_node_latency_s)
-                       if cross else (self.hw.gpu.interconnect_bandwidth,
-                                      self.hw.gpu.interconnect_latency_s))
-            out.append(float(p2p_s(self.p2p_bytes, bw, lat)))
+            if self.flat:
+                bw, lat = ((node.inter_node_bandwidth, node.inter_node_latency_s) if cross
+                           else (gpu.interconnect_bandwidth, gpu.interconnect_latency_s))
+            else:
+                scale = hw.time.comm_scale
+                bw, lat = ((node.inter_node_bandwidth * node.network_efficiency * scale,
+                            node.inter_node_latency_s) if cross
+                           else (gpu.bus_bandwidth * scale, gpu.collective_latency_s))
+            out.append(float(p2p_s(self.p2p_bytes, bw, lat)) + gather)
         return tuple(out)
 
     @cached_property
+    def lags(self) -> tuple[float, ...]:
+        """What the simulator waits between dependent ops on two devices: the P2P time, or
+        nothing when it already sits in the sending op's duration (blocking P2P)."""
+        return (0.0,) * self.p if self.blocking_p2p else self.boundary_s
+
+    @cached_property
     def dp_s(self) -> float:
-        """Exposed DP gradient reduction of the busiest device: all-reduce of its gradients
-        (reduce-scatter + all-gather of bf16 weights with a sharded optimizer) x (1 - overlap)."""
+        """Exposed DP communication of the busiest device: all-reduce of its gradients
+        (reduce-scatter of gradients + all-gather of bf16 weights with a sharded optimizer).
+        --overlap-grad-reduce hides the reduction under the backward of the last micro-batch,
+        --overlap-param-gather the all-gather under the forward of the first (§7.2)."""
         d = self.layout.dp
         if d == 1:
             return 0.0
-        bw, lat = self._bw(self.layout.tp * d)
-        grad_bytes = 4.0 if (self.policy.fp32_grads and not self.policy.zero) else 2.0
-        worst = max(self.params)
-        if self.policy.zero or self.policy.dist_opt:
-            t = reduce_scatter_s(d, worst * grad_bytes, bw, lat) + all_gather_s(
-                d, worst * 2.0, bw, lat)
+        if self.flat:
+            bw, lat = self._bw(self.layout.tp * d)
+            ar, ag_rs = all_reduce_s, all_gather_s
         else:
-            t = all_reduce_s(d, worst * grad_bytes, bw, lat)
-        return float(t) * (1.0 - self.hw.dp_overlap)
+            bw, lat = self._group(d, self.layout.tp)
+
+            def ar(n, x, bw, lat):
+                return kernels.ring_s("all-reduce", n, x, bw, lat)
+
+            def ag_rs(n, x, bw, lat):
+                return kernels.ring_s("all-gather", n, x, bw, lat)
+        grad_bytes = 4.0 if (self.policy.fp32_grads and not self.policy.zero) else 2.0
+        worst = max(range(self.p), key=lambda r: self.params[r])
+        size = self.params[worst]
+        tf, tb, tw = self.chunk_times
+        mine = [vs for vs, r in enumerate(self.dev_of) if r == worst]
+        t = self.hw.time
+        if self.policy.zero or self.policy.dist_opt:
+            reduce = float(ag_rs(d, size * grad_bytes, bw, lat))
+            gather = float(ag_rs(d, size * 2.0, bw, lat))
+            if t.overlap_param_gather:
+                gather = max(0.0, gather - sum(tf[vs] for vs in mine))
+        else:
+            reduce, gather = float(ar(d, size * grad_bytes, bw, lat)), 0.0
+        if t.overlap_grad_reduce:
+            reduce = max(0.0, reduce - sum(tb[vs] + tw[vs] for vs in mine))
+        return reduce + gather
 
     @cached_property
     def step_s(self) -> float:

@@ -109,6 +109,8 @@ def binding_text(out: Outcome) -> str:
 
 
 SEARCHED_TP = (1, 2, 4, 8, 16)
+# every layer recomputed ('full') only costs time where the fewest that fit ('full-fit') suffice
+SEARCHED_RECOMPUTE = tuple(r for r in RECOMPUTE if r != "full")
 SEARCHED_MBS = (1, 2, 4, 8)
 
 
@@ -132,7 +134,7 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     opts = given(optimizer, ("none", "dist-opt") if hw.gpus > max(pps) * min(tps)
                  else ("none",))
     return {"tp": tps, "pp": pps, "vpp": vpps, "mbs": given(mbs, SEARCHED_MBS),
-            "schedule": scheds, "recompute": given(recompute, RECOMPUTE),
+            "schedule": scheds, "recompute": given(recompute, SEARCHED_RECOMPUTE),
             "offload": given(offload, OFFLOAD), "optimizer": opts}
 
 
@@ -217,7 +219,7 @@ class PipelineStudy:
         """The point without adaptive savers (full recompute of the fewest layers that fit,
         Chronos-Recomp, offload) when it differs."""
         tp, pp, vpp, mbs, sched, rec, off, opt = key
-        if rec in ("none", "full", "chronos") and (rec, off) != ("none", "none"):
+        if rec in ("none", "full-fit", "chronos") and (rec, off) != ("none", "none"):
             return (tp, pp, vpp, mbs, sched, "none", "none", opt)
         return None
 
@@ -293,7 +295,7 @@ class PipelineStudy:
                 bounds[i] = b
         # cheap points (one simulation) first: they set the incumbent the planner and the
         # greedy savers are then measured against
-        costly = np.asarray([k[4] == "chronos" or k[5] in ("full", "chronos")
+        costly = np.asarray([k[4] == "chronos" or k[5] in ("full", "full-fit", "chronos")
                              or k[6] != "none" for k in keys])
         for i in np.lexsort((bounds, costly)):
             if layout[i]:
@@ -630,6 +632,40 @@ def sweep(work: Workload, tp: int, pp: int, mbs: int, policy: Policy, vpp: int, 
     return rows
 
 
+def time_assumptions(work: Workload) -> list[dict]:
+    """How op times were computed, as the output states it."""
+    hw = work.hw
+    t, gpu, node = hw.time, hw.gpu, hw.node
+    overlaps = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in (
+        ("--overlap-grad-reduce", t.overlap_grad_reduce),
+        ("--overlap-param-gather", t.overlap_param_gather),
+        ("--tp-comm-overlap", t.tp_comm_overlap)))
+    if t.kind == "flat":
+        return [
+            {"text": f"time model flat: compute at eta = {hw.eff:g} of "
+                     f"{hw.peak_flops / 1e12:g} TFLOP/s; T_B = {work.tb_ratio:g} T_F and "
+                     f"T_W = {work.tw_ratio:g} T_F (compute), TP communication exposed in F "
+                     f"and B", "tag": "[design] §7.1"},
+            {"text": f"TP/DP/P2P: alpha-beta ring collectives at the nominal "
+                     f"{gpu.interconnect_bandwidth / 1e9:g} GB/s inside a "
+                     f"{hw.gpus_per_node}-GPU node, {node.inter_node_bandwidth / 1e9:g} GB/s "
+                     f"per GPU across nodes; {overlaps}", "tag": "[design] §7.1"}]
+    scale = "" if t.gemm_scale == 1 else f", x {t.gemm_scale:g} (calibrated)"
+    return [
+        {"text": f"time model kernels: each GEMM (forward, input- and weight-gradient) on "
+                 f"{gpu.name}'s efficiency curve, at most {gpu.gemm_efficiency:.1%} of "
+                 f"{gpu.peak_flops / 1e12:g} TFLOP/s{scale} (tile and wave quantisation over "
+                 f"{gpu.sm_count} SMs, memory-bound floor); norms, activations, softmax and "
+                 f"dropout by bytes at {gpu.achieved_bandwidth / 1e12:.2f} TB/s; flash "
+                 f"attention at {gpu.flash_fwd_efficiency:.0%} / {gpu.flash_bwd_efficiency:.0%}"
+                 f" of peak (forward / backward)", "tag": "[design] §7.2, sources in the GPU "
+                                                          "preset"},
+        {"text": f"TP/DP/P2P: NCCL rings at {gpu.bus_bandwidth * t.comm_scale / 1e9:g} GB/s "
+                 f"bus bandwidth inside a {hw.gpus_per_node}-GPU node; across nodes the "
+                 f"group's NICs at {node.inter_node_bandwidth / 1e9:g} GB/s x "
+                 f"{node.network_efficiency:g}; {overlaps}", "tag": "[design] §7.2"}]
+
+
 def assumptions(work: Workload) -> list[dict]:
     """The assumptions every output ends with, each with its tag (docs/pipeline.md)."""
     hw = work.hw
@@ -645,16 +681,9 @@ def assumptions(work: Workload) -> list[dict]:
         {"text": f"HBM {hw.hbm_bytes / GiB:g} GiB, reserve {hw.reserve_bytes / GiB:g} GiB, "
                  f"fragmentation x{hw.fragmentation:g} on dynamic memory, one working layer "
                  f"while an op runs", "tag": "[design] §4.4"},
-        {"text": f"compute at eta = {hw.eff:g} of {hw.peak_flops / 1e12:g} TFLOP/s; "
-                 f"T_B = {work.tb_ratio:g} T_F and T_W = {work.tw_ratio:g} T_F (compute), TP "
-                 f"communication exposed in F and B",
-         "tag": "[design] §7"},
+        *time_assumptions(work),
         {"text": "FLOPs per iteration: Megatron-LM num_floating_point_operations; MFU excludes "
                  "recompute, HFU includes it", "tag": "[literature] Narayanan et al. 2021; §7"},
-        {"text": f"TP/DP/P2P: alpha-beta ring collectives, {hw.gpu.interconnect_bandwidth / 1e9:g}"
-                 f" GB/s inside a {hw.gpus_per_node}-GPU node, "
-                 f"{hw.node.inter_node_bandwidth / 1e9:g} GB/s per GPU across nodes; DP "
-                 f"overlap {hw.dp_overlap:.0%}", "tag": "[design] §7"},
         {"text": f"host link {hw.host_link_bandwidth / 1e9:g} GB/s per direction shared by "
                  f"{hw.link_share} GPU(s) -> {hw.link_bandwidth / 1e9:g} GB/s each; pinned host "
                  f"RAM {hw.host_ram_bytes / GiB:,.0f} GiB per node", "tag": "[design] §6.3"},

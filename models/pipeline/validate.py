@@ -107,7 +107,7 @@ def validate(fx: Fixture) -> dict:
     ref2, tol2 = fx.check2
     baselines = []
     for label, pol in (("selective", Policy("1f1b", recompute="selective")),
-                       ("full-uniform, k layers/stage", Policy("1f1b", recompute="full"))):
+                       ("full-uniform, k layers/stage", Policy("1f1b", recompute="full-fit"))):
         b = max_size(w, fx.tp, fx.pp, fx.mbs, pol, floor_mfu=floor,
                      label=f"1F1B + {label} recompute")
         baselines.append(b)
@@ -119,7 +119,7 @@ def validate(fx: Fixture) -> dict:
     alt = None
     if chronos.fit is not None:
         L = chronos.l_fit
-        rec = solve(w.terms(lay, Policy("1f1b", recompute="full"), L)).outcome
+        rec = solve(w.terms(lay, Policy("1f1b", recompute="full-fit"), L)).outcome
         assert rec is not None    # no incumbent given: solve never prunes
         alt = {"layers": L, "chronos_tokens_per_s": chronos.fit.tokens_per_s,
                "baseline_tokens_per_s": rec.tokens_per_s, "baseline_fits": rec.fits,

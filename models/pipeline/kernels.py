@@ -1,0 +1,247 @@
+"""Time of one transformer layer from its kernels (docs/pipeline.md §7.2): every GEMM costed
+from its own shape on the GPU's efficiency curve, with a memory-bound floor; normalisation,
+activation, softmax and dropout kernels by the bytes they move; flash attention at its own
+efficiency; tensor-parallel collectives from the achieved bus bandwidth. The backward is its
+own GEMMs: input gradients (B) and weight gradients (W) have other shapes than the forward.
+
+Pure functions of the model shape, the layout and the GPU; no simulator state."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from ..hardware import GpuSpec
+from ..shapes import ModelShape
+
+TIME_MODELS = ("kernels", "flat")
+GRAD_ACCUMULATION = ("fused", "separate")
+ELEMENT = 2            # bytes per activation element (bf16 / fp16 mixed precision)
+MASK = 1               # bytes per dropout-mask element (Megatron stores uint8 masks)
+LOGIT = 4              # bytes per logit element in the cross-entropy (computed in fp32)
+# Cross-entropy over the vocabulary shard, bytes per logit element [estimate]: forward reads
+# the bf16 logits and writes fp32, then max, exp-sum and the target gather (~4 fp32 passes);
+# backward writes softmax - one-hot and its bf16 copy.
+CE_FORWARD_BYTES = ELEMENT + 4 * LOGIT
+CE_BACKWARD_BYTES = 2 * LOGIT + 2 * ELEMENT
+
+
+@dataclass(frozen=True)
+class TimeModel:
+    """How op times are computed, and the Megatron-LM overlap switches (each off by default,
+    as in Megatron-LM's arguments)."""
+    kind: str = "kernels"              # kernels (§7.2) | flat (every FLOP at eff x peak, §8)
+    gemm_scale: float = 1.0            # calibration: scales the GEMM efficiency curve
+    comm_scale: float = 1.0            # calibration: scales every achieved bus bandwidth
+    overlap_grad_reduce: bool = False  # --overlap-grad-reduce: DP reduce under the backward
+    overlap_param_gather: bool = False  # --overlap-param-gather: dist-opt all-gather under F
+    tp_comm_overlap: bool = False      # --tp-comm-overlap: TP collectives under the GEMMs (SP)
+    overlap_p2p_comm: bool = False     # --overlap-p2p-comm: P2P off the compute stream
+    # how each micro-batch's weight gradient joins the accumulated one: "fused" into the
+    # weight-gradient GEMM (--gradient-accumulation-fusion, Megatron-LM since 2022-02) or a
+    # "separate" add kernel (earlier Megatron-LM, PyTorch autograd)
+    grad_accumulation: str = "fused"
+
+    def __post_init__(self) -> None:
+        if self.kind not in TIME_MODELS:
+            raise InputError(f"unknown time model {self.kind!r}; choose from "
+                             f"{', '.join(TIME_MODELS)}")
+        if self.grad_accumulation not in GRAD_ACCUMULATION:
+            raise InputError(f"unknown gradient accumulation {self.grad_accumulation!r}; "
+                             f"choose from {', '.join(GRAD_ACCUMULATION)}")
+        for name in ("gemm_scale", "comm_scale"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise InputError(f"{name} must be a finite number > 0, got {v}")
+
+
+# ---- one GEMM -----------------------------------------------------------------------------
+
+MIN_TILE = 16
+
+
+def _tile(extent: int, largest: int) -> int:
+    """The tile edge a GEMM library picks along one dimension: the large tile, or for a
+    skinny dimension the smallest power of two (>= 16) that covers it."""
+    return min(largest, max(MIN_TILE, 1 << max(0, math.ceil(math.log2(extent)))))
+
+
+SPLIT_K_DEPTH = 256    # the shortest slice of k a split-K GEMM gives one tile [design]
+
+
+def split_k(m: int, n: int, k: int, batch: int, gpu: GpuSpec) -> int:
+    """Slices of k per output tile: a GEMM with fewer tiles than SMs splits its depth (as
+    cuBLAS and CUTLASS do) until the SMs are busy or a slice is SPLIT_K_DEPTH deep."""
+    tm, tn = _tile(m, gpu.gemm_tile_m), _tile(n, gpu.gemm_tile_n)
+    tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
+    return max(1, min(gpu.sm_count // tiles, k // SPLIT_K_DEPTH))
+
+
+def quantisation(m: int, n: int, batch: int, gpu: GpuSpec, splits: int = 1) -> float:
+    """Share of the tensor cores a GEMM keeps busy: output tiles of gemm_tile_m x
+    gemm_tile_n (smaller for a skinny GEMM), each split in `splits` slices of k, spread over
+    sm_count SMs in waves; the partial last tile (tile quantisation) and the partial last wave
+    (wave quantisation) idle the rest."""
+    tm, tn = _tile(m, gpu.gemm_tile_m), _tile(n, gpu.gemm_tile_n)
+    tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch * splits
+    waves = math.ceil(tiles / gpu.sm_count)
+    return (m * n * batch * splits) / (waves * gpu.sm_count * tm * tn)
+
+
+def gemm_efficiency(m: int, n: int, k: int, gpu: GpuSpec, batch: int = 1,
+                    scale: float = 1.0) -> float:
+    """Achieved fraction of peak FLOP/s while compute bound: the GPU's largest-GEMM efficiency
+    (measured maximum achievable matmul FLOP/s) x quantisation x the main loop's share of a
+    tile's time, k' / (k' + gemm_k_overhead) with k' the depth of one split-K slice."""
+    splits = split_k(m, n, k, batch, gpu)
+    depth = k / splits
+    return min(1.0, gpu.gemm_efficiency * scale * quantisation(m, n, batch, gpu, splits)
+               * depth / (depth + gpu.gemm_k_overhead))
+
+
+def gemm_s(m: int, n: int, k: int, gpu: GpuSpec, batch: int = 1, scale: float = 1.0) -> float:
+    """Seconds of `batch` GEMMs (m x k) @ (k x n): the longer of compute on the efficiency curve
+    and the bytes of both operands and the result at the achieved bandwidth, plus one kernel's
+    fixed cost."""
+    flops = 2.0 * m * n * k * batch
+    compute = flops / (gpu.peak_flops * gemm_efficiency(m, n, k, gpu, batch, scale))
+    memory = (m * k + k * n + m * n) * batch * ELEMENT / gpu.achieved_bandwidth
+    return max(compute, memory) + gpu.kernel_overhead_s
+
+
+def bytes_s(nbytes: float, gpu: GpuSpec, kind: str = "elementwise", kernels: int = 1) -> float:
+    """A memory-bound kernel of one class (elementwise, norm, softmax): its bytes at that
+    class's measured bandwidth plus its fixed cost."""
+    return nbytes / gpu.kernel_bandwidth(kind) + kernels * gpu.kernel_overhead_s
+
+
+def dropout_s(elements: float, nbytes: float, gpu: GpuSpec) -> float:
+    """A forward dropout kernel: its bytes, or its random numbers at the GPU's dropout rate,
+    whichever is slower (PyTorch's Philox generation bounds it on A100/H100-class GPUs)."""
+    rng = elements / gpu.dropout_rate if gpu.dropout_rate else 0.0
+    return max(nbytes / gpu.kernel_bandwidth("elementwise"), rng) + gpu.kernel_overhead_s
+
+
+# ---- one layer ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Seconds of one layer for one micro-batch on one GPU, per pass, with the terms."""
+    f: float
+    b: float
+    w: float
+    terms: dict = field(default_factory=dict)   # "pass: term" -> seconds
+
+
+def linears(shape: ModelShape, tokens: int, tp: int) -> list[tuple[str, int, int, int]]:
+    """(name, M, N, K) of the layer's weight GEMMs on one TP shard: Y (M x N) = X (M x K) W.
+    Column-parallel (qkv, up) split N, row-parallel (o, down) split K."""
+    out = []
+    for name, k, n in shape.linears():
+        column = name in ("qkv", "gate_up", "fc1")
+        out.append((name, tokens, n // tp if column else n, k if column else k // tp))
+    return out
+
+
+def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool,
+                gpu: GpuSpec, tm: TimeModel) -> PassTimes:
+    """F, B and W of one dense layer (docs/pipeline.md §7.2), TP communication excluded
+    (`tp_comm_s` adds it)."""
+    s, b, h = seq, mbs, shape.hidden
+    tokens = s * b
+    heads = shape.heads // tp
+    d = shape.head_dim
+    f = shape.intermediate
+    terms: dict[str, float] = {}
+
+    def add(key: str, seconds: float) -> None:
+        terms[key] = terms.get(key, 0.0) + seconds
+
+    g = tm.gemm_scale
+    for name, m, n, k in linears(shape, tokens, tp):
+        add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g))
+        add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g))     # dX = dY W^T
+        add("W: weight-gradient GEMMs", gemm_s(k, n, m, gpu, scale=g))    # dW = X^T dY
+
+    # attention core, per head: QK^T (s x s, depth d) and AV (s x d, depth s)
+    if flash:
+        fwd = 4.0 * b * heads * s * s * d
+        add("F: flash attention", fwd / (gpu.peak_flops * gpu.flash_fwd_efficiency)
+            + gpu.kernel_overhead_s)
+        add("B: flash attention", 2.5 * fwd / (gpu.peak_flops * gpu.flash_bwd_efficiency)
+            + gpu.kernel_overhead_s)
+    else:
+        bh = b * heads
+        add("F: attention GEMMs", gemm_s(s, s, d, gpu, bh, g) + gemm_s(s, d, s, gpu, bh, g))
+        # backward: dS = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q
+        add("B: attention GEMMs", gemm_s(s, s, d, gpu, bh, g) + gemm_s(s, d, s, gpu, bh, g)
+            + 2 * gemm_s(s, d, s, gpu, bh, g))
+        scores = b * heads * s * s
+        # fused scale-mask-softmax (read, write); dropout on the probabilities (read, write, mask)
+        add("F: softmax + dropout", bytes_s(scores * 2 * ELEMENT, gpu, "softmax")
+            + dropout_s(scores, scores * (2 * ELEMENT + MASK), gpu))
+        # softmax backward (probabilities, gradient in, gradient out); dropout backward
+        add("B: softmax + dropout", bytes_s(scores * 3 * ELEMENT, gpu, "softmax")
+            + bytes_s(scores * (2 * ELEMENT + MASK), gpu))
+
+    # element-wise kernels; without SP the norms and residual regions are replicated over TP
+    rows = tokens // tp if sp else tokens
+    elements = rows * h
+    drop = MASK if shape.dropout else 0
+    # two norms (x -> y; x, dy -> dx) and two (bias-)dropout-residual adds per layer
+    resid_f, resid_b = elements * (3 * ELEMENT + drop), elements * (2 * ELEMENT + drop)
+    resid = dropout_s(elements, resid_f, gpu) if drop else bytes_s(resid_f, gpu)
+    add("F: norms + residuals", 2 * bytes_s(elements * 2 * ELEMENT, gpu, "norm") + 2 * resid)
+    add("B: norms + residuals", 2 * bytes_s(elements * 3 * ELEMENT, gpu, "norm")
+        + 2 * bytes_s(resid_b, gpu))
+    ffn = tokens * f // tp
+    act_f, act_b = (3 * ELEMENT, 5 * ELEMENT) if shape.gated_ffn else (2 * ELEMENT, 3 * ELEMENT)
+    add("F: activation", bytes_s(ffn * act_f, gpu))
+    add("B: activation", bytes_s(ffn * act_b, gpu))
+
+    def total(prefix: str) -> float:
+        return sum(v for k, v in terms.items() if k.startswith(prefix))
+
+    return PassTimes(total("F:"), total("B:"), total("W:"), terms)
+
+
+def head_times(shape: ModelShape, seq: int, mbs: int, tp: int, gpu: GpuSpec,
+               tm: TimeModel) -> PassTimes:
+    """The LM head on one TP shard (vocabulary split by tp) and the cross-entropy over it."""
+    tokens, h, v = seq * mbs, shape.hidden, shape.vocab // tp
+    g = tm.gemm_scale
+    ce = tokens * v
+    f = gemm_s(tokens, v, h, gpu, scale=g) + bytes_s(ce * CE_FORWARD_BYTES, gpu, "softmax", 4)
+    b = gemm_s(tokens, h, v, gpu, scale=g) + bytes_s(ce * CE_BACKWARD_BYTES, gpu, "softmax", 2)
+    w = gemm_s(h, v, tokens, gpu, scale=g)
+    return PassTimes(f, b, w, {"F: LM head + cross-entropy": f, "B: LM head": b,
+                               "W: LM head": w})
+
+
+# ---- collectives --------------------------------------------------------------------------
+
+def ring_s(kind: str, n: int, nbytes: float, bus_bandwidth: float, latency_s: float) -> float:
+    """One ring collective on n ranks as nccl-tests measures it: a fixed latency plus the bus
+    traffic at the achieved bus bandwidth; all-reduce moves 2(n-1)/n of the buffer, all-gather
+    and reduce-scatter (n-1)/n of the full buffer."""
+    if n <= 1:
+        return 0.0
+    factor = {"all-reduce": 2.0, "all-gather": 1.0, "reduce-scatter": 1.0}[kind]
+    return latency_s + factor * (n - 1) / n * nbytes / bus_bandwidth
+
+
+def group_bus(gpu: GpuSpec, gpus_per_node: int, nic_bandwidth: float, network_efficiency: float,
+              inter_node_latency_s: float, size: int, stride: int,
+              comm_scale: float = 1.0) -> tuple[float, float]:
+    """(bus bandwidth, latency) of a group of `size` ranks `stride` apart (Megatron's rank
+    order: TP fastest). Inside one node: the GPU's measured NCCL bus bandwidth. Across nodes the
+    ring crosses the network once per node and NCCL spreads its channels over the NICs of the
+    group's members on that node: members x NIC x network efficiency, at most the in-node rate."""
+    span = size * stride
+    if span <= gpus_per_node:
+        return gpu.bus_bandwidth * comm_scale, gpu.collective_latency_s
+    members = max(1, min(size, gpus_per_node // stride))
+    nodes = math.ceil(span / gpus_per_node)
+    bw = min(gpu.bus_bandwidth, members * nic_bandwidth * network_efficiency)
+    return bw * comm_scale, gpu.collective_latency_s + 2 * (nodes - 1) * inter_node_latency_s
