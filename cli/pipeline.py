@@ -11,7 +11,7 @@ import typer
 
 from .common import Output, SearchOptions
 from .options import Use, uses
-from .studies.pipeline import (FamilyPolicy, FamilyWorkload, FixtureLayout,
+from .studies.pipeline import (Emit, FamilyPolicy, FamilyWorkload, FixtureLayout,
                                FixtureWorkload, Floor, Hardware, Layout, Parallelism,
                                Policy, Ranking, Report, SweepAxis, SweepPolicy,
                                TimelineReport, Workload, request)
@@ -41,37 +41,48 @@ def _answer(data: dict, output: Output, render: Callable[[dict], None],
 
 @app.callback(invoke_without_command=True)
 @uses(work=Workload, hw=Hardware, par=Parallelism, policy=Policy, rank=Ranking,
-      search=SearchOptions, output=Output, report=Report)
+      search=SearchOptions, output=Output, report=Report, emit=Emit)
 def pipeline_command(ctx: typer.Context, work: Workload, hw: Hardware, par: Parallelism,
                      policy: Policy, rank: Ranking, search: SearchOptions, output: Output,
-                     report: Report) -> None:
+                     report: Report, emit: Emit) -> None:
     """Fastest configuration under the HBM cap, its per-stage memory and what binds."""
     if ctx.invoked_subcommand:
         ctx.obj = None
         return
+    _search_answer(request(work=work, hw=hw, par=par, policy=policy, search=search), rank,
+                   output, emit, lambda d, r: r.render_best(d, compact=True, wide=report.wide))
+
+
+def _search_answer(req, rank: Ranking, output: Output, emit: Emit, render) -> None:
+    """A search's answer: launch arguments (--emit), or the files, JSON or tables."""
+    from explore.models.errors import InputError
+
     from .render import pipeline as r
     from .studies.pipeline import search as run
-    _, _, out = run(request(work=work, hw=hw, par=par, policy=policy, search=search),
-                    rank)
-    _answer(out, output, lambda d: r.render_best(d, compact=True, wide=report.wide))
+    if emit.emit not in (None, "megatron"):
+        raise InputError(f"--emit {emit.emit!r}: choose megatron")
+    _, _, out = run(req, rank)
+    if emit.emit:
+        typer.echo(r.launch_text(out["launch"]))
+        return
+    _answer(out, output, lambda d: render(d, r))
 
 
 @app.command("best")
 @uses(work=Workload, hw=Hardware, par=Parallelism, policy=Policy, rank=Use(Ranking, top=15),
-      search=SearchOptions, output=Output, report=Report)
+      search=SearchOptions, output=Output, report=Report, emit=Emit)
 def best_command(work: Workload, hw: Hardware, par: Parallelism, policy: Policy,
-                 rank: Ranking, search: SearchOptions, output: Output, report: Report) -> None:
+                 rank: Ranking, search: SearchOptions, output: Output, report: Report,
+                 emit: Emit) -> None:
     """Ranked configurations: tokens/s, MFU, HFU, bubble, recompute, stalls, peaks, host RAM.
 
-    Flags left out are searched as without a subcommand.
+    Flags left out are searched as without a subcommand. --emit megatron prints the best
+    configuration as Megatron-LM arguments instead.
 
     Example: explore pipeline best --model llama2-70b --layers 48 --schedule 1f1b,chronos
     """
-    from .render import pipeline as r
-    from .studies.pipeline import search as run
-    _, _, out = run(request(work=work, hw=hw, par=par, policy=policy, search=search),
-                    rank)
-    _answer(out, output, lambda d: r.render_best(d, compact=False, wide=report.wide))
+    _search_answer(request(work=work, hw=hw, par=par, policy=policy, search=search), rank,
+                   output, emit, lambda d, r: r.render_best(d, compact=False, wide=report.wide))
 
 
 # ---- one layout --------------------------------------------------------------------------

@@ -465,6 +465,24 @@ def throughput_table(v: dict) -> Table:
                          f"Eq. 3 FLOPs / achieved TFLOP/s")
 
 
+def launch_text(launch: dict) -> str:
+    """Megatron-LM arguments, one flag per line ready to paste after pretrain_gpt.py, then
+    what they cannot say as comments."""
+    args = launch["megatron"]
+    lines, i = [], 0
+    while i < len(args):
+        if i + 1 < len(args) and not args[i + 1].startswith("--"):
+            lines.append(f"{args[i]} {args[i + 1]}")
+            i += 2
+        else:
+            lines.append(args[i])
+            i += 1
+    text = " \\\n".join(lines)
+    notes = [f"# {n}" for n in launch["notes"]]
+    return "\n".join([f"# Megatron-LM arguments (checked against {launch['checked_against']})",
+                      text, *notes])
+
+
 def render_fit(out: dict) -> None:
     """explore pipeline fit: the fitted scales, every run and the hold-out error."""
     c = console()

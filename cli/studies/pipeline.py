@@ -112,10 +112,11 @@ class Hardware:
     tp_comm_overlap: bool = option(False, "--tp-comm-overlap/--no-tp-comm-overlap",
                                    help="TP collectives under the GEMMs (needs --sp)",
                                    panel="Time model")
-    overlap_p2p_comm: bool = option(False, "--overlap-p2p-comm/--no-overlap-p2p-comm",
-                                    help="pipeline send/recv off the compute stream (off: "
-                                    "they block it, as Megatron-LM by default)",
-                                    panel="Time model")
+    overlap_p2p_comm: Optional[bool] = option(None, "--overlap-p2p-comm/--no-overlap-p2p-comm",
+                                              help="pipeline send/recv off the compute stream "
+                                              "(off: they block it)", panel="Time model",
+                                              default_text="Megatron-LM's: on for the "
+                                              "interleaved schedule only")
     grad_accumulation: str = option("fused", "--grad-accumulation", help="fused: weight "
                                     "gradients accumulate inside their GEMM (Megatron-LM "
                                     "--gradient-accumulation-fusion); separate: an add kernel "
@@ -245,6 +246,15 @@ class Report:
     PANEL: ClassVar[str] = "Output"
     wide: bool = option(False, "--wide", help="every column (tables wider than 80 columns); "
                         "the JSON and CSV files always carry every number")
+
+
+@dataclass
+class Emit:
+    """The answer as launch arguments instead of tables."""
+    PANEL: ClassVar[str] = "Output"
+    emit: Optional[str] = option(None, "--emit", help="print the best configuration as the "
+                                 "arguments of a training framework: megatron (Megatron-LM's "
+                                 "pretrain_gpt.py), nothing else")
 
 
 @dataclass
@@ -490,6 +500,7 @@ def workload_info(work) -> dict:
 def search(req: PipelineRequest, rank: Ranking):
     """Search the space; returns (workload, best outcome, JSON-ready dict)."""
     from explore.models.errors import InfeasibleError, InputError
+    from explore.models.pipeline.megatron import launch
     from explore.models.pipeline.study import (PARAMS, assumptions, breakdown, describe,
                                                performance)
 
@@ -515,7 +526,7 @@ def search(req: PipelineRequest, rank: Ranking):
                       "feasible": int(result.feasible.sum()), **study.counts,
                       "elapsed_s": result.elapsed_s, "interrupted": result.interrupted},
            "best": {"config": describe(best), "performance": performance(best)},
-           "breakdown": breakdown(best), "top": rows,
+           "breakdown": breakdown(best), "top": rows, "launch": launch(best),
            "assumptions": assumptions(work)}
     return work, best, out
 

@@ -286,8 +286,12 @@ class Terms:
 
     @property
     def blocking_p2p(self) -> bool:
-        """Kernel model without --overlap-p2p-comm: P2P time sits on the compute stream."""
-        return not self.flat and not self.hw.time.overlap_p2p_comm
+        """Kernel model without P2P overlap: P2P time sits on the compute stream. Megatron-LM
+        overlaps it for the interleaved schedule unless told otherwise."""
+        overlap = self.hw.time.overlap_p2p_comm
+        if overlap is None:
+            overlap = self.policy.schedule == "interleaved"
+        return not self.flat and not overlap
 
     def _transfer_s(self, a: int, b: int) -> float:
         """P2P time between devices a and b (0 on the same device)."""

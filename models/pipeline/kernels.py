@@ -37,7 +37,9 @@ class TimeModel:
     overlap_grad_reduce: bool = False  # --overlap-grad-reduce: DP reduce under the backward
     overlap_param_gather: bool = False  # --overlap-param-gather: dist-opt all-gather under F
     tp_comm_overlap: bool = False      # --tp-comm-overlap: TP collectives under the GEMMs (SP)
-    overlap_p2p_comm: bool = False     # --overlap-p2p-comm: P2P off the compute stream
+    # --overlap-p2p-comm: P2P off the compute stream; None: Megatron-LM's default since 2023-05,
+    # on for the interleaved schedule only
+    overlap_p2p_comm: bool | None = None
     # how each micro-batch's weight gradient joins the accumulated one: "fused" into the
     # weight-gradient GEMM (--gradient-accumulation-fusion, Megatron-LM since 2022-02) or a
     # "separate" add kernel (earlier Megatron-LM, PyTorch autograd)

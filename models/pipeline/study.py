@@ -339,6 +339,7 @@ def describe(out: Outcome) -> dict:
             "optimizer": pol.optimizer, "state_bytes_per_param": t.state_bytes.total,
             "state_scheme": t.state_bytes.scheme,
             "recomputed_layer_passes": int(sum(marks.values())),
+            "recompute_layers": int(max(marks.values(), default=0)),
             "offloaded": {w: sum(1 for x in out.plan.transfers if x.what == w)
                           for w in ("optimizer", "activations", "held", "weights")}}
 
@@ -636,10 +637,12 @@ def time_assumptions(work: Workload) -> list[dict]:
     """How op times were computed, as the output states it."""
     hw = work.hw
     t, gpu, node = hw.time, hw.gpu, hw.node
+    p2p = {None: "interleaved only (Megatron-LM's default)", True: "on", False: "off"}
     overlaps = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in (
         ("--overlap-grad-reduce", t.overlap_grad_reduce),
         ("--overlap-param-gather", t.overlap_param_gather),
-        ("--tp-comm-overlap", t.tp_comm_overlap)))
+        ("--tp-comm-overlap", t.tp_comm_overlap))) \
+        + f", --overlap-p2p-comm {p2p[t.overlap_p2p_comm]}"
     if t.kind == "flat":
         return [
             {"text": f"time model flat: compute at eta = {hw.eff:g} of "

@@ -25,7 +25,8 @@ SOURCE_SC21 = "Narayanan et al. SC'21 Table 1 (arXiv 2104.04473), A100-80GB"
 # PyTorch DDP (gradient all-reduce overlapped with the backward) below 39B, Megatron's local
 # DDP (all-reduce after the backward) from 39B; --fp16 without
 # --accumulate-allreduce-grads-in-fp32, so gradients are fp16; gradient-accumulation fusion
-# arrived in 2022-02, so each micro-batch's weight gradient is added by a separate kernel.
+# arrived in 2022-02, so each micro-batch's weight gradient is added by a separate kernel;
+# P2P overlap arrived in 2023-05, so send/recv block the compute stream.
 SC21_TORCH_DDP_BELOW_B = 30.0
 # Calibration rows, chosen by a rule before any fit: the smallest, a middle and the largest run
 SC21_FIT_ROWS = ("narayanan21-table1-1.7B", "narayanan21-table1-145.6B",
@@ -85,7 +86,8 @@ def sc21_runs(data: dict) -> list[Run]:
         policy = Policy("interleaved" if c["vpp"] > 1 else "1f1b", recompute="full",
                         recompute_layers=per_chunk, fp32_grads=False)
         torch_ddp = c["dp"] > 1 and m["params_B"] < SC21_TORCH_DDP_BELOW_B
-        time = TimeModel(overlap_grad_reduce=torch_ddp, grad_accumulation="separate")
+        time = TimeModel(overlap_grad_reduce=torch_ddp, grad_accumulation="separate",
+                         overlap_p2p_comm=False)
         out.append(Run(c["id"], f"{m['params_B']:g}B", shape, layout, policy, c["gpus"], time,
                        float(c["measured"]["iteration_s_derived"])))
     return out

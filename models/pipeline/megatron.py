@@ -1,0 +1,115 @@
+"""A pipeline configuration as Megatron-LM launch arguments (`explore pipeline best --emit
+megatron`), and back. Every flag is one of Megatron-LM's: MEGATRON_FLAGS lists the ones used,
+each checked against megatron/training/arguments.py and the config dataclasses its
+ArgumentGroupFactory turns into flags (NVIDIA/Megatron-LM at MEGATRON_COMMIT). What Megatron-LM
+cannot express (zero-bubble and Chronos schedules, Chronos-Recomp/Offload, ZeRO stages) comes
+back as comments, not as flags."""
+
+from __future__ import annotations
+
+from ..errors import InputError
+
+MEGATRON_COMMIT = "d98e8a64dd (2026-08-22)"
+# flag -> value type (None: a switch)
+MEGATRON_FLAGS: dict[str, type | None] = {
+    "--num-layers": int, "--seq-length": int, "--micro-batch-size": int,
+    "--global-batch-size": int, "--tensor-model-parallel-size": int,
+    "--pipeline-model-parallel-size": int, "--num-layers-per-virtual-pipeline-stage": int,
+    "--sequence-parallel": None, "--recompute-granularity": str, "--recompute-method": str,
+    "--recompute-num-layers": int, "--use-distributed-optimizer": None,
+    "--optimizer-cpu-offload": None, "--overlap-grad-reduce": None,
+    "--overlap-param-gather": None, "--tp-comm-overlap": None,
+    "--no-overlap-p2p-communication": None, "--no-gradient-accumulation-fusion": None,
+    "--bf16": None,
+}
+
+
+def megatron_args(config: dict) -> tuple[list[str], list[str]]:
+    """(arguments, notes) for a configuration: layers, seq, mbs, global_batch, tp, pp, vpp,
+    schedule, sp, recompute, recompute_layers (per chunk, for full-fit), offload, optimizer,
+    and the time model's switches. Notes name what has no Megatron-LM flag."""
+    c = config
+    args = ["--num-layers", str(c["layers"]), "--seq-length", str(c["seq"]),
+            "--micro-batch-size", str(c["mbs"]), "--global-batch-size", str(c["global_batch"]),
+            "--tensor-model-parallel-size", str(c["tp"]),
+            "--pipeline-model-parallel-size", str(c["pp"]), "--bf16"]
+    notes = []
+    schedule = c["schedule"]
+    if schedule == "interleaved":
+        per_stage = c["layers"] // (c["pp"] * c["vpp"])
+        args += ["--num-layers-per-virtual-pipeline-stage", str(per_stage)]
+    elif schedule not in ("1f1b", "gpipe"):
+        notes.append(f"schedule {schedule}: no Megatron-LM flag (it would run 1F1B, the "
+                     f"predicted time assumes {schedule}); --schedule 1f1b,interleaved "
+                     f"searches only what Megatron-LM runs")
+    if c.get("sp"):
+        args.append("--sequence-parallel")
+    rec = c["recompute"]
+    if rec == "selective":
+        args += ["--recompute-granularity", "selective"]
+    elif rec == "full":
+        args += ["--recompute-granularity", "full", "--recompute-method", "uniform",
+                 "--recompute-num-layers", "1"]
+    elif rec == "full-fit":
+        k = c.get("recompute_layers")
+        if k:
+            args += ["--recompute-granularity", "full", "--recompute-method", "block",
+                     "--recompute-num-layers", str(k)]
+    elif rec == "chronos":
+        notes.append("recompute chronos (Chronos-Recomp): no Megatron-LM flag")
+    if c["offload"] == "optimizer":
+        args.append("--optimizer-cpu-offload")
+    elif c["offload"] == "chronos":
+        notes.append("offload chronos (Chronos-Offload): no Megatron-LM flag")
+    if c["optimizer"] == "dist-opt":
+        args.append("--use-distributed-optimizer")
+    elif c["optimizer"].startswith("zero"):
+        notes.append(f"optimizer {c['optimizer']}: no Megatron-LM flag (DeepSpeed ZeRO)")
+    for key, flag in (("overlap_grad_reduce", "--overlap-grad-reduce"),
+                      ("overlap_param_gather", "--overlap-param-gather"),
+                      ("tp_comm_overlap", "--tp-comm-overlap")):
+        if c.get(key):
+            args.append(flag)
+    if schedule == "interleaved" and c.get("overlap_p2p_comm") is False:
+        args.append("--no-overlap-p2p-communication")
+    if c.get("grad_accumulation") == "separate":
+        args.append("--no-gradient-accumulation-fusion")
+    unknown = [a for a in args if a.startswith("--") and a not in MEGATRON_FLAGS]
+    assert not unknown, unknown   # every flag above is listed in MEGATRON_FLAGS
+    return args, notes
+
+
+def launch(out) -> dict:
+    """An Outcome's configuration as Megatron-LM arguments, with what they cannot say."""
+    from .study import describe
+
+    t = out.terms.hw.time
+    args, notes = megatron_args({**describe(out), "overlap_grad_reduce": t.overlap_grad_reduce,
+                                 "overlap_param_gather": t.overlap_param_gather,
+                                 "tp_comm_overlap": t.tp_comm_overlap,
+                                 "overlap_p2p_comm": t.overlap_p2p_comm,
+                                 "grad_accumulation": t.grad_accumulation})
+    return {"megatron": args, "notes": notes, "checked_against": f"NVIDIA/Megatron-LM "
+                                                                  f"{MEGATRON_COMMIT}"}
+
+
+def parse_megatron_args(argv: list[str]) -> dict:
+    """Megatron-LM arguments (as megatron_args writes them) -> {flag: value or True}."""
+    out: dict = {}
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        if flag not in MEGATRON_FLAGS:
+            raise InputError(f"not a Megatron-LM flag explore writes: {flag!r}")
+        kind = MEGATRON_FLAGS[flag]
+        if kind is None:
+            out[flag], i = True, i + 1
+            continue
+        if i + 1 >= len(argv):
+            raise InputError(f"{flag} needs a value")
+        try:
+            out[flag] = kind(argv[i + 1])
+        except ValueError:
+            raise InputError(f"{flag} {argv[i + 1]!r}: not a {kind.__name__}") from None
+        i += 2
+    return out
