@@ -1,12 +1,15 @@
-"""Speed of the pipeline study: simulated configurations per second at p = 8, m = 64 (one
-core), and the wall time of the default `explore pipeline` search and of `explore pipeline
-validate` as whole processes.
+"""Speed and memory of the pipeline study: simulated configurations per second at p = 8,
+m = 64 (one core) with the kernel time model, the wall time of the default `explore pipeline`
+search and of `explore pipeline validate` as whole processes, and the peak memory of a GPT-3
+175B search on 64 GPUs as the global batch (so the micro-batch count) grows.
 
-Run: python benchmarks/bench_pipeline.py   (targets: >= 1,000 configurations/s for the
-closed-form schedules 1F1B / interleaved, default search < 10 s)."""
+Run: python benchmarks/bench_pipeline.py   (targets: >= 5,000 configurations/s for 1F1B /
+interleaved, a search's peak memory flat and under 500 MB)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -32,12 +35,14 @@ def configs_per_second(schedule: str, vpp: int = 1, cap: int | None = None,
     from explore.models.pipeline.costs import Terms
     from explore.models.pipeline.evaluate import simulate
 
+    from explore.models.pipeline.kernels import TimeModel
+
     fx = fixture()
     model = fx.model.with_layers(fx.layers)
     lay = fx.work.layout(fx.tp, fx.pp, fx.mbs, vpp, dp=fx.dp)      # p 8, m 64
     t0 = time.perf_counter()
     for i in range(n):
-        hw = fx.hw.with_(eff=0.3 + 0.4 * i / n)
+        hw = fx.hw.with_(time=TimeModel(gemm_scale=0.7 + 0.6 * i / n))   # the kernel model
         t = Terms(model, lay, hw, Policy(schedule, cap=cap))
         out = simulate(t, t.op_lists())
         out.peaks, out.iteration_s  # noqa: B018
@@ -74,12 +79,34 @@ def planner_seconds() -> float:
     return time.perf_counter() - t0
 
 
+MEMORY_SEARCH = ["pipeline", "--model", "gpt3-175b", "--gpus", "64", "--hardware", "a100-80g",
+                 "--schedule", "1f1b,interleaved", "--recompute", "none,full-fit",
+                 "--offload", "none", "--json"]
+
+
+# the child reports its own high-water mark: VmHWM starts afresh at exec, while ru_maxrss
+# would carry the forked parent's
+PEAK = ("import sys; from explore.cli.app import main; code = main(sys.argv[1:]); "
+        "print(next(int(x.split()[1]) for x in open('/proc/self/status') "
+        "if x.startswith('VmHWM')), file=sys.stderr); sys.exit(code)")
+
+
+def search_peak_mb(global_batch: int) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of one search in a process of its own."""
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", PEAK, *MEMORY_SEARCH, "--global-batch",
+                          str(global_batch)], check=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    return time.perf_counter() - t0, int(run.stderr.split()[-1]) / 1024
+
+
 def main() -> None:
     print("simulated configurations per second, p = 8, m = 64, LLaMA2-70B shape L = 48, one "
-          "core (full evaluation: op lists, event simulation, memory timelines, iteration):")
-    for label, sched, vpp, cap, target in (("1F1B", "1f1b", 1, None, "target >= 1,000"),
+          "core, kernel time model (full evaluation: op lists, event simulation, memory "
+          "timelines, iteration):")
+    for label, sched, vpp, cap, target in (("1F1B", "1f1b", 1, None, "target >= 5,000"),
                                            ("interleaved v = 2", "interleaved", 2, None,
-                                            "target >= 1,000"),
+                                            "target >= 5,000"),
                                            ("GPipe", "gpipe", 1, None, ""),
                                            ("ZB-H1", "zb-h1", 1, None, ""),
                                            ("Chronos-Pipe C = 10", "chronos", 1, 10, "")):
@@ -92,6 +119,11 @@ def main() -> None:
           f"target < 10 s")
     validate = process_seconds(["pipeline", "validate"], 3, check=False)
     print(f"explore pipeline validate: median {validate:.2f} s over 3 runs")
+    print(f"explore {' '.join(MEMORY_SEARCH)} --global-batch N (peak memory, target flat and "
+          f"under 500 MB):")
+    for gb in (8, 512, 1536):
+        wall, mb = search_peak_mb(gb)
+        print(f"  global batch {gb:5d}: {mb:6.0f} MB peak, {wall:6.1f} s")
 
 
 if __name__ == "__main__":

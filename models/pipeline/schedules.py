@@ -265,7 +265,7 @@ def _linear_admissible(caps_open: tuple[int, ...],
     return ok
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=16)     # op lists are O(p m v) too; a search reuses few at a time
 def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
           times: tuple[float, float, float] = (1.0, 1.0, 1.0), lag: float = 0.0,
           omega: float = 32 / 34) -> OpLists:

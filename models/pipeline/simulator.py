@@ -16,7 +16,7 @@ ends, a reload allocates when its copy starts), plus a working buffer while a co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from collections import OrderedDict
 
 import numpy as np
 
@@ -131,11 +131,32 @@ def _appender(*columns: list):
     return push
 
 
-@lru_cache(maxsize=256)
+# Compiled programs are kept up to this many ops in all: a program holds every op of an
+# iteration (O(p m v), about 0.4 kB each), so a count of programs would not bound a search's
+# memory; a search visits the points of one structure (layout, schedule, m) close together.
+PROGRAM_CACHE_OPS = 300_000
+_programs: OrderedDict[tuple[OpLists, bool], Program] = OrderedDict()
+
+
 def base_program(ops: OpLists, with_r: bool = True) -> Program:
-    """The compiled op lists, cached. With with_r an R op sits just before every B (zero
-    duration and bytes unless its chunk-micro-batch is marked for recompute), so recompute
-    plans never change the program's structure; without, B carries its own dependency."""
+    """The compiled op lists, cached (least recently used first out, at most
+    PROGRAM_CACHE_OPS ops kept)."""
+    key = (ops, with_r)
+    if key in _programs:
+        _programs.move_to_end(key)
+        return _programs[key]
+    prog = _compile(ops, with_r)
+    if prog.n <= PROGRAM_CACHE_OPS:
+        _programs[key] = prog
+        while sum(x.n for x in _programs.values()) > PROGRAM_CACHE_OPS:
+            _programs.popitem(last=False)
+    return prog
+
+
+def _compile(ops: OpLists, with_r: bool) -> Program:
+    """The op lists compiled. With with_r an R op sits just before every B (zero duration and
+    bytes unless its chunk-micro-batch is marked for recompute), so recompute plans never
+    change the program's structure; without, B carries its own dependency."""
     p, nvs = ops.p, ops.nvs
     # the op columns: kind, device, virtual stage, micro-batch, resource
     kind: list[int] = []

@@ -92,6 +92,25 @@ def metrics_of(out: Outcome) -> dict[str, float]:
             "cap": out.ops.cap if out.ops.cap is not None else np.nan}
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What a search keeps of a simulated point: its numbers, not its timelines, so a search's
+    memory does not grow with the micro-batch count (the full outcome is simulated again when
+    asked for)."""
+    metrics: dict
+    fits: bool
+    iteration_s: float
+    cap: int | None
+    saved: bool                  # anything recomputed or offloaded
+    binding: str                 # the binding constraint, for a point that does not fit
+
+    @classmethod
+    def of(cls, out: Outcome) -> "Summary":
+        return cls(metrics_of(out), out.fits, out.iteration_s, out.ops.cap,
+                   bool(out.plan.marks or out.plan.transfers),
+                   "" if out.fits else binding_text(out))
+
+
 def binding_text(out: Outcome) -> str:
     """The constraint that binds: host RAM, or device / category / op at the peak."""
     if not out.host_ok:
@@ -174,7 +193,7 @@ class PipelineStudy:
             Param("recompute", tuple(recomputes), "recompute", ""),
             Param("offload", tuple(offloads), "offload", ""),
             Param("optimizer", tuple(optimizers), "optimizer sharding", "")))
-        self._cache: dict[tuple, Outcome] = {}
+        self._cache: dict[tuple, Summary] = {}
         self._bounds: dict[tuple, float | str] = {}
         self._top: list[float] = []          # iteration seconds of distinct feasible results
         self.counts = {"simulated": 0, "pruned": 0, "redundant": 0, "invalid": 0}
@@ -223,13 +242,21 @@ class PipelineStudy:
             return (tp, pp, vpp, mbs, sched, "none", "none", opt)
         return None
 
-    def outcome(self, key: tuple, incumbent_s: float | None = None) -> Outcome | None:
-        """Simulated outcome of a valid point, or None when the incumbent prunes it."""
+    def outcome(self, key: tuple) -> Outcome:
+        """The full simulated outcome of a valid point (its timelines included), simulated
+        again: the search keeps only summaries."""
+        out = solve(self.terms(key)).outcome
+        assert out is not None          # no incumbent: solve always returns an outcome
+        return out
+
+    def summary(self, key: tuple, incumbent_s: float | None = None) -> Summary | None:
+        """A valid point simulated once and remembered by its numbers, or None when the
+        incumbent prunes it."""
         if key not in self._cache:
             sol = solve(self.terms(key), incumbent_s=incumbent_s)
             if sol.outcome is None:
                 return None
-            self._cache[key] = sol.outcome
+            self._cache[key] = Summary.of(sol.outcome)
             self.counts["simulated"] += 1
         return self._cache[key]
 
@@ -238,7 +265,7 @@ class PipelineStudy:
             return None
         return self._top[self.keep - 1]
 
-    def _record(self, out: Outcome) -> None:
+    def _record(self, out: Summary) -> None:
         if out.fits:
             self._top = sorted(self._top + [out.iteration_s])[: self.keep or None]
 
@@ -252,7 +279,7 @@ class PipelineStudy:
         plain = self.plain_key(key)
         fixed = key[4] != "chronos" or self.cap is not None
         if plain is not None:
-            base = self.outcome(plain, inc) if plain in self._cache or inc is None \
+            base = self.summary(plain, inc) if plain in self._cache or inc is None \
                 or bound < inc else None
             if base is not None and fixed and base.fits:
                 return None, "same as " + _describe_key(plain, key) + " (it fits: nothing " \
@@ -261,11 +288,11 @@ class PipelineStudy:
                 return None, f"pruned: at least {base.iteration_s:.2f} s per iteration"
         if inc is not None and bound >= inc:
             return None, f"pruned: at least {bound:.2f} s per iteration"
-        out = self.outcome(key, inc)
+        out = self.summary(key, inc)
         if out is None:
             return None, "pruned: no cap C beats the best found"
-        if plain is not None and not out.plan.marks and not out.plan.transfers \
-                and plain in self._cache and self._cache[plain].ops.cap == out.ops.cap:
+        if plain is not None and not out.saved \
+                and plain in self._cache and self._cache[plain].cap == out.cap:
             return None, "same as " + _describe_key(plain, key) + " (nothing recomputed or " \
                                                                  "offloaded)"
         return out, ""
@@ -307,12 +334,13 @@ class PipelineStudy:
                 self.counts[skipped[i]] += 1
                 continue
             self._record(out)
-            for k, v in metrics_of(out).items():
+            for k, v in out.metrics.items():
                 metrics[k][i] = v
-            memory[i] = max(out.peaks) / usable - 1.0
-            host[i] = out.host_bytes_per_node / max(self.workload.hw.host_ram_bytes, 1.0) - 1.0
+            memory[i] = out.metrics["peak_max_bytes"] / usable - 1.0
+            host[i] = out.metrics["host_bytes"] / max(self.workload.hw.host_ram_bytes, 1.0) \
+                - 1.0
             if not out.fits:
-                reasons[i] = binding_text(out)
+                reasons[i] = out.binding
         return Evaluation(metrics, {"layout": layout, "memory": memory, "host_ram": host},
                           reasons.astype(str), skipped)
 
