@@ -29,8 +29,8 @@ CE_BACKWARD_BYTES = 2 * LOGIT + 2 * ELEMENT
 
 @dataclass(frozen=True)
 class TimeModel:
-    """How op times are computed, and the Megatron-LM overlap switches (each off by default,
-    as in Megatron-LM's arguments)."""
+    """How op times are computed, and the Megatron-LM overlap switches, each at Megatron-LM's
+    own default (off; P2P overlap on for the interleaved schedule)."""
     kind: str = "kernels"              # kernels (§7.2) | flat (every FLOP at eff x peak, §8)
     gemm_scale: float = 1.0            # calibration: scales the GEMM efficiency curve
     comm_scale: float = 1.0            # calibration: scales every achieved bus bandwidth
