@@ -25,3 +25,19 @@ reduce_scatter_s = all_gather_s
 def p2p_s(nbytes, bandwidth, latency_s):
     """One point-to-point transfer."""
     return latency_s + np.asarray(nbytes, dtype=float) / bandwidth
+
+
+BUS_FACTOR = {"all-reduce": 2.0, "all-gather": 1.0, "reduce-scatter": 1.0}
+
+
+def bus_s(kind: str, n: int, nbytes: float, bus_bandwidth: float, latency_s: float) -> float:
+    """One NCCL ring collective on n ranks as nccl-tests measures it: a fixed latency plus the
+    bus traffic at the achieved bus bandwidth; all-reduce moves 2(n-1)/n of the buffer,
+    all-gather and reduce-scatter (n-1)/n of the full buffer."""
+    if n <= 1:
+        return 0.0
+    return latency_s + BUS_FACTOR[kind] * (n - 1) / n * nbytes / bus_bandwidth
+
+
+RING = {"all-reduce": all_reduce_s, "all-gather": all_gather_s,
+        "reduce-scatter": reduce_scatter_s}

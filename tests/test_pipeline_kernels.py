@@ -73,18 +73,18 @@ def test_backward_costs_its_own_gemms():
 
 def test_ring_collectives_match_the_nccl_tests_definition():
     """nccl-tests: busbw = algbw x 2(n-1)/n for all-reduce, x (n-1)/n for all-gather."""
+    from explore.models.comm import bus_s
     s, bw = 1e9, 200e9
-    assert kernels.ring_s("all-reduce", 8, s, bw, 0.0) == pytest.approx(2 * 7 / 8 * s / bw)
-    assert kernels.ring_s("all-gather", 8, s, bw, 0.0) == pytest.approx(7 / 8 * s / bw)
-    assert kernels.ring_s("all-reduce", 1, s, bw, 1.0) == 0.0
+    assert bus_s("all-reduce", 8, s, bw, 0.0) == pytest.approx(2 * 7 / 8 * s / bw)
+    assert bus_s("all-gather", 8, s, bw, 0.0) == pytest.approx(7 / 8 * s / bw)
+    assert bus_s("all-reduce", 1, s, bw, 1.0) == 0.0
 
 
 def test_a_group_across_nodes_uses_its_members_nics():
     """DP over 4 DGX nodes with TP 1: 8 members per node share 8 NICs (180 GB/s at 0.9); with
     TP 8 one member per node has one NIC (22.5 GB/s); inside a node, the NVLink rate."""
     def bus(size, stride):
-        return kernels.group_bus(A100, 8, DGX.inter_node_bandwidth, DGX.network_efficiency,
-                                 DGX.inter_node_latency_s, size, stride)[0]
+        return kernels.group_bus(A100, DGX, size, stride)[0]
     assert bus(8, 1) == A100.bus_bandwidth
     assert bus(32, 1) == pytest.approx(min(A100.bus_bandwidth, 8 * 25e9 * 0.9))
     assert bus(4, 8) == pytest.approx(25e9 * 0.9)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..comm import all_gather_s, all_reduce_s, p2p_s, reduce_scatter_s
+from ..comm import RING, bus_s, p2p_s
 from ..errors import InputError
 from ..shapes import ModelShape
 from . import kernels
@@ -141,33 +141,30 @@ class Terms:
         return kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash,
                                    self.hw.gpu, self.hw.time)
 
-    def _group(self, size: int, stride: int) -> tuple[float, float]:
-        """(bus bandwidth, latency) of a collective group (kernel model)."""
+    def _collective_s(self, kind: str, size: int, stride: int, nbytes: float) -> float:
+        """One collective over `size` ranks `stride` apart. Kernel model: an NCCL ring at the
+        group's measured bus bandwidth (§7.2); flat model: the α-β ring at the nominal link
+        bandwidth of the span (§7.1)."""
         hw = self.hw
-        return kernels.group_bus(hw.gpu, hw.gpus_per_node, hw.node.inter_node_bandwidth,
-                                 hw.node.network_efficiency, hw.node.inter_node_latency_s,
-                                 size, stride, hw.time.comm_scale)
+        if self.flat:
+            span = size * stride
+            bw, lat = ((hw.gpu.interconnect_bandwidth, hw.gpu.interconnect_latency_s)
+                       if span <= hw.gpus_per_node
+                       else (hw.node.inter_node_bandwidth, hw.node.inter_node_latency_s))
+            return float(RING[kind](size, nbytes, bw, lat))
+        bw, lat = kernels.group_bus(hw.gpu, hw.node, size, stride, hw.time.comm_scale)
+        return bus_s(kind, size, nbytes, bw, lat)
 
     @cached_property
     def tp_comm_s(self) -> float:
         """TP communication of one layer in one direction: 2 all-reduces of the 2sbh-byte
-        activations (SP: 2 all-gathers + 2 reduce-scatters). Kernel model: at the measured bus
-        bandwidth (§7.2); flat model: ring at the nominal link bandwidth."""
+        activations (SP: 2 all-gathers + 2 reduce-scatters)."""
         lay = self.layout
-        if lay.tp == 1:
-            return 0.0
         x = 2.0 * lay.seq * lay.mbs * self.shape.hidden
-        if self.flat:
-            bw, lat = self._bw(lay.tp)
-            if lay.sp:
-                return float(2 * all_gather_s(lay.tp, x, bw, lat)
-                             + 2 * reduce_scatter_s(lay.tp, x, bw, lat))
-            return float(2 * all_reduce_s(lay.tp, x, bw, lat))
-        bw, lat = self._group(lay.tp, 1)
         if lay.sp:
-            return 2 * kernels.ring_s("all-gather", lay.tp, x, bw, lat) \
-                + 2 * kernels.ring_s("reduce-scatter", lay.tp, x, bw, lat)
-        return 2 * kernels.ring_s("all-reduce", lay.tp, x, bw, lat)
+            return 2 * self._collective_s("all-gather", lay.tp, 1, x) \
+                + 2 * self._collective_s("reduce-scatter", lay.tp, 1, x)
+        return 2 * self._collective_s("all-reduce", lay.tp, 1, x)
 
     def _exposed_tp(self, gemms: float) -> float:
         """--tp-comm-overlap (with SP) hides the TP collectives under the pass's GEMMs."""
@@ -175,12 +172,6 @@ class Terms:
         if self.hw.time.tp_comm_overlap and self.layout.sp:
             return max(0.0, t - gemms)
         return t
-
-    def _bw(self, span: int) -> tuple[float, float]:
-        """Flat model: bandwidth and latency of a group spanning `span` consecutive ranks."""
-        if span <= self.hw.gpus_per_node:
-            return self.hw.gpu.interconnect_bandwidth, self.hw.gpu.interconnect_latency_s
-        return self.hw.node.inter_node_bandwidth, self.hw.node.inter_node_latency_s
 
     @cached_property
     def layer_flops(self) -> float:
@@ -202,16 +193,12 @@ class Terms:
         """Flat model: a layer's forward FLOPs at eff x peak."""
         return self.layer_flops / (self.layout.tp * self.hw.achieved_flops)
 
-    def _gemms(self, prefix: str) -> float:
-        return sum(v for k, v in self.kernel_times.terms.items()
-                   if k.startswith(prefix) and "GEMM" in k)
-
     @cached_property
     def t_f_layer(self) -> float:
         """T_F of one layer: its compute plus exposed TP communication."""
         if self.flat:
             return self.t_compute_layer + self.tp_comm_s
-        return self.kernel_times.f + self._exposed_tp(self._gemms("F:"))
+        return self.kernel_times.f + self._exposed_tp(self.kernel_times.gemms("F"))
 
     @cached_property
     def selective_s(self) -> float:
@@ -231,7 +218,8 @@ class Terms:
         if self.flat:
             return self.t_compute_layer * self.layout.tb_ratio + self.tp_comm_s \
                 + self.selective_s
-        return self.kernel_times.b + self._exposed_tp(self._gemms("B:")) + self.selective_s
+        k = self.kernel_times
+        return k.b + self._exposed_tp(k.gemms("B")) + self.selective_s
 
     @cached_property
     def t_w_layer(self) -> float:
@@ -318,11 +306,8 @@ class Terms:
         lay, hw = self.layout, self.hw
         gpn, node, gpu = hw.gpus_per_node, hw.node, hw.gpu
         span = lay.tp * lay.dp
-        gather = 0.0
-        if not self.flat and lay.tp > 1 and not lay.sp:
-            bw, lat = self._group(lay.tp, 1)
-            gather = kernels.ring_s("all-gather", lay.tp, 2.0 * lay.seq * lay.mbs
-                                    * self.shape.hidden, bw, lat)
+        gather = 0.0 if self.flat or lay.sp else self._collective_s(
+            "all-gather", lay.tp, 1, 2.0 * lay.seq * lay.mbs * self.shape.hidden)
         out = []
         for r in range(self.p):
             hi = (r + 1) % self.p
@@ -353,30 +338,20 @@ class Terms:
         d = self.layout.dp
         if d == 1:
             return 0.0
-        if self.flat:
-            bw, lat = self._bw(self.layout.tp * d)
-            ar, ag_rs = all_reduce_s, all_gather_s
-        else:
-            bw, lat = self._group(d, self.layout.tp)
-
-            def ar(n, x, bw, lat):
-                return kernels.ring_s("all-reduce", n, x, bw, lat)
-
-            def ag_rs(n, x, bw, lat):
-                return kernels.ring_s("all-gather", n, x, bw, lat)
         grad_bytes = 4.0 if (self.policy.fp32_grads and not self.policy.zero) else 2.0
         worst = max(range(self.p), key=lambda r: self.params[r])
         size = self.params[worst]
         tf, tb, tw = self.chunk_times
         mine = [vs for vs, r in enumerate(self.dev_of) if r == worst]
         t = self.hw.time
+        tp = self.layout.tp
         if self.policy.zero or self.policy.dist_opt:
-            reduce = float(ag_rs(d, size * grad_bytes, bw, lat))
-            gather = float(ag_rs(d, size * 2.0, bw, lat))
+            reduce = self._collective_s("reduce-scatter", d, tp, size * grad_bytes)
+            gather = self._collective_s("all-gather", d, tp, size * 2.0)
             if t.overlap_param_gather:
                 gather = max(0.0, gather - sum(tf[vs] for vs in mine))
         else:
-            reduce, gather = float(ar(d, size * grad_bytes, bw, lat)), 0.0
+            reduce, gather = self._collective_s("all-reduce", d, tp, size * grad_bytes), 0.0
         if t.overlap_grad_reduce:
             reduce = max(0.0, reduce - sum(tb[vs] + tw[vs] for vs in mine))
         return reduce + gather

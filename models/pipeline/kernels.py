@@ -1,8 +1,8 @@
 """Time of one transformer layer from its kernels (docs/pipeline.md §7.2): every GEMM costed
 from its own shape on the GPU's efficiency curve, with a memory-bound floor; normalisation,
 activation, softmax and dropout kernels by the bytes they move; flash attention at its own
-efficiency; tensor-parallel collectives from the achieved bus bandwidth. The backward is its
-own GEMMs: input gradients (B) and weight gradients (W) have other shapes than the forward.
+efficiency; the bus bandwidth a collective group reaches. The backward is its own GEMMs:
+input gradients (B) and weight gradients (W) have other shapes than the forward.
 
 Pure functions of the model shape, the layout and the GPU; no simulator state."""
 
@@ -11,9 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from ..errors import InputError
 from ..hardware import GpuSpec
 from ..shapes import ModelShape
+
+if TYPE_CHECKING:                     # config imports this module for TimeModel
+    from .config import NodeSpec
 
 TIME_MODELS = ("kernels", "flat")
 GRAD_ACCUMULATION = ("fused", "separate")
@@ -135,6 +140,11 @@ class PassTimes:
     w: float
     terms: dict = field(default_factory=dict)   # "pass: term" -> seconds
 
+    def gemms(self, pass_: str) -> float:
+        """Seconds of one pass's GEMMs ("F", "B" or "W"): what TP communication can hide
+        under."""
+        return sum(v for k, v in self.terms.items() if k.startswith(pass_ + ":") and "GEMM" in k)
+
 
 def linears(shape: ModelShape, tokens: int, tp: int) -> list[tuple[str, int, int, int]]:
     """(name, M, N, K) of the layer's weight GEMMs on one TP shard: Y (M x N) = X (M x K) W.
@@ -221,29 +231,19 @@ def head_times(shape: ModelShape, seq: int, mbs: int, tp: int, gpu: GpuSpec,
                                "W: LM head": w})
 
 
-# ---- collectives --------------------------------------------------------------------------
+# ---- collective groups ---------------------------------------------------------------------
 
-def ring_s(kind: str, n: int, nbytes: float, bus_bandwidth: float, latency_s: float) -> float:
-    """One ring collective on n ranks as nccl-tests measures it: a fixed latency plus the bus
-    traffic at the achieved bus bandwidth; all-reduce moves 2(n-1)/n of the buffer, all-gather
-    and reduce-scatter (n-1)/n of the full buffer."""
-    if n <= 1:
-        return 0.0
-    factor = {"all-reduce": 2.0, "all-gather": 1.0, "reduce-scatter": 1.0}[kind]
-    return latency_s + factor * (n - 1) / n * nbytes / bus_bandwidth
-
-
-def group_bus(gpu: GpuSpec, gpus_per_node: int, nic_bandwidth: float, network_efficiency: float,
-              inter_node_latency_s: float, size: int, stride: int,
+def group_bus(gpu: GpuSpec, node: "NodeSpec", size: int, stride: int,
               comm_scale: float = 1.0) -> tuple[float, float]:
     """(bus bandwidth, latency) of a group of `size` ranks `stride` apart (Megatron's rank
     order: TP fastest). Inside one node: the GPU's measured NCCL bus bandwidth. Across nodes the
     ring crosses the network once per node and NCCL spreads its channels over the NICs of the
     group's members on that node: members x NIC x network efficiency, at most the in-node rate."""
     span = size * stride
-    if span <= gpus_per_node:
+    per_node = node.gpus_per_node
+    if span <= per_node:
         return gpu.bus_bandwidth * comm_scale, gpu.collective_latency_s
-    members = max(1, min(size, gpus_per_node // stride))
-    nodes = math.ceil(span / gpus_per_node)
-    bw = min(gpu.bus_bandwidth, members * nic_bandwidth * network_efficiency)
-    return bw * comm_scale, gpu.collective_latency_s + 2 * (nodes - 1) * inter_node_latency_s
+    members = max(1, min(size, per_node // stride))
+    nodes = math.ceil(span / per_node)
+    bw = min(gpu.bus_bandwidth, members * node.inter_node_bandwidth * node.network_efficiency)
+    return bw * comm_scale, gpu.collective_latency_s + 2 * (nodes - 1) * node.inter_node_latency_s
