@@ -146,25 +146,17 @@ def fit_command(
     runs = read_runs(data, model, seq, TimeModel())
     idx = fit_rows(len(runs), rows_to_fit)
     fit_ids = tuple(runs[i].id for i in idx)
-    res = throughput.fit(runs, gpu, srv, fit_ids, names)
-    rows = []
-    for r in runs:
-        pred = throughput.predict(r, gpu, srv, **res["scales"]).iteration_s
-        rows.append({"id": r.id, "measured_s": r.measured_s, "predicted_s": pred,
-                     "error": pred / r.measured_s - 1.0,
-                     "role": "fit" if r.id in fit_ids else "check"})
-    held = [x["error"] for x in rows if x["role"] == "check"]
-    holdout = ({"rows": len(held), "mean_abs_error": sum(map(abs, held)) / len(held),
-                "max_abs_error": max(map(abs, held))} if held else None)
+    res = throughput.fit_and_check(runs, gpu, srv, fit_ids, names)
+    holdout = res["holdout"]
     calibration = {"kind": "pipeline-calibration", "hardware": gpu.name, "node": srv.name,
-                   **{k: float(v) for k, v in res["scales"].items()},
+                   **{k: float(v) for k, v in res["fit"]["scales"].items()},
                    "fitted_on": list(fit_ids), "holdout": holdout, "source": str(data)}
     path = output or Path(f"{data.stem}.calibration.yaml")
     write_yaml(path, calibration)
     out = {"study": "pipeline", "command": "fit", "hardware": gpu.name, "node": srv.name,
-           "parameters": res["params"], "rows": rows, "holdout": holdout,
-           "fitted_on": list(fit_ids), "fit_seconds": res["fit_seconds"],
-           "calibration_file": str(path)}
+           "parameters": res["fit"]["params"], "rows": res["rows"], "apriori": res["apriori"],
+           "holdout": holdout, "fitted_on": list(fit_ids),
+           "fit_seconds": res["fit"]["fit_seconds"], "calibration_file": str(path)}
     if shown.json:
         emit_json(out)
         return

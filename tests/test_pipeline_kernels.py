@@ -160,7 +160,7 @@ def test_fit_cli_writes_a_calibration_that_pipeline_reads(cli, tmp_path):
     assert code == 0, err
     res = json.loads(out)
     assert res["parameters"][0]["value"] == pytest.approx(0.9, rel=1e-4)
-    assert res["holdout"]["rows"] == 2 and res["holdout"]["max_abs_error"] < 1e-4
+    assert res["holdout"]["runs"] == 2 and res["holdout"]["max_abs_error"] < 1e-4
     code, out, err = cli("pipeline", "breakdown", "--model", "llama2-70b", "--layers", "16",
                          "--gpus", "16", "--tp", "8", "--pp", "2", "--mbs", "1",
                          "--global-batch", "32", "--seq", "2048", "--recompute", "full",
@@ -231,3 +231,17 @@ def test_recompute_full_is_every_layer_and_full_fit_the_fewest():
     layer_fwd = shape.layer_forward_flops_per_token(2048) * 2048 * 16 * shape.layers
     assert full.recompute_flops == pytest.approx(layer_fwd, rel=1e-9)
     assert fit.recompute_flops == 0.0 and fit.iteration_s < full.iteration_s
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--eff", "0.5"), "--eff applies to --time-model flat"),
+    (("--time-model", "flat", "--calibration", "x.yaml"),
+     "--calibration applies to --time-model kernels"),
+    (("--time-model", "roofline"), "unknown time model 'roofline'; choose from kernels, flat"),
+    (("--grad-accumulation", "lazy"), "unknown gradient accumulation 'lazy'"),
+])
+def test_a_knob_of_the_other_time_model_is_refused(cli, args, message):
+    """Each time model has its own knob; the other's would be ignored without a word."""
+    code, _, err = cli("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8",
+                       "--mbs", "1", *args)
+    assert code == 2 and message in err and "Traceback" not in err, err

@@ -491,12 +491,14 @@ def render_fit(out: dict) -> None:
     c.print(table("Fitted", ["parameter", "value", "bounds", "at bound"],
                   [[p["name"], f"{p['value']:.4f}", f"{p['lower']:g}-{p['upper']:g}",
                     p["at_bound"] or "-"] for p in out["parameters"]], right=(1,)))
-    c.print(table("Runs", ["run", "measured s", "model s", "error", "use"],
-                  [[r["id"], f"{r['measured_s']:.3f}", f"{r['predicted_s']:.3f}",
-                    f"{r['error']:+.1%}", r["role"]] for r in out["rows"]], right=(1, 2, 3)))
+    c.print(table("Runs", ["run", "measured s", "a-priori", "fitted s", "error", "use"],
+                  [[r["id"], f"{r['measured_s']:.3f}", f"{r['apriori_error']:+.1%}",
+                    f"{r['calibrated_s']:.3f}", f"{r['calibrated_error']:+.1%}", r["role"]]
+                   for r in out["rows"]], right=(1, 2, 3, 4),
+                  caption="a-priori: error with nothing fitted; error: after the fit"))
     h = out["holdout"]
     c.print("hold-out: " + (f"mean |error| {h['mean_abs_error']:.1%}, max "
-                            f"{h['max_abs_error']:.1%} over {h['rows']} runs" if h else
+                            f"{h['max_abs_error']:.1%} over {h['runs']} runs" if h else
                             "none (every run was fitted on)"))
     c.print(f"wrote {out['calibration_file']} (use it with --calibration)", markup=False,
             highlight=False, soft_wrap=True)

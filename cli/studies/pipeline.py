@@ -99,8 +99,9 @@ class Hardware:
                              "rates, NCCL bus bandwidths (docs/pipeline.md §7.2); flat: every "
                              "FLOP at --eff x peak (§7.1, the §8 fixture)", panel="Time model",
                              default_text=FIXTURE)
-    eff: float = option(DEFAULT_EFF, "--eff", help="flat time model: achieved fraction of peak "
-                        "FLOP/s", default_text=FIXTURE, panel="Time model")
+    eff: Optional[float] = option(None, "--eff", help="flat time model: achieved fraction of "
+                                  "peak FLOP/s", default_text=f"{DEFAULT_EFF}; validate: the "
+                                  "fixture's", panel="Time model")
     overlap_grad_reduce: bool = option(False, "--overlap-grad-reduce/--no-overlap-grad-reduce",
                                        help="DP gradient reduction under the backward "
                                        "(Megatron-LM's flag, off by default there too)",
@@ -339,6 +340,13 @@ def hardware(h: Hardware):
                     ("--peak-tflops", h.peak_tflops)):
         if v is not None and v <= 0:
             raise InputError(f"{flag} must be > 0, got {v}")
+    # each time model has its own knob; the other's would be silently ignored
+    if h.time_model == "flat" and h.calibration is not None:
+        raise InputError("--calibration applies to --time-model kernels; the flat model takes "
+                         "--eff")
+    if h.time_model != "flat" and h.eff is not None:
+        raise InputError("--eff applies to --time-model flat; calibrate the kernel model with "
+                         "`explore pipeline fit` and --calibration")
     return PipelineHardware.from_presets(
         gpu, node, h.gpus,
         hbm_bytes=None if h.hbm_gib is None else h.hbm_gib * GiB,
@@ -346,7 +354,8 @@ def hardware(h: Hardware):
         host_ram_bytes=None if h.host_ram_gib is None else h.host_ram_gib * GiB,
         host_link_bandwidth=None if h.h2d_gbps is None else h.h2d_gbps * GB,
         link_share=h.link_share,
-        peak_flops=None if h.peak_tflops is None else h.peak_tflops * TFLOPS, eff=h.eff,
+        peak_flops=None if h.peak_tflops is None else h.peak_tflops * TFLOPS,
+        eff=DEFAULT_EFF if h.eff is None else h.eff,
         time=TimeModel(h.time_model, **calibration_scales(h.calibration, gpu.name),
                        overlap_grad_reduce=h.overlap_grad_reduce,
                        overlap_param_gather=h.overlap_param_gather,
@@ -493,7 +502,8 @@ def workload_info(work) -> dict:
             "usable_bytes": hw.usable_bytes, "fragmentation": hw.fragmentation,
             "host_ram_bytes_per_node": hw.host_ram_bytes,
             "host_link_bandwidth": hw.host_link_bandwidth, "link_share": hw.link_share,
-            "peak_flops": hw.peak_flops, "eff": hw.eff, "seq": work.seq,
+            "peak_flops": hw.peak_flops, "time_model": hw.time.kind,
+            "eff": hw.eff if hw.time.kind == "flat" else None, "seq": work.seq,
             "global_batch": work.global_batch, "sp": work.sp, "flash": work.flash}
 
 
