@@ -26,11 +26,13 @@ def fixture():
     return build({})
 
 
-def configs_per_second(schedule: str, vpp: int = 1, cap: int | None = None,
-                       n: int = 400) -> float:
-    """Full evaluation of n configurations (terms, op lists, simulation, memory timeline of
-    every device, iteration time), each with another efficiency so nothing is cached but the
-    op lists, as a search sees them."""
+def configs_per_second(schedule: str, vpp: int = 1, cap: int | None = None, n: int = 400,
+                       timelines: bool = False, fresh_kernels: bool = True) -> float:
+    """Full evaluation of n configurations (terms, op lists, iteration time and every
+    device's memory peak) as a search does it: closed forms where they apply (GPipe, 1F1B),
+    else the simulator; with timelines, the event simulation `breakdown` and `timeline` use.
+    fresh_kernels: every configuration another GEMM efficiency, so no kernel time is reused;
+    else one hardware, as a search sees the points of one layout (kernel times cached)."""
     from explore.models.pipeline.config import Policy
     from explore.models.pipeline.costs import Terms
     from explore.models.pipeline.evaluate import simulate
@@ -42,11 +44,37 @@ def configs_per_second(schedule: str, vpp: int = 1, cap: int | None = None,
     lay = fx.work.layout(fx.tp, fx.pp, fx.mbs, vpp, dp=fx.dp)      # p 8, m 64
     t0 = time.perf_counter()
     for i in range(n):
-        hw = fx.hw.with_(time=TimeModel(gemm_scale=0.7 + 0.6 * i / n))   # the kernel model
+        scale = 0.7 + 0.6 * i / n if fresh_kernels else 0.9
+        hw = fx.hw.with_(time=TimeModel(gemm_scale=scale))            # the kernel model
         t = Terms(model, lay, hw, Policy(schedule, cap=cap))
-        out = simulate(t, t.op_lists())
+        out = simulate(t, t.op_lists(), timelines=timelines)
         out.peaks, out.iteration_s  # noqa: B018
     return n / (time.perf_counter() - t0)
+
+
+def m_scaling(schedule: str = "1f1b") -> list[tuple[int, float, float]]:
+    """(m, ms per configuration in closed form, ms simulated) at p = 8 as the global batch
+    grows: the closed form does not grow with m."""
+    from dataclasses import replace
+
+    from explore.models.pipeline.config import Policy
+    from explore.models.pipeline.costs import Terms
+    from explore.models.pipeline.evaluate import simulate
+
+    fx = fixture()
+    model = fx.model.with_layers(fx.layers)
+    out = []
+    for gb in (256, 2048, 6144):
+        lay = replace(fx.work, global_batch=gb).layout(fx.tp, fx.pp, fx.mbs, dp=fx.dp)
+        row = []
+        for timelines, n in ((False, 100), (True, 10)):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                t = Terms(model, lay, fx.hw, Policy(schedule))
+                simulate(t, t.op_lists(), timelines=timelines).iteration_s  # noqa: B018
+            row.append((time.perf_counter() - t0) / n * 1e3)
+        out.append((lay.m, row[0], row[1]))
+    return out
 
 
 def batched_timing(n: int = 2000) -> float:
@@ -101,17 +129,23 @@ def search_peak_mb(global_batch: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    print("simulated configurations per second, p = 8, m = 64, LLaMA2-70B shape L = 48, one "
-          "core, kernel time model (full evaluation: op lists, event simulation, memory "
-          "timelines, iteration):")
-    for label, sched, vpp, cap, target in (("1F1B", "1f1b", 1, None, "target >= 5,000"),
-                                           ("interleaved v = 2", "interleaved", 2, None,
-                                            "target >= 5,000"),
-                                           ("GPipe", "gpipe", 1, None, ""),
-                                           ("ZB-H1", "zb-h1", 1, None, ""),
-                                           ("Chronos-Pipe C = 10", "chronos", 1, 10, "")):
-        rate = configs_per_second(sched, vpp, cap)
-        print(f"  {label:<22} {rate:8,.0f} configs/s   {target}")
+    print("configurations per second, p = 8, m = 64, LLaMA2-70B shape L = 48, one core, kernel "
+          "time model (full evaluation: terms, op lists, iteration time, memory peaks); "
+          "search = closed forms for GPipe/1F1B, else simulated (target >= 5,000 for the "
+          "closed forms):")
+    print(f"  {'schedule':<22} {'search, fresh kernels':>22} {'kernels cached':>15} "
+          f"{'with timelines':>15}")
+    for label, sched, vpp, cap in (("1F1B", "1f1b", 1, None), ("GPipe", "gpipe", 1, None),
+                                   ("interleaved v = 2", "interleaved", 2, None),
+                                   ("ZB-H1", "zb-h1", 1, None),
+                                   ("Chronos-Pipe C = 10", "chronos", 1, 10)):
+        rates = (configs_per_second(sched, vpp, cap),
+                 configs_per_second(sched, vpp, cap, fresh_kernels=False),
+                 configs_per_second(sched, vpp, cap, n=100, timelines=True))
+        print(f"  {label:<22} {rates[0]:22,.0f} {rates[1]:15,.0f} {rates[2]:15,.0f}")
+    print("1F1B at p = 8 as m grows (ms per configuration, kernels cached):")
+    for m, closed_ms, sim_ms in m_scaling():
+        print(f"  m {m:5d}: closed form {closed_ms:6.2f} ms, simulated {sim_ms:7.2f} ms")
     print(f"  {'1F1B timing, batched':<22} {batched_timing():8,.0f} configs/s   (numpy over "
           f"2,000 configurations of one structure)")
     print(f"Chronos planner, §8 fixture at L = 96: {planner_seconds():.2f} s")

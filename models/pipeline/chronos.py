@@ -395,27 +395,39 @@ class Solution:
         return self.outcome.ops.cap
 
 
+# Iteration times this close are a tie: a tie cannot beat an incumbent, and differences in the
+# last digits (closed forms against the event loop, one summation order against another) must
+# not decide what a search prunes.
+TIE_RTOL = 1e-9
+
+
+def no_faster(seconds: float, incumbent_s: float) -> bool:
+    """`seconds` cannot beat the incumbent's iteration time (ties included)."""
+    return seconds >= incumbent_s * (1 - TIE_RTOL)
+
+
 def solve(terms: Terms, floor_s: float | None = None,
-          incumbent_s: float | None = None) -> Solution:
+          incumbent_s: float | None = None, timelines: bool = True) -> Solution:
     """The configuration as the policy asks: uniform recompute by simulation, greedy savers
     through fit(), and Chronos-Pipe without a fixed cap through the planner. With an
     incumbent (iteration seconds a search already beats), the planner skips every cap whose
-    plain schedule is no faster and returns no outcome if none is left."""
+    plain schedule is no faster and returns no outcome if none is left. Without timelines,
+    plain and uniformly recomputed GPipe and 1F1B take the closed forms (closed.py)."""
     pol = terms.policy
     if pol.schedule == "chronos" and pol.cap is None:
         return plan_chronos(terms, floor_s, incumbent_s)
     ops = terms.op_lists()
     if pol.full:
-        out = full_recompute(terms, ops)
+        out = full_recompute(terms, ops, timelines)
         if pol.offload == "none" or out.fits:
             return Solution(out)
         return Solution(fit(terms, ops, out.plan, pol.offload, "none", floor_s))
     if pol.offload == "none" and pol.recompute != "chronos":
-        return Solution(simulate(terms, ops))
+        return Solution(simulate(terms, ops, timelines=timelines))
     return Solution(fit(terms, ops, Plan(), pol.offload, pol.recompute, floor_s))
 
 
-def full_recompute(terms: Terms, ops: OpLists) -> Outcome:
+def full_recompute(terms: Terms, ops: OpLists, timelines: bool = True) -> Outcome:
     """Megatron full recompute of k layers per chunk: k from the policy; 'full' every layer,
     'full-fit' the smallest k that fits (peak memory falls as k grows; all layers when none
     fits)."""
@@ -423,14 +435,14 @@ def full_recompute(terms: Terms, ops: OpLists) -> Outcome:
     if k is None and terms.policy.recompute == "full":
         k = terms.layers_per_chunk
     if k is not None:
-        return simulate(terms, ops, uniform_plan(terms, k))
+        return simulate(terms, ops, uniform_plan(terms, k), timelines)
     lo, hi = 0, terms.layers_per_chunk
-    best = simulate(terms, ops, uniform_plan(terms, hi))
+    best = simulate(terms, ops, uniform_plan(terms, hi), timelines)
     if not best.fits:
         return best
     while lo < hi:
         mid = (lo + hi) // 2
-        out = simulate(terms, ops, uniform_plan(terms, mid))
+        out = simulate(terms, ops, uniform_plan(terms, mid), timelines)
         if out.fits:
             hi, best = mid, out
         else:
@@ -453,7 +465,7 @@ def plan_chronos(terms: Terms, floor_s: float | None = None,
         ops = terms.op_lists(cap)
         base = full_recompute(terms, ops) if pol.full else simulate(terms, ops)
         beaten = (best is not None and base.iteration_s >= best.iteration_s) or \
-            (incumbent_s is not None and base.iteration_s >= incumbent_s)
+            (incumbent_s is not None and no_faster(base.iteration_s, incumbent_s))
         if beaten and incumbent_s is not None:
             break
         if beaten:

@@ -9,7 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import simulator as sim
+from . import closed, simulator as sim
 from .costs import Terms
 from .schedules import B, F, R, W, OpLists
 
@@ -50,9 +50,13 @@ class Outcome:
     prog: sim.Program
     timing: sim.Timing
     memory: list[sim.DeviceMemory]
-    dur: np.ndarray
+    dur: np.ndarray                 # empty when built without timelines (closed.py)
     start: np.ndarray
     end: np.ndarray
+
+    @property
+    def timelines(self) -> bool:
+        return len(self.start) > 0
 
     # ---- memory -------------------------------------------------------------------------
     @cached_property
@@ -286,11 +290,18 @@ def op_bytes(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> sim.
     return sim.OpBytes(alloc, free, initial)
 
 
-def simulate(terms: Terms, ops: OpLists, plan: Plan | None = None) -> Outcome:
-    """Run one configuration through the simulator."""
+def simulate(terms: Terms, ops: OpLists, plan: Plan | None = None,
+             timelines: bool = True) -> Outcome:
+    """Run one configuration through the simulator; without timelines, through the closed
+    forms where they apply (closed.py: the same numbers, no start/end times or memory
+    events)."""
     plan = plan or Plan()
     uses_r = bool(plan.marks) or any(key is not None and key[0] == R for t in plan.transfers
                                      for key in (t.trigger, t.consumer))
+    if not timelines:
+        out = closed.outcome(terms, ops, plan, uses_r)
+        if out is not None:
+            return out
     prog = sim.compile_program(ops, plan.transfers, uses_r)
     k = _marks_per_op(terms, prog, plan)
     dur = op_durations(terms, prog, plan, k)

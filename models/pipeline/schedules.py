@@ -67,6 +67,13 @@ class OpLists:
     dev_of: tuple[int, ...]                  # device of each virtual stage
     ops: tuple[tuple[tuple[int, int, int], ...], ...]   # device -> ((kind, vs, mb), ...)
 
+    def __hash__(self) -> int:
+        # op lists key the program caches: hash their thousands of ops once, not per lookup
+        if "_hash" not in self.__dict__:
+            object.__setattr__(self, "_hash", hash((self.schedule, self.p, self.m, self.cap,
+                                                    self.ops)))
+        return self.__dict__["_hash"]
+
     @property
     def chunks(self) -> int:
         return self.nvs // self.p

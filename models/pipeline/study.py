@@ -17,7 +17,7 @@ from ..errors import ExploreError, InfeasibleError, InputError
 from ..shapes import ModelShape
 from ..units import GiB
 from . import schedules
-from .chronos import solve
+from .chronos import no_faster, solve
 from .config import OFFLOAD, RECOMPUTE, Hardware, Layout, Policy
 from .costs import Terms
 from .evaluate import Outcome, object_bytes
@@ -253,7 +253,7 @@ class PipelineStudy:
         """A valid point simulated once and remembered by its numbers, or None when the
         incumbent prunes it."""
         if key not in self._cache:
-            sol = solve(self.terms(key), incumbent_s=incumbent_s)
+            sol = solve(self.terms(key), incumbent_s=incumbent_s, timelines=False)
             if sol.outcome is None:
                 return None
             self._cache[key] = Summary.of(sol.outcome)
@@ -284,9 +284,9 @@ class PipelineStudy:
             if base is not None and fixed and base.fits:
                 return None, "same as " + _describe_key(plain, key) + " (it fits: nothing " \
                                                                      "to save)"
-            if base is not None and fixed and inc is not None and base.iteration_s >= inc:
+            if base is not None and fixed and inc is not None and no_faster(base.iteration_s, inc):
                 return None, f"pruned: at least {base.iteration_s:.2f} s per iteration"
-        if inc is not None and bound >= inc:
+        if inc is not None and no_faster(bound, inc):
             return None, f"pruned: at least {bound:.2f} s per iteration"
         out = self.summary(key, inc)
         if out is None:

@@ -1,0 +1,91 @@
+"""The closed forms of GPipe and 1F1B (docs/pipeline.md §5.4) give the simulator's numbers:
+iteration time, per-device ends and busy time, and every device's memory peak with the
+category and op that hold it."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from explore import presets
+from explore.models.pipeline import closed
+from explore.models.pipeline import schedules as S
+from explore.models.pipeline import simulator as sim
+from explore.models.pipeline.config import Hardware, Layout, Policy
+from explore.models.pipeline.costs import Terms
+from explore.models.pipeline.evaluate import simulate, uniform_plan
+from explore.models.pipeline.kernels import TimeModel
+
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(p=st.integers(1, 9), extra=st.integers(0, 20), schedule=st.sampled_from(S.SCHEDULES[:2]),
+       data=st.data())
+def test_makespans_equal_the_event_simulation(p, extra, schedule, data):
+    """Any per-stage F and B durations and P2P lags, m >= p: every device's last B ends when
+    the event loop says (the closed form is exact, not a bound)."""
+    m = p + extra
+    times = st.floats(0.01, 5.0)
+    f = np.array(data.draw(st.lists(times, min_size=p, max_size=p)))
+    b = np.array(data.draw(st.lists(times, min_size=p, max_size=p)))
+    lag = np.array(data.draw(st.lists(st.floats(0.0, 2.0), min_size=p, max_size=p)))
+    prog = sim.compile_program(S.build(schedule, p, m), with_r=False)
+    dur = [(f if prog.kind[o] == S.F else b)[prog.vs[o]] for o in range(prog.n)]
+    ends = sim.run(prog, dur, list(lag)).device_end
+    fn = closed.makespan_gpipe if schedule == "gpipe" else closed.makespan_1f1b
+    assert fn(f, b, lag[: p - 1], m) == pytest.approx(ends, rel=1e-12, abs=1e-12)
+
+
+def test_uniform_1f1b_is_the_textbook_formula():
+    """Equal stages, no lag: (m + p - 1)(T_F + T_B)."""
+    p, m = 6, 20
+    ends = closed.makespan_1f1b(np.full(p, 1.0), np.full(p, 2.0), np.zeros(p - 1), m)
+    assert ends[0] == pytest.approx((m + p - 1) * 3.0)
+
+
+LLAMA = presets.load("model", "llama2-70b")
+A100, DGX = presets.load("gpu", "a100-80g"), presets.load("node", "dgx-a100")
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("time_model", ["kernels", "flat"])
+@pytest.mark.parametrize("tp, pp, m, layers, rec", [
+    (8, 8, 64, 48, "none"), (4, 4, 16, 20, "full"), (8, 2, 2, 8, "none"),
+    (2, 1, 4, 4, "none"), (8, 4, 12, 24, 3)])
+def test_outcomes_equal_the_simulated_ones(schedule, time_model, tp, pp, m, layers, rec):
+    """A whole configuration (kernel or flat time, blocking P2P or lags, embedding and head
+    on the end stages, k layers recomputed): every number a search keeps is the simulator's."""
+    gpus = tp * pp
+    hw = Hardware.from_presets(A100, DGX, gpus, time=TimeModel(time_model),
+                               eff=0.5 if time_model == "flat" else None)
+    lay = Layout(tp, pp, 1, 4096, 1, m)
+    terms = Terms(LLAMA.with_layers(layers), lay, hw, Policy(schedule))
+    ops = terms.op_lists()
+    plan = None if rec == "none" else uniform_plan(terms, None if rec == "full" else rec)
+    exact, fast = simulate(terms, ops, plan), simulate(terms, ops, plan, timelines=False)
+    assert not fast.timelines and exact.timelines
+    assert fast.iteration_s == pytest.approx(exact.iteration_s, rel=1e-12)
+    assert fast.bubble == pytest.approx(exact.bubble, rel=1e-9, abs=1e-12)
+    assert fast.peaks == pytest.approx(exact.peaks, rel=1e-12)
+    assert fast.timing.device_end == pytest.approx(exact.timing.device_end, rel=1e-12)
+    for d in range(pp):
+        assert fast.category_bytes(d) == pytest.approx(exact.category_bytes(d), rel=1e-12)
+        assert fast.prog.label(fast.memory[d].peak_op) == \
+            exact.prog.label(exact.memory[d].peak_op)
+    assert fast.mfu == pytest.approx(exact.mfu, rel=1e-12)
+    assert fast.recompute_fraction == exact.recompute_fraction
+
+
+def test_the_closed_forms_stay_out_of_their_limits():
+    """Interleaved, split backward, offload copies, m < p for 1F1B and recompute that differs
+    between chunk-micro-batches all go to the simulator."""
+    assert not closed.applies(S.build("interleaved", 4, 8, v=2), {}, ())
+    assert not closed.applies(S.build("zb-h1", 4, 8), {}, ())
+    assert not closed.applies(S.build("1f1b", 4, 3), {}, ())
+    assert closed.applies(S.build("gpipe", 4, 3), {}, ())
+    ops = S.build("1f1b", 2, 2)
+    assert not closed.applies(ops, {(0, 0): 1, (1, 0): 1}, ())            # not every one
+    assert not closed.applies(ops, {(0, 0): 1, (1, 0): 1, (0, 1): 2, (1, 1): 1}, ())
+    assert closed.applies(ops, {(v, j): 2 for v in range(2) for j in range(2)}, ())
