@@ -50,7 +50,7 @@ class GpuSpec:
         "interconnect_bandwidth)", "B/s", default=0.0)
     collective_latency_s: float = spec("fixed time of one NCCL collective inside a node", "s",
                                        default=20e-6)
-    sources: dict = spec("field -> where the value comes from", default={})
+    sources: dict = spec("field -> where the value comes from", default={}, hash=False)
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:

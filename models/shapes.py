@@ -8,6 +8,7 @@ bytes are parameters x `bytes_per_param`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from .errors import InputError
 from .spec import spec
@@ -66,29 +67,29 @@ class ModelShape:
             raise InputError(f"model {self.name!r}: norm must be rmsnorm or layernorm")
 
     # ---- structure -------------------------------------------------------------------------
-    @property
+    @cached_property
     def is_moe(self) -> bool:
         return self.experts > 0
 
-    @property
+    @cached_property
     def is_mla(self) -> bool:
         return self.kv_lora_rank > 0
 
-    @property
+    @cached_property
     def sparsity(self) -> float:
         """rho = K/E; 1 for a dense model."""
         return self.experts_per_token / self.experts if self.is_moe else 1.0
 
-    @property
+    @cached_property
     def moe_layers(self) -> int:
         return self.layers - self.dense_layers if self.is_moe else 0
 
-    @property
+    @cached_property
     def q_dim(self) -> int:
         """h_q = a * d_head (query width)."""
         return self.heads * self.head_dim
 
-    @property
+    @cached_property
     def kv_dim(self) -> int:
         """g * d_head (key or value width)."""
         return self.kv_heads * self.head_dim
@@ -97,7 +98,7 @@ class ModelShape:
         return replace(self, layers=layers, name=f"{self.name}-L{layers}")
 
     # ---- parameters per layer --------------------------------------------------------------
-    @property
+    @cached_property
     def attention_params(self) -> int:
         h = self.hidden
         if self.is_mla:
@@ -116,12 +117,12 @@ class ModelShape:
             p += h
         return p
 
-    @property
+    @cached_property
     def norm_params(self) -> int:
         """Two norms per layer: 2h weights (+ 2h biases for LayerNorm)."""
         return (2 if self.norm == "rmsnorm" else 4) * self.hidden
 
-    @property
+    @cached_property
     def ffn_matrices(self) -> int:
         return 3 if self.gated_ffn else 2
 
@@ -131,38 +132,38 @@ class ModelShape:
             p += (self.ffn_matrices - 1) * intermediate + self.hidden
         return p
 
-    @property
+    @cached_property
     def dense_ffn_params(self) -> int:
         return self.ffn_params(self.intermediate)
 
-    @property
+    @cached_property
     def expert_params(self) -> int:
         """One routed expert (SwiGLU)."""
         return 3 * self.hidden * self.expert_intermediate if self.is_moe else 0
 
-    @property
+    @cached_property
     def shared_expert_params(self) -> int:
         if not self.shared_expert_intermediate:
             return 0
         return 3 * self.hidden * self.shared_expert_intermediate \
             + (self.hidden if self.shared_expert_gate else 0)
 
-    @property
+    @cached_property
     def router_params(self) -> int:
         return self.hidden * self.experts
 
-    @property
+    @cached_property
     def dense_layer_params(self) -> int:
         """P_layer of a dense layer: attention + FFN + norms (+ biases)."""
         return self.attention_params + self.dense_ffn_params + self.norm_params
 
-    @property
+    @cached_property
     def moe_always_on_params(self) -> int:
         """Weights every token of an MoE layer touches: attention, router, shared expert, norms."""
         return self.attention_params + self.router_params + self.shared_expert_params \
             + self.norm_params
 
-    @property
+    @cached_property
     def linear_params(self) -> int:
         """Parameters in the linear layers of a dense layer (no norms, no biases)."""
         h = self.hidden
@@ -178,23 +179,23 @@ class ModelShape:
                 ("down", f, h))
 
     # ---- whole model -----------------------------------------------------------------------
-    @property
+    @cached_property
     def embedding_params(self) -> int:
         return self.vocab * self.hidden
 
-    @property
+    @cached_property
     def head_params(self) -> int:
         """LM head weights that are read every forward (read even when tied)."""
         return self.vocab * self.hidden
 
-    @property
+    @cached_property
     def total_params(self) -> int:
         moe = self.moe_layers * (self.moe_always_on_params + self.experts * self.expert_params)
         dense = (self.layers - self.moe_layers) * self.dense_layer_params
         head = 0 if self.tied_embeddings else self.head_params
         return moe + dense + self.embedding_params + head + self.hidden + self.extra_params
 
-    @property
+    @cached_property
     def active_params_per_token(self) -> int:
         """Parameters one token multiplies through (embedding lookup excluded, head included)."""
         moe = self.moe_layers * (self.moe_always_on_params
@@ -203,14 +204,14 @@ class ModelShape:
         return moe + dense + self.head_params + self.extra_params
 
     # ---- attention cache and FLOPs ---------------------------------------------------------
-    @property
+    @cached_property
     def kv_cache_bytes_per_token(self) -> float:
         """KV-cache bytes one token adds in one layer (MLA caches the latent and rotary key)."""
         if self.is_mla:
             return (self.kv_lora_rank + self.qk_rope_head_dim) * self.bytes_per_param
         return 2 * self.kv_dim * self.bytes_per_param
 
-    @property
+    @cached_property
     def attention_flops_per_token_per_ctx(self) -> float:
         """FLOPs of QK^T and AV for one query token against one cached token, one layer
         (not reduced by grouped-query attention)."""

@@ -1,6 +1,9 @@
-"""The closed forms of GPipe and 1F1B (docs/pipeline.md §5.4) give the simulator's numbers:
+"""The closed forms of GPipe, 1F1B and interleaved 1F1B (docs/pipeline.md §5.4) give the
+simulator's numbers:
 iteration time, per-device ends and busy time, and every device's memory peak with the
 category and op that hold it."""
+
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from explore import presets
 from explore.models.pipeline import closed
 from explore.models.pipeline import schedules as S
 from explore.models.pipeline import simulator as sim
+from explore.models.errors import InfeasibleError
 from explore.models.pipeline.config import Hardware, Layout, Policy
 from explore.models.pipeline.costs import Terms
 from explore.models.pipeline.evaluate import simulate, uniform_plan
@@ -38,6 +42,29 @@ def test_makespans_equal_the_event_simulation(p, extra, schedule, data):
     assert fn(f, b, lag[: p - 1], m) == pytest.approx(ends, rel=1e-12, abs=1e-12)
 
 
+@SETTINGS
+@given(p=st.integers(2, 6), v=st.integers(2, 3), groups=st.integers(2, 12), data=st.data(),
+       compress=st.sampled_from([None, 0.0, 1e9]))
+def test_interleaved_rounds_equal_the_event_simulation(p, v, groups, data, compress):
+    """Interleaved 1F1B (m a multiple of p, m > p) in rounds, with the periodic stretch taken
+    as a matrix power or stepped through: the event loop's device ends."""
+    m = p * groups
+    ops = S.build("interleaved", p, m, v)
+    rounds = closed._rounds(ops)
+    assert rounds is not None
+    times = st.floats(0.01, 5.0)
+    f = np.array(data.draw(st.lists(times, min_size=p * v, max_size=p * v)))
+    b = np.array(data.draw(st.lists(times, min_size=p * v, max_size=p * v)))
+    lag = np.array(data.draw(st.lists(st.floats(0.0, 2.0), min_size=p, max_size=p)))
+    prog = sim.compile_program(ops, with_r=False)
+    dur = [(f if prog.kind[o] == S.F else b)[prog.vs[o]] for o in range(prog.n)]
+    ends = sim.run(prog, dur, list(lag)).device_end
+    cost = closed._mm_per_mv if compress is None else (lambda q: compress)
+    with mock.patch.object(closed, "_mm_per_mv", cost):     # always / never compress
+        got = closed.makespan_rounds(rounds, f, b, lag)
+    assert got == pytest.approx(ends, rel=1e-12, abs=1e-12)
+
+
 def test_uniform_1f1b_is_the_textbook_formula():
     """Equal stages, no lag: (m + p - 1)(T_F + T_B)."""
     p, m = 6, 20
@@ -49,10 +76,10 @@ LLAMA = presets.load("model", "llama2-70b")
 A100, DGX = presets.load("gpu", "a100-80g"), presets.load("node", "dgx-a100")
 
 
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved"])
 @pytest.mark.parametrize("time_model", ["kernels", "flat"])
 @pytest.mark.parametrize("tp, pp, m, layers, rec", [
-    (8, 8, 64, 48, "none"), (4, 4, 16, 20, "full"), (8, 2, 2, 8, "none"),
+    (8, 8, 64, 48, "none"), (4, 4, 16, 24, "full"), (8, 2, 2, 8, "none"),
     (2, 1, 4, 4, "none"), (8, 4, 12, 24, 3)])
 def test_outcomes_equal_the_simulated_ones(schedule, time_model, tp, pp, m, layers, rec):
     """A whole configuration (kernel or flat time, blocking P2P or lags, embedding and head
@@ -60,12 +87,17 @@ def test_outcomes_equal_the_simulated_ones(schedule, time_model, tp, pp, m, laye
     gpus = tp * pp
     hw = Hardware.from_presets(A100, DGX, gpus, time=TimeModel(time_model),
                                eff=0.5 if time_model == "flat" else None)
-    lay = Layout(tp, pp, 1, 4096, 1, m)
+    lay = Layout(tp, pp, 1, 4096, 1, m, 2 if schedule == "interleaved" else 1)
     terms = Terms(LLAMA.with_layers(layers), lay, hw, Policy(schedule))
-    ops = terms.op_lists()
+    try:
+        ops = terms.op_lists()
+    except InfeasibleError:              # interleaved needs m a multiple of p
+        return
+    covered = closed.applies(ops, {}, ())
+    assert covered == (schedule != "interleaved" or (pp > 1 and m > pp))
     plan = None if rec == "none" else uniform_plan(terms, None if rec == "full" else rec)
     exact, fast = simulate(terms, ops, plan), simulate(terms, ops, plan, timelines=False)
-    assert not fast.timelines and exact.timelines
+    assert fast.timelines != covered and exact.timelines
     assert fast.iteration_s == pytest.approx(exact.iteration_s, rel=1e-12)
     assert fast.bubble == pytest.approx(exact.bubble, rel=1e-9, abs=1e-12)
     assert fast.peaks == pytest.approx(exact.peaks, rel=1e-12)
@@ -79,9 +111,10 @@ def test_outcomes_equal_the_simulated_ones(schedule, time_model, tp, pp, m, laye
 
 
 def test_the_closed_forms_stay_out_of_their_limits():
-    """Interleaved, split backward, offload copies, m < p for 1F1B and recompute that differs
-    between chunk-micro-batches all go to the simulator."""
-    assert not closed.applies(S.build("interleaved", 4, 8, v=2), {}, ())
+    """Split backward, offload copies, m < p for 1F1B, interleaved without a steady round
+    (m = p) and recompute that differs between chunk-micro-batches all go to the simulator."""
+    assert not closed.applies(S.build("interleaved", 4, 4, v=2), {}, ())   # m = p: no rounds
+    assert closed.applies(S.build("interleaved", 4, 8, v=2), {}, ())
     assert not closed.applies(S.build("zb-h1", 4, 8), {}, ())
     assert not closed.applies(S.build("1f1b", 4, 3), {}, ())
     assert closed.applies(S.build("gpipe", 4, 3), {}, ())

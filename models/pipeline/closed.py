@@ -1,5 +1,6 @@
-"""Closed forms of GPipe and 1F1B (docs/pipeline.md §5.4): the same iteration time, busy time
-and memory peaks as the event simulator, at a cost independent of the micro-batch count m.
+"""Closed forms of GPipe, 1F1B and interleaved 1F1B (docs/pipeline.md §5.4): the event
+simulator's iteration time, busy time and memory peaks, at a cost that does not grow with the
+micro-batch count m.
 
 They hold when every micro-batch of a stage costs the same (no offload; recompute, if any, the
 same k layers of every chunk-micro-batch) and the stage sequence is the published one:
@@ -13,6 +14,9 @@ same k layers of every chunk-micro-batch) and the stage sequence is the publishe
   (F only), a steady region of F/B pairs, and a cool-down lattice (B only). The two lattices
   have closed forms; the steady region is a max-plus linear recurrence over pairs,
   Y(j+1) = M ⊗ Y(j), whose m-fold product is taken by repeated squaring: O(p³ log m).
+  Interleaved 1F1B runs in rounds of one F and one B slot per device, each round a max-plus
+  matrix over the slot ends; the full rounds repeat with the chunk order's period, whose
+  product is raised to a power the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from . import simulator as sim
 from .schedules import B, F, R, OpLists
 
 NEG = -np.inf
-SCHEDULES = ("gpipe", "1f1b")
+SCHEDULES = ("gpipe", "1f1b", "interleaved")
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,12 @@ def _events(ops: OpLists, with_r: bool) -> Events:
 
 
 def applies(ops: OpLists, marks: dict, transfers) -> bool:
-    """The closed forms cover this configuration: GPipe or 1F1B (1F1B with m >= p), no copies,
-    and recompute the same on every chunk-micro-batch."""
+    """The closed forms cover this configuration: GPipe, 1F1B with m >= p or interleaved 1F1B
+    in rounds, no copies, and recompute the same on every chunk-micro-batch."""
     if ops.schedule not in SCHEDULES or transfers or ops.split:
         return False
-    if ops.schedule == "1f1b" and ops.m < ops.p:
+    if (ops.schedule == "1f1b" and ops.m < ops.p) or \
+            (ops.schedule == "interleaved" and _rounds(ops) is None):
         return False
     return not marks or (len(marks) == ops.nvs * ops.m and len(set(marks.values())) == 1)
 
@@ -84,11 +89,15 @@ def _maxplus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum.reduce(a[:, :, None] + b[None, :, :], axis=1)
 
 
+def _mm_per_mv(q: int) -> float:
+    """What a q x q max-plus matrix product costs in matrix-vector steps (numpy on one core:
+    1.7 at q 4, 4.3 at 16, 52 at 64; fixed call costs dominate the small ones)."""
+    return 1.0 + q * q / 80.0
+
+
 def _power_times(m: np.ndarray, n: int, y: np.ndarray) -> np.ndarray:
-    """M^n ⊗ y: by repeated squaring unless n matrix-vector steps cost less (p³ log n against
-    p² n)."""
-    p = len(y)
-    if p * max(n, 1).bit_length() >= n:
+    """M^n ⊗ y: by repeated squaring unless n matrix-vector steps cost less."""
+    if max(n, 1).bit_length() * (_mm_per_mv(len(y)) + 1) >= n:
         for _ in range(n):
             y = _maxplus(m, y)
         return y
@@ -157,13 +166,141 @@ def makespan_1f1b(f: np.ndarray, b: np.ndarray, lag: np.ndarray, m: int) -> np.n
     mat[sub] = f[1:] + lag
     y = np.cumsum(f) + cl + w * np.maximum.accumulate(f)
     y = _power_times(mat, m - p, y)                 # to pair n0 - 1 = m - p, all stages in
-    exits = np.empty(p)
-    for t in range(p):                              # stage t's last pair is m - p + t
-        exits[t] = np.max(y[t:] + c[t, t:])
-        if t < p - 1:
-            y = _maxplus(mat, y)
-            y[: t + 1] = NEG                        # stages up to t have no more pairs
+    # then stage t leaves after pair m - p + t: rows up to t get no further pairs
+    masked = np.where(up.T[:, :, None], neg[None], mat[None])    # masked[t]: rows <= t cut
+    ys = np.empty((p, p))
+    ys[0] = y
+    for t in range(p - 1):
+        ys[t + 1] = np.maximum.reduce(masked[t] + ys[t], axis=1)
+    exits = np.maximum.reduce(np.where(up, ys + c, neg), axis=1)   # last B of each stage
     return _lattice_to(exits, b, lag, w)
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """Interleaved 1F1B as rounds. Device d runs w_d warm-up F, pairs (F, B) and w_d cool-down
+    B; padding both ends with empty slots makes every device a sequence of (F slot, B slot)
+    rounds, and shifting device d's by -d puts every cross-device source of round r in round
+    r - 1. A round is then a max-plus matrix over the 2p slot ends (F_d, B_d) of the round
+    before, `x(r) = A_r ⊗ x(r-1)`, whose entries add the slot's F and B durations and a
+    boundary's lag; every entry names them (-1: none)."""
+    p: int
+    n: int                          # rounds
+    rnd: np.ndarray                 # entry -> round, row, column
+    row: np.ndarray
+    col: np.ndarray
+    f_of: np.ndarray                # entry -> virtual stage whose T_F it adds (-1 none)
+    b_of: np.ndarray                # ... whose backward
+    lag_of: np.ndarray              # ... boundary whose lag
+    steady: tuple[int, int, int]    # (first round, period, periods) repeating exactly; the
+    #                                 entries keep its first period only (Rounds.kept)
+
+    def kept(self, r: int) -> int:
+        """Where round r's matrix is stored."""
+        s0, period, k = self.steady
+        if r < s0 + period or k < 2:
+            return r
+        return s0 + (r - s0) % period if r < s0 + k * period else r - (k - 1) * period
+
+
+@lru_cache(maxsize=32)
+def _rounds(ops: OpLists) -> Rounds | None:
+    """The round structure of interleaved op lists, or None when they do not have it."""
+    p, nvs = ops.p, ops.nvs
+    at: dict[tuple[int, int, int], tuple[int, int]] = {}     # op -> (device, round)
+    for d, lst in enumerate(ops.ops):
+        kinds = [k for k, _, _ in lst]
+        w = kinds.index(B) - 1 if B in kinds else len(kinds)      # F before the first pair
+        pairs = (len(kinds) - 2 * w) // 2
+        if kinds != [F] * w + [F, B] * pairs + [B] * w:
+            return None
+        nf = nb = 0
+        for op in lst:
+            at[op] = (d, (nf - w if op[0] == F else nb) - d)
+            nf, nb = nf + (op[0] == F), nb + (op[0] == B)
+    first = min(r for _, r in at.values())
+    n = max(r for _, r in at.values()) - first + 1
+    slot: dict[tuple[int, int, int], tuple[int, int, int]] = {}    # (kind, round, device) -> op
+    for op, (d, r) in at.items():
+        slot[(op[0], r - first, d)] = op
+
+    def source(op) -> tuple[int, int] | None:
+        """(device, boundary) of the op's cross-device source, which must sit a round earlier."""
+        k, v, j = op
+        src = (F, v - 1, j) if k == F and v > 0 else (B, v + 1, j) if k == B and v < nvs - 1 \
+            else None
+        if src is None:
+            return None
+        (d, r), (ds, rs) = at[op], at[src]
+        if rs != r - 1:
+            raise LookupError
+        return ds, sim.boundary(ds, d)
+
+    entries = []                     # (round, row, column, F of vs, B of vs, lag of boundary)
+    try:
+        for r in range(n):
+            for d in range(p):
+                f_op, b_op = slot.get((F, r, d)), slot.get((B, r, d))
+                # F_d = max(B_d, F_src + lag) + T_F; an empty slot passes B_d on
+                frow = [(p + d, -1, -1)]
+                if f_op is not None:
+                    fs = source(f_op)
+                    frow = [(p + d, f_op[1], -1)] + ([(fs[0], f_op[1], fs[1])] if fs else [])
+                entries += [(r, d, c, fv, -1, lg) for c, fv, lg in frow]
+                # B_d = max(F_d, B_src + lag) + T_B, with F_d's row substituted
+                bv = -1 if b_op is None else b_op[1]
+                entries += [(r, p + d, c, fv, bv, lg) for c, fv, lg in frow]
+                if b_op is not None:
+                    if bv == nvs - 1 and at[(F, bv, b_op[2])][1] - first > r:
+                        return None          # the last stage's B before its own F
+                    bs = source(b_op)
+                    if bs:
+                        entries.append((r, p + d, p + bs[0], -1, bv, bs[1]))
+    except LookupError:
+        return None
+    if len({e[:3] for e in entries}) != len(entries):
+        return None
+    e = np.array(entries)
+    vs = np.full((2, n, p), -1)
+    for (k, r, d), op in slot.items():
+        vs[int(k == B), r, d] = op[1]
+    full = np.flatnonzero((vs >= 0).all(axis=(0, 2)))
+    s0, s1 = (int(full[0]), int(full[-1]) + 1) if len(full) else (0, 0)
+    period = nvs
+    while s1 - s0 > period and not (vs[:, s0 + period: s1] == vs[:, s0: s1 - period]).all():
+        s1 -= 1                      # the longest exactly periodic stretch
+    k = max(0, (s1 - s0) // period)
+    if k > 1:                        # keep one period of the stretch: the rest repeats it
+        e = e[(e[:, 0] < s0 + period) | (e[:, 0] >= s0 + k * period)]
+        e[:, 0] -= np.where(e[:, 0] >= s0 + k * period, (k - 1) * period, 0)
+    return Rounds(p, n, e[:, 0], e[:, 1], e[:, 2], e[:, 3], e[:, 4], e[:, 5], (s0, period, k))
+
+
+def makespan_rounds(rounds: Rounds, f: np.ndarray, b: np.ndarray, lag: np.ndarray
+                    ) -> np.ndarray:
+    """Per device, the end of its last op: x(r) = A_r ⊗ x(r-1) from x = 0, the exactly
+    periodic stretch as (A_{s0+P-1} ⊗ ... ⊗ A_{s0})^K when that costs fewer steps."""
+    zero = np.zeros(1)
+    values = np.concatenate([f, zero])[rounds.f_of] + np.concatenate([b, zero])[rounds.b_of] \
+        + np.concatenate([lag, zero])[rounds.lag_of]
+    q = 2 * rounds.p
+    a = np.full((int(rounds.rnd.max()) + 1, q, q), NEG)
+    a[rounds.rnd, rounds.row, rounds.col] = values
+    x = np.zeros(q)
+    s0, period, k = rounds.steady
+    ratio = _mm_per_mv(q)
+    if k < 2 or (period - 1) * ratio + k.bit_length() * (ratio + 1) >= k * period:
+        s0, k = rounds.n, 0          # step through every round
+    for r in range(s0):
+        x = np.maximum.reduce(a[rounds.kept(r)] + x, axis=1)
+    if k:
+        block = a[s0]
+        for r in range(s0 + 1, s0 + period):
+            block = _maxplus(a[r], block)
+        x = _power_times(block, k, x)
+    for r in range(s0 + k * period, rounds.n):
+        x = np.maximum.reduce(a[rounds.kept(r)] + x, axis=1)
+    return x[rounds.p:]
 
 
 def outcome(terms, ops: OpLists, plan, with_r: bool):
@@ -177,12 +314,16 @@ def outcome(terms, ops: OpLists, plan, with_r: bool):
     k = next(iter(plan.marks.values())) if plan.marks else 0
     tf, tb, tw = (np.asarray(x, dtype=float) for x in terms.chunk_times)
     f, b = tf, tb + tw + k * terms.t_f_layer          # R runs just before B, after its data
-    lag = np.asarray(terms.lags[: ops.p - 1], dtype=float)
-    ends = (makespan_gpipe if ops.schedule == "gpipe" else makespan_1f1b)(f, b, lag, ops.m)
-    makespan = float(ends.max())
-    busy = [ops.m * float(f[d] + b[d]) for d in range(ops.p)]
-    zero = [0.0] * ops.p
-    timing = sim.Timing([], [], makespan, ends.tolist(), busy, zero, ends.tolist())
+    if ops.schedule == "interleaved":
+        rounds = _rounds(ops)
+        assert rounds is not None               # applies() checked
+        ends = makespan_rounds(rounds, f, b, np.asarray(terms.lags, dtype=float))
+    else:
+        lag = np.asarray(terms.lags[: ops.p - 1], dtype=float)
+        ends = (makespan_gpipe if ops.schedule == "gpipe" else makespan_1f1b)(f, b, lag, ops.m)
+    busy = (ops.m * np.bincount(ops.dev_of, weights=f + b, minlength=ops.p)).tolist()
+    timing = sim.Timing([], [], float(ends.max()), ends.tolist(), busy, [0.0] * ops.p,
+                        ends.tolist())
 
     stored, transient, _ = object_bytes(terms, plan.shared, k)
     extras = np.asarray(terms.extras)

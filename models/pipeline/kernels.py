@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from typing import TYPE_CHECKING
 
@@ -156,6 +157,8 @@ def linears(shape: ModelShape, tokens: int, tp: int) -> list[tuple[str, int, int
     return out
 
 
+# a search costs many points of one layout on one GPU: their kernels are costed once
+@lru_cache(maxsize=512)
 def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool,
                 gpu: GpuSpec, tm: TimeModel) -> PassTimes:
     """F, B and W of one dense layer (docs/pipeline.md §7.2), TP communication excluded
@@ -218,6 +221,7 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
     return PassTimes(total("F:"), total("B:"), total("W:"), terms)
 
 
+@lru_cache(maxsize=512)
 def head_times(shape: ModelShape, seq: int, mbs: int, tp: int, gpu: GpuSpec,
                tm: TimeModel) -> PassTimes:
     """The LM head on one TP shard (vocabulary split by tp) and the cross-entropy over it."""

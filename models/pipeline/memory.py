@@ -10,6 +10,7 @@ All sizes are bytes for one micro-batch on one TP shard.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import InputError
 from ..shapes import ModelShape
@@ -116,6 +117,7 @@ class SavedTensor:
     kind: str = "act"
 
 
+@lru_cache(maxsize=256)
 def layer_tensors(shape: ModelShape, seq: int) -> tuple[SavedTensor, ...]:
     """Every tensor one dense layer saves for backward, 16-bit activations (§4.2 tables).
     GPT (LayerNorm, GELU, dropout) gives 34sbh + 5as^2b; LLaMA (RMSNorm, SwiGLU, GQA, no
@@ -151,6 +153,7 @@ def check_recompute(recompute: str) -> str:
     return recompute
 
 
+@lru_cache(maxsize=256)
 def saved_tensors(shape: ModelShape, seq: int, flash: bool, recompute: str = "none"
                   ) -> tuple[SavedTensor, ...]:
     """The tensors actually stored under flash attention / selective recompute: flash drops the
