@@ -1,5 +1,6 @@
-"""Speed and memory of the pipeline study: simulated configurations per second at p = 8,
-m = 64 (one core) with the kernel time model, the wall time of the default `explore pipeline`
+"""Speed and memory of the pipeline study: configurations per second at p = 8, m = 64 (one
+core) with the kernel time model, as a search costs them (closed forms where they apply) and
+with timelines, how that cost grows with m, the wall time of the default `explore pipeline`
 search and of `explore pipeline validate` as whole processes, and the peak memory of a GPT-3
 175B search on 64 GPUs as the global batch (so the micro-batch count) grows.
 
@@ -134,8 +135,8 @@ def search_peak_mb(global_batch: int) -> tuple[float, float]:
 
 def main() -> None:
     print("configurations per second, p = 8, m = 64, LLaMA2-70B shape L = 48, one core, kernel "
-          "time model (full evaluation: terms, op lists, iteration time, memory peaks); "
-          "search = closed forms for GPipe/1F1B, else simulated (target >= 5,000 for the "
+          "time model (full evaluation: terms, iteration time, memory peaks); search = closed "
+          "forms for GPipe, 1F1B and interleaved, else simulated (target >= 5,000 for the "
           "closed forms):")
     print(f"  {'schedule':<22} {'search, fresh kernels':>22} {'kernels cached':>15} "
           f"{'with timelines':>15}")

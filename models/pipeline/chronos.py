@@ -99,7 +99,7 @@ class _Objects:
 
 
 def _objects(out: Outcome, d: int) -> _Objects:
-    idx, st, en = out.prog.index, out.start, out.end
+    idx, st, en = out.program.index, out.start, out.end
     rows = []
     for vs in out.ops.vs_of(d):
         for j in range(out.terms.m):
@@ -115,13 +115,13 @@ def _objects(out: Outcome, d: int) -> _Objects:
 def _trigger(out: Outcome, d: int, when: float):
     """The compute op on device d whose end issues a copy planned at `when` (the last one
     ending by then); None = iteration start."""
-    ops = out.prog.dev_ops[d]
+    ops = out.program.dev_ops[d]
     ends = out.end[ops]
     k = int(np.searchsorted(ends, when + 1e-12, side="right")) - 1
     if k < 0:
         return None
     o = ops[k]
-    return (out.prog.kind[o], out.prog.vs[o], out.prog.mb[o])
+    return (out.program.kind[o], out.program.vs[o], out.program.mb[o])
 
 
 # ---- Chronos-Recomp ------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class _Links:
 
 def _links(out: Outcome, d: int) -> _Links:
     links = _Links()
-    for tr, (o_op, l_op) in zip(out.plan.transfers, out.prog.transfer_ops):
+    for tr, (o_op, l_op) in zip(out.plan.transfers, out.program.transfer_ops):
         if tr.device != d:
             continue
         links.d2h.add(out.start[o_op], out.end[o_op])
@@ -416,18 +416,21 @@ def solve(terms: Terms, floor_s: float | None = None,
     pol = terms.policy
     if pol.schedule == "chronos" and pol.cap is None:
         return plan_chronos(terms, floor_s, incumbent_s)
-    ops = terms.op_lists()
+    # the closed forms need no op lists: build them only for what is simulated
+    ops = terms.op_lists() if timelines else None
     if pol.full:
         out = full_recompute(terms, ops, timelines)
         if pol.offload == "none" or out.fits:
             return Solution(out)
-        return Solution(fit(terms, ops, out.plan, pol.offload, "none", floor_s))
+        return Solution(fit(terms, ops or terms.op_lists(), out.plan, pol.offload, "none",
+                            floor_s))
     if pol.offload == "none" and pol.recompute != "chronos":
         return Solution(simulate(terms, ops, timelines=timelines))
-    return Solution(fit(terms, ops, Plan(), pol.offload, pol.recompute, floor_s))
+    return Solution(fit(terms, ops or terms.op_lists(), Plan(), pol.offload, pol.recompute,
+                        floor_s))
 
 
-def full_recompute(terms: Terms, ops: OpLists, timelines: bool = True) -> Outcome:
+def full_recompute(terms: Terms, ops: OpLists | None, timelines: bool = True) -> Outcome:
     """Megatron full recompute of k layers per chunk: k from the policy; 'full' every layer,
     'full-fit' the smallest k that fits (peak memory falls as k grows; all layers when none
     fits)."""

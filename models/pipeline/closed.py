@@ -21,13 +21,13 @@ same k layers of every chunk-micro-batch) and the stage sequence is the publishe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from . import simulator as sim
-from .schedules import B, F, R, OpLists
+from .schedules import B, F, KINDS, R, OpLists
 
 NEG = -np.inf
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
@@ -37,47 +37,66 @@ SCHEDULES = ("gpipe", "1f1b", "interleaved")
 class Events:
     """The memory events that can hold a device's peak, all devices concatenated in device
     order: one per distinct live-count vector (over virtual stages) and kind (an F start, or
-    an R/B start with the recompute transient live), with the first op that reaches it."""
+    an R/B start with the recompute transient live), labelled by the first op that reaches it."""
     counts: np.ndarray             # (n, nvs) stored chunk-micro-batches live
     backward: np.ndarray           # (n,) an R/B start
-    op: np.ndarray                 # (n,) program op of the event
+    labels: tuple[str, ...]        # (n,) that op
     starts: np.ndarray             # (p,) first event of every device
+
+
+def _label(kind: int, vs: int, mb: int) -> str:
+    return f"{KINDS[kind]}(vs {vs}, mb {mb})"        # as Program.label writes it
 
 
 @lru_cache(maxsize=32)
 def _events(ops: OpLists, with_r: bool) -> Events:
-    prog = sim.base_program(ops, with_r)
+    """From the op lists: walk each device's order once."""
     counts: list[tuple[int, ...]] = []
     backward: list[bool] = []
-    first: list[int] = []
+    labels: list[str] = []
     starts: list[int] = []
-    for dev_ops in prog.dev_ops:
+    for lst in ops.ops:
         starts.append(len(counts))
         live = [0] * ops.nvs
         seen: set[tuple] = set()
-        for o in dev_ops:
-            k = prog.kind[o]
+        for k, v, j in lst:
             if k == F:
-                live[prog.vs[o]] += 1
+                live[v] += 1
             key = (tuple(live), k != F)
-            if k in (F, R if with_r else B) and key not in seen:
+            if key not in seen:
                 seen.add(key)
                 counts.append(key[0])
                 backward.append(key[1])
-                first.append(o)
+                labels.append(_label(R if k == B and with_r else k, v, j))   # R opens B
             if k == B:
-                live[prog.vs[o]] -= 1
+                live[v] -= 1
     return Events(np.array(counts, dtype=float).reshape(-1, ops.nvs), np.array(backward),
-                  np.array(first), np.array(starts))
+                  tuple(labels), np.array(starts))
+
+
+@lru_cache(maxsize=256)
+def _linear_events(schedule: str, p: int, m: int, with_r: bool) -> Events:
+    """GPipe and 1F1B without op lists: a device holds one stage, its levels grow with the
+    live count, so only the largest count at an F start and at an R/B start matter. 1F1B's
+    stage d reaches min(p - d, m) at F(d, min(p - d, m) - 1) and opens B(d, 0) with as many
+    live; GPipe's reaches m at F(d, m - 1) and opens B(d, 0) with m."""
+    counts = np.zeros((2 * p, p))
+    labels = []
+    for d in range(p):
+        live = m if schedule == "gpipe" else min(p - d, m)
+        counts[2 * d: 2 * d + 2, d] = live
+        labels += [_label(F, d, live - 1), _label(R if with_r else B, d, 0)]
+    return Events(counts, np.tile([False, True], p), tuple(labels), np.arange(0, 2 * p, 2))
 
 
 def applies(ops: OpLists, marks: dict, transfers) -> bool:
     """The closed forms cover this configuration: GPipe, 1F1B with m >= p or interleaved 1F1B
-    in rounds, no copies, and recompute the same on every chunk-micro-batch."""
+    in rounds, no copies, and recompute the same on every chunk-micro-batch. `ops` may be the
+    structure alone (no op tuples)."""
     if ops.schedule not in SCHEDULES or transfers or ops.split:
         return False
-    if (ops.schedule == "1f1b" and ops.m < ops.p) or \
-            (ops.schedule == "interleaved" and _rounds(ops) is None):
+    if (ops.schedule == "1f1b" and ops.m < ops.p) or (ops.schedule == "interleaved" and (
+            ops.m % ops.p or _interleaved(ops.p, ops.chunks, ops.m, False) is None)):
         return False
     return not marks or (len(marks) == ops.nvs * ops.m and len(set(marks.values())) == 1)
 
@@ -276,6 +295,32 @@ def _rounds(ops: OpLists) -> Rounds | None:
     return Rounds(p, n, e[:, 0], e[:, 1], e[:, 2], e[:, 3], e[:, 4], e[:, 5], (s0, period, k))
 
 
+# An interleaved pipeline of g groups of p micro-batches is one of STRETCH_GROUPS groups with
+# its periodic stretch repeated g - STRETCH_GROUPS more times (each group adds one period of
+# p v rounds, edges unchanged; the peak-memory events all occur before the cool-down): its
+# structure is built from the short one.
+STRETCH_GROUPS = 5
+
+
+@lru_cache(maxsize=64)
+def _interleaved(p: int, v: int, m: int, with_r: bool) -> tuple[Rounds, Events] | None:
+    """Rounds and memory events of interleaved 1F1B, built on at most STRETCH_GROUPS groups."""
+    from .schedules import build
+
+    groups = m // p
+    short = build("interleaved", p, p * min(groups, STRETCH_GROUPS), v)
+    rounds = _rounds(short)
+    if rounds is None:
+        return None
+    extra = groups - short.m // p
+    if extra:
+        s0, period, k = rounds.steady
+        if k < 2 or period != p * v:
+            return None
+        rounds = replace(rounds, n=rounds.n + extra * period, steady=(s0, period, k + extra))
+    return rounds, _events(short, with_r)
+
+
 def makespan_rounds(rounds: Rounds, f: np.ndarray, b: np.ndarray, lag: np.ndarray
                     ) -> np.ndarray:
     """Per device, the end of its last op: x(r) = A_r ⊗ x(r-1) from x = 0, the exactly
@@ -303,33 +348,38 @@ def makespan_rounds(rounds: Rounds, f: np.ndarray, b: np.ndarray, lag: np.ndarra
     return x[rounds.p:]
 
 
-def outcome(terms, ops: OpLists, plan, with_r: bool):
-    """The Outcome of `evaluate.simulate` without its timelines (start, end and memory events
-    are not built), or None when the closed forms do not cover the configuration."""
+def outcome(terms, ops: OpLists | None, plan, with_r: bool):
+    """The Outcome of `evaluate.simulate` without its timelines (no start/end times, memory
+    events or compiled program; GPipe and 1F1B without op lists either), or None when the
+    closed forms do not cover the configuration."""
     from .evaluate import Outcome, object_bytes
 
+    schedule = terms.policy.schedule
+    if schedule not in SCHEDULES:
+        return None
+    if ops is None:                   # the structure only: no op tuples are needed
+        ops = OpLists(schedule, terms.p, terms.nvs, terms.m, False, None, terms.dev_of, ())
     if not applies(ops, plan.marks, plan.transfers):
         return None
-    prog = sim.base_program(ops, with_r)
     k = next(iter(plan.marks.values())) if plan.marks else 0
     tf, tb, tw = (np.asarray(x, dtype=float) for x in terms.chunk_times)
     f, b = tf, tb + tw + k * terms.t_f_layer          # R runs just before B, after its data
-    if ops.schedule == "interleaved":
-        rounds = _rounds(ops)
-        assert rounds is not None               # applies() checked
+    if schedule == "interleaved":
+        built = _interleaved(ops.p, ops.chunks, ops.m, with_r)
+        assert built is not None                # applies() checked
+        rounds, ev = built
         ends = makespan_rounds(rounds, f, b, np.asarray(terms.lags, dtype=float))
     else:
         lag = np.asarray(terms.lags[: ops.p - 1], dtype=float)
-        ends = (makespan_gpipe if ops.schedule == "gpipe" else makespan_1f1b)(f, b, lag, ops.m)
+        ends = (makespan_gpipe if schedule == "gpipe" else makespan_1f1b)(f, b, lag, ops.m)
+        ev = _linear_events(schedule, ops.p, ops.m, with_r)
     busy = (ops.m * np.bincount(ops.dev_of, weights=f + b, minlength=ops.p)).tolist()
     timing = sim.Timing([], [], float(ends.max()), ends.tolist(), busy, [0.0] * ops.p,
                         ends.tolist())
 
     stored, transient, _ = object_bytes(terms, plan.shared, k)
-    extras = np.asarray(terms.extras)
-    ev = _events(ops, with_r)
     act = ev.counts.sum(axis=1) * float(stored)
-    ext = ev.counts @ extras
+    ext = ev.counts @ np.asarray(terms.extras)
     rec = np.where(ev.backward, float(transient), 0.0)
     levels = act + ext + rec + terms.a_full
     peaks = np.maximum.reduceat(levels, ev.starts)
@@ -340,9 +390,9 @@ def outcome(terms, ops: OpLists, plan, with_r: bool):
     rows = np.zeros((ops.p, len(sim.CATEGORIES)))
     rows[:, [sim.ACT, sim.EXTRA, sim.RECOMP, sim.WORK]] = np.stack(
         [act[first], ext[first], rec[first], np.full(ops.p, terms.a_full)], axis=1)
-    nowhen, initial = np.array([np.nan]), np.zeros(len(sim.CATEGORIES))
-    memory = [sim.DeviceMemory(nowhen, levels[i: i + 1], rows[d: d + 1], initial, ev.op[i: i + 1],
-                               float(levels[i]), 0, float("nan"), int(ev.op[i]))
+    nowhen, initial, none = np.array([np.nan]), np.zeros(len(sim.CATEGORIES)), np.empty(0)
+    memory = [sim.DeviceMemory(nowhen, levels[i: i + 1], rows[d: d + 1], initial,
+                               np.array([-1]), float(levels[i]), 0, float("nan"), -1,
+                               ev.labels[i])
               for d, i in enumerate(first)]
-    none = np.empty(0)
-    return Outcome(terms, ops, plan, prog, timing, memory, none, none, none)
+    return Outcome(terms, ops, plan, None, timing, memory, none, none, none)

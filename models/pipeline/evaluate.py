@@ -47,7 +47,7 @@ class Outcome:
     terms: Terms
     ops: OpLists
     plan: Plan
-    prog: sim.Program
+    prog: sim.Program | None        # None when built without timelines (closed.py)
     timing: sim.Timing
     memory: list[sim.DeviceMemory]
     dur: np.ndarray                 # empty when built without timelines (closed.py)
@@ -57,6 +57,20 @@ class Outcome:
     @property
     def timelines(self) -> bool:
         return len(self.start) > 0
+
+    @property
+    def program(self) -> sim.Program:
+        """The compiled program; only outcomes simulated with their timelines have one."""
+        if self.prog is None:
+            raise ValueError("this outcome was built without timelines (closed forms)")
+        return self.prog
+
+    def peak_label(self, d: int) -> str:
+        """The op running at device d's memory peak."""
+        mem = self.memory[d]
+        if mem.label or mem.peak_op < 0:
+            return mem.label or "-"
+        return self.program.label(mem.peak_op)
 
     # ---- memory -------------------------------------------------------------------------
     @cached_property
@@ -101,10 +115,12 @@ class Outcome:
     @cached_property
     def host_bytes_per_gpu(self) -> tuple[float, ...]:
         """Most bytes one GPU of each pipeline device keeps in host RAM at once."""
+        if not self.plan.transfers:
+            return (0.0,) * self.terms.p
         out = []
         for d in range(self.terms.p):
             ev = []
-            for t, (o_op, l_op) in zip(self.plan.transfers, self.prog.transfer_ops):
+            for t, (o_op, l_op) in zip(self.plan.transfers, self.program.transfer_ops):
                 if t.device != d:
                     continue
                 if t.after is None:    # written back after the previous step: in host at 0
@@ -205,9 +221,8 @@ class Outcome:
         dynamic = {k: v for k, v in cats.items() if k not in ("weights", "grads", "optimizer")}
         top = max(dynamic, key=lambda k: dynamic[k])
         category = "model states" if states >= dynamic[top] else top
-        op = self.memory[d].peak_op
         return {"device": d, "peak_bytes": self.peaks[d], "category": category,
-                "op": self.prog.label(op) if op >= 0 else "-",
+                "op": self.peak_label(d),
                 "time_s": self.memory[d].peak_time,
                 "usable_bytes": self.terms.hw.usable_bytes}
 
@@ -290,11 +305,11 @@ def op_bytes(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> sim.
     return sim.OpBytes(alloc, free, initial)
 
 
-def simulate(terms: Terms, ops: OpLists, plan: Plan | None = None,
+def simulate(terms: Terms, ops: OpLists | None = None, plan: Plan | None = None,
              timelines: bool = True) -> Outcome:
-    """Run one configuration through the simulator; without timelines, through the closed
-    forms where they apply (closed.py: the same numbers, no start/end times or memory
-    events)."""
+    """Run one configuration through the simulator (op lists built when not given); without
+    timelines, through the closed forms where they apply (closed.py: the same numbers, no
+    start/end times, memory events or compiled program)."""
     plan = plan or Plan()
     uses_r = bool(plan.marks) or any(key is not None and key[0] == R for t in plan.transfers
                                      for key in (t.trigger, t.consumer))
@@ -302,6 +317,8 @@ def simulate(terms: Terms, ops: OpLists, plan: Plan | None = None,
         out = closed.outcome(terms, ops, plan, uses_r)
         if out is not None:
             return out
+    if ops is None:
+        ops = terms.op_lists()
     prog = sim.compile_program(ops, plan.transfers, uses_r)
     k = _marks_per_op(terms, prog, plan)
     dur = op_durations(terms, prog, plan, k)

@@ -387,6 +387,7 @@ class DeviceMemory:
     peak_index: int
     peak_time: float
     peak_op: int                     # compute op running at the peak (-1: none)
+    label: str = ""                  # that op's label when no program was built (closed.py)
 
     def by_category(self, index: int | None = None) -> np.ndarray:
         """Live bytes per category just after event `index` (default: the peak)."""

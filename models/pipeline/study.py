@@ -396,9 +396,9 @@ def breakdown(out: Outcome) -> dict:
             live = held = 0
             nbytes = 0.0
             for j in range(t.m):
-                f = out.prog.index[(schedules.F, vs, j)]
-                b = out.prog.index[(schedules.B, vs, j)]
-                w = out.prog.index.get((schedules.W, vs, j), b)
+                f = out.program.index[(schedules.F, vs, j)]
+                b = out.program.index[(schedules.B, vs, j)]
+                w = out.program.index.get((schedules.W, vs, j), b)
                 k = out.plan.marks.get((vs, j), 0)
                 stored, _, hold = object_bytes(t, out.plan.shared, k)
                 if out.start[f] <= peak_t < out.end[b]:
@@ -420,7 +420,7 @@ def breakdown(out: Outcome) -> dict:
             "reserve": t.hw.reserve_bytes, "peak": out.peaks[d],
             "total_with_reserve": out.peaks[d] + t.hw.reserve_bytes,
             "peak_time_s": mem_d.peak_time,
-            "peak_op": out.prog.label(mem_d.peak_op) if mem_d.peak_op >= 0 else "-",
+            "peak_op": out.peak_label(d),
             "chunks": chunks, "host_bytes_per_gpu": out.host_bytes_per_gpu[d],
             "busy_s": float(out.timing.busy[d]),
             "stall_s": float(out.timing.stall[d])})
@@ -451,7 +451,7 @@ def timeline(out: Outcome, devices: list[int] | None = None) -> list[tuple[float
 
 def op_list(out: Outcome) -> list[dict]:
     """Every op with its device, resource, start and end (the op-list export)."""
-    prog = out.prog
+    prog = out.program
     return [{"op": prog.label(o), "kind": "FBWROL"[prog.kind[o]], "device": prog.dev[o],
              "resource": ("compute" if prog.res[o] < prog.p else
                           ("d2h" if (prog.res[o] - prog.p) % 2 == 0 else "h2d")),
