@@ -38,11 +38,12 @@ def list_presets(
         alias: dict[str, list[str]] = {}
         for a, n in presets.aliases(k).items():
             alias.setdefault(n, []).append(a)
+        from rich.markup import escape   # sources say "[inferred]": text, not Rich markup
         rows = []
         for n in presets.names(k):
             obj = presets.load(k, n)
             desc = getattr(obj, "description", "") or getattr(obj, "source", "")
-            rows.append([n, ", ".join(alias.get(n, [])), desc])
+            rows.append([n, ", ".join(alias.get(n, [])), escape(desc)])
         console().print(table(f"{k}: {presets.KINDS[k].help}", ["name", "aliases",
                                                                 "description / source"], rows))
 

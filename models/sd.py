@@ -195,9 +195,9 @@ class Deployment:
         return 1 if self.model.is_mla else min(self.tp, self.model.kv_heads)
 
     def kv_bytes_per_gpu(self, batch, ctx):
-        per_token = self.model.layers * self.model.kv_cache_bytes_per_token
-        return np.asarray(batch, dtype=float) * np.asarray(ctx, dtype=float) * per_token \
-            / self.kv_shards
+        """KV cache of `batch` sequences at `ctx` tokens (local-attention layers keep only
+        their window or chunk)."""
+        return np.asarray(batch, dtype=float) * self.model.kv_cache_bytes(ctx) / self.kv_shards
 
 
 @dataclass(frozen=True)
@@ -271,17 +271,16 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     # per sequence (t times under batch-expansion scoring) at the kernel's share of the
     # bandwidth, scoring n queries against ctx keys.
     kv_bytes = dep.kv_bytes_per_gpu(B, ctx) * engine.kv_reads(t)
-    attn_flops = m.layers * n * np.asarray(ctx, dtype=float) \
-        * m.attention_flops_per_token_per_ctx / g
+    attn_flops = n * m.attended_tokens(ctx) * m.attention_flops_per_token_per_ctx / g
     attn_t, attn_mem = _roofline(kv_bytes / engine.attention_kv_efficiency, attn_flops, gpu,
                                  overlap)
     attn_t = attn_t + m.layers * engine.attention_layer_s
 
     # Activations streamed between kernels (estimate): each linear reads its input and writes
     # its output once, ~(6h + 3 f_active) elements per token per layer.
-    f_active = (m.experts_per_token * m.expert_intermediate + m.shared_expert_intermediate
-                if m.is_moe else m.intermediate)
-    act_bytes = m.layers * n * (6 * m.hidden + 3 * f_active) * bpp / g
+    f_moe = m.experts_per_token * m.expert_intermediate + m.shared_expert_intermediate
+    f_active = moe_layers * f_moe + dense_layers * m.intermediate       # summed over layers
+    act_bytes = n * (6 * m.hidden * m.layers + 3 * f_active) * bpp / g
     act_t = act_bytes / gpu.achieved_bandwidth
 
     # LM head: logits for every scored position.

@@ -10,8 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+import numpy as np
+
 from .errors import InputError
 from .spec import spec
+
+
+LOCAL_ATTENTION = ("", "sliding", "chunked")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,21 @@ class ModelShape:
         "total intermediate size of the always-on shared expert(s)", default=0)
     shared_expert_gate: bool = spec("sigmoid gate h->1 on the shared expert (Qwen)", default=False)
     dense_layers: int = spec("leading layers with a dense FFN in an MoE model", default=0)
+    moe_layer_step: int = spec(
+        "MoE on every k-th layer, counting from the first, after the dense_layers (Llama 4 "
+        "interleave_moe_layer_step; 1 = every layer)", default=1)
+    local_attention: str = spec(
+        "'' (every layer attends to the whole context), 'sliding' (a window of the last "
+        "attention_window tokens, gpt-oss) or 'chunked' (the token's own chunk, Llama 4)",
+        default="")
+    attention_window: int = spec("tokens of a local-attention layer's window or chunk",
+                                 default=0)
+    local_layers: int = spec("layers with local attention; the others attend globally",
+                             default=0)
+    mtp_layers: int = spec(
+        "multi-token-prediction modules after the last layer (DeepSeek-V3: 1): a 2h -> h "
+        "projection, two norms and one decoder layer each, sharing embedding and LM head; "
+        "outside total_params, as the published sizes count them", default=0)
     kv_lora_rank: int = spec("multi-head latent attention KV rank (0 = standard attention)",
                              default=0)
     q_lora_rank: int = spec("multi-head latent attention query rank (0 = full query)", default=0)
@@ -48,6 +68,7 @@ class ModelShape:
         default=0)
     bytes_per_param: float = spec("bytes per weight element (bf16 = 2)", "B", default=2.0)
     source: str = spec("where the numbers come from", default="")
+    description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
         positive = ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab")
@@ -65,6 +86,22 @@ class ModelShape:
                 raise InputError(f"model {self.name!r}: an MoE needs expert_intermediate > 0")
         if self.norm not in ("rmsnorm", "layernorm"):
             raise InputError(f"model {self.name!r}: norm must be rmsnorm or layernorm")
+        if not 0 <= self.dense_layers <= self.layers:
+            raise InputError(f"model {self.name!r}: dense_layers ({self.dense_layers}) must be "
+                             f"in 0..layers ({self.layers})")
+        if self.moe_layer_step < 1 or self.mtp_layers < 0:
+            raise InputError(f"model {self.name!r}: moe_layer_step must be >= 1 and "
+                             f"mtp_layers >= 0")
+        if self.local_attention not in LOCAL_ATTENTION:
+            raise InputError(f"model {self.name!r}: local_attention must be one of "
+                             f"{', '.join(repr(x) for x in LOCAL_ATTENTION)}, got "
+                             f"{self.local_attention!r}")
+        local = bool(self.local_attention)
+        if local != (self.attention_window > 0) or local != (0 < self.local_layers
+                                                             <= self.layers):
+            raise InputError(f"model {self.name!r}: local attention needs all of "
+                             f"local_attention, attention_window > 0 and local_layers in "
+                             f"1..layers ({self.layers}), and none of them without it")
 
     # ---- structure -------------------------------------------------------------------------
     @cached_property
@@ -82,7 +119,15 @@ class ModelShape:
 
     @cached_property
     def moe_layers(self) -> int:
-        return self.layers - self.dense_layers if self.is_moe else 0
+        """Layers l (from 0) with l >= dense_layers and (l + 1) a multiple of moe_layer_step."""
+        if not self.is_moe:
+            return 0
+        return self.layers // self.moe_layer_step - self.dense_layers // self.moe_layer_step
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Layer `layer` (from 0; `layers` is the first MTP module's) has routed experts."""
+        return self.is_moe and layer >= self.dense_layers \
+            and (layer + 1) % self.moe_layer_step == 0
 
     @cached_property
     def q_dim(self) -> int:
@@ -203,6 +248,15 @@ class ModelShape:
         dense = (self.layers - self.moe_layers) * self.dense_layer_params
         return moe + dense + self.head_params + self.extra_params
 
+    @cached_property
+    def mtp_params(self) -> int:
+        """The MTP modules' own parameters (embedding and LM head are shared): per module a
+        2h x h projection, two h norms and one decoder layer of the kind its index gives."""
+        h = self.hidden
+        layer = (self.moe_always_on_params + self.experts * self.expert_params
+                 if self.is_moe_layer(self.layers) else self.dense_layer_params)
+        return self.mtp_layers * (2 * h * h + 2 * h + layer)
+
     # ---- attention cache and FLOPs ---------------------------------------------------------
     @cached_property
     def kv_cache_bytes_per_token(self) -> float:
@@ -210,6 +264,35 @@ class ModelShape:
         if self.is_mla:
             return (self.kv_lora_rank + self.qk_rope_head_dim) * self.bytes_per_param
         return 2 * self.kv_dim * self.bytes_per_param
+
+    def local_span(self, context):
+        """Tokens a local-attention layer attends to (and caches) at position `context`: the
+        last `attention_window` (sliding) or those of the current chunk (chunked)."""
+        ctx = np.asarray(context, dtype=float)
+        w = float(self.attention_window)
+        if self.local_attention == "chunked":
+            return np.where(ctx > 0, np.mod(ctx - 1, w) + 1, 0.0)
+        return np.minimum(ctx, w)
+
+    def attended_tokens(self, context):
+        """Cached tokens attended to at position `context`, summed over all layers."""
+        ctx = np.asarray(context, dtype=float)
+        if not self.local_attention:
+            return self.layers * ctx
+        return (self.layers - self.local_layers) * ctx + self.local_layers * self.local_span(ctx)
+
+    def kv_cache_bytes(self, context):
+        """KV-cache bytes of one sequence at `context` tokens, all layers."""
+        return self.attended_tokens(context) * self.kv_cache_bytes_per_token
+
+    def mean_attention_span(self, seq: int) -> float:
+        """Keys per query of the average layer in training at sequence length `seq`, counted
+        over the full s x s square as Megatron-LM does: seq for global layers, the window or
+        chunk (at most seq) for local ones."""
+        if not self.local_attention:
+            return float(seq)
+        local = min(seq, self.attention_window)
+        return ((self.layers - self.local_layers) * seq + self.local_layers * local) / self.layers
 
     @cached_property
     def attention_flops_per_token_per_ctx(self) -> float:
@@ -224,7 +307,8 @@ class ModelShape:
         """Forward FLOPs of one dense layer per token at sequence length `seq`: 2 per linear
         weight plus QK^T and AV over the whole sequence (no causal halving, as Megatron-LM's
         num_floating_point_operations)."""
-        return 2.0 * self.linear_params + seq * self.attention_flops_per_token_per_ctx
+        return 2.0 * self.linear_params \
+            + self.mean_attention_span(seq) * self.attention_flops_per_token_per_ctx
 
     def training_flops_per_token(self, seq: int) -> float:
         """Forward + backward (3x forward) FLOPs per token of a dense model: layers and LM head

@@ -1,7 +1,12 @@
 """Read a Hugging Face `config.json` from disk (no network) into a ModelShape.
 
-Covers the Llama, Mistral/Mixtral, Qwen2/Qwen2-MoE/Qwen3-MoE, OLMoE and DeepSeek-V2 families and
-GPT-2-style keys. Keys this reader does not use are ignored (config.json files carry many)."""
+Covers the Llama (3 and 4), Mistral/Mixtral, Qwen2/Qwen3 (dense and MoE), OLMoE, DeepSeek-V2/V3
+(and Kimi K2) and gpt-oss families and GPT-2-style keys: MoE on some layers
+(`first_k_dense_replace`, `interleave_moe_layer_step`, `moe_layer_freq`, `decoder_sparse_step`),
+sliding-window and chunked attention (`layer_types`, `sliding_window`, `attention_chunk_size`
+with `no_rope_layers`), MLA and MTP modules (`num_nextn_predict_layers`). Keys this reader does
+not use are ignored (config.json files carry many), except those that change the architecture
+in a way the shapes cannot represent (UNSUPPORTED): those are an error naming the key."""
 
 from __future__ import annotations
 
@@ -12,11 +17,61 @@ from explore.models.errors import ConfigError, ExploreError
 from explore.models.shapes import ModelShape
 
 
+# keys whose presence means an architecture the shapes do not model (a non-empty value)
+UNSUPPORTED = {
+    "hc_mult": "hyper-connections",
+    "index_topk": "DeepSeek sparse attention (a token indexer)",
+    "linear_num_value_heads": "linear-attention layers",
+    "full_attn_layers": "hybrid linear/full attention",
+    "mlp_only_layers": "dense layers at listed positions",
+    "routed_expert_hidden_size": "a latent MoE",
+    "ssm_cfg": "state-space (Mamba) layers",
+}
+ATTENTION_KINDS = {"full_attention": "", "sliding_attention": "sliding",
+                   "chunked_attention": "chunked"}
+
+
 def _first(cfg: dict, *keys, default=None):
     for k in keys:
         if cfg.get(k) is not None:
             return cfg[k]
     return default
+
+
+def _local_attention(cfg: dict, layers: int) -> tuple[str, int, int]:
+    """(kind, window, layers) of local attention: per-layer `layer_types` (gpt-oss, Gemma),
+    Llama 4's chunked attention on its RoPE layers (every `no_rope_layer_interval`-th layer,
+    default 4, is NoPE and global), Qwen's `use_sliding_window` above `max_window_layers`, or a
+    Mistral-style `sliding_window` on every layer."""
+    types = cfg.get("layer_types")
+    if types:
+        unknown = sorted({t for t in types if t not in ATTENTION_KINDS})
+        if unknown:
+            raise ConfigError(f"cannot interpret layer_types {unknown[0]!r}: explore models "
+                              f"{', '.join(ATTENTION_KINDS)}")
+        kinds = {ATTENTION_KINDS[t] for t in types} - {""}
+        if len(kinds) > 1:
+            raise ConfigError("layer_types mixes sliding and chunked attention")
+        if not kinds:
+            return "", 0, 0
+        kind = kinds.pop()
+        window = _first(cfg, "sliding_window" if kind == "sliding" else "attention_chunk_size")
+        if not window:
+            raise ConfigError(f"layer_types has {kind} layers but no window size")
+        return kind, int(window), sum(ATTENTION_KINDS[t] == kind for t in types)
+    if cfg.get("attention_chunk_size"):
+        rope = cfg.get("no_rope_layers")
+        if rope is None:
+            every = int(cfg.get("no_rope_layer_interval") or 4)
+            rope = [int((i + 1) % every != 0) for i in range(layers)]
+        return "chunked", int(cfg["attention_chunk_size"]), int(sum(rope))
+    window = cfg.get("sliding_window")
+    if not window or cfg.get("use_sliding_window") is False:
+        return "", 0, 0
+    if cfg.get("use_sliding_window"):
+        first = int(cfg.get("max_window_layers") or 0)
+        return ("sliding", int(window), layers - first) if first < layers else ("", 0, 0)
+    return "sliding", int(window), layers
 
 
 def shape_from_hf_config(path: str | Path) -> ModelShape:
@@ -40,6 +95,10 @@ def shape_from_hf_config(path: str | Path) -> ModelShape:
     if missing:
         raise ConfigError(f"{path}: not a transformer config.json: missing {', '.join(missing)}")
     model_type = str(cfg.get("model_type", ""))
+    for key, what in UNSUPPORTED.items():
+        if cfg.get(key) not in (None, [], 0, 1) or (key == "mlp_only_layers" and cfg.get(key)):
+            raise ConfigError(f"{path}: cannot interpret {key!r} ({what}): explore's model "
+                              f"shapes do not represent it")
     act = str(_first(cfg, "hidden_act", "activation_function", default="silu"))
     gated = act in ("silu", "swiglu", "swish") or "llama" in model_type
     experts = int(_first(cfg, "num_experts", "num_local_experts", "n_routed_experts", default=0))
@@ -48,18 +107,22 @@ def shape_from_hf_config(path: str | Path) -> ModelShape:
     shared_inter = int(_first(cfg, "shared_expert_intermediate_size", default=0) or 0)
     if not shared_inter and cfg.get("n_shared_experts"):
         shared_inter = int(cfg["n_shared_experts"]) * int(cfg["moe_intermediate_size"])
+    llama4 = model_type.startswith("llama4")
+    if llama4 and experts:   # transformers' Llama4TextMoe always adds one shared expert
+        shared_inter = int(cfg["intermediate_size"])
     expert_inter = int(_first(cfg, "moe_intermediate_size", "intermediate_size",
                               default=0)) if experts else 0
     dense_layers = int(_first(cfg, "first_k_dense_replace", default=0) or 0) if experts else 0
     gpt2 = "n_embd" in cfg
     try:
+        local, window, local_layers = _local_attention(cfg, int(layers))
         return ModelShape(
             name=str(cfg.get("_name_or_path") or path.parent.name or path.stem),
             layers=int(layers), hidden=int(hidden), heads=int(heads),
             kv_heads=int(_first(cfg, "num_key_value_heads", default=heads)),
             head_dim=head_dim,
-            intermediate=int(_first(cfg, "intermediate_size", "n_inner", "ffn_dim",
-                                    default=4 * hidden)),
+            intermediate=int(_first(cfg, "intermediate_size_mlp", "intermediate_size", "n_inner",
+                                    "ffn_dim", default=4 * hidden)),
             vocab=int(vocab), gated_ffn=gated,
             norm="layernorm" if gpt2 else "rmsnorm",
             qkv_bias=bool(cfg.get("attention_bias") or model_type.startswith("qwen2")),
@@ -67,11 +130,15 @@ def shape_from_hf_config(path: str | Path) -> ModelShape:
             tied_embeddings=bool(cfg.get("tie_word_embeddings", gpt2)),
             experts=experts,
             experts_per_token=int(_first(cfg, "num_experts_per_tok", "num_experts_per_token",
-                                         default=0)) if experts else 0,
+                                         "experts_per_token", default=0)) if experts else 0,
             expert_intermediate=expert_inter,
             shared_expert_intermediate=shared_inter,
             shared_expert_gate="shared_expert_intermediate_size" in cfg,
             dense_layers=dense_layers,
+            moe_layer_step=int(_first(cfg, "interleave_moe_layer_step", "moe_layer_freq",
+                                      "decoder_sparse_step", default=1) or 1) if experts else 1,
+            local_attention=local, attention_window=window, local_layers=local_layers,
+            mtp_layers=int(_first(cfg, "num_nextn_predict_layers", default=0) or 0),
             kv_lora_rank=kv_lora,
             q_lora_rank=int(_first(cfg, "q_lora_rank", default=0) or 0),
             qk_rope_head_dim=int(_first(cfg, "qk_rope_head_dim", default=0) or 0) if kv_lora else 0,

@@ -40,9 +40,9 @@ class Workload:
     def __post_init__(self) -> None:
         if self.seq < 1 or self.global_batch < 1:
             raise InputError("--seq and --global-batch must be >= 1")
-        if self.model.is_moe or self.model.is_mla:
+        if self.model.is_moe or self.model.is_mla or self.model.local_attention:
             raise InputError(f"{self.model.name}: the pipeline study models dense layers only "
-                             f"(standard attention, no experts)")
+                             f"(global standard attention, no experts)")
 
     def layout(self, tp: int, pp: int, mbs: int, vpp: int = 1, dp: int | None = None) -> Layout:
         if dp is None:
