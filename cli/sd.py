@@ -7,8 +7,8 @@ import typer
 
 from .common import Output, SearchOptions
 from .options import uses
-from .studies.sd import (SdHardware, SdReport, SdRequest, SdSpace, SdWorkload, build,
-                         objectives)
+from .studies.sd import (SdFormats, SdHardware, SdReport, SdRequest, SdSpace, SdWorkload,
+                         build, objectives)
 
 app = typer.Typer(
     help="Speculative decoding for MoE inference (MoESD): speedup and target efficiency over "
@@ -43,16 +43,17 @@ def run(req: SdRequest) -> dict:
 
 
 @app.callback(invoke_without_command=True)
-@uses(work=SdWorkload, hw=SdHardware, space=SdSpace, search=SearchOptions, report=SdReport,
-      output=Output)
-def sd_command(ctx: typer.Context, work: SdWorkload, hw: SdHardware, space: SdSpace,
-               search: SearchOptions, report: SdReport, output: Output) -> None:
+@uses(work=SdWorkload, hw=SdHardware, formats=SdFormats, space=SdSpace, search=SearchOptions,
+      report=SdReport, output=Output)
+def sd_command(ctx: typer.Context, work: SdWorkload, hw: SdHardware, formats: SdFormats,
+               space: SdSpace, search: SearchOptions, report: SdReport,
+               output: Output) -> None:
     """Best batch size and draft length for speculative decoding, with the why."""
     if ctx.invoked_subcommand:
         return
     from .output import present
 
-    out = run(SdRequest(work, hw, space, search, report))
+    out = run(SdRequest(work, hw, formats, space, search, report))
     from .render.sd import render, save
 
     present(out, output.json, output.save_dir,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import InputError
+from .formats import NumberFormat
 from .spec import spec
 
 
@@ -17,6 +18,11 @@ class GpuSpec:
     hbm_bytes: float = spec("device memory capacity", "B")
     interconnect_bandwidth: float = spec(
         "GPU-to-GPU bandwidth per GPU per direction (NVLink, or PCIe without it)", "B/s")
+    peak_flops_fp8: float = spec("peak dense FP8 tensor FLOP/s (0: no FP8 tensor cores)",
+                                 "FLOP/s", default=0.0)
+    peak_flops_fp4: float = spec("peak dense FP4 tensor FLOP/s (0: no FP4 tensor cores)",
+                                 "FLOP/s", default=0.0)
+    tdp_w: float = spec("board power (TDP/TGP; 0: not known)", "W", default=0.0)
     interconnect_latency_s: float = spec("latency per collective step (alpha)", "s",
                                          default=8e-6)
     host_link_bandwidth: float = spec("GPU-host link bandwidth per direction (PCIe)", "B/s",
@@ -70,7 +76,7 @@ class GpuSpec:
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"gpu {self.name!r}: {name} must be in [0, 1]")
         for name in ("interconnect_latency_s", "gemm_k_overhead", "kernel_overhead_s",
-                     "dropout_rate",
+                     "dropout_rate", "peak_flops_fp8", "peak_flops_fp4", "tdp_w",
                      "collective_bus_bandwidth", "collective_latency_s"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"gpu {self.name!r}: {name} must be >= 0")
@@ -83,6 +89,20 @@ class GpuSpec:
     @property
     def achieved_flops(self) -> float:
         return self.peak_flops * self.eta_compute
+
+    def peak_for(self, fmt: "NumberFormat") -> float:
+        """Dense tensor-core peak of GEMMs whose inputs are in `fmt`; an error naming this GPU
+        when it has no tensor cores for it."""
+        peak = {"bf16": self.peak_flops, "fp8": self.peak_flops_fp8,
+                "fp4": self.peak_flops_fp4}.get(fmt.peak, 0.0)
+        if not peak > 0:
+            raise InputError(f"{self.name} has no {fmt.peak.upper() or fmt.name} tensor cores "
+                             f"for {fmt.name} GEMM inputs (peak_flops_{fmt.peak or fmt.name} "
+                             f"not set); use bf16 activations")
+        return peak
+
+    def achieved_flops_for(self, fmt: "NumberFormat") -> float:
+        return self.peak_for(fmt) * self.eta_compute
 
     @property
     def achieved_bandwidth(self) -> float:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .comm import all_reduce_s
 from .errors import InputError
+from .formats import number_format
 from .hardware import GpuSpec
 from .shapes import ModelShape
 from .spec import spec
@@ -176,17 +177,25 @@ DEFAULT_ENGINE = EngineProfile()
 
 @dataclass(frozen=True)
 class Deployment:
-    """A model placed on `tp` GPUs of one kind with tensor parallelism."""
+    """A model placed on `tp` GPUs of one kind with tensor parallelism; its GEMMs take inputs
+    in `activations` (bf16, or fp8/fp4 where the GPU has the tensor cores: docs/models.md §5)."""
     model: ModelShape
     gpu: GpuSpec
     tp: int = 1
+    activations: str = "bf16"
 
     def __post_init__(self) -> None:
         self.model.check_tensor_parallel(self.tp)
+        self.gemm_flops              # an input format the GPU lacks fails here  # noqa: B018
+
+    @property
+    def gemm_flops(self) -> float:
+        """Achieved FLOP/s of the weight GEMMs at the activation format's peak."""
+        return self.gpu.achieved_flops_for(number_format(self.activations, "activation format"))
 
     @property
     def weight_bytes_per_gpu(self) -> float:
-        return self.model.total_params * self.model.bytes_per_param / self.tp
+        return self.model.weight_bytes / self.tp
 
     @property
     def kv_shards(self) -> int:
@@ -224,7 +233,7 @@ class ForwardTime:
 OVERLAPS = ("none", "max")
 
 
-def _roofline(nbytes, flops, gpu: GpuSpec, overlap: str):
+def _roofline(nbytes, flops, gpu: GpuSpec, overlap: str, rate: float | None = None):
     """Time of a GEMM group from its bytes and FLOPs at achieved rates, and whether memory binds.
 
     overlap = "max": memory and compute overlap perfectly, max(t_mem, t_compute) (§5.1 as
@@ -233,7 +242,7 @@ def _roofline(nbytes, flops, gpu: GpuSpec, overlap: str):
     better (mean error 3.4 % vs 5.7 %): skinny decode GEMMs do not hide their math behind the
     weight stream."""
     t_mem = np.asarray(nbytes, dtype=float) / gpu.achieved_bandwidth
-    t_cmp = np.asarray(flops, dtype=float) / gpu.achieved_flops
+    t_cmp = np.asarray(flops, dtype=float) / (rate or gpu.achieved_flops)
     total = np.maximum(t_mem, t_cmp) if overlap == "max" else t_mem + t_cmp
     return total, t_mem >= t_cmp
 
@@ -249,7 +258,8 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     B = np.asarray(batch, dtype=float)
     t = np.asarray(tokens_per_seq, dtype=float)
     n = B * t
-    bpp = m.bytes_per_param
+    bpp, act = m.bytes_per_param, m.EDGE_BYTES       # activations stream in bf16
+    gemm = dep.gemm_flops
     moe_layers = m.moe_layers
     dense_layers = m.layers - moe_layers
 
@@ -258,14 +268,14 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     always_params = moe_layers * m.moe_always_on_params + dense_layers * m.dense_layer_params \
         + m.extra_params
     always_t, always_mem = _roofline(always_params * bpp / g, 2.0 * n * always_params / g, gpu,
-                                      overlap)
+                                      overlap, gemm)
 
     # Routed experts: N(n) experts per layer, each seeing T_exp(n) tokens on average.
     n_gate = effective_gate_tokens(B, t, correlation)
     touched = experts_activated(n_gate, m.experts, m.experts_per_token)
-    expert_bytes = moe_layers * touched * m.expert_params * bpp / g
+    expert_bytes = moe_layers * touched * m.expert_params * m.expert_bytes_per_param / g
     expert_flops = moe_layers * 2.0 * n * m.experts_per_token * m.expert_params / g
-    experts_t, experts_mem = _roofline(expert_bytes, expert_flops, gpu, overlap)
+    experts_t, experts_mem = _roofline(expert_bytes, expert_flops, gpu, overlap, gemm)
 
     # Decode attention (§5.3): one kernel per layer with a fixed cost, reading the KV cache once
     # per sequence (t times under batch-expansion scoring) at the kernel's share of the
@@ -280,17 +290,17 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     # its output once, ~(6h + 3 f_active) elements per token per layer.
     f_moe = m.experts_per_token * m.expert_intermediate + m.shared_expert_intermediate
     f_active = moe_layers * f_moe + dense_layers * m.intermediate       # summed over layers
-    act_bytes = n * (6 * m.hidden * m.layers + 3 * f_active) * bpp / g
+    act_bytes = n * (6 * m.hidden * m.layers + 3 * f_active) * act / g
     act_t = act_bytes / gpu.achieved_bandwidth
 
     # LM head: logits for every scored position.
-    head_t, head_mem = _roofline(m.head_params * bpp / g, 2.0 * n * m.head_params / g, gpu,
-                                  overlap)
+    head_t, head_mem = _roofline(m.head_params * m.EDGE_BYTES / g, 2.0 * n * m.head_params / g,
+                                  gpu, overlap, gemm)
 
     overhead = m.layers * engine.layer_overhead_s + moe_layers * engine.moe_layer_overhead_s \
         + engine.forward_overhead_s
     # Tensor parallelism: two all-reduces of the n x h activations per layer.
-    ar = m.layers * 2.0 * all_reduce_s(g, n * m.hidden * bpp, gpu.interconnect_bandwidth,
+    ar = m.layers * 2.0 * all_reduce_s(g, n * m.hidden * act, gpu.interconnect_bandwidth,
                                        gpu.interconnect_latency_s)
     shape = np.broadcast(B, t, np.asarray(ctx)).shape
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape)  # noqa: E731
@@ -304,7 +314,7 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
              "§5.1 KV read + QK/AV, §5.3 kernel fixed"),
         Term("activations", full(act_t), full(act_bytes), 0.0,
              "§5.1 (6h+3f)/token/layer"),
-        Term("LM head", full(head_t), full(m.head_params * bpp / g),
+        Term("LM head", full(head_t), full(m.head_params * m.EDGE_BYTES / g),
              full(2.0 * n * m.head_params / g), "§5.1 roofline, V*h"),
         Term("fixed overhead", full(overhead), 0.0, 0.0,
              f"§5.3 engine {engine.name}"),

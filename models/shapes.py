@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import InputError
+from .formats import number_format
 from .spec import spec
 
 
@@ -66,7 +67,12 @@ class ModelShape:
     extra_params: int = spec(
         "parameters outside the decoder layers read every forward (e.g. EAGLE's 2h->h fusion)",
         default=0)
-    bytes_per_param: float = spec("bytes per weight element (bf16 = 2)", "B", default=2.0)
+    weight_format: str = spec(
+        "format of the decoder's weights as released or served: bf16, fp8, mxfp8, mxfp4, "
+        "nvfp4 (embedding and LM head stay bf16)", default="bf16")
+    expert_format: str = spec("format of the routed experts' weights ('' = weight_format; "
+                              "gpt-oss: mxfp4)", default="")
+    kv_format: str = spec("format of the KV cache: bf16 or fp8", default="bf16")
     source: str = spec("where the numbers come from", default="")
     description: str = spec("one line shown in preset lists", default="")
 
@@ -84,6 +90,9 @@ class ModelShape:
                 raise InputError(f"model {self.name!r}: experts_per_token must be in 1..experts")
             if self.expert_intermediate <= 0:
                 raise InputError(f"model {self.name!r}: an MoE needs expert_intermediate > 0")
+        for field in ("weight_format", "kv_format") + (("expert_format",)
+                                                      if self.expert_format else ()):
+            number_format(getattr(self, field), f"model {self.name!r} {field}")
         if self.norm not in ("rmsnorm", "layernorm"):
             raise InputError(f"model {self.name!r}: norm must be rmsnorm or layernorm")
         if not 0 <= self.dense_layers <= self.layers:
@@ -258,12 +267,34 @@ class ModelShape:
         return self.mtp_layers * (2 * h * h + 2 * h + layer)
 
     # ---- attention cache and FLOPs ---------------------------------------------------------
+    # ---- bytes (docs/models.md §5) -----------------------------------------------------------
+    @cached_property
+    def bytes_per_param(self) -> float:
+        """Bytes per decoder weight element in weight_format."""
+        return number_format(self.weight_format).bytes
+
+    @cached_property
+    def expert_bytes_per_param(self) -> float:
+        return number_format(self.expert_format or self.weight_format).bytes
+
+    # embedding and LM head stay in bf16 whatever the decoder's format
+    EDGE_BYTES = 2.0
+
+    @cached_property
+    def weight_bytes(self) -> float:
+        """Bytes of all weights: routed experts in expert_format, the embedding and LM head in
+        bf16, the rest of the decoder (and extra parameters) in weight_format."""
+        experts = self.moe_layers * self.experts * self.expert_params
+        edges = self.embedding_params + (0 if self.tied_embeddings else self.head_params)
+        rest = self.total_params - experts - edges
+        return experts * self.expert_bytes_per_param + edges * self.EDGE_BYTES \
+            + rest * self.bytes_per_param
+
     @cached_property
     def kv_cache_bytes_per_token(self) -> float:
         """KV-cache bytes one token adds in one layer (MLA caches the latent and rotary key)."""
-        if self.is_mla:
-            return (self.kv_lora_rank + self.qk_rope_head_dim) * self.bytes_per_param
-        return 2 * self.kv_dim * self.bytes_per_param
+        elements = self.kv_lora_rank + self.qk_rope_head_dim if self.is_mla else 2 * self.kv_dim
+        return elements * number_format(self.kv_format).bytes
 
     def local_span(self, context):
         """Tokens a local-attention layer attends to (and caches) at position `context`: the

@@ -6,6 +6,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from explore import presets
 from explore.models.errors import ConfigError, InputError
@@ -206,3 +208,79 @@ def test_hf_reader_names_what_it_cannot_interpret(tmp_path, keys, message, cli):
     code, _, err = cli("sd", "--model", str(p), "--draft", "qwen2-0.5b")
     assert code == 2 and re.search(message, err) and "Traceback" not in err
     assert err.count(str(p)) == 1
+
+
+# ---- number formats and accelerators ------------------------------------------------------------
+
+@settings(max_examples=30, deadline=None)
+@given(name=st.sampled_from(["llama3.1-8b", "qwen3-32b", "mixtral-8x7b", "gpt-oss-20b",
+                             "qwen3-30b-a3b"]),
+       batch=st.integers(1, 8))
+def test_fp8_weights_halve_the_weight_bytes_of_a_decode_step(name, batch):
+    """Every decoder weight in fp8 instead of bf16: the always-on and expert bytes of one decode
+    step halve exactly (the LM head stays bf16), and so does their memory time."""
+    from dataclasses import replace
+
+    from explore.models import sd
+    gpu = presets.load("gpu", "h100")
+    bf16 = replace(presets.load("model", name), weight_format="bf16", expert_format="")
+    fp8 = replace(bf16, weight_format="fp8")
+    terms = [{t.label: t for t in sd.forward_time(sd.Deployment(m, gpu, 1), batch, 1,
+                                                  512).terms} for m in (bf16, fp8)]
+    for label in ("always-on weights", "routed experts"):
+        assert float(terms[1][label].bytes) == pytest.approx(0.5 * float(terms[0][label].bytes))
+    t0, t1 = (float(t["always-on weights"].seconds) for t in terms)
+    compute = float(terms[0]["always-on weights"].flops) / gpu.achieved_flops
+    assert t1 == pytest.approx(0.5 * (t0 - compute) + compute)      # additive roofline
+    assert float(terms[1]["LM head"].bytes) == float(terms[0]["LM head"].bytes)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--hardware", "a100", "--activations", "fp8"),
+     "a100-80g has no FP8 tensor cores for fp8 GEMM inputs"),
+    (("--hardware", "h100", "--activations", "nvfp4"),
+     "h100-sxm has no FP4 tensor cores for nvfp4 GEMM inputs"),
+    (("--weights", "fp9"), "unknown --weights format 'fp9' \\(did you mean fp8"),
+    (("--kv-cache", "int3"), "unknown --kv-cache format 'int3'; choose from"),
+])
+def test_a_format_the_hardware_lacks_is_refused(cli, args, message):
+    code, _, err = cli("sd", "--model", "llama3.1-8b", *args)
+    assert code == 2 and re.search(message, err) and "Traceback" not in err
+
+
+def test_formats_change_bytes_where_they_belong():
+    """mxfp4 experts take 4.25 bits, the KV cache in fp8 half of bf16, an fp8 GEMM input runs
+    at the fp8 peak; the preset formats (gpt-oss's MXFP4 experts, DeepSeek's FP8) apply."""
+    from dataclasses import replace
+
+    from explore.models import sd
+    oss = presets.load("model", "gpt-oss-120b")
+    assert oss.expert_bytes_per_param == 4.25 / 8 and oss.bytes_per_param == 2.0
+    assert presets.load("model", "deepseek-v3").weight_format == "fp8"
+    assert replace(oss, kv_format="fp8").kv_cache_bytes_per_token == \
+        oss.kv_cache_bytes_per_token / 2
+    b200 = presets.load("gpu", "b200")
+    dep = sd.Deployment(oss, b200, 1, "fp8")
+    assert dep.gemm_flops == pytest.approx(2 * sd.Deployment(oss, b200, 1).gemm_flops)
+
+
+# headline numbers of ../shared/data/catalogue-2026.md: (bf16, fp8, fp4 TFLOP/s dense, HBM
+# bytes, HBM TB/s, TDP W)
+CATALOGUE = {
+    "h100-sxm": (989.4, 1979, 0, 80 * 2**30, 3.35, 700),
+    "h200": (989.4, 1979, 0, 141e9, 4.8, 700),
+    "b200": (2250, 4500, 9000, 180e9, 8.0, 1000),
+    "mi300x": (1307.4, 2614.9, 0, 192e9, 5.3, 750),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_accelerator_headline_numbers_match_the_catalogue(name):
+    g = presets.load("gpu", name)
+    bf16, fp8, fp4, hbm, bw, tdp = CATALOGUE[name]
+    assert (g.peak_flops / 1e12, g.peak_flops_fp8 / 1e12, g.peak_flops_fp4 / 1e12) == \
+        pytest.approx((bf16, fp8, fp4), rel=1e-3)
+    assert g.hbm_bytes == pytest.approx(hbm) and g.hbm_bandwidth / 1e12 == pytest.approx(bw)
+    assert g.tdp_w == tdp
+    for field in ("peak_flops", "peak_flops_fp8", "hbm_bytes", "hbm_bandwidth", "tdp_w"):
+        assert field in g.sources or not getattr(g, field), field

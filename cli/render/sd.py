@@ -26,6 +26,12 @@ def _shown_gammas(gammas: list[int], best: int, limit: int = 6) -> list[int]:
 WIDE_COLUMNS = 120   # terminals this wide show every breakdown column without --wide
 
 
+def _formats(f: dict) -> str:
+    experts = f", experts {f['experts']}" if f["experts"] != f["weights"] else ""
+    return (f"weights {f['weights']}{experts}, KV cache {f['kv_cache']}, GEMM inputs "
+            f"{f['activations']}")
+
+
 def render(out: dict, plot: bool = True, wide: bool = False) -> None:
     from rich.text import Text
 
@@ -41,6 +47,7 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
     c.print(key_values("Setup", [
         ("acceptance", s["acceptance"]), ("context", f"{s['ctx']} tokens"),
         ("verification", f"{s['verify_tokens']} positions per sequence"),
+        ("number formats", _formats(s["formats"])),
         ("roofline overlap", s["overlap"]), ("draft GPUs", s["draft_tp"]),
         ("engine", f"{s['engine']} (fixed costs around the kernels, §5.3)"),
         ("searched", f"batch {s['batch']} x gamma {s['gamma']} "

@@ -62,6 +62,37 @@ class SdHardware:
 
 
 @dataclass
+class SdFormats:
+    """Number formats (docs/models.md §5)."""
+    PANEL: ClassVar[str] = "Number formats"
+    weights: Optional[str] = option(None, "--weights", help="decoder weights: bf16, fp8, "
+                                    "mxfp8, mxfp4, nvfp4 (embedding and LM head stay bf16)",
+                                    default_text="the model preset's")
+    expert_weights: Optional[str] = option(None, "--expert-weights", help="routed experts' "
+                                           "weights, when they differ from --weights",
+                                           default_text="--weights, else the preset's")
+    kv_cache: Optional[str] = option(None, "--kv-cache", help="KV-cache format: bf16 or fp8",
+                                     default_text="the model preset's (bf16)")
+    activations: str = option("bf16", "--activations", help="GEMM input format: bf16, or "
+                              "fp8/mxfp8 and fp4 formats on GPUs with those tensor cores")
+
+    def apply(self, model):
+        """The model with the formats given (the preset's where not)."""
+        from dataclasses import replace
+
+        from explore.models.formats import number_format
+        for flag, value in (("--weights", self.weights), ("--expert-weights",
+                                                          self.expert_weights),
+                            ("--kv-cache", self.kv_cache), ("--activations", self.activations)):
+            if value is not None:
+                number_format(value, f"{flag} format")
+        changes = {k: v for k, v in (("weight_format", self.weights),
+                                     ("expert_format", self.expert_weights or self.weights),
+                                     ("kv_format", self.kv_cache)) if v is not None}
+        return replace(model, **changes) if changes else model
+
+
+@dataclass
 class SdSpace:
     """What is searched and for what."""
     PANEL: ClassVar[str] = "Search space"
@@ -93,6 +124,7 @@ class SdRequest:
     """Everything `explore sd` is asked, before defaults are filled in."""
     work: SdWorkload = field(default_factory=SdWorkload)
     hw: SdHardware = field(default_factory=SdHardware)
+    formats: SdFormats = field(default_factory=SdFormats)
     space: SdSpace = field(default_factory=SdSpace)
     search: SearchOptions = field(default_factory=SearchOptions)
     report: SdReport = field(default_factory=SdReport)
@@ -116,10 +148,10 @@ def build(req: SdRequest) -> Built:
 
     from ..common import parse_int_range, parse_sigma
 
-    w, h, sp = req.work, req.hw, req.space
+    w, h, sp, fm = req.work, req.hw, req.space, req.formats
     notes: list[str] = []
     warnings: list[str] = []
-    target = presets.load("model", w.model)
+    target = fm.apply(presets.load("model", w.model))
     batches = parse_int_range(sp.batch, "--batch")
     gammas = parse_int_range(sp.gamma, "--gamma") if sp.gamma else None
     if w.ctx < 0:
@@ -134,9 +166,12 @@ def build(req: SdRequest) -> Built:
     if draft_name is None:
         raise InputError(f"{target.name} has no usual draft preset; pass --draft NAME "
                          f"(`explore presets list model`)")
-    draft = presets.load("model", draft_name)
+    draft = fm.apply(presets.load("model", draft_name))
     if w.draft is None:
         notes.append(f"draft {draft.name}: the usual draft of {target.name}")
+    if not (fm.weights or fm.expert_weights or fm.kv_cache):
+        notes.append("number formats: the model preset's (--weights, --expert-weights, "
+                     "--kv-cache and --activations change them)")
 
     given = [n for n, v in (("--alpha", w.alpha), ("--sigma", w.sigma),
                             ("--acceptance", w.acceptance)) if v is not None]
@@ -194,6 +229,7 @@ def build(req: SdRequest) -> Built:
     if calibration is not None:
         tp = calibration.gpus
     elif h.tp is None:
+        sd.Deployment(target, gpu, 1, fm.activations)   # a format the GPU lacks: say so first
         tp = smallest_tp(target, draft, gpu, max(batches), w.ctx, max(gammas))
         notes.append(f"tp {tp}: smallest TP degree whose GPUs hold weights + KV cache at batch "
                      f"{max(batches)}, ctx {w.ctx}")
@@ -208,7 +244,8 @@ def build(req: SdRequest) -> Built:
                      f"profile checked against them (explore validate sd)")
 
     def setup_for(model, tp_, cal=None):
-        return SdSetup(sd.Deployment(model, gpu, tp_), sd.Deployment(draft, gpu, draft_tp),
+        return SdSetup(sd.Deployment(model, gpu, tp_, fm.activations),
+                       sd.Deployment(draft, gpu, draft_tp, fm.activations),
                        alpha, w.ctx, w.verify_tokens, w.routing_correlation, h.overlap,
                        max_latency_s=None if sp.max_latency_ms is None
                        else sp.max_latency_ms * 1e-3, calibration=cal, engine=engine)
@@ -222,6 +259,9 @@ def build(req: SdRequest) -> Built:
                                                    w.ctx, max(gammas)))
     info = {"target": target.name, "draft": draft.name, "hardware": gpu.name, "tp": tp,
             "draft_tp": draft_tp, "engine": engine.name, "alpha": alpha,
+            "formats": {"weights": target.weight_format,
+                        "experts": target.expert_format or target.weight_format,
+                        "kv_cache": target.kv_format, "activations": fm.activations},
             "acceptance": acceptance, "ctx": w.ctx,
             "verify_tokens": w.verify_tokens, "overlap": h.overlap,
             "routing_correlation": w.routing_correlation, "batch": sp.batch,
