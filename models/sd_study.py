@@ -192,6 +192,18 @@ def on_edge(value: int, searched: np.ndarray, floor: int = 1) -> str:
     return "lower" if value == searched.min() and value > floor else ""
 
 
+def energy_per_token(setup: SdSetup, throughput_sd: float, throughput_ar: float) -> dict:
+    """A first estimate of joules per generated token, with SD and without: every GPU the
+    target and draft occupy at its board power (TDP) for the time per token. None when the
+    GPU preset has no TDP."""
+    gpus = max(setup.target.tp, setup.draft.tp)
+    watts = gpus * setup.target.gpu.tdp_w
+    if not watts:
+        return {"energy_j_per_token": None, "energy_ar_j_per_token": None, "power_w": None}
+    return {"energy_j_per_token": watts / throughput_sd,
+            "energy_ar_j_per_token": watts / throughput_ar, "power_w": watts}
+
+
 def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[dict],
            dense: "SdSetup | None" = None) -> dict:
     """Everything `explore sd` shows, in SI units, JSON-ready."""
@@ -219,7 +231,8 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
             ("throughput_ar", "throughput_ar"), ("latency_s", "latency_sd_s"),
             ("latency_ar_s", "latency_ar_s"))},
             "sigma": float(sd.sigma_from_alpha(setup.alpha, g)),
-            "memory_bytes": float(setup.memory_per_gpu(b, g))},
+            "memory_bytes": float(setup.memory_per_gpu(b, g)),
+            **energy_per_token(setup, float(one.throughput_sd), float(one.throughput_ar))},
         "top": ranked_rows,
         "grid": {"batch": batches.astype(int).tolist(), "gamma": gammas.astype(int).tolist(),
                  "speedup": grid.speedup.tolist(),

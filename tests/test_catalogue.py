@@ -271,6 +271,15 @@ CATALOGUE = {
     "h200": (989.4, 1979, 0, 141e9, 4.8, 700),
     "b200": (2250, 4500, 9000, 180e9, 8.0, 1000),
     "mi300x": (1307.4, 2614.9, 0, 192e9, 5.3, 750),
+    "gb200": (2500, 5000, 10000, 186e9, 8.0, 1200),
+    "b300": (2250, 4500, 0, 288e9, 8.0, 0),               # FP4 and TDP unconfirmed: not set
+    "mi325x": (1307.4, 2614.9, 0, 256 * 2**30, 6.0, 0),   # TDP unconfirmed
+    "mi355x": (2516.6, 5033.2, 10066.3, 288e9, 8.0, 1400),  # peaks derived from CUs x clock
+    "tpu-v5p": (459, 0, 0, 95 * 2**30, 2.765, 0),
+    "tpu-v6e": (918, 0, 0, 32e9, 1.638, 0),
+    "trainium2": (667, 1299, 0, 96 * 2**30, 2.9, 0),
+    "l40s": (362, 733, 0, 48e9, 0.864, 350),
+    "rtx-pro-6000": (467.8, 935.6, 1871, 96e9, 1.792, 600),
 }
 
 
@@ -282,5 +291,34 @@ def test_accelerator_headline_numbers_match_the_catalogue(name):
         pytest.approx((bf16, fp8, fp4), rel=1e-3)
     assert g.hbm_bytes == pytest.approx(hbm) and g.hbm_bandwidth / 1e12 == pytest.approx(bw)
     assert g.tdp_w == tdp
-    for field in ("peak_flops", "peak_flops_fp8", "hbm_bytes", "hbm_bandwidth", "tdp_w"):
-        assert field in g.sources or not getattr(g, field), field
+    for field in ("peak_flops", "peak_flops_fp8", "peak_flops_fp4", "hbm_bytes",
+                  "hbm_bandwidth", "interconnect_bandwidth", "tdp_w"):
+        assert field in g.sources or not getattr(g, field), field     # a value cites a source
+
+
+def test_node_presets_of_the_usual_servers():
+    for name, gpus in (("dgx-b200", 8), ("gb200-nvl72", 72), ("mi300x-platform", 8)):
+        node = presets.load("node", name)
+        assert node.gpus_per_node == gpus and node.sources
+
+
+def test_energy_is_power_times_time_and_absent_without_a_tdp(cli):
+    """explore sd: joules per token = GPUs x TDP / throughput; explore pipeline: per iteration
+    = GPUs x TDP x iteration time; a GPU preset without TDP reports none."""
+    import json as js
+    code, out, err = cli("sd", "--model", "qwen2-57b", "--hardware", "h100", "--tp", "2",
+                         "--json")
+    assert code == 0, err
+    best = js.loads(out)["best"]
+    assert best["power_w"] == 2 * 700
+    assert best["energy_j_per_token"] == pytest.approx(1400 / best["throughput"])
+    assert best["energy_ar_j_per_token"] == pytest.approx(1400 / best["throughput_ar"])
+    code, out, err = cli("sd", "--model", "llama3.1-8b", "--hardware", "tpu-v5p", "--json")
+    assert code == 0, err
+    assert js.loads(out)["best"]["energy_j_per_token"] is None
+    code, out, err = cli("pipeline", "breakdown", "--model", "llama2-7b", "--gpus", "8",
+                         "--hardware", "h100", "--tp", "2", "--pp", "2", "--mbs", "1",
+                         "--json")
+    assert code == 0, err
+    perf = js.loads(out)["performance"]
+    assert perf["energy_j"] == pytest.approx(8 * 700 * perf["iteration_s"])

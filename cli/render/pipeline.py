@@ -97,6 +97,10 @@ def _config_line(c: dict) -> str:
             f"({c['state_bytes_per_param']:g} B/param)")
 
 
+def _joules(j: float) -> str:
+    return f"{j / 1e6:,.2f} MJ" if j >= 1e6 else f"{j / 1e3:,.1f} kJ"
+
+
 def _performance(p: dict, c: dict) -> list:
     off = c["offloaded"]
     offl = ", ".join(f"{n} {k}" for k, n in off.items() if n) or "nothing"
@@ -111,6 +115,9 @@ def _performance(p: dict, c: dict) -> list:
          f"{c['recomputed_layer_passes']} layer passes recomputed"),
         ("offloaded", offl, f"host RAM {p['host_bytes_per_node'] / GiB:.0f} GiB per node; "
                             f"stalls {p['stall_s']:.2f} s"),
+        ("energy", "n/a" if p["energy_j"] is None else f"{_joules(p['energy_j'])} per iteration",
+         "the GPU preset has no TDP" if p["energy_j"] is None else
+         f"first estimate: {p['power_w'] / 1e3:,.1f} kW (GPUs x TDP) x iteration"),
     ]
 
 

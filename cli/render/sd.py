@@ -26,6 +26,13 @@ def _shown_gammas(gammas: list[int], best: int, limit: int = 6) -> list[int]:
 WIDE_COLUMNS = 120   # terminals this wide show every breakdown column without --wide
 
 
+def _energy(best: dict) -> tuple[str, str]:
+    if best["energy_j_per_token"] is None:
+        return "n/a", "the GPU preset has no TDP"
+    return (f"{best['energy_j_per_token']:.3g} J with SD, {best['energy_ar_j_per_token']:.3g} "
+            f"without", f"first estimate: {best['power_w']:,.0f} W (GPUs x TDP) / throughput")
+
+
 def _formats(f: dict) -> str:
     experts = f", experts {f['experts']}" if f["experts"] != f["weights"] else ""
     return (f"weights {f['weights']}{experts}, KV cache {f['kv_cache']}, GEMM inputs "
@@ -80,6 +87,7 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
         ("latency per token", f"{best['latency_s'] * 1e3:.2f} ms with SD, "
                               f"{best['latency_ar_s'] * 1e3:.2f} ms without"),
         ("memory per GPU", f"{best['memory_bytes'] / GiB:.1f} GiB (weights + KV, incl. draft)"),
+        ("energy per token", *_energy(best)),
     ]))
     eff, win = rng["effective"], rng["speedup_above_1"]
     c.print(key_values(f"Batch ranges at gamma {rng['gamma']}", [

@@ -373,7 +373,11 @@ def describe(out: Outcome) -> dict:
 
 
 def performance(out: Outcome) -> dict:
+    hw = out.terms.hw
+    power = hw.gpus * hw.gpu.tdp_w          # a first estimate: every GPU at its board power
     return {"iteration_s": out.iteration_s, "makespan_s": out.makespan,
+            "power_w": power or None,
+            "energy_j": power * out.iteration_s if power else None,
             "dp_s": out.terms.dp_s, "step_s": out.terms.step_s,
             "tokens_per_s": out.tokens_per_s, "mfu": out.mfu, "hfu": out.hfu,
             "bubble": out.bubble, "recompute_fraction": out.recompute_fraction,
