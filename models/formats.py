@@ -20,6 +20,7 @@ class NumberFormat:
     bits: float          # per element, block scales included
     peak: str            # the GpuSpec peak a GEMM on these inputs uses: bf16, fp8, fp4 ("" none)
     source: str
+    scaling: str = ""    # block scaling the tensor cores must apply: mx (OCP), nv (NVFP4)
 
     @property
     def bytes(self) -> float:
@@ -33,11 +34,11 @@ FORMATS = {f.name: f for f in (
     NumberFormat("fp8", 8, "fp8", "FP8 E4M3/E5M2 with per-tensor or 128x128-block fp32 scales "
                                   "(DeepSeek-V3: 4 bytes per 16,384 elements, left out)"),
     NumberFormat("mxfp8", 8 + 8 / 32, "fp8", "OCP Microscaling v1.0: FP8 elements, one E8M0 "
-                                             "scale per 32"),
+                                             "scale per 32", "mx"),
     NumberFormat("mxfp4", 4 + 8 / 32, "fp4", "OCP Microscaling v1.0: FP4 E2M1 elements, one E8M0 "
-                                             "scale per 32 (gpt-oss's MoE weights)"),
+                                             "scale per 32 (gpt-oss's MoE weights)", "mx"),
     NumberFormat("nvfp4", 4 + 8 / 16, "fp4", "NVIDIA NVFP4: FP4 E2M1 elements, one FP8 E4M3 scale "
-                                             "per 16 (the per-tensor fp32 scale left out)"),
+                                             "per 16 (the per-tensor fp32 scale left out)", "nv"),
 )}
 
 

@@ -23,6 +23,8 @@ class GpuSpec:
     peak_flops_fp4: float = spec("peak dense FP4 tensor FLOP/s (0: no FP4 tensor cores)",
                                  "FLOP/s", default=0.0)
     tdp_w: float = spec("board power (TDP/TGP; 0: not known)", "W", default=0.0)
+    scaled_formats: str = spec("block-scaled GEMM inputs the tensor cores take: mx (mxfp8, "
+                               "mxfp4), nv (nvfp4); a comma list, '' for none", default="")
     interconnect_latency_s: float = spec("latency per collective step (alpha)", "s",
                                          default=8e-6)
     host_link_bandwidth: float = spec("GPU-host link bandwidth per direction (PCIe)", "B/s",
@@ -98,7 +100,10 @@ class GpuSpec:
         if not peak > 0:
             raise InputError(f"{self.name} has no {fmt.peak.upper() or fmt.name} tensor cores "
                              f"for {fmt.name} GEMM inputs (peak_flops_{fmt.peak or fmt.name} "
-                             f"not set); use bf16 activations")
+                             f"not set): use bf16")
+        if fmt.scaling and fmt.scaling not in self.scaled_formats.split(","):
+            raise InputError(f"{self.name}'s tensor cores take no {fmt.name} block-scaled inputs "
+                             f"(scaled_formats {self.scaled_formats or 'none'!r})")
         return peak
 
     def achieved_flops_for(self, fmt: "NumberFormat") -> float:

@@ -8,7 +8,7 @@ from explore.models.pipeline.megatron import (MEGATRON_FLAGS, megatron_args,
 
 BASE = {"layers": 48, "seq": 4096, "mbs": 2, "global_batch": 512, "tp": 8, "pp": 4, "vpp": 1,
         "schedule": "1f1b", "sp": False, "recompute": "none", "recompute_layers": 0,
-        "offload": "none", "optimizer": "none"}
+        "offload": "none", "optimizer": "none", "gemm_format": "bf16"}
 
 
 def back(config: dict) -> dict:
@@ -27,7 +27,9 @@ def back(config: dict) -> dict:
             "recompute_layers": a.get("--recompute-num-layers", 0) if recompute == "full-fit"
             else 0,
             "offload": "optimizer" if "--optimizer-cpu-offload" in a else "none",
-            "optimizer": "dist-opt" if "--use-distributed-optimizer" in a else "none"}
+            "optimizer": "dist-opt" if "--use-distributed-optimizer" in a else "none",
+            "gemm_format": "nvfp4" if "--fp4-format" in a else "mxfp8" if a.get(
+                "--fp8-recipe") == "mxfp8" else "fp8" if "--fp8-format" in a else "bf16"}
 
 
 @pytest.mark.parametrize("change", [
@@ -36,6 +38,7 @@ def back(config: dict) -> dict:
     {"offload": "optimizer"}, {"optimizer": "dist-opt"},
     {"schedule": "interleaved", "vpp": 2, "sp": True, "optimizer": "dist-opt",
      "recompute": "selective"},
+    {"gemm_format": "fp8"}, {"gemm_format": "mxfp8"}, {"gemm_format": "nvfp4"},
 ])
 def test_arguments_parse_back_to_the_configuration(change):
     config = {**BASE, **change}

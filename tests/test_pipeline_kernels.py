@@ -4,8 +4,10 @@ and the SC'21 validation."""
 
 import dataclasses
 import json
+import re
 
 import numpy as np
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -245,3 +247,58 @@ def test_a_knob_of_the_other_time_model_is_refused(cli, args, message):
     code, _, err = cli("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8",
                        "--mbs", "1", *args)
     assert code == 2 and message in err and "Traceback" not in err, err
+
+
+# ---- FP8/FP4 GEMMs (§7.4) -------------------------------------------------------------------
+
+def _fp8_terms(fmt, gpu="h100-sxm"):
+    from explore.models.pipeline.config import Hardware, Layout, Policy
+    from explore.models.pipeline.costs import Terms
+    from explore.models.pipeline.kernels import TimeModel
+    shape = presets.load("model", "llama2-7b").with_layers(8)
+    hw = Hardware.from_presets(presets.load("gpu", gpu), presets.load("node", "dgx-h100"), 8,
+                               time=TimeModel(gemm_format=fmt))
+    return shape, Terms(shape, Layout(2, 2, 2, 4096, 1, 16), hw, Policy("1f1b"))
+
+
+def test_fp8_gemms_save_quantised_inputs_and_cache_quantised_weights():
+    """With FP8 GEMMs the four linear inputs are stored in 1 byte instead of 2, and every
+    decoder linear weight gains two 1-byte copies (rowwise and columnwise)."""
+    shape, bf16 = _fp8_terms("bf16")
+    _, fp8 = _fp8_terms("fp8")
+    tokens, tp, h, f = 4096, 2, shape.hidden, shape.intermediate
+    linear_inputs = tokens * (h + h + shape.q_dim / tp + f / tp)     # no SP: QKV, FFN in full
+    assert bf16.a_full - fp8.a_full == pytest.approx(linear_inputs * (2 - 1))
+    per_device = bf16.layers_per_chunk * shape.linear_params / tp
+    assert fp8.weights(0) - bf16.weights(0) == pytest.approx(2 * 1.0 * per_device)
+
+
+def test_fp8_gemms_run_at_the_fp8_peak():
+    """A compute-bound GEMM at twice the peak takes half the compute time (same efficiency
+    curve); the casts to FP8 are priced by their bytes."""
+    from explore.models.formats import number_format
+    from explore.models.pipeline import kernels
+    gpu = presets.load("gpu", "h100-sxm")
+    m, n, k = 8192, 8192, 8192
+    bf16 = kernels.gemm_s(m, n, k, gpu) - gpu.kernel_overhead_s
+    fp8 = kernels.gemm_s(m, n, k, gpu, fmt=number_format("fp8")) - gpu.kernel_overhead_s
+    assert fp8 == pytest.approx(bf16 * gpu.peak_flops / gpu.peak_flops_fp8)
+    _, t16 = _fp8_terms("bf16")
+    _, t8 = _fp8_terms("fp8")
+    assert "F: FP8/FP4 casts" in t8.kernel_times.terms
+    assert t8.kernel_times.f < t16.kernel_times.f
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--hardware", "a100", "--gemm-format", "fp8"),
+     "a100-80g has no FP8 tensor cores for fp8 GEMM inputs"),
+    (("--hardware", "h100", "--gemm-format", "mxfp8"),
+     "h100-sxm's tensor cores take no mxfp8 block-scaled inputs"),
+    (("--hardware", "mi355x", "--gemm-format", "nvfp4"),
+     "mi355x's tensor cores take no nvfp4 block-scaled inputs"),
+    (("--gemm-format", "fp4"), "unknown GEMM format 'fp4' \\(did you mean nvfp4"),
+    (("--time-model", "flat", "--gemm-format", "fp8"), "--gemm-format applies to --time-model"),
+])
+def test_a_gemm_format_the_gpu_lacks_is_refused(cli, args, message):
+    code, _, err = cli("pipeline", "--model", "llama2-7b", "--gpus", "8", *args)
+    assert code == 2 and re.search(message, err) and "Traceback" not in err

@@ -126,6 +126,11 @@ class Hardware:
                                         "`explore pipeline fit`: its GEMM and communication "
                                         "scales", panel="Time model",
                                         default_text="none, the a-priori model")
+    gemm_format: str = option("bf16", "--gemm-format", help="linear layers' GEMM inputs: "
+                              "bf16, fp8 (Transformer Engine hybrid), mxfp8 or nvfp4 on GPUs "
+                              "with those tensor cores; quantised copies of the weights are "
+                              "cached and the linear inputs saved quantised (§7.4)",
+                              panel="Time model")
 
 
 # ---- Parallelism: a range for the searches, one value for one layout -----------------------
@@ -360,7 +365,7 @@ def hardware(h: Hardware):
                        overlap_grad_reduce=h.overlap_grad_reduce,
                        overlap_param_gather=h.overlap_param_gather,
                        tp_comm_overlap=h.tp_comm_overlap, overlap_p2p_comm=h.overlap_p2p_comm,
-                       grad_accumulation=h.grad_accumulation))
+                       grad_accumulation=h.grad_accumulation, gemm_format=h.gemm_format))
 
 
 def calibration_scales(path: str | None, gpu: str) -> dict[str, float]:
@@ -503,6 +508,7 @@ def workload_info(work) -> dict:
             "host_ram_bytes_per_node": hw.host_ram_bytes,
             "host_link_bandwidth": hw.host_link_bandwidth, "link_share": hw.link_share,
             "peak_flops": hw.peak_flops, "time_model": hw.time.kind,
+            "gemm_format": hw.time.gemm_format,
             "eff": hw.eff if hw.time.kind == "flat" else None, "seq": work.seq,
             "global_batch": work.global_batch, "sp": work.sp, "flash": work.flash}
 

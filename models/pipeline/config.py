@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import InputError
+from ..formats import number_format
 from ..hardware import GpuSpec
 from ..shapes import ModelShape
 from ..spec import spec
@@ -86,6 +87,8 @@ class Hardware:
             raise InputError(f"--link-share must be >= 1, got {self.link_share}")
         if self.host_ram_bytes < 0:
             raise InputError("--host-ram-gib must be >= 0")
+        if self.time.gemm_format != "bf16":       # the GPU must have the tensor cores
+            self.gpu.peak_for(number_format(self.time.gemm_format))
 
     @classmethod
     def from_presets(cls, gpu: GpuSpec, node: NodeSpec, gpus: int,

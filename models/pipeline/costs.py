@@ -8,6 +8,7 @@ from functools import cached_property
 
 from ..comm import RING, bus_s, p2p_s
 from ..errors import InputError
+from ..formats import NumberFormat, number_format
 from ..shapes import ModelShape
 from . import kernels
 from . import memory as mem
@@ -55,10 +56,26 @@ class Terms:
         return schedules.placement(self.policy.schedule, self.p, self.layout.vpp)
 
     # ---- activations (§4) ------------------------------------------------------------------
+    @cached_property
+    def gemm_format(self) -> "NumberFormat | None":
+        """The linear layers' FP8/FP4 GEMM input format, None for bf16 (§7.4); a GPU without
+        the tensor cores for it is an error naming the GPU."""
+        name = self.hw.time.gemm_format
+        if name == "bf16":
+            return None
+        fmt = number_format(name)
+        self.hw.gpu.peak_for(fmt)
+        return fmt
+
+    @property
+    def gemm_bytes(self) -> float:
+        """Bytes per element of a saved linear input (quantised with FP8/FP4 GEMMs)."""
+        return 2.0 if self.gemm_format is None else self.gemm_format.bytes
+
     def _act(self, recompute: str) -> float:
         lay = self.layout
         return mem.layer_activation_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
-                                          lay.flash, recompute)
+                                          lay.flash, recompute, self.gemm_bytes)
 
     @cached_property
     def a_full(self) -> float:
@@ -78,7 +95,8 @@ class Terms:
     @cached_property
     def omega(self) -> float:
         lay = self.layout
-        held = mem.split_backward_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp)
+        held = mem.split_backward_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
+                                        self.gemm_bytes)
         return min(1.0, held / self.a_layer)
 
     @cached_property
@@ -119,7 +137,15 @@ class Terms:
         return x
 
     def weights(self, d: int) -> float:
-        return self.state_bytes.weights * self.params[d]
+        """Resident weights, with FP8/FP4 GEMMs the quantised copies Transformer Engine caches
+        across micro-batches too: rowwise and columnwise (for dgrad), of every decoder linear
+        weight (§7.4)."""
+        cache = 0.0
+        if self.gemm_format is not None:
+            layers = self.layers_per_chunk * sum(1 for x in self.dev_of if x == d)
+            cache = 2 * self.gemm_format.bytes * layers * self.shape.linear_params \
+                / self.layout.tp
+        return self.state_bytes.weights * self.params[d] + cache
 
     def grads(self, d: int) -> float:
         return self.state_bytes.grads * self.params[d]

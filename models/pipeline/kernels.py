@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from ..formats import NumberFormat, number_format
 from ..hardware import GpuSpec
 from ..shapes import ModelShape
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:                     # config imports this module for TimeModel
 
 TIME_MODELS = ("kernels", "flat")
 GRAD_ACCUMULATION = ("fused", "separate")
+GEMM_FORMATS = ("bf16", "fp8", "mxfp8", "nvfp4")
 ELEMENT = 2            # bytes per activation element (bf16 / fp16 mixed precision)
 MASK = 1               # bytes per dropout-mask element (Megatron stores uint8 masks)
 LOGIT = 4              # bytes per logit element in the cross-entropy (computed in fp32)
@@ -50,6 +52,9 @@ class TimeModel:
     # weight-gradient GEMM (--gradient-accumulation-fusion, Megatron-LM since 2022-02) or a
     # "separate" add kernel (earlier Megatron-LM, PyTorch autograd)
     grad_accumulation: str = "fused"
+    # the linear layers' GEMM input format (Transformer Engine FP8/FP4 training, §7.4): bf16,
+    # fp8 (--fp8-format hybrid), mxfp8, nvfp4
+    gemm_format: str = "bf16"
 
     def __post_init__(self) -> None:
         if self.kind not in TIME_MODELS:
@@ -58,6 +63,15 @@ class TimeModel:
         if self.grad_accumulation not in GRAD_ACCUMULATION:
             raise InputError(f"unknown gradient accumulation {self.grad_accumulation!r}; "
                              f"choose from {', '.join(GRAD_ACCUMULATION)}")
+        if self.gemm_format not in GEMM_FORMATS:
+            import difflib
+            near = difflib.get_close_matches(self.gemm_format, GEMM_FORMATS, n=2, cutoff=0.5)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise InputError(f"unknown GEMM format {self.gemm_format!r}{hint}; choose from "
+                             f"{', '.join(GEMM_FORMATS)}")
+        if self.gemm_format != "bf16" and self.kind == "flat":
+            raise InputError("--gemm-format applies to --time-model kernels; the flat model "
+                             "prices every FLOP at eff x the bf16 peak")
         for name in ("gemm_scale", "comm_scale"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -108,13 +122,17 @@ def gemm_efficiency(m: int, n: int, k: int, gpu: GpuSpec, batch: int = 1,
                * depth / (depth + gpu.gemm_k_overhead))
 
 
-def gemm_s(m: int, n: int, k: int, gpu: GpuSpec, batch: int = 1, scale: float = 1.0) -> float:
+def gemm_s(m: int, n: int, k: int, gpu: GpuSpec, batch: int = 1, scale: float = 1.0,
+           fmt: NumberFormat | None = None) -> float:
     """Seconds of `batch` GEMMs (m x k) @ (k x n): the longer of compute on the efficiency curve
     and the bytes of both operands and the result at the achieved bandwidth, plus one kernel's
-    fixed cost."""
+    fixed cost. With `fmt` (FP8/FP4 inputs) the peak is that format's and the operands take
+    its bytes; the result stays bf16. The efficiency curve is bf16's (§7.4)."""
     flops = 2.0 * m * n * k * batch
-    compute = flops / (gpu.peak_flops * gemm_efficiency(m, n, k, gpu, batch, scale))
-    memory = (m * k + k * n + m * n) * batch * ELEMENT / gpu.achieved_bandwidth
+    peak = gpu.peak_flops if fmt is None else gpu.peak_for(fmt)
+    operand = ELEMENT if fmt is None else fmt.bytes
+    compute = flops / (peak * gemm_efficiency(m, n, k, gpu, batch, scale))
+    memory = ((m * k + k * n) * operand + m * n * ELEMENT) * batch / gpu.achieved_bandwidth
     return max(compute, memory) + gpu.kernel_overhead_s
 
 
@@ -174,10 +192,14 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
         terms[key] = terms.get(key, 0.0) + seconds
 
     g = tm.gemm_scale
+    fmt = None if tm.gemm_format == "bf16" else number_format(tm.gemm_format)
     for name, m, n, k in linears(shape, tokens, tp):
-        add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g))
-        add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g))     # dX = dY W^T
-        add("W: weight-gradient GEMMs", gemm_s(k, n, m, gpu, scale=g))    # dW = X^T dY
+        add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g, fmt=fmt))
+        add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g, fmt=fmt))  # dX = dY W^T
+        add("W: weight-gradient GEMMs", gemm_s(k, n, m, gpu, scale=g, fmt=fmt))  # dW = X^T dY
+        if fmt is not None:          # quantise the input X (forward) and dY (backward, once)
+            add("F: FP8/FP4 casts", bytes_s(m * k * (ELEMENT + fmt.bytes), gpu))
+            add("B: FP8/FP4 casts", bytes_s(m * n * (ELEMENT + fmt.bytes), gpu))
 
     # attention core, per head: QK^T (s x s, depth d) and AV (s x d, depth s)
     if flash:

@@ -20,8 +20,14 @@ MEGATRON_FLAGS: dict[str, type | None] = {
     "--optimizer-cpu-offload": None, "--overlap-grad-reduce": None,
     "--overlap-param-gather": None, "--tp-comm-overlap": None,
     "--no-overlap-p2p-communication": None, "--no-gradient-accumulation-fusion": None,
-    "--bf16": None,
+    "--bf16": None, "--fp8-format": str, "--fp8-recipe": str, "--fp4-format": str,
+    "--fp4-recipe": str,
 }
+# --gemm-format -> Transformer Engine through Megatron-LM (TransformerConfig.fp8/fp8_recipe,
+# fp4/fp4_recipe): E4M3 forward and E5M2 gradients ('hybrid') with the default delayed scaling
+GEMM_FORMAT_FLAGS = {"bf16": [], "fp8": ["--fp8-format", "hybrid"],
+                     "mxfp8": ["--fp8-format", "e4m3", "--fp8-recipe", "mxfp8"],
+                     "nvfp4": ["--fp4-format", "e2m1", "--fp4-recipe", "nvfp4"]}
 
 
 def megatron_args(config: dict) -> tuple[list[str], list[str]]:
@@ -74,6 +80,7 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
         args.append("--no-overlap-p2p-communication")
     if c.get("grad_accumulation") == "separate":
         args.append("--no-gradient-accumulation-fusion")
+    args += GEMM_FORMAT_FLAGS[c.get("gemm_format", "bf16")]
     unknown = [a for a in args if a.startswith("--") and a not in MEGATRON_FLAGS]
     assert not unknown, unknown   # every flag above is listed in MEGATRON_FLAGS
     return args, notes
@@ -88,7 +95,8 @@ def launch(out) -> dict:
                                  "overlap_param_gather": t.overlap_param_gather,
                                  "tp_comm_overlap": t.tp_comm_overlap,
                                  "overlap_p2p_comm": t.overlap_p2p_comm,
-                                 "grad_accumulation": t.grad_accumulation})
+                                 "grad_accumulation": t.grad_accumulation,
+                                 "gemm_format": t.gemm_format})
     return {"megatron": args, "notes": notes, "checked_against": f"NVIDIA/Megatron-LM "
                                                                   f"{MEGATRON_COMMIT}"}
 

@@ -118,21 +118,24 @@ class SavedTensor:
 
 
 @lru_cache(maxsize=256)
-def layer_tensors(shape: ModelShape, seq: int) -> tuple[SavedTensor, ...]:
+def layer_tensors(shape: ModelShape, seq: int, gemm_bytes: float = 2.0
+                  ) -> tuple[SavedTensor, ...]:
     """Every tensor one dense layer saves for backward, 16-bit activations (§4.2 tables).
     GPT (LayerNorm, GELU, dropout) gives 34sbh + 5as^2b; LLaMA (RMSNorm, SwiGLU, GQA, no
-    dropout) gives 8sbh unsharded + the rest sharded."""
+    dropout) gives 8sbh unsharded + the rest sharded. With FP8/FP4 GEMMs (Transformer
+    Engine) the four linear inputs are saved quantised, `gemm_bytes` per element (§7.4)."""
+    q = gemm_bytes
     if shape.is_moe or shape.is_mla:
         raise InputError(f"{shape.name}: the pipeline study models dense layers with standard "
                          f"attention only")
     h, hq, kv, f, a = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate, shape.heads
-    t = [SavedTensor("norm1 input", 2 * h, False), SavedTensor("QKV input", 2 * h, False),
-         SavedTensor("norm2 input", 2 * h, False), SavedTensor("FFN input", 2 * h, False)]
+    t = [SavedTensor("norm1 input", 2 * h, False), SavedTensor("QKV input", q * h, False),
+         SavedTensor("norm2 input", 2 * h, False), SavedTensor("FFN input", q * h, False)]
     if shape.dropout:
         t += [SavedTensor("attention dropout mask", h, False),
               SavedTensor("MLP dropout mask", h, False)]
     t += [SavedTensor("Q", 2 * hq, True), SavedTensor("K", 2 * kv, True),
-          SavedTensor("V", 2 * kv, True), SavedTensor("output-projection input", 2 * hq, True),
+          SavedTensor("V", 2 * kv, True), SavedTensor("output-projection input", q * hq, True),
           SavedTensor("softmax output", 2 * a * seq, True, "score")]
     if shape.dropout:
         t += [SavedTensor("softmax dropout mask", a * seq, True, "score"),
@@ -140,9 +143,9 @@ def layer_tensors(shape: ModelShape, seq: int) -> tuple[SavedTensor, ...]:
     t.append(SavedTensor("softmax statistics (fp32)", 4 * a, True, "stats"))
     if shape.gated_ffn:
         t += [SavedTensor("gate output", 2 * f, True), SavedTensor("up output", 2 * f, True),
-              SavedTensor("down-projection input", 2 * f, True)]
+              SavedTensor("down-projection input", q * f, True)]
     else:
-        t += [SavedTensor("GELU input", 2 * f, True), SavedTensor("FC2 input", 2 * f, True)]
+        t += [SavedTensor("GELU input", 2 * f, True), SavedTensor("FC2 input", q * f, True)]
     return tuple(t)
 
 
@@ -154,13 +157,13 @@ def check_recompute(recompute: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def saved_tensors(shape: ModelShape, seq: int, flash: bool, recompute: str = "none"
-                  ) -> tuple[SavedTensor, ...]:
+def saved_tensors(shape: ModelShape, seq: int, flash: bool, recompute: str = "none",
+                  gemm_bytes: float = 2.0) -> tuple[SavedTensor, ...]:
     """The tensors actually stored under flash attention / selective recompute: flash drops the
     s^2 entries and keeps the softmax statistics; selective recompute drops the s^2 entries."""
     check_recompute(recompute)
     out = []
-    for x in layer_tensors(shape, seq):
+    for x in layer_tensors(shape, seq, gemm_bytes):
         if x.kind == "score" and (flash or recompute == "selective"):
             continue
         if x.kind == "stats" and not flash:
@@ -170,7 +173,8 @@ def saved_tensors(shape: ModelShape, seq: int, flash: bool, recompute: str = "no
 
 
 def layer_activation_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool,
-                           flash: bool, recompute: str = "none") -> float:
+                           flash: bool, recompute: str = "none",
+                           gemm_bytes: float = 2.0) -> float:
     """A_layer: stored bytes of one layer for one micro-batch on one TP shard (§4.2). Sequence
     parallelism shards the otherwise replicated tensors by t; full recompute keeps only the
     layer input (checkpoint)."""
@@ -178,7 +182,7 @@ def layer_activation_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: b
         return checkpoint_bytes(shape, seq, mbs, tp, sp)
     tokens = seq * mbs
     total = 0.0
-    for x in saved_tensors(shape, seq, flash, recompute):
+    for x in saved_tensors(shape, seq, flash, recompute, gemm_bytes):
         total += x.bytes_per_token * tokens / (tp if (x.tp_sharded or sp) else 1)
     return total
 
@@ -188,17 +192,19 @@ def checkpoint_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool) -
     return 2.0 * seq * mbs * shape.hidden / (tp if sp else 1)
 
 
-def split_backward_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool) -> float:
+def split_backward_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool,
+                         gemm_bytes: float = 2.0) -> float:
     """Bytes one layer holds between B and W (split backward, §4.2): each linear layer's input
-    and output gradient. Column-parallel linears (QKV, FFN in) keep a replicated input and a
-    sharded output gradient; row-parallel ones (output projection, FFN out) the reverse."""
+    and output gradient, `gemm_bytes` per element (quantised with FP8 GEMMs). Column-parallel
+    linears (QKV, FFN in) keep a replicated input and a sharded output gradient; row-parallel
+    ones (output projection, FFN out) the reverse."""
     tokens = seq * mbs
     rep = tp if sp else 1                # replicated tensors are sharded only by SP
     held = 0.0
     for name, k, m in shape.linears():
         column = name in ("qkv", "gate_up", "fc1")
         held += (k / rep + m / tp) if column else (k / tp + m / rep)
-    return 2.0 * tokens * held
+    return gemm_bytes * tokens * held
 
 
 def omega(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool) -> float:

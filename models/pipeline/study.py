@@ -698,7 +698,13 @@ def time_assumptions(work: Workload) -> list[dict]:
         {"text": f"TP/DP/P2P: NCCL rings at {gpu.bus_bandwidth * t.comm_scale / 1e9:g} GB/s "
                  f"bus bandwidth inside a {hw.gpus_per_node}-GPU node; across nodes the "
                  f"group's NICs at {node.inter_node_bandwidth / 1e9:g} GB/s x "
-                 f"{node.network_efficiency:g}; {overlaps}", "tag": "[design] §7.2"}]
+                 f"{node.network_efficiency:g}; {overlaps}", "tag": "[design] §7.2"}] + ([] if
+        t.gemm_format == "bf16" else [
+        {"text": f"{t.gemm_format} GEMMs (Transformer Engine): linear GEMMs at the "
+                 f"{t.gemm_format} peak on the bf16 efficiency curve, inputs cast by "
+                 f"element-wise kernels, linear inputs saved and weights cached (rowwise + "
+                 f"columnwise) quantised; MFU against the bf16 peak",
+         "tag": "[assumed] §7.4, not validated on measured FP8 runs"}])
 
 
 def assumptions(work: Workload) -> list[dict]:
