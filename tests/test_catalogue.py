@@ -322,3 +322,23 @@ def test_energy_is_power_times_time_and_absent_without_a_tdp(cli):
     assert code == 0, err
     perf = js.loads(out)["performance"]
     assert perf["energy_j"] == pytest.approx(8 * 700 * perf["iteration_s"])
+
+
+def test_chiplet_formats_come_from_the_die_preset(cli, tmp_path):
+    """explore chiplet --format: a format the die preset lists (its MAC rate and energy) sets
+    the arrays' peak, the MAC energy and the bytes per element; one it lacks is refused."""
+    from dataclasses import replace
+
+    from explore.models.chiplet.cost import Workload
+    die = presets.load("die", "die-7nm")
+    fast = replace(die, formats={"fp8": {"mac_rate": 2.0, "e_mac": 0.25e-12}}).in_format("fp8")
+    assert fast.peak_flops == 2 * die.peak_flops and fast.mac_energy == 0.25e-12
+    model = replace(presets.load("model", "llama3.1-8b"), weight_format="fp8")
+    assert Workload(model).beta == 1.0
+    code, _, err = cli("chiplet", "--format", "fp8")
+    assert code == 2 and "die 'die-7nm' has no fp8 MAC data (formats: bf16)" in err
+    src = (presets.ROOT / "chiplet" / "dies" / "die-7nm.yaml").read_text()
+    p = tmp_path / "die-fp8.yaml"
+    p.write_text(src + "formats:\n  fp8: {mac_rate: 2.0, e_mac: 2.5e-13}\n")
+    code, out, err = cli("chiplet", "--die", str(p), "--format", "fp8", "--json")
+    assert code == 0, err

@@ -50,6 +50,9 @@ class ChipletWorkload:
                                          "2 = bf16)")
     attention: Optional[str] = _named("causal", "--attention", help="causal (skips masked "
                                       "blocks, c = 0.5) or full (c = 1)")
+    number_format: Optional[str] = _named("bf16", "--format", help="number format of weights, "
+                                          "activations and MACs: one the die preset lists "
+                                          "under formats (shipped dies: bf16)")
 
 
 @dataclass
@@ -254,6 +257,10 @@ def setup(req: ChipletRequest, packages: list[str] | tuple[str, ...],
     if changes["dram"]:
         drs = {k: presets.override(v, changes["dram"], f"--set dram ({k})")
                for k, v in drs.items()}
+    if w.number_format and w.number_format != "bf16":
+        from dataclasses import replace
+        die = die.in_format(w.number_format)
+        model = replace(model, weight_format=die.number_format)
     if w.attention not in ("causal", "full"):
         raise InputError(f"--attention {w.attention!r}: choose causal or full")
     assert w.seq is not None and w.batch is not None and w.grad_bytes is not None

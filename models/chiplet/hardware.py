@@ -41,11 +41,17 @@ class DieSpec:
     area_per_mb_mm2: float = spec("silicon area per MB of SRAM in mm²", default=0.45)
     area_fixed_mm2: float = spec("fixed area (vector unit, router, control) in mm²",
                                  default=10.0)
+    formats: dict = spec(
+        "number formats the arrays take beyond bf16: format -> {mac_rate: MACs per unit per "
+        "cycle relative to bf16, e_mac: J per MAC} (docs/chiplet.md §3); none in the shipped "
+        "dies, which have only sourced bf16 energies", default={})
+    mac_rate: float = spec("MACs per MAC unit per cycle (1 for bf16; from formats)", default=1.0)
+    number_format: str = spec("the format the arrays compute in", default="bf16")
     sources: dict = spec("field -> where the value comes from", default={})
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
-        if self.n_mac <= 0 or self.f <= 0 or self.sram <= 0:
+        if self.n_mac <= 0 or self.f <= 0 or self.sram <= 0 or not self.mac_rate > 0:
             raise InputError(f"die {self.name!r}: n_mac, f and sram must be positive")
         if self.n_mac % (self.array_rows * self.array_cols):
             raise InputError(f"die {self.name!r}: n_mac {self.n_mac} is not a whole number of "
@@ -56,10 +62,28 @@ class DieSpec:
             raise InputError(f"die {self.name!r}: no energy scale for {self.node_nm} nm "
                              f"(known: {sorted(NODE_SCALE)}); give e_mac and e_sram")
 
+    def in_format(self, name: str) -> "DieSpec":
+        """This die computing in format `name`: bf16 as it is, another format from its
+        `formats` entry (its MAC rate and energy); an error naming the die when it has none."""
+        from dataclasses import replace
+
+        from ..formats import number_format
+        fmt = number_format(name, "--format")
+        if fmt.name == "bf16":
+            return self
+        entry = self.formats.get(fmt.name)
+        if not isinstance(entry, dict) or not {"mac_rate", "e_mac"} <= set(entry):
+            have = ", ".join(["bf16", *sorted(self.formats)])
+            raise InputError(f"die {self.name!r} has no {fmt.name} MAC data (formats: {have}); "
+                             f"add formats: {{{fmt.name}: {{mac_rate: ..., e_mac: ...}}}} to "
+                             f"the die preset, with its source")
+        return replace(self, mac_rate=float(entry["mac_rate"]), e_mac=float(entry["e_mac"]),
+                       number_format=fmt.name)
+
     @property
     def peak_flops(self) -> float:
-        """C = 2 n_MAC f."""
-        return 2.0 * self.n_mac * self.f
+        """C = 2 n_MAC f x the format's MACs per unit per cycle."""
+        return 2.0 * self.n_mac * self.f * self.mac_rate
 
     @property
     def mac_energy(self) -> float:
