@@ -231,6 +231,8 @@ class ForwardTime:
 
 
 OVERLAPS = ("none", "max")
+# activations between kernels and the TP all-reduce stay bf16 whatever the GEMM inputs
+ACTIVATION_BYTES = 2.0
 
 
 def _roofline(nbytes, flops, gpu: GpuSpec, overlap: str, rate: float | None = None):
@@ -258,7 +260,7 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     B = np.asarray(batch, dtype=float)
     t = np.asarray(tokens_per_seq, dtype=float)
     n = B * t
-    bpp, act = m.bytes_per_param, m.EDGE_BYTES       # activations stream in bf16
+    bpp, act = m.bytes_per_param, ACTIVATION_BYTES
     gemm = dep.gemm_flops
     moe_layers = m.moe_layers
     dense_layers = m.layers - moe_layers

@@ -149,7 +149,12 @@ class ModelShape:
         return self.kv_heads * self.head_dim
 
     def with_layers(self, layers: int) -> "ModelShape":
-        return replace(self, layers=layers, name=f"{self.name}-L{layers}")
+        """The same layer kinds at another depth: local-attention layers keep their share,
+        leading dense layers at most all of them."""
+        local = min(layers, max(1, round(self.local_layers * layers / self.layers))) \
+            if self.local_attention else 0
+        return replace(self, layers=layers, name=f"{self.name}-L{layers}",
+                       dense_layers=min(self.dense_layers, layers), local_layers=local)
 
     # ---- parameters per layer --------------------------------------------------------------
     @cached_property

@@ -342,3 +342,10 @@ def test_chiplet_formats_come_from_the_die_preset(cli, tmp_path):
     p.write_text(src + "formats:\n  fp8: {mac_rate: 2.0, e_mac: 2.5e-13}\n")
     code, out, err = cli("chiplet", "--die", str(p), "--format", "fp8", "--json")
     assert code == 0, err
+
+
+def test_with_layers_keeps_the_layer_kinds():
+    oss = presets.load("model", "gpt-oss-120b").with_layers(8)
+    assert (oss.layers, oss.local_layers) == (8, 4)
+    v3 = presets.load("model", "deepseek-v3").with_layers(2)
+    assert v3.dense_layers == 2 and v3.moe_layers == 0
