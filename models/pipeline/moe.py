@@ -1,0 +1,121 @@
+"""MoE parallel layout and model states (docs/pipeline.md §11, issue 15 in progress): the rules
+by which Megatron-Core places experts, and the bytes of weights, gradients and optimizer state
+each GPU of a pipeline stage holds. Activations, times and the schedules with MoE layers are
+not built yet, so the pipeline study still refuses MoE models; this module is their base.
+
+Megatron-Core's two decompositions of the same GPUs: attention and dense layers use
+TP x CP x DP x PP, experts ETP x EP x EDP x PP, so EDP = TP CP DP / (ETP EP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..shapes import ModelShape
+from . import memory as mem
+
+
+@dataclass(frozen=True)
+class MoeLayout:
+    """The parallel degrees of an MoE training run on `gpus` GPUs."""
+    gpus: int
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    etp: int | None = None        # None: Megatron's default, ETP = TP
+
+    @property
+    def dp(self) -> int:
+        return self.gpus // (self.tp * self.pp * self.cp)
+
+    @property
+    def expert_tp(self) -> int:
+        return self.tp if self.etp is None else self.etp
+
+    @property
+    def edp(self) -> int:
+        """Expert data parallelism: the GPUs of one stage that hold the same experts."""
+        return self.tp * self.cp * self.dp // (self.expert_tp * self.ep)
+
+    def check(self, shape: ModelShape) -> "MoeLayout":
+        """Raise InputError naming the rule a layout breaks (Megatron-Core's parallel_state and
+        argument checks)."""
+        for name, v in (("TP", self.tp), ("PP", self.pp), ("CP", self.cp), ("EP", self.ep),
+                        ("ETP", self.expert_tp)):
+            if v < 1:
+                raise InputError(f"{name} must be >= 1, got {v}")
+        if self.gpus % (self.tp * self.pp * self.cp):
+            raise InputError(f"TP {self.tp} x PP {self.pp} x CP {self.cp} does not divide the "
+                             f"{self.gpus} GPUs")
+        if (self.tp * self.cp * self.dp) % (self.expert_tp * self.ep):
+            raise InputError(f"ETP {self.expert_tp} x EP {self.ep} must divide TP x CP x DP = "
+                             f"{self.tp * self.cp * self.dp} (the GPUs of one pipeline stage)")
+        if not shape.is_moe:
+            if self.ep > 1 or self.etp not in (None, self.tp):
+                raise InputError(f"{shape.name} has no experts: EP and ETP apply to MoE models")
+            return self
+        if shape.experts % self.ep:
+            raise InputError(f"EP {self.ep} must divide the {shape.experts} experts of "
+                             f"{shape.name}")
+        if shape.expert_intermediate % self.expert_tp:
+            raise InputError(f"ETP {self.expert_tp} must divide the expert FFN width "
+                             f"{shape.expert_intermediate} of {shape.name}")
+        shape.check_tensor_parallel(self.tp)
+        return self
+
+
+@dataclass(frozen=True)
+class StageStates:
+    """Model-state bytes one GPU of a pipeline stage holds, split into the parts replicated
+    across DP (dense: attention, norms, router, shared experts, dense FFNs, embedding, head)
+    and across EDP (routed experts)."""
+    dense_params: float            # parameters on this GPU
+    expert_params: float
+    dense: mem.StateBytes          # bytes per parameter of each part
+    expert: mem.StateBytes
+
+    @property
+    def weights(self) -> float:
+        return self.dense_params * self.dense.weights + self.expert_params * self.expert.weights
+
+    @property
+    def grads(self) -> float:
+        return self.dense_params * self.dense.grads + self.expert_params * self.expert.grads
+
+    @property
+    def optimizer(self) -> float:
+        return self.dense_params * self.dense.optimizer \
+            + self.expert_params * self.expert.optimizer
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer
+
+
+def stage_states(shape: ModelShape, layout: MoeLayout, layers: range, first: bool, last: bool,
+                 zero: int = 0, dist_opt: bool = False, fp32_grads: bool = True
+                 ) -> StageStates:
+    """Model states of one GPU of the stage holding decoder `layers` (indices from 0), with
+    the embedding when `first` and the LM head when `last`. Dense parts are sharded by TP (the
+    router is replicated) and their optimizer state over DP x CP; each routed expert's FFN is
+    sharded by ETP, E / EP experts per GPU, optimizer over EDP (distributed optimizer: both
+    sharded, as Megatron-Core's)."""
+    layout.check(shape)
+    tp = layout.tp
+    dense = experts = 0.0
+    for layer in layers:
+        if shape.is_moe_layer(layer):
+            dense += (shape.attention_params + shape.shared_expert_params
+                      + shape.norm_params) / tp + shape.router_params
+            experts += shape.experts // layout.ep * shape.expert_params / layout.expert_tp
+        else:
+            dense += shape.dense_layer_params / tp
+    if first:
+        dense += shape.embedding_params / tp
+    if last:                          # head and final norm, as the dense study (memory.py)
+        dense += mem.head_params(shape, first) / tp
+    return StageStates(dense, experts,
+                       mem.state_bytes(zero, dist_opt, layout.dp * layout.cp, fp32_grads),
+                       mem.state_bytes(zero, dist_opt, layout.edp, fp32_grads))
