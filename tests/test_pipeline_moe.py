@@ -69,3 +69,35 @@ def test_layout_rules_name_what_binds(layout, message):
 def test_experts_only_apply_to_moe_models():
     with pytest.raises(InputError, match="has no experts"):
         MoeLayout(8, tp=2, ep=2).check(presets.load("model", "llama2-7b"))
+
+
+def test_mixtral_moe_block_bytes_by_explicit_tensor_accounting():
+    """Mixtral 8x7B (h 4096, E 8, k 2, f 14336), s 4096, b 1, TP 1, softmax router with the
+    auxiliary loss, balanced routing. Per token:
+      router: k indices 2 x 8 + k softmax 2 x 4 + aux-loss softmax 8 x 4 = 56 B
+      per routed token: fc1 input 2 x 4096 + fc1 output 2 x 2 x 14336 + probability 4
+                        + fc2 input 2 x 14336 + index 8 = 94,220 B, x k = 188,440 B
+    = 188,496 B per token, x 4096 tokens."""
+    from explore.models.pipeline.moe import moe_ffn_bytes
+    mixtral = presets.load("model", "mixtral-8x7b")
+    got = moe_ffn_bytes(mixtral, 4096, 1, MoeLayout(8, ep=8))
+    assert got == 188_496 * 4096
+
+
+def test_moe_block_bytes_follow_the_layout():
+    """EP moves experts, not tokens per GPU (balanced routing); TP under SP and ETP divide as
+    Megatron-Core places them; the imbalance margin scales the routed tensors only."""
+    from explore.models.pipeline.moe import moe_ffn_bytes, moe_ffn_tensors
+    m = presets.load("model", "mixtral-8x7b")
+    one = moe_ffn_bytes(m, 4096, 1, MoeLayout(8, ep=1))
+    assert moe_ffn_bytes(m, 4096, 1, MoeLayout(8, ep=8)) == one
+    assert moe_ffn_bytes(m, 4096, 2, MoeLayout(8, ep=8)) == 2 * one
+    assert moe_ffn_bytes(m, 4096, 1, MoeLayout(8, tp=2, ep=4, etp=1)) == one / 2
+    routed = sum(x.bytes_per_token for x in moe_ffn_tensors(m) if x.kind == "routed") * 4096
+    assert moe_ffn_bytes(m, 4096, 1, MoeLayout(8), imbalance=1.25) == \
+        pytest.approx(one + 0.25 * routed)
+    v3 = presets.load("model", "deepseek-v3")
+    sig = {x.name for x in moe_ffn_tensors(v3, "sigmoid", aux_loss=False)}
+    assert "router sigmoid scores (fp32)" in sig and "shared gate output" in sig
+    with pytest.raises(InputError, match="router must be one of"):
+        moe_ffn_tensors(v3, "relu")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..errors import InputError
 from ..shapes import ModelShape
 from . import memory as mem
+from .memory import SavedTensor
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,72 @@ def stage_states(shape: ModelShape, layout: MoeLayout, layers: range, first: boo
     return StageStates(dense, experts,
                        mem.state_bytes(zero, dist_opt, layout.dp * layout.cp, fp32_grads),
                        mem.state_bytes(zero, dist_opt, layout.edp, fp32_grads))
+
+
+# ---- activations of an MoE layer -------------------------------------------------------------
+
+ROUTERS = ("softmax", "sigmoid")
+
+
+def moe_ffn_tensors(shape: ModelShape, router: str = "softmax", aux_loss: bool = True,
+                    imbalance: float = 1.0) -> tuple[SavedTensor, ...]:
+    """What the MoE block of one layer saves for backward, per token of the layer's input
+    (docs/pipeline.md §11), in Megatron-Core's default path (alltoall dispatcher, TEGroupedMLP
+    with the fused weighted SwiGLU, probabilities applied inside the experts). Routed tensors
+    count k x `imbalance` entries per token (dropless; `imbalance` >= 1 is the margin of the
+    most loaded GPU over the mean). bytes_per_token is before sharding; tp_sharded marks what
+    TP (experts: ETP) divides. The norm before it and its output, the FFN input, are the
+    attention part's (memory.layer_tensors).
+
+    - router: a softmax router over the top-k logits saves the k indices (int64) and the k
+      softmax outputs (fp32); a sigmoid router (DeepSeek-V3) saves sigmoid(logits) for all E
+      experts (fp32) and the k indices. With the auxiliary load-balancing loss the softmax over
+      all E logits (fp32) is saved too.
+    - routed experts, per routed token: the permuted fc1 input (h, bf16, kept by the grouped
+      GEMM for its weight gradient), the fc1 output (2 f_exp gate and up, bf16, kept by the
+      weighted SwiGLU), the routing probability (fp32, same kernel), the fc2 input (f_exp,
+      bf16) and the permutation index (int64) unpermute needs.
+    - shared experts: as a dense SwiGLU MLP of their width, TP-sharded: gate and up outputs,
+      the down-projection input (the input is the FFN input, already counted)."""
+    if router not in ROUTERS:
+        raise InputError(f"router must be one of {', '.join(ROUTERS)}, got {router!r}")
+    if not imbalance >= 1:
+        raise InputError(f"routing imbalance must be >= 1, got {imbalance}")
+    h, e, k, f = shape.hidden, shape.experts, shape.experts_per_token, shape.expert_intermediate
+    routed = k * imbalance
+    t = [SavedTensor("router top-k indices (int64)", 8 * k, False)]
+    if router == "softmax":
+        t.append(SavedTensor("router top-k softmax (fp32)", 4 * k, False))
+    else:
+        t.append(SavedTensor("router sigmoid scores (fp32)", 4 * e, False))
+    if aux_loss:
+        t.append(SavedTensor("aux-loss softmax over all experts (fp32)", 4 * e, False))
+    t += [SavedTensor("expert fc1 input (permuted tokens)", 2 * h * routed, False, "routed"),
+          SavedTensor("expert fc1 output (gate, up)", 2 * 2 * f * routed, True, "routed"),
+          SavedTensor("routing probability (fp32)", 4 * routed, False, "routed"),
+          SavedTensor("expert fc2 input", 2 * f * routed, True, "routed"),
+          SavedTensor("permutation index (int64)", 8 * routed, False, "routed")]
+    fs = shape.shared_expert_intermediate
+    if fs:
+        t += [SavedTensor("shared gate output", 2 * fs, True),
+              SavedTensor("shared up output", 2 * fs, True),
+              SavedTensor("shared down-projection input", 2 * fs, True)]
+    return tuple(t)
+
+
+def moe_ffn_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
+                  router: str = "softmax", aux_loss: bool = True,
+                  imbalance: float = 1.0) -> float:
+    """Bytes the MoE block of one layer saves per micro-batch on one GPU. Megatron-Core runs
+    MoE with TP > 1 under sequence parallelism, so the router sees s b / TP tokens; the
+    dispatcher gathers the ETP group's tokens, so routed tensors hold k x (s b / TP) x ETP
+    entries per GPU, their f_exp-wide ones divided by ETP; shared experts are TP-sharded."""
+    tokens = seq * mbs / layout.tp
+    total = 0.0
+    for x in moe_ffn_tensors(shape, router, aux_loss, imbalance):
+        if x.kind == "routed":
+            total += x.bytes_per_token * tokens * layout.expert_tp \
+                / (layout.expert_tp if x.tp_sharded else 1)
+        else:       # router tensors on its s b / TP tokens; shared experts TP-sharded alike
+            total += x.bytes_per_token * tokens
+    return total
