@@ -412,7 +412,8 @@ def solve(terms: Terms, floor_s: float | None = None,
     through fit(), and Chronos-Pipe without a fixed cap through the planner. With an
     incumbent (iteration seconds a search already beats), the planner skips every cap whose
     plain schedule is no faster and returns no outcome if none is left. Without timelines,
-    plain and uniformly recomputed GPipe and 1F1B take the closed forms (closed.py)."""
+    plain and uniformly recomputed GPipe, 1F1B and interleaved take the closed forms
+    (closed.py)."""
     pol = terms.policy
     if pol.schedule == "chronos" and pol.cap is None:
         return plan_chronos(terms, floor_s, incumbent_s)

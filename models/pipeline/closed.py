@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import simulator as sim
-from .schedules import B, F, KINDS, R, OpLists
+from .schedules import B, F, KINDS, R, OpLists, build
 
 NEG = -np.inf
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
@@ -305,8 +305,6 @@ STRETCH_GROUPS = 5
 @lru_cache(maxsize=64)
 def _interleaved(p: int, v: int, m: int, with_r: bool) -> tuple[Rounds, Events] | None:
     """Rounds and memory events of interleaved 1F1B, built on at most STRETCH_GROUPS groups."""
-    from .schedules import build
-
     groups = m // p
     short = build("interleaved", p, p * min(groups, STRETCH_GROUPS), v)
     rounds = _rounds(short)
