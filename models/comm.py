@@ -27,7 +27,7 @@ def p2p_s(nbytes, bandwidth, latency_s):
     return latency_s + np.asarray(nbytes, dtype=float) / bandwidth
 
 
-BUS_FACTOR = {"all-reduce": 2.0, "all-gather": 1.0, "reduce-scatter": 1.0}
+BUS_FACTOR = {"all-reduce": 2.0, "all-gather": 1.0, "reduce-scatter": 1.0, "all-to-all": 1.0}
 
 
 def bus_s(kind: str, n: int, nbytes: float, bus_bandwidth: float, latency_s: float) -> float:
@@ -41,3 +41,16 @@ def bus_s(kind: str, n: int, nbytes: float, bus_bandwidth: float, latency_s: flo
 
 RING = {"all-reduce": all_reduce_s, "all-gather": all_gather_s,
         "reduce-scatter": reduce_scatter_s}
+
+
+def all_to_all_s(n: int, nbytes: float, members: int, in_node_bandwidth: float,
+                 nic_bandwidth: float, latency_s: float) -> float:
+    """NCCL all-to-all among n ranks, each sending nbytes split evenly over all n (its own share
+    stays): `members` of the n ranks share this rank's node. The in-node share (members - 1)/n
+    moves at the in-node bus bandwidth, the off-node share (n - members)/n through this rank's
+    NIC, both at once (nccl-tests: all-to-all bus bandwidth = algbw (n-1)/n)."""
+    if n <= 1:
+        return 0.0
+    inside = (members - 1) / n * nbytes / in_node_bandwidth
+    outside = (n - members) / n * nbytes / nic_bandwidth if n > members else 0.0
+    return latency_s + max(inside, outside)

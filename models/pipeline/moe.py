@@ -189,3 +189,58 @@ def moe_ffn_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
         else:       # router tensors on its s b / TP tokens; shared experts TP-sharded alike
             total += x.bytes_per_token * tokens
     return total
+
+
+# ---- all-to-all dispatch and combine -----------------------------------------------------------
+
+def dispatch_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
+                   element_bytes: float = 2.0) -> float:
+    """Bytes one GPU sends into one all-to-all of an MoE layer (dispatch or combine, forward or
+    backward): its k (s b / TP) routed token copies of h elements (bf16; DeepSeek-V3 dispatches
+    in FP8, element_bytes 1). A layer runs four per micro-batch: dispatch and combine forward,
+    their gradients backward."""
+    return shape.experts_per_token * seq * mbs / layout.tp * shape.hidden * element_bytes
+
+
+def all_to_all_time(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, gpu, node,
+                    element_bytes: float = 2.0) -> float:
+    """Seconds of one dispatch (or combine) over the EP group. Megatron-Core orders ranks
+    TP-CP-EP-DP-PP for experts with ETP in place of TP, so EP ranks sit ETP apart: the group
+    spans EP x ETP GPUs; the members on one node move their share over NVLink (the GPU's
+    measured bus bandwidth), the rest leaves through each GPU's NIC at the network's
+    efficiency."""
+    from ..comm import all_to_all_s
+    n = layout.ep
+    members = max(1, min(n, node.gpus_per_node // layout.expert_tp))
+    return all_to_all_s(n, dispatch_bytes(shape, seq, mbs, layout, element_bytes), members,
+                        gpu.bus_bandwidth, node.inter_node_bandwidth * node.network_efficiency,
+                        gpu.collective_latency_s)
+
+
+# ---- routed-expert GEMMs ------------------------------------------------------------------------
+
+def expert_gemm_times(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, gpu,
+                      gemm_scale: float = 1.0, imbalance: float = 1.0
+                      ) -> tuple[float, float, float]:
+    """(forward, input-gradient, weight-gradient) seconds of one layer's routed-expert GEMMs
+    on one GPU per micro-batch, on the kernel model's efficiency curve (§7.2) at their real
+    sizes: E / EP local experts share k (s b / TP) ETP x imbalance routed tokens, each expert's
+    fc1 (h -> 2 f_exp / ETP, SwiGLU) and fc2 (f_exp / ETP -> h) costed at its own token count,
+    one grouped kernel launch per GEMM kind."""
+    import math
+
+    from . import kernels
+    local = shape.experts // layout.ep
+    routed = shape.experts_per_token * seq * mbs / layout.tp * layout.expert_tp * imbalance
+    m = max(1, math.ceil(routed / local))              # tokens per local expert
+    f = shape.expert_intermediate // layout.expert_tp
+    h = shape.hidden
+    overhead = (2 * local - 2) * gpu.kernel_overhead_s   # grouped: one launch per GEMM kind
+
+    def grouped(dims) -> float:
+        return local * sum(kernels.gemm_s(a, b, c, gpu, scale=gemm_scale) for a, b, c in dims) \
+            - overhead
+    fwd = grouped([(m, 2 * f, h), (m, h, f)])               # Y = X W
+    dgrad = grouped([(m, h, 2 * f), (m, f, h)])             # dX = dY W^T
+    wgrad = grouped([(h, 2 * f, m), (f, h, m)])             # dW = X^T dY
+    return fwd, dgrad, wgrad
