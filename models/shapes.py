@@ -339,11 +339,23 @@ class ModelShape:
             return 2.0 * self.heads * (qk + (self.v_head_dim or self.head_dim))
         return 4.0 * self.heads * self.head_dim
 
+    @cached_property
+    def active_linear_params(self) -> float:
+        """Linear weights one token multiplies through in the average layer: a dense layer's
+        linear_params; an MoE layer's attention linears, router, shared experts and K routed
+        experts (biases and norms left out as in linear_params)."""
+        h = self.hidden
+        attention = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
+        moe = attention + self.router_params + self.experts_per_token * self.expert_params \
+            + 3 * h * self.shared_expert_intermediate
+        dense = self.layers - self.moe_layers
+        return (dense * self.linear_params + self.moe_layers * moe) / self.layers
+
     def layer_forward_flops_per_token(self, seq: int) -> float:
-        """Forward FLOPs of one dense layer per token at sequence length `seq`: 2 per linear
-        weight plus QK^T and AV over the whole sequence (no causal halving, as Megatron-LM's
-        num_floating_point_operations)."""
-        return 2.0 * self.linear_params \
+        """Forward FLOPs of the average layer per token at sequence length `seq`: 2 per linear
+        weight a token passes through plus QK^T and AV over the whole sequence (no causal
+        halving, as Megatron-LM's num_floating_point_operations)."""
+        return 2.0 * self.active_linear_params \
             + self.mean_attention_span(seq) * self.attention_flops_per_token_per_ctx
 
     def training_flops_per_token(self, seq: int) -> float:

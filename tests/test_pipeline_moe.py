@@ -139,3 +139,71 @@ def test_expert_gemms_at_their_real_sizes():
     rates = [flops / expert_gemm_times(m, 4096, 1, MoeLayout(8, ep=ep), gpu)[0]
              for ep in (8, 4, 2, 1)]
     assert all(a >= b * (1 - 1e-9) for a, b in zip(rates, rates[1:]))
+
+
+# ---- MoE layers in the study (every layer MoE, standard attention) ----------------------------
+
+def _mixtral_terms(schedule="1f1b", **layout):
+    mixtral = presets.load("model", "mixtral-8x7b")
+    hw = Hardware.from_presets(presets.load("gpu", "h100"), presets.load("node", "dgx-h100"),
+                               16)
+    lay = Layout(**{"tp": 2, "pp": 2, "dp": 4, "seq": 4096, "mbs": 1, "global_batch": 32,
+                    "sp": True, "ep": 4, "etp": 1} | layout)
+    return mixtral, Terms(mixtral, lay, hw, Policy(schedule, optimizer="dist-opt"))
+
+
+def test_study_states_and_activations_of_moe_layers():
+    """The study's per-device states are moe.stage_states' and a layer's stored activations
+    are the attention part plus the MoE block."""
+    from explore.models.pipeline import memory as mem
+    from explore.models.pipeline.moe import moe_ffn_bytes
+    mixtral, t = _mixtral_terms()
+    for d in range(2):
+        s = stage_states(mixtral, t.layout.moe, range(16 * d, 16 * d + 16), d == 0, d == 1,
+                         dist_opt=True)
+        assert t.resident_states(d) == pytest.approx(s.total)
+    attention = mem.layer_activation_bytes(mixtral, 4096, 1, 2, True, True)
+    assert t.a_full == pytest.approx(attention + moe_ffn_bytes(mixtral, 4096, 1, t.layout.moe))
+
+
+def test_moe_layers_cost_experts_and_all_to_alls():
+    _, t = _mixtral_terms()
+    terms = t.kernel_times.terms
+    assert terms["F: expert GEMMs"] > 0 and "F: router GEMM" in terms
+    assert t.all_to_all_s > 0
+    assert t.t_f_layer == pytest.approx(t.kernel_times.f + t._exposed_tp(
+        t.kernel_times.gemms("F")) + t.all_to_all_s)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"schedule": "zb-h1"}, "do not cover split-backward schedules"),
+    ({"ep": 3}, "ETP 1 x EP 3 must divide|EP 3 must divide the 8 experts"),
+])
+def test_what_moe_layers_do_not_cover_is_named(change, message):
+    schedule = change.pop("schedule", "1f1b")
+    with pytest.raises(InputError, match=message):
+        _mixtral_terms(schedule, **change)
+
+
+def test_mixed_dense_and_moe_layers_are_refused():
+    from dataclasses import replace
+    mixtral = replace(presets.load("model", "mixtral-8x7b"), dense_layers=1)
+    hw = Hardware.from_presets(presets.load("gpu", "h100"), presets.load("node", "dgx-h100"), 8)
+    with pytest.raises(InputError, match="dense and MoE layers mixed"):
+        Terms(mixtral, Layout(2, 2, 2, 4096, 1, 16, ep=2), hw, Policy("1f1b"))
+
+
+def test_pipeline_search_and_breakdown_on_an_moe_model(cli):
+    code, out, err = cli("pipeline", "--model", "mixtral-8x7b", "--gpus", "16", "--hardware",
+                         "h100", "--global-batch", "64", "--schedule", "1f1b", "--json")
+    assert code == 0, err
+    code, out, err = cli("pipeline", "breakdown", "--model", "mixtral-8x7b", "--gpus", "16",
+                         "--hardware", "h100", "--tp", "2", "--pp", "2", "--ep", "4", "--etp",
+                         "1", "--sp", "--global-batch", "64", "--json")
+    assert code == 0, err
+    import json
+    cfg = json.loads(out)["config"]
+    assert (cfg["ep"], cfg["etp"], cfg["edp"]) == (4, 1, 2)
+    code, _, err = cli("pipeline", "breakdown", "--model", "mixtral-8x7b", "--gpus", "16",
+                       "--hardware", "h100", "--tp", "2", "--pp", "2", "--ep", "3")
+    assert code == 2 and "must divide" in err

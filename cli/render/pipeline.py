@@ -91,7 +91,8 @@ def _notes(title: str, items: list[tuple[str, str]]):
 def _config_line(c: dict) -> str:
     v = f", v {c['vpp']}" if c["schedule"] == "interleaved" else ""
     cap = f", C = {c['cap']}" if c.get("cap") is not None else ""
-    return (f"TP {c['tp']} x PP {c['pp']} x DP {c['dp']}{v}, micro-batch {c['mbs']} x "
+    moe = f", EP {c['ep']} x ETP {c['etp']} (EDP {c['edp']})" if c.get("experts") else ""
+    return (f"TP {c['tp']} x PP {c['pp']} x DP {c['dp']}{moe}{v}, micro-batch {c['mbs']} x "
             f"{c['m']} per iteration, {c['schedule']}{cap}, recompute {c['recompute']}, "
             f"offload {c['offload']}, optimizer {c['optimizer']} "
             f"({c['state_bytes_per_param']:g} B/param)")
@@ -225,7 +226,8 @@ def _top_rows(out: dict, shown, narrow: bool = False) -> list[list]:
     rec, off = ("rc", "off") if narrow else ("recompute", "offload")
     rows = []
     for k, r in enumerate(out["top"], 1):
-        lay = f"{r['tp']}x{r['pp']}x{int(r['dp'])}" + (f" v{r['vpp']}" if r["vpp"] > 1 else "")
+        lay = f"{r['tp']}x{r['pp']}x{int(r['dp'])}" + (f" v{r['vpp']}" if r["vpp"] > 1 else "") \
+            + (f" ep{r['ep']}" if r.get("ep", 1) > 1 else "")
         cap = _int(r.get("cap"))
         sched = r["schedule"] + ("" if cap == "-" else f" C{cap}")
         savers = [x for x in (f"{rec} {r['recompute']}" if r["recompute"] != "none" else "",

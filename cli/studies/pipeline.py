@@ -144,6 +144,11 @@ class _Degrees:
                                "(as --tp)")
     mbs: Optional[str] = option(None, "--mbs", help="micro-batch size b, one value or a range",
                                 unit="sequences")
+    ep: Optional[str] = option(None, "--ep", help="expert-parallel degree of an MoE model: one "
+                               "value or a range (as --tp)", default_text="1; searched: the "
+                               "powers of two dividing the experts")
+    etp: Optional[int] = option(None, "--etp", help="expert tensor-parallel degree (MoE)",
+                                default_text="TP, as Megatron-Core")
     sp: bool = option(False, "--sp/--no-sp", help="sequence parallelism", default_text=FIXTURE)
     flash: bool = option(True, "--flash/--no-flash", help="flash attention",
                          default_text=FIXTURE)
@@ -399,7 +404,7 @@ def workload(req: PipelineRequest):
     model = model_shape(w)
     return StudyWorkload(model=model, hw=hardware(req.hw), seq=w.seq,
                          global_batch=w.global_batch, sp=p.sp, flash=p.flash,
-                         tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio)
+                         tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio, etp=p.etp)
 
 
 def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:
@@ -457,14 +462,15 @@ def space(req: PipelineRequest, work) -> dict:
     from explore.models.pipeline.study import search_space
 
     p, pol = req.par, req.policy
-    tps, pps = _range(p.tp, "--tp"), _range(p.pp, "--pp")
+    tps, pps, eps = _range(p.tp, "--tp"), _range(p.pp, "--pp"), _range(p.ep, "--ep")
     scheds = None if pol.schedule is None else schedules_of(pol.schedule, ())
     vpps, mbss = _range(p.vpp, "--vpp"), _range(p.mbs, "--mbs")
     recs = _names(pol.recompute, config.RECOMPUTE, "--recompute")
     offs = _names(pol.offload, config.OFFLOAD, "--offload")
     opt = optimizer(pol)
     return search_space(work, tp=tps, pp=pps, vpp=vpps, mbs=mbss, schedule=scheds,
-                        recompute=recs, offload=offs, optimizer=None if opt is None else (opt,))
+                        recompute=recs, offload=offs, optimizer=None if opt is None else (opt,),
+                        ep=eps)
 
 
 def build(req: PipelineRequest, keep: int | None = 10):
@@ -478,7 +484,7 @@ def build(req: PipelineRequest, keep: int | None = 10):
                           mbss=lists["mbs"], schedule_names=lists["schedule"],
                           recomputes=lists["recompute"], offloads=lists["offload"],
                           optimizers=lists["optimizer"], cap=req.policy.cap, keep=keep,
-                          chronos_savers_everywhere=explicit)
+                          chronos_savers_everywhere=explicit, eps=lists["ep"])
     return work, lists, study
 
 
@@ -583,7 +589,8 @@ def fixed_outcome(req: PipelineRequest):
         return work, best, "best configuration of the default search"
     vpp, mbs = one(p.vpp, "--vpp", 1), one(p.mbs, "--mbs", 1)
     policy = fixed_policy(req.policy, one_schedule(req.policy))
-    out = solve(work.terms(work.layout(tp, pp, mbs, vpp, p.dp), policy)).outcome
+    lay = work.layout(tp, pp, mbs, vpp, p.dp, one(p.ep, "--ep", 1))
+    out = solve(work.terms(lay, policy)).outcome
     assert out is not None                      # no incumbent: nothing is pruned
     if not out.fits and out.plan.host_limited:
         raise InfeasibleError(f"host RAM exceeded: {binding_text(out)} (raise --host-ram-gib "

@@ -4,7 +4,7 @@ used (GPU + node + overrides), the parallel layout and the memory/schedule polic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..formats import number_format
@@ -14,6 +14,9 @@ from ..spec import spec
 from ..units import GiB
 from . import schedules
 from .kernels import TimeModel
+
+if TYPE_CHECKING:
+    from .moe import MoeLayout
 
 RECOMPUTE = ("none", "selective", "full", "full-fit", "chronos")
 FULL_RECOMPUTE = ("full", "full-fit")     # Megatron full recompute of k layers per chunk
@@ -138,10 +141,18 @@ class Layout:
     flash: bool = True
     tb_ratio: float = 1.0             # measured T_B / T_F of a layer's compute (§7)
     tw_ratio: float = 1.0             # measured T_W / T_F
+    ep: int = 1                       # expert parallelism (MoE, §11)
+    etp: int | None = None            # expert tensor parallelism (None: Megatron's, = TP)
 
     def __post_init__(self) -> None:
         if not (self.tb_ratio > 0 and self.tw_ratio > 0):
             raise InputError("--tb-ratio and --tw-ratio must be > 0")
+
+    @property
+    def moe(self) -> "MoeLayout":
+        """The expert side of this layout (Megatron-Core's rules, §11)."""
+        from .moe import MoeLayout
+        return MoeLayout(self.gpus, self.tp, self.pp, 1, self.ep, self.etp)
 
     @property
     def m(self) -> int:
@@ -207,6 +218,8 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
         raise InputError(f"layout TP {layout.tp} x PP {layout.pp} x DP {layout.dp} = "
                          f"{layout.gpus} GPUs does not divide the {gpus} GPUs exactly")
     shape.check_tensor_parallel(layout.tp)
+    if shape.is_moe or layout.ep != 1 or layout.etp is not None:
+        layout.moe.check(shape)
     chunks = schedules.chunks_per_device(schedule, layout.vpp)
     if shape.layers % (layout.pp * chunks):
         what = (f"PP {layout.pp} x {chunks} chunks" if chunks > 1 else f"PP {layout.pp}")

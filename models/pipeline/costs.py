@@ -12,7 +12,7 @@ from ..formats import NumberFormat, number_format
 from ..shapes import ModelShape
 from . import kernels
 from . import memory as mem
-from . import schedules
+from . import moe, schedules
 from .config import Hardware, Layout, Policy, check_layout
 
 
@@ -25,9 +25,17 @@ class Terms:
     policy: Policy
 
     def __post_init__(self) -> None:
-        if self.shape.is_moe:
-            raise InputError(f"{self.shape.name} is an MoE model; the pipeline study models "
-                             f"dense layers only")
+        s = self.shape
+        if s.is_moe:       # what the MoE layers of §11 do not cover yet, named
+            missing = [why for bad, why in (
+                (s.moe_layers != s.layers, "dense and MoE layers mixed"),
+                (self.flat, "the flat time model"),
+                (self.policy.schedule in schedules.SPLIT, "split-backward schedules"),
+                (self.policy.recompute == "chronos" or self.policy.offload == "chronos",
+                 "Chronos-Recomp/Offload")) if bad]
+            if missing:
+                raise InputError(f"{s.name}: MoE layers in the pipeline study do not cover "
+                                 f"{', '.join(missing)} yet (docs/pipeline.md §11)")
         check_layout(self.shape, self.layout, self.hw.gpus, self.policy.schedule)
 
     # ---- structure ------------------------------------------------------------------------
@@ -74,8 +82,11 @@ class Terms:
 
     def _act(self, recompute: str) -> float:
         lay = self.layout
-        return mem.layer_activation_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
-                                          lay.flash, recompute, self.gemm_bytes)
+        a = mem.layer_activation_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
+                                       lay.flash, recompute, self.gemm_bytes)
+        if self.shape.is_moe and recompute != "full":
+            a += moe.moe_ffn_bytes(self.shape, lay.seq, lay.mbs, lay.moe)
+        return a
 
     @cached_property
     def a_full(self) -> float:
@@ -115,13 +126,45 @@ class Terms:
         return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.dp, pol.fp32_grads)
 
     @cached_property
+    def layer_params(self) -> float:
+        """Parameters of one layer on one GPU, routed experts apart (§11): the whole dense
+        layer over TP; of an MoE layer attention, norms and shared experts over TP and the
+        replicated router."""
+        s, t = self.shape, self.layout.tp
+        if not s.is_moe:
+            return s.dense_layer_params / t
+        return (s.attention_params + s.shared_expert_params + s.norm_params) / t \
+            + s.router_params
+
+    @cached_property
+    def layer_expert_params(self) -> float:
+        """Routed-expert parameters of one layer on one GPU: E / EP experts, each over ETP
+        (§11)."""
+        s, moe = self.shape, self.layout.moe
+        return s.experts // moe.ep * s.expert_params / moe.expert_tp if s.is_moe else 0.0
+
+    @cached_property
+    def expert_params(self) -> tuple[float, ...]:
+        """Routed-expert parameters per device (one GPU)."""
+        out = [0.0] * self.p
+        for d in self.dev_of:
+            out[d] += self.layers_per_chunk * self.layer_expert_params
+        return tuple(out)
+
+    @cached_property
+    def expert_state_bytes(self) -> mem.StateBytes:
+        """Bytes per routed-expert parameter: optimizer sharded over expert data parallelism."""
+        pol = self.policy
+        return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.moe.edp, pol.fp32_grads)
+
+    @cached_property
     def params(self) -> tuple[float, ...]:
-        """P_dev(r): parameters per device (one TP shard)."""
+        """P_dev(r): parameters per device (one TP shard), routed experts apart."""
         t, lc = self.layout.tp, self.layers_per_chunk
         same = self.dev_of[0] == self.dev_of[-1]
         out = [0.0] * self.p
         for d in self.dev_of:
-            out[d] += lc * self.shape.dense_layer_params / t
+            out[d] += lc * self.layer_params
         out[self.dev_of[0]] += self.shape.embedding_params / t
         out[self.dev_of[-1]] += mem.head_params(self.shape, same) / t
         return tuple(out)
@@ -129,7 +172,7 @@ class Terms:
     def chunk_params(self, vs: int) -> float:
         """Parameters of one virtual stage (one TP shard), embedding/head included."""
         t = self.layout.tp
-        x = self.layers_per_chunk * self.shape.dense_layer_params / t
+        x = self.layers_per_chunk * (self.layer_params + self.layer_expert_params)
         if vs == 0:
             x += self.shape.embedding_params / t
         if vs == self.nvs - 1:
@@ -145,13 +188,16 @@ class Terms:
             layers = self.layers_per_chunk * sum(1 for x in self.dev_of if x == d)
             cache = 2 * self.gemm_format.bytes * layers * self.shape.linear_params \
                 / self.layout.tp
-        return self.state_bytes.weights * self.params[d] + cache
+        return self.state_bytes.weights * self.params[d] + cache \
+            + self.expert_state_bytes.weights * self.expert_params[d]
 
     def grads(self, d: int) -> float:
-        return self.state_bytes.grads * self.params[d]
+        return self.state_bytes.grads * self.params[d] \
+            + self.expert_state_bytes.grads * self.expert_params[d]
 
     def optimizer(self, d: int) -> float:
-        return self.state_bytes.optimizer * self.params[d]
+        return self.state_bytes.optimizer * self.params[d] \
+            + self.expert_state_bytes.optimizer * self.expert_params[d]
 
     # ---- times (§7) ------------------------------------------------------------------------
     @property
@@ -165,7 +211,17 @@ class Terms:
         """F, B, W of one layer from its kernels (§7.2), TP communication excluded."""
         lay = self.layout
         return kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash,
-                                   self.hw.gpu, self.hw.time)
+                                   self.hw.gpu, self.hw.time, lay.ep, lay.etp)
+
+    @cached_property
+    def all_to_all_s(self) -> float:
+        """An MoE layer's dispatch and combine all-to-alls in one pass (§11), exposed: the
+        forward runs both, the backward their gradients."""
+        if not self.shape.is_moe:
+            return 0.0
+        lay = self.layout
+        return 2 * moe.all_to_all_time(self.shape, lay.seq, lay.mbs, lay.moe, self.hw.gpu,
+                                       self.hw.node)
 
     def _collective_s(self, kind: str, size: int, stride: int, nbytes: float) -> float:
         """One collective over `size` ranks `stride` apart. Kernel model: an NCCL ring at the
@@ -224,7 +280,8 @@ class Terms:
         """T_F of one layer: its compute plus exposed TP communication."""
         if self.flat:
             return self.t_compute_layer + self.tp_comm_s
-        return self.kernel_times.f + self._exposed_tp(self.kernel_times.gemms("F"))
+        return self.kernel_times.f + self._exposed_tp(self.kernel_times.gemms("F")) \
+            + self.all_to_all_s
 
     @cached_property
     def selective_s(self) -> float:
@@ -245,7 +302,7 @@ class Terms:
             return self.t_compute_layer * self.layout.tb_ratio + self.tp_comm_s \
                 + self.selective_s
         k = self.kernel_times
-        return k.b + self._exposed_tp(k.gemms("B")) + self.selective_s
+        return k.b + self._exposed_tp(k.gemms("B")) + self.selective_s + self.all_to_all_s
 
     @cached_property
     def t_w_layer(self) -> float:

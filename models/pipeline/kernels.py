@@ -165,6 +165,36 @@ class PassTimes:
         return sum(v for k, v in self.terms.items() if k.startswith(pass_ + ":") and "GEMM" in k)
 
 
+def _moe_dense_gemms(shape: ModelShape, tokens: int, tp: int
+                     ) -> list[tuple[str, int, int, int]]:
+    """An MoE layer's GEMMs besides the routed experts: the router on the s b / TP tokens of
+    one TP rank (replicated weights) and the shared experts as a TP-sharded SwiGLU MLP."""
+    h, fs = shape.hidden, shape.shared_expert_intermediate
+    out = [("router", tokens // tp, shape.experts, h)]
+    if fs:
+        out += [("shared gate_up", tokens, 2 * fs // tp, h), ("shared down", tokens, h, fs // tp)]
+    return out
+
+
+def _add_experts(add, shape: ModelShape, seq: int, mbs: int, tp: int, ep: int,
+                 etp: int | None, gpu: GpuSpec, scale: float) -> None:
+    """The routed experts of an MoE layer (§11): their GEMMs at their own token counts, the
+    weighted SwiGLU and the token permutation before and after the all-to-alls, by bytes."""
+    from .moe import MoeLayout, expert_gemm_times
+    lay = MoeLayout(tp * ep * (etp or tp), tp, 1, 1, ep, etp)
+    f_, b_, w_ = expert_gemm_times(shape, seq, mbs, lay, gpu, scale)
+    add("F: expert GEMMs", f_)
+    add("B: expert GEMMs", b_)
+    add("W: expert GEMMs", w_)
+    routed = shape.experts_per_token * seq * mbs / tp * lay.expert_tp
+    f_exp = shape.expert_intermediate / lay.expert_tp
+    add("F: expert activation", bytes_s(routed * f_exp * 3 * ELEMENT, gpu))
+    add("B: expert activation", bytes_s(routed * f_exp * 5 * ELEMENT, gpu))
+    moved = routed * shape.hidden * 2 * ELEMENT            # read and write the h-wide rows
+    add("F: permute + unpermute", 2 * bytes_s(moved, gpu))
+    add("B: permute + unpermute", 2 * bytes_s(moved, gpu))
+
+
 def linears(shape: ModelShape, tokens: int, tp: int) -> list[tuple[str, int, int, int]]:
     """(name, M, N, K) of the layer's weight GEMMs on one TP shard: Y (M x N) = X (M x K) W.
     Column-parallel (qkv, up) split N, row-parallel (o, down) split K."""
@@ -178,9 +208,9 @@ def linears(shape: ModelShape, tokens: int, tp: int) -> list[tuple[str, int, int
 # a search costs many points of one layout on one GPU: their kernels are costed once
 @lru_cache(maxsize=512)
 def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool,
-                gpu: GpuSpec, tm: TimeModel) -> PassTimes:
-    """F, B and W of one dense layer (docs/pipeline.md §7.2), TP communication excluded
-    (`tp_comm_s` adds it)."""
+                gpu: GpuSpec, tm: TimeModel, ep: int = 1, etp: int | None = None) -> PassTimes:
+    """F, B and W of one layer (docs/pipeline.md §7.2; an MoE layer's block §11), TP
+    communication and the MoE all-to-alls excluded (the caller adds them)."""
     s, b, h = seq, mbs, shape.hidden
     tokens = s * b
     heads = shape.heads // tp
@@ -193,7 +223,11 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
 
     g = tm.gemm_scale
     fmt = None if tm.gemm_format == "bf16" else number_format(tm.gemm_format)
-    for name, m, n, k in linears(shape, tokens, tp):
+    gemms = linears(shape, tokens, tp)
+    if shape.is_moe:
+        gemms = [x for x in gemms if x[0] in ("qkv", "o")] + _moe_dense_gemms(shape, tokens, tp)
+        _add_experts(add, shape, seq, mbs, tp, ep, etp, gpu, g)
+    for name, m, n, k in gemms:
         add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g, fmt=fmt))
         add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g, fmt=fmt))  # dX = dY W^T
         add("W: weight-gradient GEMMs", gemm_s(k, n, m, gpu, scale=g, fmt=fmt))  # dW = X^T dY
@@ -232,10 +266,11 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
     add("F: norms + residuals", 2 * bytes_s(elements * 2 * ELEMENT, gpu, "norm") + 2 * resid)
     add("B: norms + residuals", 2 * bytes_s(elements * 3 * ELEMENT, gpu, "norm")
         + 2 * bytes_s(resid_b, gpu))
-    ffn = tokens * f // tp
+    ffn = tokens * (shape.shared_expert_intermediate if shape.is_moe else f) // tp
     act_f, act_b = (3 * ELEMENT, 5 * ELEMENT) if shape.gated_ffn else (2 * ELEMENT, 3 * ELEMENT)
-    add("F: activation", bytes_s(ffn * act_f, gpu))
-    add("B: activation", bytes_s(ffn * act_b, gpu))
+    if ffn:
+        add("F: activation", bytes_s(ffn * act_f, gpu))
+        add("B: activation", bytes_s(ffn * act_b, gpu))
 
     def total(prefix: str) -> float:
         return sum(v for k, v in terms.items() if k.startswith(prefix))

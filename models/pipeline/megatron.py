@@ -21,7 +21,8 @@ MEGATRON_FLAGS: dict[str, type | None] = {
     "--overlap-param-gather": None, "--tp-comm-overlap": None,
     "--no-overlap-p2p-communication": None, "--no-gradient-accumulation-fusion": None,
     "--bf16": None, "--fp8-format": str, "--fp8-recipe": str, "--fp4-format": str,
-    "--fp4-recipe": str,
+    "--fp4-recipe": str, "--expert-model-parallel-size": int,
+    "--expert-tensor-parallel-size": int,
 }
 # --gemm-format -> Transformer Engine through Megatron-LM (TransformerConfig.fp8/fp8_recipe,
 # fp4/fp4_recipe): E4M3 forward and E5M2 gradients ('hybrid') with the default delayed scaling
@@ -50,6 +51,9 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
                      f"searches only what Megatron-LM runs")
     if c.get("sp"):
         args.append("--sequence-parallel")
+    if c.get("experts"):         # ModelParallelConfig.expert_model/tensor_parallel_size
+        args += ["--expert-model-parallel-size", str(c["ep"]),
+                 "--expert-tensor-parallel-size", str(c["etp"])]
     rec = c["recompute"]
     if rec == "selective":
         args += ["--recompute-granularity", "selective"]

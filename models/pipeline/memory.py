@@ -125,9 +125,9 @@ def layer_tensors(shape: ModelShape, seq: int, gemm_bytes: float = 2.0
     dropout) gives 8sbh unsharded + the rest sharded. With FP8/FP4 GEMMs (Transformer
     Engine) the four linear inputs are saved quantised, `gemm_bytes` per element (§7.4)."""
     q = gemm_bytes
-    if shape.is_moe or shape.is_mla:
-        raise InputError(f"{shape.name}: the pipeline study models dense layers with standard "
-                         f"attention only")
+    if shape.is_mla:
+        raise InputError(f"{shape.name}: the pipeline study models standard attention only "
+                         f"(MLA is not built yet)")
     h, hq, kv, f, a = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate, shape.heads
     t = [SavedTensor("norm1 input", 2 * h, False), SavedTensor("QKV input", q * h, False),
          SavedTensor("norm2 input", 2 * h, False), SavedTensor("FFN input", q * h, False)]
@@ -141,6 +141,8 @@ def layer_tensors(shape: ModelShape, seq: int, gemm_bytes: float = 2.0
         t += [SavedTensor("softmax dropout mask", a * seq, True, "score"),
               SavedTensor("softmax dropout output", 2 * a * seq, True, "score")]
     t.append(SavedTensor("softmax statistics (fp32)", 4 * a, True, "stats"))
+    if shape.is_moe:     # the MoE block's own tensors need the layout: moe.moe_ffn_tensors
+        return tuple(t)
     if shape.gated_ffn:
         t += [SavedTensor("gate output", 2 * f, True), SavedTensor("up output", 2 * f, True),
               SavedTensor("down-projection input", q * f, True)]
