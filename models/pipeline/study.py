@@ -142,7 +142,8 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     dividing the layers and the GPUs; vpp 1 and 2 when interleaved is searched, else 1;
     micro-batch 1, 2, 4, 8; every schedule, recompute and offload policy; optimizer none, and
     the distributed optimizer too when some layout leaves DP > 1; EP (MoE) the powers of two
-    dividing the experts and the GPUs, 1 for a dense model."""
+    dividing the experts and the GPUs, 1 for a dense model. For an MoE model the default space
+    leaves out what its layers do not support yet (split schedules, Chronos savers)."""
     def given(values, default):
         return default if values is None else tuple(values)
 
@@ -151,15 +152,20 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
                           and model.heads % t == 0 and hw.gpus % t == 0))
     pps = given(pp, tuple(p for p in range(1, min(model.layers, hw.gpus) + 1)
                           if hw.gpus % p == 0 and model.layers % p == 0))
-    scheds = given(schedule, schedules.SCHEDULES)
+    moe = model.is_moe                # what MoE layers support yet (§11), by default
+    scheds = given(schedule, tuple(s for s in schedules.SCHEDULES
+                                   if not (moe and s in schedules.SPLIT)))
     vpps = given(vpp, (1, 2) if "interleaved" in scheds else (1,))
     opts = given(optimizer, ("none", "dist-opt") if hw.gpus > max(pps) * min(tps)
                  else ("none",))
     eps = given(ep, tuple(e for e in (2 ** i for i in range(12)) if model.experts % e == 0
                           and hw.gpus % e == 0) if model.is_moe else (1,))
     return {"tp": tps, "pp": pps, "vpp": vpps, "mbs": given(mbs, SEARCHED_MBS),
-            "schedule": scheds, "recompute": given(recompute, SEARCHED_RECOMPUTE),
-            "offload": given(offload, OFFLOAD), "optimizer": opts, "ep": eps}
+            "schedule": scheds,
+            "recompute": given(recompute, tuple(r for r in SEARCHED_RECOMPUTE
+                                                if not (moe and r == "chronos"))),
+            "offload": given(offload, tuple(o for o in OFFLOAD if not (moe and o == "chronos"))),
+            "optimizer": opts, "ep": eps}
 
 
 class PipelineStudy:
