@@ -124,13 +124,17 @@ PEAK = ("import sys; from explore.cli.app import main; code = main(sys.argv[1:])
         "if x.startswith('VmHWM')), file=sys.stderr); sys.exit(code)")
 
 
-def search_peak_mb(global_batch: int) -> tuple[float, float]:
+def search_peak_mb(global_batch: int, args: list[str] = MEMORY_SEARCH) -> tuple[float, float]:
     """(wall seconds, peak resident MB) of one search in a process of its own."""
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", PEAK, *MEMORY_SEARCH, "--global-batch",
+    run = subprocess.run([sys.executable, "-c", PEAK, *args, "--global-batch",
                           str(global_batch)], check=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     return time.perf_counter() - t0, int(run.stderr.split()[-1]) / 1024
+
+
+# the MoE search (docs/pipeline.md §11) until DeepSeek-V3's MLA is built: Mixtral 8x22B
+MOE_SEARCH = ["pipeline", "--model", "mixtral-8x22b", "--hardware", "h100", "--json"]
 
 
 def main() -> None:
@@ -163,6 +167,10 @@ def main() -> None:
     for gb in (8, 512, 1536):
         wall, mb = search_peak_mb(gb)
         print(f"  global batch {gb:5d}: {mb:6.0f} MB peak, {wall:6.1f} s")
+    print(f"explore {' '.join(MOE_SEARCH)} --gpus N (MoE layers with EP searched):")
+    for gpus, gb in ((256, 1024), (2048, 4096)):
+        wall, mb = search_peak_mb(gb, MOE_SEARCH + ["--gpus", str(gpus)])
+        print(f"  {gpus:5d} GPUs, global batch {gb}: {mb:6.0f} MB peak, {wall:6.1f} s")
 
 
 if __name__ == "__main__":
