@@ -66,9 +66,12 @@ def test_layout_rules_name_what_binds(layout, message):
         layout.check(V3)
 
 
-def test_experts_only_apply_to_moe_models():
+def test_experts_only_apply_to_moe_models(cli):
     with pytest.raises(InputError, match="has no experts"):
         MoeLayout(8, tp=2, ep=2).check(presets.load("model", "llama2-7b"))
+    for flag in ("--ep", "--etp"):
+        code, _, err = cli("pipeline", "--model", "llama2-7b", "--gpus", "8", flag, "2")
+        assert code == 2 and f"has no experts: {flag} applies to MoE models" in err
 
 
 def test_mixtral_moe_block_bytes_by_explicit_tensor_accounting():

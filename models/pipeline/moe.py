@@ -47,16 +47,16 @@ class MoeLayout:
                         ("ETP", self.expert_tp)):
             if v < 1:
                 raise InputError(f"{name} must be >= 1, got {v}")
+        if not shape.is_moe:
+            if self.ep > 1 or self.etp not in (None, self.tp):
+                raise InputError(f"{shape.name} has no experts: EP and ETP apply to MoE models")
+            return self
         if self.gpus % (self.tp * self.pp * self.cp):
             raise InputError(f"TP {self.tp} x PP {self.pp} x CP {self.cp} does not divide the "
                              f"{self.gpus} GPUs")
         if (self.tp * self.cp * self.dp) % (self.expert_tp * self.ep):
             raise InputError(f"ETP {self.expert_tp} x EP {self.ep} must divide TP x CP x DP = "
                              f"{self.tp * self.cp * self.dp} (the GPUs of one pipeline stage)")
-        if not shape.is_moe:
-            if self.ep > 1 or self.etp not in (None, self.tp):
-                raise InputError(f"{shape.name} has no experts: EP and ETP apply to MoE models")
-            return self
         if shape.experts % self.ep:
             raise InputError(f"EP {self.ep} must divide the {shape.experts} experts of "
                              f"{shape.name}")

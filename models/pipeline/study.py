@@ -41,6 +41,8 @@ class Workload:
     def __post_init__(self) -> None:
         if self.seq < 1 or self.global_batch < 1:
             raise InputError("--seq and --global-batch must be >= 1")
+        if self.etp is not None and not self.model.is_moe:
+            raise InputError(f"{self.model.name} has no experts: --etp applies to MoE models")
         if self.model.is_mla or self.model.local_attention:
             raise InputError(f"{self.model.name}: the pipeline study models global standard "
                              f"attention only (MLA and local attention are not built yet)")
@@ -158,6 +160,8 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     vpps = given(vpp, (1, 2) if "interleaved" in scheds else (1,))
     opts = given(optimizer, ("none", "dist-opt") if hw.gpus > max(pps) * min(tps)
                  else ("none",))
+    if ep is not None and not model.is_moe and set(ep) != {1}:
+        raise InputError(f"{model.name} has no experts: --ep applies to MoE models")
     eps = given(ep, tuple(e for e in (2 ** i for i in range(12)) if model.experts % e == 0
                           and hw.gpus % e == 0) if model.is_moe else (1,))
     return {"tp": tps, "pp": pps, "vpp": vpps, "mbs": given(mbs, SEARCHED_MBS),
