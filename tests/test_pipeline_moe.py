@@ -181,6 +181,7 @@ def test_moe_layers_cost_experts_and_all_to_alls():
 @pytest.mark.parametrize("change, message", [
     ({"schedule": "zb-h1"}, "do not cover split-backward schedules"),
     ({"ep": 3}, "ETP 1 x EP 3 must divide|EP 3 must divide the 8 experts"),
+    ({"sp": False}, "MoE layers with TP > 1 need sequence parallelism"),
 ])
 def test_what_moe_layers_do_not_cover_is_named(change, message):
     schedule = change.pop("schedule", "1f1b")

@@ -149,7 +149,9 @@ class _Degrees:
                                "powers of two dividing the experts")
     etp: Optional[int] = option(None, "--etp", help="expert tensor-parallel degree (MoE)",
                                 default_text="TP, as Megatron-Core")
-    sp: bool = option(False, "--sp/--no-sp", help="sequence parallelism", default_text=FIXTURE)
+    sp: Optional[bool] = option(None, "--sp/--no-sp", help="sequence parallelism",
+                                default_text="off (MoE models: on, as Megatron-Core needs "
+                                "it with TP); validate: the fixture's")
     flash: bool = option(True, "--flash/--no-flash", help="flash attention",
                          default_text=FIXTURE)
 
@@ -403,7 +405,8 @@ def workload(req: PipelineRequest):
     w, p = req.work, req.par
     model = model_shape(w)
     return StudyWorkload(model=model, hw=hardware(req.hw), seq=w.seq,
-                         global_batch=w.global_batch, sp=p.sp, flash=p.flash,
+                         global_batch=w.global_batch,
+                         sp=model.is_moe if p.sp is None else p.sp, flash=p.flash,
                          tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio, etp=p.etp)
 
 

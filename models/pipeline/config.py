@@ -220,6 +220,9 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
     shape.check_tensor_parallel(layout.tp)
     if shape.is_moe or layout.ep != 1 or layout.etp is not None:
         layout.moe.check(shape)
+        if shape.is_moe and layout.tp > 1 and not layout.sp:
+            raise InputError("MoE layers with TP > 1 need sequence parallelism (--sp), as "
+                             "Megatron-Core requires with expert parallelism")
     chunks = schedules.chunks_per_device(schedule, layout.vpp)
     if shape.layers % (layout.pp * chunks):
         what = (f"PP {layout.pp} x {chunks} chunks" if chunks > 1 else f"PP {layout.pp}")
