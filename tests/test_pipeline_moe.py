@@ -214,3 +214,16 @@ def test_pipeline_search_and_breakdown_on_an_moe_model(cli):
     code, _, err = cli("pipeline", "breakdown", "--model", "mixtral-8x7b", "--gpus", "16",
                        "--hardware", "h100", "--tp", "2", "--pp", "2", "--ep", "3")
     assert code == 2 and "must divide" in err
+
+
+def test_expert_gradients_sync_over_expert_data_parallelism():
+    """EDP > 1: the experts' gradients add a reduction over EDP to the dense one over DP; EP
+    equal to the stage's GPUs (EDP 1) leaves only the dense part."""
+    _, t = _mixtral_terms(ep=2)                           # TP 2 x DP 4 / (ETP 1 x EP 2): EDP 4
+    _, t_ep8 = _mixtral_terms(ep=8)                       # EDP 1
+    assert t.layout.moe.edp == 4 and t_ep8.layout.moe.edp == 1
+    w = max(range(2), key=lambda r: t.params[r])          # the busiest device
+    dense = sum(t._grad_sync(4, 2, t.params[w]))          # reduce-scatter + all-gather
+    experts = sum(t._grad_sync(4, 2, t.expert_params[w]))
+    assert experts > 0 and t.dp_s == pytest.approx(dense + experts)
+    assert t_ep8.dp_s == pytest.approx(sum(t_ep8._grad_sync(4, 2, t_ep8.params[w])))

@@ -415,29 +415,35 @@ class Terms:
     @cached_property
     def dp_s(self) -> float:
         """Exposed DP communication of the busiest device: all-reduce of its gradients
-        (reduce-scatter of gradients + all-gather of bf16 weights with a sharded optimizer).
+        (reduce-scatter of gradients + all-gather of bf16 weights with a sharded optimizer),
+        the dense parts over DP and an MoE model's routed experts over EDP (§11).
         --overlap-grad-reduce hides the reduction under the backward of the last micro-batch,
         --overlap-param-gather the all-gather under the forward of the first (§7.2)."""
-        d = self.layout.dp
-        if d == 1:
-            return 0.0
-        grad_bytes = 4.0 if (self.policy.fp32_grads and not self.policy.zero) else 2.0
         worst = max(range(self.p), key=lambda r: self.params[r])
-        size = self.params[worst]
+        moe = self.layout.moe
+        r1, g1 = self._grad_sync(self.layout.dp, self.layout.tp, self.params[worst])
+        r2, g2 = self._grad_sync(moe.edp, moe.expert_tp * moe.ep, self.expert_params[worst])
+        reduce, gather = r1 + r2, g1 + g2
         tf, tb, tw = self.chunk_times
         mine = [vs for vs, r in enumerate(self.dev_of) if r == worst]
         t = self.hw.time
-        tp = self.layout.tp
-        if self.policy.zero or self.policy.dist_opt:
-            reduce = self._collective_s("reduce-scatter", d, tp, size * grad_bytes)
-            gather = self._collective_s("all-gather", d, tp, size * 2.0)
-            if t.overlap_param_gather:
-                gather = max(0.0, gather - sum(tf[vs] for vs in mine))
-        else:
-            reduce, gather = self._collective_s("all-reduce", d, tp, size * grad_bytes), 0.0
+        if t.overlap_param_gather:
+            gather = max(0.0, gather - sum(tf[vs] for vs in mine))
         if t.overlap_grad_reduce:
             reduce = max(0.0, reduce - sum(tb[vs] + tw[vs] for vs in mine))
         return reduce + gather
+
+    def _grad_sync(self, size: int, stride: int, params: float) -> tuple[float, float]:
+        """(reduction, all-gather) seconds of `params` gradients over `size` ranks `stride`
+        apart: one all-reduce, or with a sharded optimizer a reduce-scatter and the bf16
+        weights' all-gather."""
+        if size == 1 or not params:
+            return 0.0, 0.0
+        grad_bytes = 4.0 if (self.policy.fp32_grads and not self.policy.zero) else 2.0
+        if self.policy.zero or self.policy.dist_opt:
+            return (self._collective_s("reduce-scatter", size, stride, params * grad_bytes),
+                    self._collective_s("all-gather", size, stride, params * 2.0))
+        return self._collective_s("all-reduce", size, stride, params * grad_bytes), 0.0
 
     @cached_property
     def step_s(self) -> float:
