@@ -227,3 +227,12 @@ def test_expert_gradients_sync_over_expert_data_parallelism():
     experts = sum(t._grad_sync(4, 2, t.expert_params[w]))
     assert experts > 0 and t.dp_s == pytest.approx(dense + experts)
     assert t_ep8.dp_s == pytest.approx(sum(t_ep8._grad_sync(4, 2, t_ep8.params[w])))
+
+
+def test_moe_workload_limits_are_named_before_a_search(cli):
+    code, _, err = cli("pipeline", "--model", "mixtral-8x7b", "--gpus", "16", "--hardware",
+                       "h100", "--gemm-format", "fp8")
+    assert code == 2 and "do not cover FP8/FP4 GEMMs yet" in err
+    code, _, err = cli("pipeline", "--model", "mixtral-8x7b", "--gpus", "16", "--time-model",
+                       "flat")
+    assert code == 2 and "do not cover the flat time model yet" in err

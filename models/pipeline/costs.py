@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..comm import RING, bus_s, p2p_s
-from ..errors import InputError
 from ..formats import NumberFormat, number_format
 from ..shapes import ModelShape
 from . import kernels
@@ -25,17 +24,7 @@ class Terms:
     policy: Policy
 
     def __post_init__(self) -> None:
-        s = self.shape
-        if s.is_moe:       # what the MoE layers of §11 do not cover yet, named
-            missing = [why for bad, why in (
-                (s.moe_layers != s.layers, "dense and MoE layers mixed"),
-                (self.flat, "the flat time model"),
-                (self.policy.schedule in schedules.SPLIT, "split-backward schedules"),
-                (self.policy.recompute == "chronos" or self.policy.offload == "chronos",
-                 "Chronos-Recomp/Offload")) if bad]
-            if missing:
-                raise InputError(f"{s.name}: MoE layers in the pipeline study do not cover "
-                                 f"{', '.join(missing)} yet (docs/pipeline.md §11)")
+        moe.check_supported(self.shape, self.hw, self.policy)
         check_layout(self.shape, self.layout, self.hw.gpus, self.policy.schedule)
 
     # ---- structure ------------------------------------------------------------------------
@@ -319,7 +308,7 @@ class Terms:
         if self.hw.time.grad_accumulation == "fused" or self.m <= 1:
             return 0.0
         acc = 4.0 if self.policy.fp32_grads else 2.0
-        nbytes = self.shape.dense_layer_params / self.layout.tp * (2.0 + 2.0 * acc)
+        nbytes = (self.layer_params + self.layer_expert_params) * (2.0 + 2.0 * acc)
         return kernels.bytes_s(nbytes, self.hw.gpu) * (self.m - 1) / self.m
 
     @cached_property

@@ -122,6 +122,25 @@ def stage_states(shape: ModelShape, layout: MoeLayout, layers: range, first: boo
                        mem.state_bytes(zero, dist_opt, layout.edp, fp32_grads))
 
 
+def check_supported(shape: ModelShape, hw, policy=None) -> None:
+    """Raise InputError naming what the study's MoE layers (§11) do not cover yet: for the
+    workload (mixed layers, the flat time model, FP8/FP4 GEMMs) and, given a policy, for the
+    point (split-backward schedules, Chronos savers)."""
+    from . import schedules
+    if not shape.is_moe:
+        return
+    checks = [(shape.moe_layers != shape.layers, "dense and MoE layers mixed"),
+              (hw.time.kind == "flat", "the flat time model"),
+              (hw.time.gemm_format != "bf16", "FP8/FP4 GEMMs")]
+    if policy is not None:
+        checks += [(policy.schedule in schedules.SPLIT, "split-backward schedules"),
+                   ("chronos" in (policy.recompute, policy.offload), "Chronos-Recomp/Offload")]
+    missing = [why for bad, why in checks if bad]
+    if missing:
+        raise InputError(f"{shape.name}: MoE layers in the pipeline study do not cover "
+                         f"{', '.join(missing)} yet (docs/pipeline.md §11)")
+
+
 # ---- activations of an MoE layer -------------------------------------------------------------
 
 ROUTERS = ("softmax", "sigmoid")

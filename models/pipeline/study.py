@@ -46,6 +46,8 @@ class Workload:
         if self.model.is_mla or self.model.local_attention:
             raise InputError(f"{self.model.name}: the pipeline study models global standard "
                              f"attention only (MLA and local attention are not built yet)")
+        from .moe import check_supported
+        check_supported(self.model, self.hw)          # the point-level rules: Terms
 
     def layout(self, tp: int, pp: int, mbs: int, vpp: int = 1, dp: int | None = None,
                ep: int = 1) -> Layout:
