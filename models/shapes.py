@@ -177,6 +177,16 @@ class ModelShape:
         return p
 
     @cached_property
+    def replicated_attention_params(self) -> int:
+        """Attention weights every TP rank holds whole: MLA's query and KV down-projections and
+        their norms (Megatron-Core duplicates them); 0 for standard attention."""
+        if not self.is_mla:
+            return 0
+        ql, kvl = self.q_lora_rank, self.kv_lora_rank
+        q = self.hidden * ql + ql if ql else 0
+        return q + self.hidden * (kvl + self.qk_rope_head_dim) + kvl
+
+    @cached_property
     def norm_params(self) -> int:
         """Two norms per layer: 2h weights (+ 2h biases for LayerNorm)."""
         return (2 if self.norm == "rmsnorm" else 4) * self.hidden
@@ -231,11 +241,19 @@ class ModelShape:
 
     def linears(self) -> tuple[tuple[str, int, int], ...]:
         """(name, K, M) of the dense layer's linears Y = X W, with W of size K x M.
-        Gate and up are fused."""
+        Gate and up are fused. MLA: the query and KV down-projections (replicated over TP),
+        their up-projections and the output projection (docs/pipeline.md §11)."""
         h, f = self.hidden, self.intermediate
         ffn_in = ("gate_up", h, 2 * f) if self.gated_ffn else ("fc1", h, f)
-        return (("qkv", h, self.q_dim + 2 * self.kv_dim), ("o", self.q_dim, h), ffn_in,
-                ("down", f, h))
+        ffn = (ffn_in, ("down", f, h))
+        if not self.is_mla:
+            return (("qkv", h, self.q_dim + 2 * self.kv_dim), ("o", self.q_dim, h)) + ffn
+        a, dn, dr = self.heads, self.head_dim, self.qk_rope_head_dim
+        dv = self.v_head_dim or self.head_dim
+        ql, kvl = self.q_lora_rank, self.kv_lora_rank
+        q = (("q_down", h, ql), ("q_up", ql, a * (dn + dr))) if ql else (("q", h, a * (dn + dr)),)
+        return q + (("kv_down", h, kvl + dr), ("kv_up", kvl, a * (dn + dv)),
+                    ("o", a * dv, h)) + ffn
 
     # ---- whole model -----------------------------------------------------------------------
     @cached_property

@@ -220,7 +220,7 @@ BAD = [
     (("pipeline", "breakdown", "--layers", "64", "--tp", "8", "--pp", "8", "--mbs", "4",
       "--offload", "optimizer", "--host-ram-gib", "4"), "host RAM exceeded"),
     (("pipeline", "sweep", "--vary", "batch", "--values", "1"), "--vary 'batch'"),
-    (("pipeline", "--model", "deepseek-v2-lite"), "global standard attention only"),
+    (("pipeline", "--model", "deepseek-v2-lite"), "do not cover dense and MoE layers mixed"),
     (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--zero", "1", "--dist-opt"),
      "do not combine"),
 ]

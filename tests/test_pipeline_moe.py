@@ -236,3 +236,43 @@ def test_moe_workload_limits_are_named_before_a_search(cli):
     code, _, err = cli("pipeline", "--model", "mixtral-8x7b", "--gpus", "16", "--time-model",
                        "flat")
     assert code == 2 and "do not cover the flat time model yet" in err
+
+
+# ---- MLA attention (§11) -------------------------------------------------------------------
+
+def test_mla_attention_tensors_by_explicit_accounting():
+    """DeepSeek-V3's attention part of a layer per token (TP 1, flash): the layer input and
+    the FFN side's norm input and FFN input, 4 x 2h = 57,344 B; the compressed query (norm
+    input and up-projection input, 2 x 2 x 1536) and KV (2 x 2 x 512), 8,192 B; per head Q and
+    K (2 x 128 x 192 each), V and the output-projection input (2 x 128 x 128 each),
+    163,840 B; the fp32 softmax statistics 4 x 128. 229,888 B in all."""
+    from explore.models.pipeline import memory as mem
+    got = mem.layer_activation_bytes(V3, 4096, 1, 1, False, True)
+    assert got == 229_888 * 4096
+
+
+def test_mla_gemms_and_replicated_down_projections():
+    """MLA's linears: the query and KV down-projections run whole on every TP rank (on its
+    sequence shard under SP), the up- and output projections are split; its parameters on
+    one GPU count the replicated ones once per rank."""
+    from explore.models.pipeline import kernels
+    g = {name: (m, n, k) for name, m, n, k in kernels.linears(V3, 4096, 4, True)}
+    assert g["q_down"] == (1024, 1536, 7168) and g["kv_down"] == (1024, 576, 7168)
+    assert g["q_up"] == (4096, 128 * 192 // 4, 1536) and g["o"] == (4096, 7168, 128 * 128 // 4)
+    whole = 7168 * 1536 + 1536 + 7168 * 576 + 512
+    assert V3.replicated_attention_params == whole
+
+
+def test_an_all_moe_mla_model_runs(cli, tmp_path):
+    """A DeepSeek-shaped model without the leading dense layers plans end to end; DeepSeek-V3
+    itself (three dense layers first) is refused naming what is missing."""
+    src = (presets.ROOT / "models" / "deepseek-v3.yaml").read_text()
+    p = tmp_path / "ds-all-moe.yaml"
+    p.write_text(src.replace("dense_layers: 3\n", "").replace("layers: 61", "layers: 16")
+                 .replace("mtp_layers: 1\n", ""))
+    code, out, err = cli("pipeline", "breakdown", "--model", str(p), "--gpus", "64",
+                         "--hardware", "h100", "--tp", "2", "--pp", "4", "--ep", "8",
+                         "--global-batch", "64", "--json")
+    assert code == 0, err
+    code, _, err = cli("pipeline", "--model", "deepseek-v3", "--gpus", "256")
+    assert code == 2 and "dense and MoE layers mixed" in err

@@ -120,10 +120,11 @@ class Terms:
         layer over TP; of an MoE layer attention, norms and shared experts over TP and the
         replicated router."""
         s, t = self.shape, self.layout.tp
+        whole = s.replicated_attention_params        # MLA's down-projections: on every rank
         if not s.is_moe:
-            return s.dense_layer_params / t
-        return (s.attention_params + s.shared_expert_params + s.norm_params) / t \
-            + s.router_params
+            return (s.dense_layer_params - whole) / t + whole
+        return (s.attention_params - whole + s.shared_expert_params + s.norm_params) / t \
+            + whole + s.router_params
 
     @cached_property
     def layer_expert_params(self) -> float:

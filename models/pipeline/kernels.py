@@ -195,14 +195,23 @@ def _add_experts(add, shape: ModelShape, seq: int, mbs: int, tp: int, ep: int,
     add("B: permute + unpermute", 2 * bytes_s(moved, gpu))
 
 
-def linears(shape: ModelShape, tokens: int, tp: int) -> list[tuple[str, int, int, int]]:
+def linears(shape: ModelShape, tokens: int, tp: int, sp: bool = True
+            ) -> list[tuple[str, int, int, int]]:
     """(name, M, N, K) of the layer's weight GEMMs on one TP shard: Y (M x N) = X (M x K) W.
-    Column-parallel (qkv, up) split N, row-parallel (o, down) split K."""
+    Column-parallel (qkv, up) split N, row-parallel (o, down) split K; MLA's replicated
+    down-projections run on a TP rank's sequence shard under SP."""
     out = []
     for name, k, n in shape.linears():
-        column = name in ("qkv", "gate_up", "fc1")
+        if name in REPLICATED:       # MLA's down-projections: whole weights, SP-sharded rows
+            out.append((name, tokens // tp if sp else tokens, n, k))
+            continue
+        column = name in COLUMN_PARALLEL
         out.append((name, tokens, n // tp if column else n, k if column else k // tp))
     return out
+
+
+COLUMN_PARALLEL = ("qkv", "q", "q_up", "kv_up", "gate_up", "fc1")
+REPLICATED = ("q_down", "kv_down")
 
 
 # a search costs many points of one layout on one GPU: their kernels are costed once
@@ -223,9 +232,10 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
 
     g = tm.gemm_scale
     fmt = None if tm.gemm_format == "bf16" else number_format(tm.gemm_format)
-    gemms = linears(shape, tokens, tp)
+    gemms = linears(shape, tokens, tp, sp)
     if shape.is_moe:
-        gemms = [x for x in gemms if x[0] in ("qkv", "o")] + _moe_dense_gemms(shape, tokens, tp)
+        gemms = [x for x in gemms if x[0] not in ("gate_up", "fc1", "down")] \
+            + _moe_dense_gemms(shape, tokens, tp)
         _add_experts(add, shape, seq, mbs, tp, ep, etp, gpu, g)
     for name, m, n, k in gemms:
         add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g, fmt=fmt))
@@ -236,8 +246,8 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
             add("B: FP8/FP4 casts", bytes_s(m * n * (ELEMENT + fmt.bytes), gpu))
 
     # attention core, per head: QK^T (s x s, depth d) and AV (s x d, depth s)
-    if flash:
-        fwd = 4.0 * b * heads * s * s * d
+    if flash:                        # QK^T and AV: 4 a d (MLA: 2 a (d_qk + d_v)) per key
+        fwd = b * s * s * shape.attention_flops_per_token_per_ctx / tp
         add("F: flash attention", fwd / (gpu.peak_flops * gpu.flash_fwd_efficiency)
             + gpu.kernel_overhead_s)
         add("B: flash attention", 2.5 * fwd / (gpu.peak_flops * gpu.flash_bwd_efficiency)

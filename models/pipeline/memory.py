@@ -125,18 +125,19 @@ def layer_tensors(shape: ModelShape, seq: int, gemm_bytes: float = 2.0
     dropout) gives 8sbh unsharded + the rest sharded. With FP8/FP4 GEMMs (Transformer
     Engine) the four linear inputs are saved quantised, `gemm_bytes` per element (§7.4)."""
     q = gemm_bytes
-    if shape.is_mla:
-        raise InputError(f"{shape.name}: the pipeline study models standard attention only "
-                         f"(MLA is not built yet)")
     h, hq, kv, f, a = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate, shape.heads
     t = [SavedTensor("norm1 input", 2 * h, False), SavedTensor("QKV input", q * h, False),
          SavedTensor("norm2 input", 2 * h, False), SavedTensor("FFN input", q * h, False)]
     if shape.dropout:
         t += [SavedTensor("attention dropout mask", h, False),
               SavedTensor("MLP dropout mask", h, False)]
-    t += [SavedTensor("Q", 2 * hq, True), SavedTensor("K", 2 * kv, True),
-          SavedTensor("V", 2 * kv, True), SavedTensor("output-projection input", q * hq, True),
-          SavedTensor("softmax output", 2 * a * seq, True, "score")]
+    if shape.is_mla:                 # Megatron-Core's MLA (docs/pipeline.md §11)
+        t += _mla_tensors(shape, q)
+    else:
+        t += [SavedTensor("Q", 2 * hq, True), SavedTensor("K", 2 * kv, True),
+              SavedTensor("V", 2 * kv, True),
+              SavedTensor("output-projection input", q * hq, True)]
+    t.append(SavedTensor("softmax output", 2 * a * seq, True, "score"))
     if shape.dropout:
         t += [SavedTensor("softmax dropout mask", a * seq, True, "score"),
               SavedTensor("softmax dropout output", 2 * a * seq, True, "score")]
@@ -149,6 +150,25 @@ def layer_tensors(shape: ModelShape, seq: int, gemm_bytes: float = 2.0
     else:
         t += [SavedTensor("GELU input", 2 * f, True), SavedTensor("FC2 input", q * f, True)]
     return tuple(t)
+
+
+def _mla_tensors(shape: ModelShape, q: float) -> list[SavedTensor]:
+    """What multi-head latent attention saves besides the layer input and its norm: the
+    compressed query and KV (each a norm's input and the up-projection's input, on the SP
+    shard like every replicated tensor), then per head the query and key (non-rotary and
+    rotary parts), the value and the attention output, the output projection's input."""
+    a, dn, dr = shape.heads, shape.head_dim, shape.qk_rope_head_dim
+    dv = shape.v_head_dim or shape.head_dim
+    t = []
+    if shape.q_lora_rank:
+        t += [SavedTensor("q norm input", 2 * shape.q_lora_rank, False),
+              SavedTensor("q up-projection input", q * shape.q_lora_rank, False)]
+    t += [SavedTensor("kv norm input", 2 * shape.kv_lora_rank, False),
+          SavedTensor("kv up-projection input", q * shape.kv_lora_rank, False),
+          SavedTensor("Q", 2 * a * (dn + dr), True), SavedTensor("K", 2 * a * (dn + dr), True),
+          SavedTensor("V", 2 * a * dv, True),
+          SavedTensor("output-projection input", q * a * dv, True)]
+    return t
 
 
 def check_recompute(recompute: str) -> str:

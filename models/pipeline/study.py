@@ -43,9 +43,11 @@ class Workload:
             raise InputError("--seq and --global-batch must be >= 1")
         if self.etp is not None and not self.model.is_moe:
             raise InputError(f"{self.model.name} has no experts: --etp applies to MoE models")
-        if self.model.is_mla or self.model.local_attention:
-            raise InputError(f"{self.model.name}: the pipeline study models global standard "
-                             f"attention only (MLA and local attention are not built yet)")
+        if self.model.local_attention:
+            raise InputError(f"{self.model.name}: the pipeline study models global attention "
+                             f"only (local attention is not built yet)")
+        if self.model.is_mla and not self.flash:
+            raise InputError(f"{self.model.name}: MLA runs with flash attention only (--flash)")
         from .moe import check_supported
         check_supported(self.model, self.hw)          # the point-level rules: Terms
 
