@@ -276,3 +276,15 @@ def test_an_all_moe_mla_model_runs(cli, tmp_path):
     assert code == 0, err
     code, _, err = cli("pipeline", "--model", "deepseek-v3", "--gpus", "256")
     assert code == 2 and "dense and MoE layers mixed" in err
+
+
+def test_routing_imbalance_loads_the_busiest_gpu(cli):
+    """--moe-imbalance x: the busiest GPU's routed tensors, expert GEMMs and all-to-all
+    receive grow by x; below 1 is refused."""
+    _, even = _mixtral_terms()
+    _, skew = _mixtral_terms(moe_imbalance=1.5)
+    assert skew.a_full > even.a_full and skew.kernel_times.f > even.kernel_times.f
+    assert skew.all_to_all_s > even.all_to_all_s
+    code, _, err = cli("pipeline", "--model", "mixtral-8x7b", "--gpus", "16",
+                       "--moe-imbalance", "0.5")
+    assert code == 2 and "--moe-imbalance must be >= 1" in err

@@ -30,8 +30,8 @@ FIXTURE = "the fixture's"          # what None means for validate's options
 @dataclass
 class _Shape:
     PANEL: ClassVar[str] = "Workload"          # inherited by every Workload group
-    model: str = option(DEFAULT_MODEL, "--model", "-m", help="dense model preset or a Hugging "
-                        "Face config.json", default_text=FIXTURE)
+    model: str = option(DEFAULT_MODEL, "--model", "-m", help="model preset (dense, or MoE in "
+                        "every layer) or a Hugging Face config.json", default_text=FIXTURE)
     seq: int = option(4096, "--seq", help="sequence length s", unit="tokens",
                       default_text=FIXTURE)
     global_batch: int = option(256, "--global-batch", help="global batch B_g",
@@ -50,6 +50,8 @@ class _Measured:
                              "gradient)")
     tw_ratio: float = option(1.0, "--tw-ratio", help="measured T_W / T_F of a layer (weight "
                              "gradient)")
+    moe_imbalance: float = option(1.0, "--moe-imbalance", help="MoE: routed tokens of the "
+                                  "busiest GPU over the mean (dropless routing; 1 = balanced)")
 
 
 @dataclass
@@ -407,7 +409,8 @@ def workload(req: PipelineRequest):
     return StudyWorkload(model=model, hw=hardware(req.hw), seq=w.seq,
                          global_batch=w.global_batch,
                          sp=model.is_moe if p.sp is None else p.sp, flash=p.flash,
-                         tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio, etp=p.etp)
+                         tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio, etp=p.etp,
+                         moe_imbalance=w.moe_imbalance)
 
 
 def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:

@@ -143,10 +143,13 @@ class Layout:
     tw_ratio: float = 1.0             # measured T_W / T_F
     ep: int = 1                       # expert parallelism (MoE, §11)
     etp: int | None = None            # expert tensor parallelism (None: Megatron's, = TP)
+    moe_imbalance: float = 1.0        # routed tokens of the busiest GPU over the mean (§11)
 
     def __post_init__(self) -> None:
         if not (self.tb_ratio > 0 and self.tw_ratio > 0):
             raise InputError("--tb-ratio and --tw-ratio must be > 0")
+        from .moe import check_imbalance
+        check_imbalance(self.moe_imbalance)
 
     @property
     def moe(self) -> "MoeLayout":

@@ -74,7 +74,8 @@ class Terms:
         a = mem.layer_activation_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
                                        lay.flash, recompute, self.gemm_bytes)
         if self.shape.is_moe and recompute != "full":
-            a += moe.moe_ffn_bytes(self.shape, lay.seq, lay.mbs, lay.moe)
+            a += moe.moe_ffn_bytes(self.shape, lay.seq, lay.mbs, lay.moe,
+                                   imbalance=lay.moe_imbalance)
         return a
 
     @cached_property
@@ -201,7 +202,8 @@ class Terms:
         """F, B, W of one layer from its kernels (§7.2), TP communication excluded."""
         lay = self.layout
         return kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash,
-                                   self.hw.gpu, self.hw.time, lay.ep, lay.etp)
+                                   self.hw.gpu, self.hw.time, lay.ep, lay.etp,
+                                   lay.moe_imbalance)
 
     @cached_property
     def all_to_all_s(self) -> float:
@@ -211,7 +213,7 @@ class Terms:
             return 0.0
         lay = self.layout
         return 2 * moe.all_to_all_time(self.shape, lay.seq, lay.mbs, lay.moe, self.hw.gpu,
-                                       self.hw.node)
+                                       self.hw.node, imbalance=lay.moe_imbalance)
 
     def _collective_s(self, kind: str, size: int, stride: int, nbytes: float) -> float:
         """One collective over `size` ranks `stride` apart. Kernel model: an NCCL ring at the

@@ -177,16 +177,16 @@ def _moe_dense_gemms(shape: ModelShape, tokens: int, tp: int
 
 
 def _add_experts(add, shape: ModelShape, seq: int, mbs: int, tp: int, ep: int,
-                 etp: int | None, gpu: GpuSpec, scale: float) -> None:
+                 etp: int | None, gpu: GpuSpec, scale: float, imbalance: float = 1.0) -> None:
     """The routed experts of an MoE layer (§11): their GEMMs at their own token counts, the
     weighted SwiGLU and the token permutation before and after the all-to-alls, by bytes."""
     from .moe import MoeLayout, expert_gemm_times
     lay = MoeLayout(tp * ep * (etp or tp), tp, 1, 1, ep, etp)
-    f_, b_, w_ = expert_gemm_times(shape, seq, mbs, lay, gpu, scale)
+    f_, b_, w_ = expert_gemm_times(shape, seq, mbs, lay, gpu, scale, imbalance)
     add("F: expert GEMMs", f_)
     add("B: expert GEMMs", b_)
     add("W: expert GEMMs", w_)
-    routed = shape.experts_per_token * seq * mbs / tp * lay.expert_tp
+    routed = shape.experts_per_token * seq * mbs / tp * lay.expert_tp * imbalance
     f_exp = shape.expert_intermediate / lay.expert_tp
     add("F: expert activation", bytes_s(routed * f_exp * 3 * ELEMENT, gpu))
     add("B: expert activation", bytes_s(routed * f_exp * 5 * ELEMENT, gpu))
@@ -217,7 +217,8 @@ REPLICATED = ("q_down", "kv_down")
 # a search costs many points of one layout on one GPU: their kernels are costed once
 @lru_cache(maxsize=512)
 def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool,
-                gpu: GpuSpec, tm: TimeModel, ep: int = 1, etp: int | None = None) -> PassTimes:
+                gpu: GpuSpec, tm: TimeModel, ep: int = 1, etp: int | None = None,
+                imbalance: float = 1.0) -> PassTimes:
     """F, B and W of one layer (docs/pipeline.md §7.2; an MoE layer's block §11), TP
     communication and the MoE all-to-alls excluded (the caller adds them)."""
     s, b, h = seq, mbs, shape.hidden
@@ -236,7 +237,7 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
     if shape.is_moe:
         gemms = [x for x in gemms if x[0] not in ("gate_up", "fc1", "down")] \
             + _moe_dense_gemms(shape, tokens, tp)
-        _add_experts(add, shape, seq, mbs, tp, ep, etp, gpu, g)
+        _add_experts(add, shape, seq, mbs, tp, ep, etp, gpu, g, imbalance)
     for name, m, n, k in gemms:
         add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g, fmt=fmt))
         add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g, fmt=fmt))  # dX = dY W^T

@@ -122,6 +122,14 @@ def stage_states(shape: ModelShape, layout: MoeLayout, layers: range, first: boo
                        mem.state_bytes(zero, dist_opt, layout.edp, fp32_grads))
 
 
+def check_imbalance(value: float) -> float:
+    """The routing imbalance margin: the busiest GPU's routed tokens over the mean, >= 1."""
+    if not value >= 1:
+        raise InputError(f"--moe-imbalance must be >= 1 (the busiest GPU over the mean), got "
+                         f"{value}")
+    return value
+
+
 def check_supported(shape: ModelShape, hw, policy=None) -> None:
     """Raise InputError naming what the study's MoE layers (§11) do not cover yet: for the
     workload (mixed layers, the flat time model, FP8/FP4 GEMMs) and, given a policy, for the
@@ -222,16 +230,18 @@ def dispatch_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
 
 
 def all_to_all_time(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, gpu, node,
-                    element_bytes: float = 2.0) -> float:
+                    element_bytes: float = 2.0, imbalance: float = 1.0) -> float:
     """Seconds of one dispatch (or combine) over the EP group. Megatron-Core orders ranks
     TP-CP-EP-DP-PP for experts with ETP in place of TP, so EP ranks sit ETP apart: the group
     spans EP x ETP GPUs; the members on one node move their share over NVLink (the GPU's
     measured bus bandwidth), the rest leaves through each GPU's NIC at the network's
-    efficiency."""
+    efficiency. With routing imbalance the busiest GPU receives `imbalance` x the mean, which
+    bounds the exchange."""
     from ..comm import all_to_all_s
     n = layout.ep
     members = max(1, min(n, node.gpus_per_node // layout.expert_tp))
-    return all_to_all_s(n, dispatch_bytes(shape, seq, mbs, layout, element_bytes), members,
+    return all_to_all_s(n, imbalance * dispatch_bytes(shape, seq, mbs, layout, element_bytes),
+                        members,
                         gpu.bus_bandwidth, node.inter_node_bandwidth * node.network_efficiency,
                         gpu.collective_latency_s)
 

@@ -37,6 +37,7 @@ class Workload:
     tb_ratio: float = 1.0
     tw_ratio: float = 1.0
     etp: int | None = None             # expert tensor parallelism of an MoE model (None: TP)
+    moe_imbalance: float = 1.0         # routed tokens of the busiest GPU over the mean
 
     def __post_init__(self) -> None:
         if self.seq < 1 or self.global_batch < 1:
@@ -48,8 +49,9 @@ class Workload:
                              f"only (local attention is not built yet)")
         if self.model.is_mla and not self.flash:
             raise InputError(f"{self.model.name}: MLA runs with flash attention only (--flash)")
-        from .moe import check_supported
+        from .moe import check_imbalance, check_supported
         check_supported(self.model, self.hw)          # the point-level rules: Terms
+        check_imbalance(self.moe_imbalance)
 
     def layout(self, tp: int, pp: int, mbs: int, vpp: int = 1, dp: int | None = None,
                ep: int = 1) -> Layout:
@@ -58,7 +60,7 @@ class Workload:
                 raise InputError(f"TP {tp} x PP {pp} does not divide the {self.hw.gpus} GPUs")
             dp = self.hw.gpus // (tp * pp)
         return Layout(tp, pp, dp, self.seq, mbs, self.global_batch, vpp, self.sp, self.flash,
-                      self.tb_ratio, self.tw_ratio, ep, self.etp)
+                      self.tb_ratio, self.tw_ratio, ep, self.etp, self.moe_imbalance)
 
     def terms(self, layout: Layout, policy: Policy, layers: int | None = None) -> Terms:
         model = self.model if layers is None else self.model.with_layers(layers)
@@ -732,7 +734,8 @@ def time_assumptions(work: Workload) -> list[dict]:
                  f"columnwise) quantised; MFU against the bf16 peak",
          "tag": "[assumed] §7.4, not validated on measured FP8 runs"}]) + ([] if
         not work.model.is_moe else [
-        {"text": "MoE layers: balanced dropless routing (imbalance 1.0), a softmax top-k router "
+        {"text": f"MoE layers: dropless routing, the busiest GPU at {work.moe_imbalance:g} x the "
+                 f"mean routed tokens (--moe-imbalance), a softmax top-k router "
                  "with the auxiliary loss, the alltoall dispatcher's four all-to-alls per layer "
                  "and micro-batch exposed (no overlap), routed experts on the kernel curve at "
                  "their own token counts in bf16",
