@@ -4,6 +4,22 @@ The CLI prints one line for any ExploreError and exits with code 2, or 3 for an 
 (nothing in the space can run); a traceback only with --debug.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def nearest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The known names closest to a misspelt one (what every "did you mean" offers)."""
+    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' (did you mean a, b?)' for an unknown name, '' when nothing is close."""
+    close = nearest(word, candidates, 2)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
 
 class ExploreError(Exception):
     """Base class for errors a user can cause and fix."""

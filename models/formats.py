@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,5 @@ def number_format(name: str, what: str = "format") -> NumberFormat:
     key = name.strip().lower()
     if key in FORMATS:
         return FORMATS[key]
-    import difflib
-    near = difflib.get_close_matches(key, list(FORMATS), n=2, cutoff=0.5)
-    hint = f" (did you mean {', '.join(near)}?)" if near else ""
-    raise InputError(f"unknown {what} {name!r}{hint}; choose from {', '.join(FORMATS)}")
+    raise InputError(f"unknown {what} {name!r}{did_you_mean(key, FORMATS)}; choose from "
+                     f"{', '.join(FORMATS)}")

@@ -10,7 +10,6 @@ unit the field declares.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import re
 import types
@@ -22,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from explore.models.errors import ConfigError, ExploreError
+from explore.models.errors import ConfigError, ExploreError, nearest
 
 ROOT = Path(__file__).resolve().parent
 
@@ -67,10 +66,6 @@ register_kind("dram", "chiplet/dram", "explore.models.chiplet.hardware:DramSpec"
               "DRAM behind a chiplet I/O die: bandwidth, energy, capacity")
 register_kind("node", "pipeline/nodes", "explore.models.pipeline.config:NodeSpec",
               "servers around the GPUs: host RAM, host links, network (pipeline study)")
-
-
-def nearest(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:
-    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
 
 
 def _did_you_mean(word: str, candidates: typing.Iterable[str]) -> str:

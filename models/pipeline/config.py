@@ -4,7 +4,7 @@ used (GPU + node + overrides), the parallel layout and the memory/schedule polic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InputError
 from ..formats import number_format
@@ -14,9 +14,7 @@ from ..spec import spec
 from ..units import GiB
 from . import schedules
 from .kernels import TimeModel
-
-if TYPE_CHECKING:
-    from .moe import MoeLayout
+from .moe import MoeLayout, check_imbalance
 
 RECOMPUTE = ("none", "selective", "full", "full-fit", "chronos")
 FULL_RECOMPUTE = ("full", "full-fit")     # Megatron full recompute of k layers per chunk
@@ -148,13 +146,11 @@ class Layout:
     def __post_init__(self) -> None:
         if not (self.tb_ratio > 0 and self.tw_ratio > 0):
             raise InputError("--tb-ratio and --tw-ratio must be > 0")
-        from .moe import check_imbalance
         check_imbalance(self.moe_imbalance)
 
     @property
-    def moe(self) -> "MoeLayout":
+    def moe(self) -> MoeLayout:
         """The expert side of this layout (Megatron-Core's rules, §11)."""
-        from .moe import MoeLayout
         return MoeLayout(self.gpus, self.tp, self.pp, 1, self.ep, self.etp)
 
     @property

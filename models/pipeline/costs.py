@@ -55,14 +55,9 @@ class Terms:
     # ---- activations (§4) ------------------------------------------------------------------
     @cached_property
     def gemm_format(self) -> "NumberFormat | None":
-        """The linear layers' FP8/FP4 GEMM input format, None for bf16 (§7.4); a GPU without
-        the tensor cores for it is an error naming the GPU."""
-        name = self.hw.time.gemm_format
-        if name == "bf16":
-            return None
-        fmt = number_format(name)
-        self.hw.gpu.peak_for(fmt)
-        return fmt
+        """The linear layers' FP8/FP4 GEMM input format, None for bf16 (§7.4)."""
+        name = self.hw.time.gemm_format        # Hardware checked the GPU has the tensor cores
+        return None if name == "bf16" else number_format(name)
 
     @property
     def gemm_bytes(self) -> float:
@@ -202,8 +197,8 @@ class Terms:
         """F, B, W of one layer from its kernels (§7.2), TP communication excluded."""
         lay = self.layout
         return kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash,
-                                   self.hw.gpu, self.hw.time, lay.ep, lay.etp,
-                                   lay.moe_imbalance)
+                                   self.hw.gpu, self.hw.time,
+                                   lay.moe if self.shape.is_moe else None, lay.moe_imbalance)
 
     @cached_property
     def all_to_all_s(self) -> float:

@@ -14,13 +14,14 @@ from functools import lru_cache
 
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from ..formats import NumberFormat, number_format
 from ..hardware import GpuSpec
 from ..shapes import ModelShape
 
 if TYPE_CHECKING:                     # config imports this module for TimeModel
     from .config import NodeSpec
+    from .moe import MoeLayout
 
 TIME_MODELS = ("kernels", "flat")
 GRAD_ACCUMULATION = ("fused", "separate")
@@ -64,10 +65,8 @@ class TimeModel:
             raise InputError(f"unknown gradient accumulation {self.grad_accumulation!r}; "
                              f"choose from {', '.join(GRAD_ACCUMULATION)}")
         if self.gemm_format not in GEMM_FORMATS:
-            import difflib
-            near = difflib.get_close_matches(self.gemm_format, GEMM_FORMATS, n=2, cutoff=0.5)
-            hint = f" (did you mean {', '.join(near)}?)" if near else ""
-            raise InputError(f"unknown GEMM format {self.gemm_format!r}{hint}; choose from "
+            raise InputError(f"unknown GEMM format {self.gemm_format!r}"
+                             f"{did_you_mean(self.gemm_format, GEMM_FORMATS)}; choose from "
                              f"{', '.join(GEMM_FORMATS)}")
         if self.gemm_format != "bf16" and self.kind == "flat":
             raise InputError("--gemm-format applies to --time-model kernels; the flat model "
@@ -176,17 +175,16 @@ def _moe_dense_gemms(shape: ModelShape, tokens: int, tp: int
     return out
 
 
-def _add_experts(add, shape: ModelShape, seq: int, mbs: int, tp: int, ep: int,
-                 etp: int | None, gpu: GpuSpec, scale: float, imbalance: float = 1.0) -> None:
+def _add_experts(add, shape: ModelShape, seq: int, mbs: int, lay: "MoeLayout", gpu: GpuSpec,
+                 scale: float, imbalance: float = 1.0) -> None:
     """The routed experts of an MoE layer (§11): their GEMMs at their own token counts, the
     weighted SwiGLU and the token permutation before and after the all-to-alls, by bytes."""
-    from .moe import MoeLayout, expert_gemm_times
-    lay = MoeLayout(tp * ep * (etp or tp), tp, 1, 1, ep, etp)
+    from .moe import expert_gemm_times          # moe builds on this module
     f_, b_, w_ = expert_gemm_times(shape, seq, mbs, lay, gpu, scale, imbalance)
     add("F: expert GEMMs", f_)
     add("B: expert GEMMs", b_)
     add("W: expert GEMMs", w_)
-    routed = shape.experts_per_token * seq * mbs / tp * lay.expert_tp * imbalance
+    routed = shape.experts_per_token * seq * mbs / lay.tp * lay.expert_tp * imbalance
     f_exp = shape.expert_intermediate / lay.expert_tp
     add("F: expert activation", bytes_s(routed * f_exp * 3 * ELEMENT, gpu))
     add("B: expert activation", bytes_s(routed * f_exp * 5 * ELEMENT, gpu))
@@ -217,7 +215,7 @@ REPLICATED = ("q_down", "kv_down")
 # a search costs many points of one layout on one GPU: their kernels are costed once
 @lru_cache(maxsize=512)
 def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool,
-                gpu: GpuSpec, tm: TimeModel, ep: int = 1, etp: int | None = None,
+                gpu: GpuSpec, tm: TimeModel, moe: "MoeLayout | None" = None,
                 imbalance: float = 1.0) -> PassTimes:
     """F, B and W of one layer (docs/pipeline.md §7.2; an MoE layer's block §11), TP
     communication and the MoE all-to-alls excluded (the caller adds them)."""
@@ -235,9 +233,10 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
     fmt = None if tm.gemm_format == "bf16" else number_format(tm.gemm_format)
     gemms = linears(shape, tokens, tp, sp)
     if shape.is_moe:
+        assert moe is not None                   # an MoE layer needs its expert layout
         gemms = [x for x in gemms if x[0] not in ("gate_up", "fc1", "down")] \
             + _moe_dense_gemms(shape, tokens, tp)
-        _add_experts(add, shape, seq, mbs, tp, ep, etp, gpu, g, imbalance)
+        _add_experts(add, shape, seq, mbs, moe, gpu, g, imbalance)
     for name, m, n, k in gemms:
         add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g, fmt=fmt))
         add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g, fmt=fmt))  # dX = dY W^T

@@ -9,10 +9,13 @@ TP x CP x DP x PP, experts ETP x EP x EDP x PP, so EDP = TP CP DP / (ETP EP).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+from ..comm import all_to_all_s
 from ..errors import InputError
 from ..shapes import ModelShape
+from . import kernels, schedules
 from . import memory as mem
 from .memory import SavedTensor
 
@@ -134,7 +137,6 @@ def check_supported(shape: ModelShape, hw, policy=None) -> None:
     """Raise InputError naming what the study's MoE layers (§11) do not cover yet: for the
     workload (mixed layers, the flat time model, FP8/FP4 GEMMs) and, given a policy, for the
     point (split-backward schedules, Chronos savers)."""
-    from . import schedules
     if not shape.is_moe:
         return
     checks = [(shape.moe_layers != shape.layers, "dense and MoE layers mixed"),
@@ -237,7 +239,6 @@ def all_to_all_time(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, gp
     measured bus bandwidth), the rest leaves through each GPU's NIC at the network's
     efficiency. With routing imbalance the busiest GPU receives `imbalance` x the mean, which
     bounds the exchange."""
-    from ..comm import all_to_all_s
     n = layout.ep
     members = max(1, min(n, node.gpus_per_node // layout.expert_tp))
     return all_to_all_s(n, imbalance * dispatch_bytes(shape, seq, mbs, layout, element_bytes),
@@ -256,9 +257,6 @@ def expert_gemm_times(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, 
     sizes: E / EP local experts share k (s b / TP) ETP x imbalance routed tokens, each expert's
     fc1 (h -> 2 f_exp / ETP, SwiGLU) and fc2 (f_exp / ETP -> h) costed at its own token count,
     one grouped kernel launch per GEMM kind."""
-    import math
-
-    from . import kernels
     local = shape.experts // layout.ep
     routed = shape.experts_per_token * seq * mbs / layout.tp * layout.expert_tp * imbalance
     m = max(1, math.ceil(routed / local))              # tokens per local expert

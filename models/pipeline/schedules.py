@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypedDict
 
-from ..errors import InfeasibleError, InputError
+from ..errors import InfeasibleError, InputError, did_you_mean
 
 F, B, W, R, O, L = range(6)  # noqa: E741 - the op kinds' own letters (KINDS)
 KINDS = "FBWROL"
@@ -35,11 +35,8 @@ def canonical(name: str) -> str:
     key = name.strip().lower()
     key = ALIASES.get(key, key)
     if key not in SCHEDULES:
-        import difflib
-        close = difflib.get_close_matches(key, list(SCHEDULES) + list(ALIASES), n=2, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise InputError(f"unknown schedule {name!r}{hint}; choose from {', '.join(SCHEDULES)} "
-                         f"(tpipe = chronos)")
+        raise InputError(f"unknown schedule {name!r}{did_you_mean(key, (*SCHEDULES, *ALIASES))}; "
+                         f"choose from {', '.join(SCHEDULES)} (tpipe = chronos)")
     return key
 
 

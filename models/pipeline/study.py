@@ -21,6 +21,7 @@ from .chronos import no_faster, solve
 from .config import OFFLOAD, RECOMPUTE, Hardware, Layout, Policy
 from .costs import Terms
 from .evaluate import Outcome, object_bytes
+from .moe import check_imbalance, check_supported
 from .simulator import CATEGORIES
 
 
@@ -49,7 +50,6 @@ class Workload:
                              f"only (local attention is not built yet)")
         if self.model.is_mla and not self.flash:
             raise InputError(f"{self.model.name}: MLA runs with flash attention only (--flash)")
-        from .moe import check_imbalance, check_supported
         check_supported(self.model, self.hw)          # the point-level rules: Terms
         check_imbalance(self.moe_imbalance)
 
