@@ -65,8 +65,9 @@ class SdHardware:
 class SdFormats:
     """Number formats (docs/models.md §5)."""
     PANEL: ClassVar[str] = "Number formats"
-    weights: Optional[str] = option(None, "--weights", help="decoder weights: bf16, fp8, "
-                                    "mxfp8, mxfp4, nvfp4 (embedding and LM head stay bf16)",
+    weights: Optional[str] = option(None, "--weights", help="decoder weights of target and "
+                                    "draft: bf16, fp8, mxfp8, mxfp4, nvfp4 (embedding and LM "
+                                    "head stay bf16)",
                                     default_text="the model preset's")
     expert_weights: Optional[str] = option(None, "--expert-weights", help="routed experts' "
                                            "weights, when they differ from --weights",
