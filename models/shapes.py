@@ -18,6 +18,7 @@ from .spec import spec
 
 
 LOCAL_ATTENTION = ("", "sliding", "chunked")
+FFN_LINEARS = ("gate_up", "fc1", "down")       # the FFN entries of ModelShape.linears()
 
 
 @dataclass(frozen=True)
@@ -233,11 +234,23 @@ class ModelShape:
             + self.norm_params
 
     @cached_property
+    def attention_linear_params(self) -> int:
+        """Weights of the attention linears (no norms, no biases): Q, K, V and the output
+        projection; MLA's down- and up-projections and output projection."""
+        return sum(k * m for name, k, m in self.linears() if name not in FFN_LINEARS)
+
+    @cached_property
     def linear_params(self) -> int:
         """Parameters in the linear layers of a dense layer (no norms, no biases)."""
-        h = self.hidden
-        return h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h \
-            + self.ffn_matrices * h * self.intermediate
+        return self.attention_linear_params + self.ffn_matrices * self.hidden * self.intermediate
+
+    @cached_property
+    def moe_linear_params(self) -> int:
+        """Linear weights one token multiplies through in an MoE layer: attention, router,
+        shared experts and K routed experts."""
+        return self.attention_linear_params + self.router_params \
+            + self.experts_per_token * self.expert_params + 3 * self.hidden \
+            * self.shared_expert_intermediate
 
     def linears(self) -> tuple[tuple[str, int, int], ...]:
         """(name, K, M) of the dense layer's linears Y = X W, with W of size K x M.
@@ -359,28 +372,29 @@ class ModelShape:
 
     @cached_property
     def active_linear_params(self) -> float:
-        """Linear weights one token multiplies through in the average layer: a dense layer's
-        linear_params; an MoE layer's attention linears, router, shared experts and K routed
-        experts (biases and norms left out as in linear_params)."""
-        h = self.hidden
-        attention = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
-        moe = attention + self.router_params + self.experts_per_token * self.expert_params \
-            + 3 * h * self.shared_expert_intermediate
+        """Linear weights one token multiplies through in the average layer (biases and norms
+        left out): a dense layer's linear_params, an MoE layer's moe_linear_params."""
         dense = self.layers - self.moe_layers
-        return (dense * self.linear_params + self.moe_layers * moe) / self.layers
+        return (dense * self.linear_params + self.moe_layers * self.moe_linear_params) \
+            / self.layers
 
-    def layer_forward_flops_per_token(self, seq: int) -> float:
-        """Forward FLOPs of the average layer per token at sequence length `seq`: 2 per linear
-        weight a token passes through plus QK^T and AV over the whole sequence (no causal
-        halving, as Megatron-LM's num_floating_point_operations)."""
-        return 2.0 * self.active_linear_params \
-            + self.mean_attention_span(seq) * self.attention_flops_per_token_per_ctx
+    def layer_forward_flops_per_token(self, seq: int, moe: bool | None = None) -> float:
+        """Forward FLOPs per token at sequence length `seq` of the average layer (moe None),
+        or of an MoE (True) or dense (False) one: 2 per linear weight a token passes through
+        plus QK^T and AV over the whole sequence (no causal halving, as Megatron-LM's
+        num_floating_point_operations did before 2026)."""
+        linear = self.active_linear_params if moe is None else (
+            self.moe_linear_params if moe else self.linear_params)
+        return 2.0 * linear + self.mean_attention_span(seq) * self.attention_flops_per_token_per_ctx
 
     def training_flops_per_token(self, seq: int) -> float:
-        """Forward + backward (3x forward) FLOPs per token of a dense model: layers and LM head
+        """Forward + backward (3x forward) FLOPs per token: layers, MTP modules (each counted
+        as one layer of the kind its index gives, plus its own logits) and LM head
         (Megatron-LM num_floating_point_operations; Narayanan et al. 2021)."""
-        return 3.0 * (self.layers * self.layer_forward_flops_per_token(seq)
-                      + 2.0 * self.vocab * self.hidden)
+        mtp = self.mtp_layers * self.layer_forward_flops_per_token(
+            seq, self.is_moe_layer(self.layers))
+        return 3.0 * (self.layers * self.layer_forward_flops_per_token(seq) + mtp
+                      + 2.0 * self.vocab * self.hidden * (1 + self.mtp_layers))
 
     def check_tensor_parallel(self, tp: int) -> None:
         """Raise InputError when a TP degree does not divide the heads."""

@@ -198,10 +198,18 @@ def test_help_has_examples(cli):
 
 
 BAD = [
-    (("pipeline", "breakdown", "--layers", "50", "--tp", "8", "--pp", "8"),
-     "PP 8 does not divide the 50 layers"),
+    (("pipeline", "breakdown", "--layers", "49", "--tp", "8", "--pp", "8", "--schedule",
+      "interleaved", "--vpp", "2"), "49 layers of llama2-70b-L49 do not split over PP 8"),
     (("pipeline", "breakdown", "--layers", "48", "--tp", "8", "--pp", "8", "--schedule",
       "chronos", "--layers", "40"), "PP 8 x 2 chunks does not divide the 40 layers"),
+    (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--first-stage-layers", "-1"),
+     "--first-stage-layers must be >= 0, got -1"),
+    (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--first-stage-layers", "100"),
+     "the other -20 of 80 layers do not split evenly over the 7 other pipeline stage"),
+    (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--first-stage-layers", "4",
+      "--schedule", "zb-v"), "not to the V-shaped zb-v"),
+    (("pipeline", "breakdown", "--model", "deepseek-v3", "--gpus", "256", "--tp", "2",
+      "--pp", "16", "--ep", "4", "--mtp-layers", "-1"), "--mtp-layers must be >= 0, got -1"),
     (("pipeline", "breakdown", "--tp", "3", "--pp", "8", "--gpus", "24"),
      "TP degree 3 does not divide the 64 attention heads"),
     (("pipeline", "breakdown", "--tp", "8", "--pp", "3", "--layers", "48"),
@@ -220,7 +228,6 @@ BAD = [
     (("pipeline", "breakdown", "--layers", "64", "--tp", "8", "--pp", "8", "--mbs", "4",
       "--offload", "optimizer", "--host-ram-gib", "4"), "host RAM exceeded"),
     (("pipeline", "sweep", "--vary", "batch", "--values", "1"), "--vary 'batch'"),
-    (("pipeline", "--model", "deepseek-v2-lite"), "do not cover dense and MoE layers mixed"),
     (("pipeline", "breakdown", "--tp", "8", "--pp", "8", "--zero", "1", "--dist-opt"),
      "do not combine"),
 ]

@@ -15,21 +15,31 @@ def back(config: dict) -> dict:
     """A configuration rebuilt from its Megatron-LM arguments."""
     a = parse_megatron_args(megatron_args(config)[0])
     vpl = a.get("--num-layers-per-virtual-pipeline-stage")
+    vstages = a.get("--num-virtual-stages-per-pipeline-rank")
+    first, last = (a.get("--decoder-first-pipeline-num-layers"),
+                   a.get("--decoder-last-pipeline-num-layers"))
+    pp = a["--pipeline-model-parallel-size"]
+    extra = {"mtp_layers": a["--mtp-num-layers"]} if "--mtp-num-layers" in a else {}
+    if first is not None:
+        extra["stage_layers"] = [first] + [(a["--num-layers"] - first - last) // (pp - 2)] \
+            * (pp - 2) + [last]
     granularity, method = a.get("--recompute-granularity"), a.get("--recompute-method")
     recompute = {None: "none", "selective": "selective"}.get(granularity) or (
         "full" if method == "uniform" else "full-fit")
     return {"layers": a["--num-layers"], "seq": a["--seq-length"],
             "mbs": a["--micro-batch-size"], "global_batch": a["--global-batch-size"],
             "tp": a["--tensor-model-parallel-size"], "pp": a["--pipeline-model-parallel-size"],
-            "vpp": a["--num-layers"] // (a["--pipeline-model-parallel-size"] * vpl) if vpl else 1,
-            "schedule": "interleaved" if vpl else "1f1b", "sp": "--sequence-parallel" in a,
+            "vpp": vstages or (a["--num-layers"] // (pp * vpl) if vpl else 1),
+            "schedule": "interleaved" if vpl or vstages else "1f1b",
+            "sp": "--sequence-parallel" in a,
             "recompute": recompute,
             "recompute_layers": a.get("--recompute-num-layers", 0) if recompute == "full-fit"
             else 0,
             "offload": "optimizer" if "--optimizer-cpu-offload" in a else "none",
             "optimizer": "dist-opt" if "--use-distributed-optimizer" in a else "none",
             "gemm_format": "nvfp4" if "--fp4-format" in a else "mxfp8" if a.get(
-                "--fp8-recipe") == "mxfp8" else "fp8" if "--fp8-format" in a else "bf16"}
+                "--fp8-recipe") == "mxfp8" else "fp8" if "--fp8-format" in a else "bf16",
+            **extra}
 
 
 @pytest.mark.parametrize("change", [
@@ -39,6 +49,8 @@ def back(config: dict) -> dict:
     {"schedule": "interleaved", "vpp": 2, "sp": True, "optimizer": "dist-opt",
      "recompute": "selective"},
     {"gemm_format": "fp8"}, {"gemm_format": "mxfp8"}, {"gemm_format": "nvfp4"},
+    {"stage_layers": [8, 14, 14, 12]}, {"mtp_layers": 1},
+    {"schedule": "interleaved", "vpp": 2, "stage_layers": [12, 14, 14, 8]},
 ])
 def test_arguments_parse_back_to_the_configuration(change):
     config = {**BASE, **change}

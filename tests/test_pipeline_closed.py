@@ -123,3 +123,36 @@ def test_the_closed_forms_stay_out_of_their_limits():
     assert not closed.applies(ops, {(0, 0): 1, (1, 0): 1}, ())            # not every one
     assert not closed.applies(ops, {(0, 0): 1, (1, 0): 1, (0, 1): 2, (1, 1): 1}, ())
     assert closed.applies(ops, {(v, j): 2 for v in range(2) for j in range(2)}, ())
+
+
+V2_LITE = presets.load("model", "deepseek-v2-lite")       # 1 dense + 26 MoE layers, MLA
+H100, DGX_H100 = presets.load("gpu", "h100"), presets.load("node", "dgx-h100")
+
+
+@pytest.mark.parametrize("schedule, layers, pp, first, last, mtp, rec", [
+    ("1f1b", 27, 4, None, None, 0, "none"), ("1f1b", 27, 4, 6, None, 1, "full"),
+    ("gpipe", 27, 4, 6, None, 1, 2), ("gpipe", 28, 2, None, 12, 0, "none"),
+    ("interleaved", 24, 4, 4, 8, 1, 2), ("interleaved", 28, 4, 8, 4, 0, "full")])
+def test_mixed_layers_and_uneven_stages_equal_the_simulated_ones(schedule, layers, pp, first,
+                                                                  last, mtp, rec):
+    """Chunks of different lengths and layer kinds (a dense first layer, MoE layers, the MTP
+    module on the last stage), recompute of k layers per chunk: the closed forms' numbers are
+    the simulator's."""
+    from dataclasses import replace
+    model = replace(V2_LITE.with_layers(layers), mtp_layers=mtp)
+    vpp = 2 if schedule == "interleaved" else 1
+    hw = Hardware.from_presets(H100, DGX_H100, 2 * pp)
+    lay = Layout(2, pp, 1, 4096, 1, 4 * pp, vpp, True, ep=2, etp=1, first_layers=first,
+                 last_layers=last)
+    terms = Terms(model, lay, hw, Policy(schedule))
+    assert not terms.uniform
+    ops = terms.op_lists()
+    plan = None if rec == "none" else uniform_plan(terms, None if rec == "full" else rec)
+    exact, fast = simulate(terms, ops, plan), simulate(terms, ops, plan, timelines=False)
+    assert not fast.timelines
+    assert fast.iteration_s == pytest.approx(exact.iteration_s, rel=1e-12)
+    assert fast.peaks == pytest.approx(exact.peaks, rel=1e-12)
+    for d in range(pp):
+        assert fast.category_bytes(d) == pytest.approx(exact.category_bytes(d), rel=1e-12)
+        assert fast.peak_label(d) == exact.peak_label(d)
+    assert fast.hfu == pytest.approx(exact.hfu, rel=1e-12)

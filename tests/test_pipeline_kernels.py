@@ -128,8 +128,8 @@ def test_flat_time_model_keeps_the_fixture_definition():
     shape = presets.load("model", "llama2-70b").with_layers(48)
     hw = Hardware.from_presets(A100, DGX, 64, time=TimeModel("flat"), eff=0.5)
     t = Terms(shape, Layout(8, 8, 1, 4096, 4, 256), hw, Policy())
-    assert t.t_compute_layer == pytest.approx(t.layer_flops / (8 * 312e12 * 0.5))
-    assert t.t_w_layer == pytest.approx(t.t_compute_layer)
+    assert t.layer.t_compute == pytest.approx(t.layer.flops / (8 * 312e12 * 0.5))
+    assert t.layer.t_w == pytest.approx(t.layer.t_compute)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -268,7 +268,7 @@ def test_fp8_gemms_save_quantised_inputs_and_cache_quantised_weights():
     _, fp8 = _fp8_terms("fp8")
     tokens, tp, h, f = 4096, 2, shape.hidden, shape.intermediate
     linear_inputs = tokens * (h + h + shape.q_dim / tp + f / tp)     # no SP: QKV, FFN in full
-    assert bf16.a_full - fp8.a_full == pytest.approx(linear_inputs * (2 - 1))
+    assert bf16.layer.a_full - fp8.layer.a_full == pytest.approx(linear_inputs * (2 - 1))
     per_device = bf16.layers_per_chunk * shape.linear_params / tp
     assert fp8.weights(0) - bf16.weights(0) == pytest.approx(2 * 1.0 * per_device)
 
@@ -285,8 +285,8 @@ def test_fp8_gemms_run_at_the_fp8_peak():
     assert fp8 == pytest.approx(bf16 * gpu.peak_flops / gpu.peak_flops_fp8)
     _, t16 = _fp8_terms("bf16")
     _, t8 = _fp8_terms("fp8")
-    assert "F: FP8/FP4 casts" in t8.kernel_times.terms
-    assert t8.kernel_times.f < t16.kernel_times.f
+    assert "F: FP8/FP4 casts" in t8.layer.kernel_times.terms
+    assert t8.layer.kernel_times.f < t16.layer.kernel_times.f
 
 
 @pytest.mark.parametrize("args, message", [

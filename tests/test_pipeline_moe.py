@@ -2,56 +2,71 @@
 the bytes per GPU pinned by hand for a DeepSeek-V3 layout, and EP = 1 on a dense model equal
 to the dense study's numbers."""
 
+from dataclasses import replace
+
 import pytest
 
 from explore import presets
 from explore.models.errors import InputError
 from explore.models.pipeline.config import Hardware, Layout, Policy
 from explore.models.pipeline.costs import Terms
-from explore.models.pipeline.moe import MoeLayout, stage_states
+from explore.models.pipeline.moe import MoeLayout
 
 V3 = presets.load("model", "deepseek-v3")
+H100 = presets.load("gpu", "h100")
+DGX_H100 = presets.load("node", "dgx-h100")
+
+
+def _v3_terms(gpus=256, tp=2, pp=16, ep=4, etp=None, schedule="1f1b", vpp=1, first=None,
+              last=None, model=V3, recompute="none"):
+    hw = Hardware.from_presets(H100, DGX_H100, gpus)
+    lay = Layout(tp, pp, gpus // (tp * pp), 4096, 1, 256, vpp, True, True, ep=ep, etp=etp,
+                 first_layers=first, last_layers=last)
+    return Terms(model, lay, hw, Policy(schedule, recompute=recompute, optimizer="dist-opt"))
 
 
 def test_deepseek_v3_stage_states_by_hand():
-    """256 GPUs, TP 2, PP 8, EP 32, ETP 1: DP 16, EDP 2 x 16 / 32 = 1. A stage of eight MoE
-    layers (8-15) on one GPU, distributed optimizer:
+    """256 GPUs, TP 2, PP 8, EP 32, ETP 1: DP 16, EDP 2 x 16 / 32 = 1. The second stage holds
+    eight MoE layers (8-15; the balanced split is 8 x 7 | 5), distributed optimizer:
       experts: 8 layers x 256/32 experts x 3 x 7168 x 2048 = 2,818,572,288 params, 6 + 12/1 B
-      dense:   8 x [(MLA 187,107,328 + shared 44,040,192 + norms 14,336) / 2 + router
-               7168 x 256] = 939,327,488 params, 6 + 12/16 B
+      dense:   8 x [(MLA 187,107,328 - down-projections 15,140,864 + shared 44,040,192 + norms
+               14,336) / 2 + down-projections 15,140,864 + router 7168 x 256]
+               = 999,890,944 params, 6 + 12/16 B
     (MLA: q 7168 x 1536 + 1536 + 1536 x 128 x 192, kv 7168 x 576 + 512 + 512 x 128 x 256,
-    o 128 x 128 x 7168)."""
-    lay = MoeLayout(256, tp=2, pp=8, ep=32, etp=1)
-    assert (lay.dp, lay.edp) == (16, 1)
-    s = stage_states(V3, lay, range(8, 16), first=False, last=False, dist_opt=True)
-    assert s.expert_params == 2_818_572_288
-    assert s.dense_params == 939_327_488
-    assert s.total == pytest.approx(2_818_572_288 * 18 + 939_327_488 * 6.75)
-    assert s.total / 2**30 == pytest.approx(53.15, abs=0.01)
+    o 128 x 128 x 7168; the down-projections 7168 x 1536 + 1536 + 7168 x 576 + 512 sit whole
+    on every TP rank)."""
+    t = _v3_terms(tp=2, pp=8, ep=32, etp=1)
+    assert (t.layout.dp, t.layout.moe.edp) == (16, 1) and t.stage_layers[1] == 8
+    assert t.expert_params[1] == 2_818_572_288
+    assert t.params[1] == 999_890_944
+    assert t.resident_states(1) == pytest.approx(2_818_572_288 * 18 + 999_890_944 * 6.75)
+    assert t.resident_states(1) / 2**30 == pytest.approx(53.54, abs=0.01)
 
 
 def test_stage_states_add_up_to_the_model():
     """TP 1, every GPU of a stage holding E/EP experts: the stages' dense parameters plus
     EP x ETP x their expert parameters give the whole model."""
-    lay = MoeLayout(64, tp=1, pp=4, ep=8, etp=2)
-    bounds = [0, 16, 31, 46, 61]
-    total = 0.0
-    for i in range(4):
-        s = stage_states(V3, lay, range(bounds[i], bounds[i + 1]), i == 0, i == 3)
-        total += s.dense_params + s.expert_params * lay.ep * lay.expert_tp
+    t = _v3_terms(gpus=64, tp=1, pp=4, ep=8, etp=2, first=16, model=replace(V3, mtp_layers=0))
+    assert t.stage_layers == (16, 15, 15, 15)
+    total = sum(t.params) + 8 * 2 * sum(t.expert_params)
     assert total == pytest.approx(V3.total_params)
 
 
 def test_ep_one_on_a_dense_model_equals_the_dense_study():
+    """A dense model: no expert parameters; P_dev = layers x P_layer / t, the embedding on the
+    first stage, LM head and final norm on the last (§3)."""
     shape = presets.load("model", "llama2-7b").with_layers(8)
     hw = Hardware.from_presets(presets.load("gpu", "h100"), presets.load("node", "dgx-h100"),
                                16)
-    terms = Terms(shape, Layout(2, 4, 2, 4096, 1, 64), hw, Policy("1f1b", optimizer="dist-opt"))
-    lay = MoeLayout(16, tp=2, pp=4)
+    terms = Terms(shape, Layout(2, 4, 2, 4096, 1, 64, ep=1), hw,
+                  Policy("1f1b", optimizer="dist-opt"))
+    base = Terms(shape, Layout(2, 4, 2, 4096, 1, 64), hw, Policy("1f1b", optimizer="dist-opt"))
     for d in range(4):
-        s = stage_states(shape, lay, range(2 * d, 2 * d + 2), d == 0, d == 3, dist_opt=True)
-        assert s.dense_params == pytest.approx(terms.params[d]) and s.expert_params == 0
-        assert s.total == pytest.approx(terms.resident_states(d))
+        want = 2 * shape.dense_layer_params / 2 + (shape.embedding_params / 2 if d == 0 else 0) \
+            + ((shape.head_params + shape.hidden) / 2 if d == 3 else 0)
+        assert terms.params[d] == pytest.approx(want) and terms.expert_params[d] == 0
+        assert terms.resident_states(d) == base.resident_states(d)
+    assert terms.chunk_times == base.chunk_times
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -155,27 +170,23 @@ def _mixtral_terms(schedule="1f1b", **layout):
     return mixtral, Terms(mixtral, lay, hw, Policy(schedule, optimizer="dist-opt"))
 
 
-def test_study_states_and_activations_of_moe_layers():
-    """The study's per-device states are moe.stage_states' and a layer's stored activations
-    are the attention part plus the MoE block."""
+def test_study_activations_of_moe_layers():
+    """A layer's stored activations are the attention part plus the MoE block."""
     from explore.models.pipeline import memory as mem
     from explore.models.pipeline.moe import moe_ffn_bytes
     mixtral, t = _mixtral_terms()
-    for d in range(2):
-        s = stage_states(mixtral, t.layout.moe, range(16 * d, 16 * d + 16), d == 0, d == 1,
-                         dist_opt=True)
-        assert t.resident_states(d) == pytest.approx(s.total)
     attention = mem.layer_activation_bytes(mixtral, 4096, 1, 2, True, True)
-    assert t.a_full == pytest.approx(attention + moe_ffn_bytes(mixtral, 4096, 1, t.layout.moe))
+    assert t.layer.a_full == pytest.approx(
+        attention + moe_ffn_bytes(mixtral, 4096, 1, t.layout.moe))
 
 
 def test_moe_layers_cost_experts_and_all_to_alls():
     _, t = _mixtral_terms()
-    terms = t.kernel_times.terms
+    terms = t.layer.kernel_times.terms
     assert terms["F: expert GEMMs"] > 0 and "F: router GEMM" in terms
-    assert t.all_to_all_s > 0
-    assert t.t_f_layer == pytest.approx(t.kernel_times.f + t._exposed_tp(
-        t.kernel_times.gemms("F")) + t.all_to_all_s)
+    assert t.layer.all_to_all_s > 0
+    assert t.layer.t_f == pytest.approx(t.layer.kernel_times.f + t.exposed_tp(
+        t.layer.kernel_times.gemms("F")) + t.layer.all_to_all_s)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -187,14 +198,6 @@ def test_what_moe_layers_do_not_cover_is_named(change, message):
     schedule = change.pop("schedule", "1f1b")
     with pytest.raises(InputError, match=message):
         _mixtral_terms(schedule, **change)
-
-
-def test_mixed_dense_and_moe_layers_are_refused():
-    from dataclasses import replace
-    mixtral = replace(presets.load("model", "mixtral-8x7b"), dense_layers=1)
-    hw = Hardware.from_presets(presets.load("gpu", "h100"), presets.load("node", "dgx-h100"), 8)
-    with pytest.raises(InputError, match="dense and MoE layers mixed"):
-        Terms(mixtral, Layout(2, 2, 2, 4096, 1, 16, ep=2), hw, Policy("1f1b"))
 
 
 def test_pipeline_search_and_breakdown_on_an_moe_model(cli):
@@ -264,8 +267,7 @@ def test_mla_gemms_and_replicated_down_projections():
 
 
 def test_an_all_moe_mla_model_runs(cli, tmp_path):
-    """A DeepSeek-shaped model without the leading dense layers plans end to end; DeepSeek-V3
-    itself (three dense layers first) is refused naming what is missing."""
+    """A DeepSeek-shaped model without the leading dense layers plans end to end."""
     src = (presets.ROOT / "models" / "deepseek-v3.yaml").read_text()
     p = tmp_path / "ds-all-moe.yaml"
     p.write_text(src.replace("dense_layers: 3\n", "").replace("layers: 61", "layers: 16")
@@ -274,8 +276,6 @@ def test_an_all_moe_mla_model_runs(cli, tmp_path):
                          "--hardware", "h100", "--tp", "2", "--pp", "4", "--ep", "8",
                          "--global-batch", "64", "--json")
     assert code == 0, err
-    code, _, err = cli("pipeline", "--model", "deepseek-v3", "--gpus", "256")
-    assert code == 2 and "dense and MoE layers mixed" in err
 
 
 def test_routing_imbalance_loads_the_busiest_gpu(cli):
@@ -283,8 +283,117 @@ def test_routing_imbalance_loads_the_busiest_gpu(cli):
     receive grow by x; below 1 is refused."""
     _, even = _mixtral_terms()
     _, skew = _mixtral_terms(moe_imbalance=1.5)
-    assert skew.a_full > even.a_full and skew.kernel_times.f > even.kernel_times.f
-    assert skew.all_to_all_s > even.all_to_all_s
+    assert skew.layer.a_full > even.layer.a_full
+    assert skew.layer.kernel_times.f > even.layer.kernel_times.f
+    assert skew.layer.all_to_all_s > even.layer.all_to_all_s
     code, _, err = cli("pipeline", "--model", "mixtral-8x7b", "--gpus", "16",
                        "--moe-imbalance", "0.5")
     assert code == 2 and "--moe-imbalance must be >= 1" in err
+
+
+def test_stage_layers_follow_megatron_rules():
+    """get_num_layers_to_build: the given end stages, the rest even over the ranks between;
+    each rank's layers even over its chunks. Without ends: even when the layers divide, else
+    the balanced split (DeepSeek-V3 on 16 stages: 4 | 14 x 4 | 1, the MTP module and LM
+    head on the last)."""
+    from explore.models.pipeline.config import stage_layers
+    assert stage_layers(V3, 4096, 16, "1f1b") == (4,) * 15 + (1,)
+    assert stage_layers(V3, 4096, 8, "1f1b", first=5, last=8) == (5,) + (8,) * 7
+    assert stage_layers(V3, 4096, 4, "1f1b", last=1) == (20, 20, 20, 1)
+    assert stage_layers(V3.with_layers(64), 4096, 4, "1f1b") == (16,) * 4
+    bad = [((8, "1f1b", 1, 5, 5), "the other 51 of 61 layers do not split evenly over the 6"),
+           ((4, "interleaved", 2, 15, 16), "multiples of the 2 chunks per device"),
+           ((1, "1f1b", 1, 61, None), "need PP > 1"),
+           ((4, "zb-v", 1, 10, None), "not to the V-shaped zb-v"),
+           ((4, "1f1b", 1, 40, 30), "the other -9 of 61 layers"),
+           ((32, "1f1b", 1, None, None), "do not split over PP 32")]
+    for args, message in bad:
+        with pytest.raises(InputError, match=message):
+            stage_layers(V3, 4096, *args)
+
+
+def test_interleaved_uneven_chunks_sit_at_megatrons_layer_offsets():
+    """get_transformer_layer_offset with uneven ends and VPP v: rank 0's chunk c starts at
+    c x (f + m + l) / v, rank r > 0's at c x (f + m + l) / v + f / v + (r - 1) m / (v (p - 2))
+    for the middle's m layers (rank p-1 alike)."""
+    model = V3.with_layers(60)
+    t = _v3_terms(gpus=64, tp=1, pp=4, ep=8, schedule="interleaved", vpp=2, model=model,
+                  first=12, last=12)
+    assert t.stage_layers == (12, 18, 18, 12)
+    starts, n = [], 0
+    for chunk in t.chunk_layers:
+        starts.append(n)
+        n += len(chunk)
+    v, p, f, m, l_ = 2, 4, 12, 36, 12
+    per_chunk = (f + m + l_) // v
+    for vs, start in enumerate(starts):
+        c, r = divmod(vs, p)
+        want = c * per_chunk + (0 if r == 0 else f // v + (r - 1) * (m // v) // (p - 2))
+        assert start == want, vs
+
+
+def test_deepseek_v3_expert_state_bytes_by_hand():
+    """TP 2 x PP 16 x DP 8, EP 4, ETP 2 (EDP 16 / 8 = 2), distributed optimizer:
+      stage 1 (layers 4-7, all MoE): 4 x 256/4 x 3 x 7168 x 2048 / 2 = 5,637,144,576 expert
+      params, 2 + 4 + 12/2 = 12 B each; stage 0 (layers 0-3: three dense, one MoE): a quarter;
+      stage 15: layer 60 and the MTP module's MoE layer, two."""
+    t = _v3_terms()
+    per_layer = 64 * 3 * 7168 * 2048 // 2
+    assert t.layout.moe.edp == 2
+    assert t.expert_params[1] == 4 * per_layer == 5_637_144_576
+    assert t.expert_params[0] == per_layer and t.expert_params[15] == 2 * per_layer
+    states = t.expert_state_bytes
+    assert (states.weights, states.grads, states.optimizer) == (2.0, 4.0, 6.0)
+    assert t.expert_state_bytes.total * t.expert_params[1] / 2**30 == pytest.approx(63.0, abs=0.01)
+
+
+def test_mtp_module_sits_on_the_last_stage():
+    """The MTP module: its MoE layer (layer index 61 is MoE) with the 2h x h projection and
+    norms, a second LM-head pass and its logits, and the embedding copy Megatron-Core keeps on
+    the last stage."""
+    from explore.models.pipeline import memory as mem
+    with_mtp = _v3_terms(first=4, last=1)
+    without = _v3_terms(first=4, last=1, model=replace(V3, mtp_layers=0))
+    last = with_mtp.chunk_layers[-1]
+    assert [(x.moe, x.mtp) for x in last] == [(True, False), (True, True)]
+    h, t = V3.hidden, 2
+    extra = last[1].params - last[0].params
+    assert extra == pytest.approx((2 * h * h + 2 * h) / t)
+    assert with_mtp.params[-1] - without.params[-1] == pytest.approx(
+        last[1].params + V3.embedding_params / t)
+    logits = mem.last_stage_bytes(V3, 4096, 1, t)
+    assert with_mtp.extras[-1] - without.extras[-1] == pytest.approx(logits)
+    hf = with_mtp.head_times[0]
+    assert with_mtp.chunk_times[0][-1] - without.chunk_times[0][-1] == pytest.approx(
+        last[1].t_f + hf)
+    assert with_mtp.chunk_times[0][:-1] == without.chunk_times[0][:-1]
+
+
+def test_mixed_layer_kinds_cost_what_they_hold():
+    """A dense layer of an MoE model is the dense model of the same attention and FFN width:
+    no experts, no all-to-all; the first stage (three dense layers, one MoE) is faster than a
+    middle one (four MoE)."""
+    t = _v3_terms()
+    dense, moe_layer = t.chunk_layers[0][0], t.chunk_layers[0][3]
+    assert not dense.moe and moe_layer.moe
+    assert dense.expert_params == 0 and dense.all_to_all_s == 0 and moe_layer.all_to_all_s > 0
+    assert dense.shape.intermediate == 18432 and not dense.shape.is_moe
+    tf = t.chunk_times[0]
+    send = t._transfer_s(0, 1)                   # Megatron's blocking send ends the forward
+    assert tf[0] == pytest.approx(3 * dense.t_f + moe_layer.t_f + send)
+    assert tf[0] < tf[1]
+
+
+def test_deepseek_v3_plans_on_256_h100(cli):
+    """The acceptance run: the best layout with EP, its per-stage memory and the binding
+    constraint, in a few seconds (the search takes ~6 s on a 2-core machine)."""
+    import json
+    code, out, err = cli("pipeline", "--model", "deepseek-v3", "--gpus", "256", "--hardware",
+                         "h100", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    c = result["best"]["config"]
+    assert c["ep"] > 1 and sum(c["stage_layers"]) == 61 and c["mtp_layers"] == 1
+    devices = result["breakdown"]["devices"]
+    assert len(devices) == c["pp"] and all(d["peak"] < 78 * 2**30 for d in devices)
+    assert result["breakdown"]["binding_text"]

@@ -92,6 +92,12 @@ def _config_line(c: dict) -> str:
     v = f", v {c['vpp']}" if c["schedule"] == "interleaved" else ""
     cap = f", C = {c['cap']}" if c.get("cap") is not None else ""
     moe = f", EP {c['ep']} x ETP {c['etp']} (EDP {c['edp']})" if c.get("experts") else ""
+    split = c.get("stage_layers", [])
+    if len(set(split)) > 1:              # uneven end stages (§11.5)
+        v += f", layers {split[0]} | {len(split) - 2} x {split[1]} | {split[-1]}" \
+            if len(split) > 2 else f", layers {split[0]} | {split[1]}"
+    if c.get("mtp_layers"):
+        v += f" + {c['mtp_layers']} MTP"
     return (f"TP {c['tp']} x PP {c['pp']} x DP {c['dp']}{moe}{v}, micro-batch {c['mbs']} x "
             f"{c['m']} per iteration, {c['schedule']}{cap}, recompute {c['recompute']}, "
             f"offload {c['offload']}, optimizer {c['optimizer']} "

@@ -30,8 +30,8 @@ FIXTURE = "the fixture's"          # what None means for validate's options
 @dataclass
 class _Shape:
     PANEL: ClassVar[str] = "Workload"          # inherited by every Workload group
-    model: str = option(DEFAULT_MODEL, "--model", "-m", help="model preset (dense, or MoE in "
-                        "every layer) or a Hugging Face config.json", default_text=FIXTURE)
+    model: str = option(DEFAULT_MODEL, "--model", "-m", help="model preset (dense or MoE) or a "
+                        "Hugging Face config.json", default_text=FIXTURE)
     seq: int = option(4096, "--seq", help="sequence length s", unit="tokens",
                       default_text=FIXTURE)
     global_batch: int = option(256, "--global-batch", help="global batch B_g",
@@ -42,6 +42,9 @@ class _Shape:
 class _Depth:
     layers: Optional[int] = option(None, "--layers", "-L", help="layer count L of the model",
                                    default_text="the preset's; validate: the fixture's")
+    mtp_layers: Optional[int] = option(None, "--mtp-layers", help="multi-token-prediction "
+                                       "modules trained on the last stage (0: none)",
+                                       default_text="the preset's (DeepSeek-V3: 1)")
 
 
 @dataclass
@@ -162,6 +165,13 @@ class _Degrees:
 class _Chunks:
     vpp: Optional[str] = option(None, "--vpp", help="chunks per device of the interleaved "
                                 "schedule: one value or a range")
+    first_stage_layers: Optional[int] = option(
+        None, "--first-stage-layers", help="decoder layers of the first pipeline stage "
+        "(Megatron's --decoder-first-pipeline-num-layers); the stages between share the rest",
+        default_text="even; balanced by FLOPs where the layers do not divide")
+    last_stage_layers: Optional[int] = option(
+        None, "--last-stage-layers", help="decoder layers of the last pipeline stage "
+        "(--decoder-last-pipeline-num-layers)", default_text="as --first-stage-layers")
 
 
 @dataclass
@@ -337,6 +347,10 @@ def model_shape(work: Workload):
         if work.layers < 1:
             raise InputError(f"--layers must be >= 1, got {work.layers}")
         model = model.with_layers(work.layers)
+    if work.mtp_layers is not None:
+        if work.mtp_layers < 0:
+            raise InputError(f"--mtp-layers must be >= 0, got {work.mtp_layers}")
+        model = dataclasses.replace(model, mtp_layers=work.mtp_layers)
     return model
 
 
@@ -410,7 +424,8 @@ def workload(req: PipelineRequest):
                          global_batch=w.global_batch,
                          sp=model.is_moe if p.sp is None else p.sp, flash=p.flash,
                          tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio, etp=p.etp,
-                         moe_imbalance=w.moe_imbalance)
+                         moe_imbalance=w.moe_imbalance, first_layers=p.first_stage_layers,
+                         last_layers=p.last_stage_layers)
 
 
 def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:

@@ -132,7 +132,7 @@ def recompute_device(out: Outcome, d: int, plan: Plan, order: list) -> bool:
     grid = Grid(out.memory[d].times, out.memory[d].levels)
     cap = (t.hw.usable_bytes - out.states(d)) / t.hw.fragmentation
     obj = _objects(out, d)
-    lc, a, ck = t.layers_per_chunk, t.a_layer, t.ckpt
+    lc, a, ck = t.layers_per_chunk, t.layer.a_layer, t.ckpt     # chunks alike (Terms)
     k = np.asarray([plan.marks.get((v, j), 0) for v, j in zip(obj.vs, obj.mb)])
     offloaded = {(x.vs, x.mb) for x in plan.transfers if x.what == "activations"
                  and x.device == d}
@@ -219,8 +219,8 @@ def offload_device(out: Outcome, d: int, plan: Plan, budget: float) -> bool:
     bw = t.hw.link_bandwidth
     links = _links(out, d)
     done = {(x.vs, x.mb, x.what) for x in plan.transfers if x.device == d}
-    x_obj = t.layers_per_chunk * t.a_layer
-    x_held = t.omega * x_obj
+    x_obj = t.layers_per_chunk * t.layer.a_layer                # chunks alike (Terms)
+    x_held = t.layers_per_chunk * t.layer.held
     new: list[Transfer] = []
     while True:
         i, level = grid.peak()

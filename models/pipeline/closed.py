@@ -37,9 +37,10 @@ SCHEDULES = ("gpipe", "1f1b", "interleaved")
 class Events:
     """The memory events that can hold a device's peak, all devices concatenated in device
     order: one per distinct live-count vector (over virtual stages) and kind (an F start, or
-    an R/B start with the recompute transient live), labelled by the first op that reaches it."""
+    an R/B start of a virtual stage with its recompute transient live), labelled by the first
+    op that reaches it."""
     counts: np.ndarray             # (n, nvs) stored chunk-micro-batches live
-    backward: np.ndarray           # (n,) an R/B start
+    b_vs: np.ndarray               # (n,) the virtual stage of an R/B start, -1 for an F start
     labels: tuple[str, ...]        # (n,) that op
     starts: np.ndarray             # (p,) first event of every device
 
@@ -52,7 +53,7 @@ def _label(kind: int, vs: int, mb: int) -> str:
 def _events(ops: OpLists, with_r: bool) -> Events:
     """From the op lists: walk each device's order once."""
     counts: list[tuple[int, ...]] = []
-    backward: list[bool] = []
+    b_vs: list[int] = []
     labels: list[str] = []
     starts: list[int] = []
     for lst in ops.ops:
@@ -62,15 +63,15 @@ def _events(ops: OpLists, with_r: bool) -> Events:
         for k, v, j in lst:
             if k == F:
                 live[v] += 1
-            key = (tuple(live), k != F)
+            key = (tuple(live), -1 if k == F else v)
             if key not in seen:
                 seen.add(key)
                 counts.append(key[0])
-                backward.append(key[1])
+                b_vs.append(key[1])
                 labels.append(_label(R if k == B and with_r else k, v, j))   # R opens B
             if k == B:
                 live[v] -= 1
-    return Events(np.array(counts, dtype=float).reshape(-1, ops.nvs), np.array(backward),
+    return Events(np.array(counts, dtype=float).reshape(-1, ops.nvs), np.array(b_vs),
                   tuple(labels), np.array(starts))
 
 
@@ -86,19 +87,21 @@ def _linear_events(schedule: str, p: int, m: int, with_r: bool) -> Events:
         live = m if schedule == "gpipe" else min(p - d, m)
         counts[2 * d: 2 * d + 2, d] = live
         labels += [_label(F, d, live - 1), _label(R if with_r else B, d, 0)]
-    return Events(counts, np.tile([False, True], p), tuple(labels), np.arange(0, 2 * p, 2))
+    b_vs = np.stack([np.full(p, -1), np.arange(p)], axis=1).ravel()
+    return Events(counts, b_vs, tuple(labels), np.arange(0, 2 * p, 2))
 
 
 def applies(ops: OpLists, marks: dict, transfers) -> bool:
     """The closed forms cover this configuration: GPipe, 1F1B with m >= p or interleaved 1F1B
-    in rounds, no copies, and recompute the same on every chunk-micro-batch. `ops` may be the
-    structure alone (no op tuples)."""
+    in rounds, no copies, and recompute the same on every micro-batch of a virtual stage.
+    `ops` may be the structure alone (no op tuples)."""
     if ops.schedule not in SCHEDULES or transfers or ops.split:
         return False
     if (ops.schedule == "1f1b" and ops.m < ops.p) or (ops.schedule == "interleaved" and (
             ops.m % ops.p or _interleaved(ops.p, ops.chunks, ops.m, False) is None)):
         return False
-    return not marks or (len(marks) == ops.nvs * ops.m and len(set(marks.values())) == 1)
+    return not marks or (len(marks) == ops.nvs * ops.m and all(
+        k == marks[(vs, 0)] for (vs, _), k in marks.items()))
 
 
 def _maxplus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -359,9 +362,10 @@ def outcome(terms, ops: OpLists | None, plan, with_r: bool):
         ops = OpLists(schedule, terms.p, terms.nvs, terms.m, False, None, terms.dev_of, ())
     if not applies(ops, plan.marks, plan.transfers):
         return None
-    k = next(iter(plan.marks.values())) if plan.marks else 0
+    vs = np.arange(ops.nvs)
+    k = np.array([plan.marks.get((v, 0), 0) for v in vs])     # recomputed layers per stage
     tf, tb, tw = (np.asarray(x, dtype=float) for x in terms.chunk_times)
-    f, b = tf, tb + tw + k * terms.t_f_layer          # R runs just before B, after its data
+    f, b = tf, tb + tw + terms.recompute_prefix[vs, k]   # R runs just before B, after its data
     if schedule == "interleaved":
         built = _interleaved(ops.p, ops.chunks, ops.m, with_r)
         assert built is not None                # applies() checked
@@ -375,19 +379,20 @@ def outcome(terms, ops: OpLists | None, plan, with_r: bool):
     timing = sim.Timing([], [], float(ends.max()), ends.tolist(), busy, [0.0] * ops.p,
                         ends.tolist())
 
-    stored, transient, _ = object_bytes(terms, plan.shared, k)
-    act = ev.counts.sum(axis=1) * float(stored)
+    stored, transient, _ = object_bytes(terms, plan.shared, vs, k)
+    act = ev.counts @ stored
     ext = ev.counts @ np.asarray(terms.extras)
-    rec = np.where(ev.backward, float(transient), 0.0)
-    levels = act + ext + rec + terms.a_full
+    rec = np.where(ev.b_vs >= 0, transient[ev.b_vs], 0.0)
+    sizes = np.diff(np.append(ev.starts, len(act)))
+    work = np.repeat(terms.work_bytes, sizes)
+    levels = act + ext + rec + work
     peaks = np.maximum.reduceat(levels, ev.starts)
-    sizes = np.diff(np.append(ev.starts, len(levels)))
     # the first event at the peak, as the simulator's argmax finds it
     at_peak = np.flatnonzero(levels >= np.repeat(peaks, sizes) * (1 - 1e-12))
     first = at_peak[np.searchsorted(at_peak, ev.starts)]
     rows = np.zeros((ops.p, len(sim.CATEGORIES)))
     rows[:, [sim.ACT, sim.EXTRA, sim.RECOMP, sim.WORK]] = np.stack(
-        [act[first], ext[first], rec[first], np.full(ops.p, terms.a_full)], axis=1)
+        [act[first], ext[first], rec[first], work[first]], axis=1)
     nowhen, initial, none = np.array([np.nan]), np.zeros(len(sim.CATEGORIES)), np.empty(0)
     memory = [sim.DeviceMemory(nowhen, levels[i: i + 1], rows[d: d + 1], initial,
                                np.array([-1]), float(levels[i]), 0, float("nan"), -1,

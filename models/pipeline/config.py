@@ -4,6 +4,7 @@ used (GPU + node + overrides), the parallel layout and the memory/schedule polic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from ..errors import InputError
@@ -142,11 +143,17 @@ class Layout:
     ep: int = 1                       # expert parallelism (MoE, §11)
     etp: int | None = None            # expert tensor parallelism (None: Megatron's, = TP)
     moe_imbalance: float = 1.0        # routed tokens of the busiest GPU over the mean (§11)
+    first_layers: int | None = None   # decoder layers of the first / last pipeline stage
+    last_layers: int | None = None    # (Megatron's --decoder-first/last-pipeline-num-layers)
 
     def __post_init__(self) -> None:
         if not (self.tb_ratio > 0 and self.tw_ratio > 0):
             raise InputError("--tb-ratio and --tw-ratio must be > 0")
         check_imbalance(self.moe_imbalance)
+        for flag, v in (("--first-stage-layers", self.first_layers),
+                        ("--last-stage-layers", self.last_layers)):
+            if v is not None and v < 0:
+                raise InputError(f"{flag} must be >= 0, got {v}")
 
     @property
     def moe(self) -> MoeLayout:
@@ -222,11 +229,8 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
         if shape.is_moe and layout.tp > 1 and not layout.sp:
             raise InputError("MoE layers with TP > 1 need sequence parallelism (--sp), as "
                              "Megatron-Core requires with expert parallelism")
-    chunks = schedules.chunks_per_device(schedule, layout.vpp)
-    if shape.layers % (layout.pp * chunks):
-        what = (f"PP {layout.pp} x {chunks} chunks" if chunks > 1 else f"PP {layout.pp}")
-        raise InputError(f"{what} does not divide the {shape.layers} layers of {shape.name} "
-                         f"(schedule {schedule})")
+    stage_layers(shape, layout.seq, layout.pp, schedule, layout.vpp, layout.first_layers,
+                 layout.last_layers)
     if layout.global_batch % (layout.mbs * layout.dp):
         raise InputError(f"micro-batch {layout.mbs} x DP {layout.dp} does not divide the global "
                          f"batch {layout.global_batch}")
@@ -235,3 +239,79 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
                          f"a multiple of PP {layout.pp}")
     if schedule != "interleaved" and layout.vpp != 1:
         raise InputError(f"--vpp {layout.vpp} applies to the interleaved schedule only")
+
+
+def stage_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int = 1,
+                 first: int | None = None, last: int | None = None) -> tuple[int, ...]:
+    """Decoder layers per pipeline rank by Megatron-Core's rules (get_num_layers_to_build,
+    docs/pipeline.md §11.5): the first (last) rank holds `first` (`last`) layers and the ranks
+    between share the rest evenly; with neither given, evenly, or when the layers do not
+    divide, the balanced split of `balanced_ends`. Every rank's layers split evenly over its
+    chunks; InputError names the rule a split breaks."""
+    chunks = schedules.chunks_per_device(schedule, vpp)
+    layers = shape.layers
+    if first is None and last is None:
+        if layers % (pp * chunks) == 0:
+            return (layers // pp,) * pp
+        if schedule in schedules.V_SHAPED or pp == 1:
+            what = f"PP {pp} x {chunks} chunks" if chunks > 1 else f"PP {pp}"
+            raise InputError(f"{what} does not divide the {layers} layers of {shape.name} "
+                             f"(schedule {schedule})")
+        first, last = balanced_ends(shape, seq, pp, chunks)
+    if pp == 1:
+        raise InputError("--first-stage-layers / --last-stage-layers need PP > 1")
+    if schedule in schedules.V_SHAPED:
+        raise InputError(f"uneven first/last stages apply to linear and interleaved "
+                         f"placements, not to the V-shaped {schedule}")
+    ends = [x for x in (first, last) if x is not None]
+    middle, rest = pp - len(ends), layers - sum(ends)
+    if rest < 0 or (middle == 0 and rest != 0) or (middle and rest % middle):
+        raise InputError(f"with {' and '.join(str(x) for x in ends)} layers on the end "
+                         f"stage(s), the other {rest} of {layers} layers do not split evenly "
+                         f"over the {middle} other pipeline stage(s)")
+    each = rest // middle if middle else 0
+    out = [each] * pp
+    if first is not None:
+        out[0] = first
+    if last is not None:
+        out[-1] = last
+    if any(n % chunks for n in out):
+        raise InputError(f"layers per stage {'/'.join(map(str, sorted(set(out))))} must be "
+                         f"multiples of the {chunks} chunks per device")
+    return tuple(out)
+
+
+@lru_cache(maxsize=256)
+def balanced_ends(shape: ModelShape, seq: int, pp: int, chunks: int) -> tuple[int, int]:
+    """(first, last) layers of the split Megatron's --decoder-first/last-pipeline-num-layers
+    can express where the layers do not divide evenly: the ranks between hold floor(L / p) or
+    ceil(L / p) layers each, the end stages at most as many and at least one per chunk; of
+    those, the one whose busiest stage has the fewest forward FLOPs (its layers by kind, the
+    LM head and the MTP modules on the last, §11.5). Ties go to fewer layers on the first
+    stage, which holds the most micro-batches in flight."""
+    L = shape.layers
+    fl = [shape.layer_forward_flops_per_token(seq, shape.is_moe_layer(i)) for i in range(L)]
+    cum = [0.0]
+    for x in fl:
+        cum.append(cum[-1] + x)
+    tail = 2.0 * shape.vocab * shape.hidden * (1 + shape.mtp_layers) + shape.mtp_layers \
+        * shape.layer_forward_flops_per_token(seq, shape.is_moe_layer(L))
+    best: tuple | None = None
+    for n in sorted({L // pp, -(-L // pp)} if pp > 2 else {0}):
+        rest = L - (pp - 2) * n
+        for f in range(chunks, rest - chunks + 1, chunks):
+            last = rest - f
+            if last % chunks or (pp > 2 and max(f, last) > n) or n % chunks:
+                continue
+            cost = max(cum[f], cum[L] - cum[L - last] + tail,
+                       max((cum[f + (r + 1) * n] - cum[f + r * n] for r in range(pp - 2)),
+                           default=0.0))
+            # within 1e-9 counts as a tie, so rounding never decides the split
+            if best is None or cost < best[0] * (1 - 1e-9):
+                best = (cost, (f, last))
+    if best is None:
+        raise InputError(f"the {L} layers of {shape.name} do not split over PP {pp}: the "
+                         f"stages between the ends hold {L // pp} or {-(-L // pp)} layers, "
+                         f"the ends at least {chunks} and at most as many (give "
+                         f"--first-stage-layers / --last-stage-layers)")
+    return best[1]

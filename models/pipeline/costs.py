@@ -3,16 +3,196 @@ stage stores, what every op costs, model states per device, communication, FLOPs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
+import numpy as np
+
 from ..comm import RING, bus_s, p2p_s
+from ..errors import InputError
 from ..formats import NumberFormat, number_format
 from ..shapes import ModelShape
 from . import kernels
 from . import memory as mem
 from . import moe, schedules
-from .config import Hardware, Layout, Policy, check_layout
+from .config import Hardware, Layout, Policy, check_layout, stage_layers
+
+
+@dataclass(frozen=True, eq=False)
+class LayerCosts:
+    """Bytes and seconds of one decoder layer of one kind (dense, MoE, or an MTP module
+    around either) on one GPU for one micro-batch of a configuration (§4, §7, §11)."""
+    terms: "Terms"
+    moe: bool                     # routed experts (§11)
+    mtp: bool = False             # a multi-token-prediction module around the layer (§11.6)
+
+    @cached_property
+    def shape(self) -> ModelShape:
+        """The model as this layer's functions read it: an MoE model's dense layers as the
+        dense model of the same attention and dense FFN."""
+        s = self.terms.shape
+        return s if self.moe or not s.is_moe else dense_view(s)
+
+    # ---- activations (§4, §11) --------------------------------------------------------------
+    def _act(self, recompute: str) -> float:
+        t, lay = self.terms, self.terms.layout
+        a = mem.layer_activation_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
+                                       lay.flash, recompute, t.gemm_bytes)
+        if recompute == "full":
+            return a
+        if self.moe:
+            a += moe.moe_ffn_bytes(self.shape, lay.seq, lay.mbs, lay.moe,
+                                   imbalance=lay.moe_imbalance)
+        if self.mtp:
+            a += mem.mtp_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, t.gemm_bytes)
+        return a
+
+    @cached_property
+    def a_full(self) -> float:
+        """A_layer without any recompute: also the working buffer and a recompute transient."""
+        return self._act("none")
+
+    @cached_property
+    def a_layer(self) -> float:
+        """Stored bytes under the uniform policy (selective drops s^2 tensors)."""
+        return self._act("selective" if self.terms.policy.recompute == "selective" else "none")
+
+    @cached_property
+    def held(self) -> float:
+        """Bytes held from B to W with split backward: each linear's input and output gradient
+        (§4.2), at most the layer's activations."""
+        lay = self.terms.layout
+        return min(self.a_layer, mem.split_backward_bytes(
+            self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, self.terms.gemm_bytes))
+
+    # ---- parameters (§3, §11) ---------------------------------------------------------------
+    @cached_property
+    def params(self) -> float:
+        """Parameters on one GPU, routed experts apart: a dense layer over TP; of an MoE layer
+        attention, norms and shared experts over TP and the replicated router; MLA's
+        down-projections on every rank; an MTP module's 2h x h projection and norms over TP."""
+        s, t = self.shape, self.terms.layout.tp
+        whole = s.replicated_attention_params
+        x = (s.attention_params - whole + s.shared_expert_params + s.norm_params) / t \
+            + whole + s.router_params if self.moe else (s.dense_layer_params - whole) / t + whole
+        return x + (mem.mtp_params(s) / t if self.mtp else 0.0)
+
+    @cached_property
+    def expert_params(self) -> float:
+        """Routed-expert parameters on one GPU: E / EP experts, each over ETP."""
+        s, lay = self.shape, self.terms.layout.moe
+        return s.experts // lay.ep * s.expert_params / lay.expert_tp if self.moe else 0.0
+
+    @cached_property
+    def linear_params(self) -> float:
+        """Linear weights on one GPU (what FP8/FP4 GEMMs cache quantised, §7.4)."""
+        s, t = self.shape, self.terms.layout.tp
+        if not self.moe:
+            return s.linear_params / t
+        return (s.attention_linear_params + 3 * s.hidden * s.shared_expert_intermediate) / t \
+            + self.expert_params
+
+    # ---- times (§7) ---------------------------------------------------------------------------
+    @cached_property
+    def kernel_times(self) -> kernels.PassTimes:
+        """F, B, W from the layer's kernels (§7.2), TP communication excluded."""
+        lay, hw = self.terms.layout, self.terms.hw
+        k = kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash, hw.gpu,
+                                hw.time, lay.moe if self.moe else None, lay.moe_imbalance)
+        if self.mtp:
+            k = kernels.with_mtp(k, self.shape, lay.seq, lay.mbs, lay.tp, hw.gpu, hw.time)
+        return k
+
+    @cached_property
+    def all_to_all_s(self) -> float:
+        """The dispatch and combine all-to-alls in one pass (§11), exposed: the forward runs
+        both, the backward their gradients."""
+        if not self.moe:
+            return 0.0
+        lay, hw = self.terms.layout, self.terms.hw
+        return 2 * moe.all_to_all_time(self.shape, lay.seq, lay.mbs, lay.moe, hw.gpu, hw.node,
+                                       imbalance=lay.moe_imbalance)
+
+    @cached_property
+    def flops(self) -> float:
+        """Forward FLOPs for one micro-batch (all TP shards)."""
+        lay = self.terms.layout
+        x = self.shape.layer_forward_flops_per_token(lay.seq, self.moe)
+        if self.mtp:
+            x += 2.0 * 2 * self.shape.hidden ** 2
+        return x * lay.seq * lay.mbs
+
+    @cached_property
+    def selective_flops(self) -> float:
+        """Selective recompute: the attention core's forward again, 4 b s^2 h_q (nothing with
+        flash attention, which never stores it)."""
+        lay = self.terms.layout
+        if self.terms.policy.recompute != "selective" or lay.flash:
+            return 0.0
+        return lay.mbs * lay.seq * lay.seq * self.shape.attention_flops_per_token_per_ctx
+
+    @cached_property
+    def t_compute(self) -> float:
+        """Flat model: the forward FLOPs at eff x peak."""
+        return self.flops / (self.terms.layout.tp * self.terms.hw.achieved_flops)
+
+    @cached_property
+    def t_f(self) -> float:
+        """T_F: compute plus exposed TP communication and all-to-alls."""
+        t = self.terms
+        if t.flat:
+            return self.t_compute + t.tp_comm_s
+        return self.kernel_times.f + t.exposed_tp(self.kernel_times.gemms("F")) \
+            + self.all_to_all_s
+
+    @cached_property
+    def selective_s(self) -> float:
+        """Selective recompute in the backward: the attention core's forward again."""
+        if not self.selective_flops:
+            return 0.0
+        t = self.terms
+        if t.flat:
+            return self.selective_flops / (t.layout.tp * t.hw.achieved_flops)
+        k = self.kernel_times.terms
+        return k.get("F: attention GEMMs", 0.0) + k.get("F: softmax + dropout", 0.0)
+
+    @cached_property
+    def t_b(self) -> float:
+        """T_B (input gradient): flat, T_F's compute x a measured ratio; kernel model, the
+        input-gradient GEMMs and element-wise backward (§7.2); the same TP communication as
+        the forward, plus selective recompute."""
+        t = self.terms
+        if t.flat:
+            return self.t_compute * t.layout.tb_ratio + t.tp_comm_s + self.selective_s
+        k = self.kernel_times
+        return k.b + t.exposed_tp(k.gemms("B")) + self.selective_s + self.all_to_all_s
+
+    @cached_property
+    def t_w(self) -> float:
+        """T_W (weight gradient): flat, T_F's compute x a measured ratio; kernel model, the
+        weight-gradient GEMMs and the separate gradient accumulation."""
+        t = self.terms
+        if t.flat:
+            return self.t_compute * t.layout.tw_ratio
+        return self.kernel_times.w + self.accumulate_s
+
+    @cached_property
+    def accumulate_s(self) -> float:
+        """A separate gradient-accumulation kernel per micro-batch after the first: read the new
+        2-byte gradient, read and write the accumulator (§7.2)."""
+        t = self.terms
+        if t.hw.time.grad_accumulation == "fused" or t.m <= 1:
+            return 0.0
+        acc = 4.0 if t.policy.fp32_grads else 2.0
+        nbytes = (self.params + self.expert_params) * (2.0 + 2.0 * acc)
+        return kernels.bytes_s(nbytes, t.hw.gpu) * (t.m - 1) / t.m
+
+
+def dense_view(shape: ModelShape) -> ModelShape:
+    """An MoE model's dense layers as a dense model: same attention, the dense FFN."""
+    return replace(shape, experts=0, experts_per_token=0, expert_intermediate=0,
+                   shared_expert_intermediate=0, shared_expert_gate=False, dense_layers=0,
+                   moe_layer_step=1)
 
 
 @dataclass(frozen=True)
@@ -26,6 +206,9 @@ class Terms:
     def __post_init__(self) -> None:
         moe.check_supported(self.shape, self.hw, self.policy)
         check_layout(self.shape, self.layout, self.hw.gpus, self.policy.schedule)
+        if "chronos" in (self.policy.recompute, self.policy.offload) and not self.uniform:
+            raise InputError("Chronos-Recomp/Offload need every chunk alike: equal layer "
+                             "counts of one kind (no uneven stages, mixed layers or MTP)")
 
     # ---- structure ------------------------------------------------------------------------
     @property
@@ -44,13 +227,69 @@ class Terms:
     def nvs(self) -> int:
         return self.p * self.chunks
 
-    @property
-    def layers_per_chunk(self) -> int:
-        return self.shape.layers // self.nvs
-
     @cached_property
     def dev_of(self) -> tuple[int, ...]:
         return schedules.placement(self.policy.schedule, self.p, self.layout.vpp)
+
+    @cached_property
+    def stage_layers(self) -> tuple[int, ...]:
+        """Decoder layers per pipeline rank (Megatron's rules, §11.5)."""
+        lay = self.layout
+        return stage_layers(self.shape, lay.seq, lay.pp, self.policy.schedule, lay.vpp,
+                            lay.first_layers, lay.last_layers)
+
+    @cached_property
+    def chunk_layers(self) -> tuple[tuple[LayerCosts, ...], ...]:
+        """The layers of every virtual stage in order: contiguous blocks of decoder layers in
+        virtual-stage order, each rank's layers split evenly over its chunks, the MTP modules
+        after the last layer (§11.5)."""
+        s = self.shape
+        kinds = {(m, t): LayerCosts(self, m, t) for m in (False, True) for t in (False, True)}
+        out, first = [], 0
+        for d in self.dev_of:
+            n = self.stage_layers[d] // self.chunks
+            out.append([kinds[s.is_moe_layer(i), False] for i in range(first, first + n)])
+            first += n
+        out[-1] += [kinds[s.is_moe_layer(s.layers + i), True] for i in range(s.mtp_layers)]
+        return tuple(tuple(x) for x in out)
+
+    @cached_property
+    def layer(self) -> LayerCosts:
+        """The last decoder layer's kind: every layer's, when all layers are alike."""
+        return LayerCosts(self, self.shape.is_moe_layer(self.shape.layers - 1))
+
+    @property
+    def omega(self) -> float:
+        """The share of the last layer kind's activations held from B to W (steers the greedy
+        split-backward generators)."""
+        return self.layer.held / self.layer.a_layer
+
+    @cached_property
+    def uniform(self) -> bool:
+        """Every chunk holds the same number of layers of one kind."""
+        first = self.chunk_layers[0]
+        return all(len(c) == len(first) for c in self.chunk_layers) \
+            and len({(x.moe, x.mtp) for c in self.chunk_layers for x in c}) == 1
+
+    @property
+    def layers_per_chunk(self) -> int:
+        """The most layers a virtual stage holds (MTP modules included)."""
+        return max(len(c) for c in self.chunk_layers)
+
+    @cached_property
+    def chunk_sizes(self) -> np.ndarray:
+        """Layers per virtual stage."""
+        return np.array([len(c) for c in self.chunk_layers])
+
+    def _prefix(self, value, accumulate=np.cumsum) -> np.ndarray:
+        """(nvs, layers_per_chunk + 1): `value` accumulated (summed) over the first k layers of
+        each chunk, the last entry repeated past a chunk's end."""
+        out = np.zeros((self.nvs, self.layers_per_chunk + 1))
+        for vs, chunk in enumerate(self.chunk_layers):
+            x = accumulate(np.array([value(layer) for layer in chunk], dtype=float))
+            out[vs, 1: len(x) + 1] = x
+            out[vs, len(x) + 1:] = x[-1] if len(x) else 0.0
+        return out
 
     # ---- activations (§4) ------------------------------------------------------------------
     @cached_property
@@ -64,24 +303,49 @@ class Terms:
         """Bytes per element of a saved linear input (quantised with FP8/FP4 GEMMs)."""
         return 2.0 if self.gemm_format is None else self.gemm_format.bytes
 
-    def _act(self, recompute: str) -> float:
-        lay = self.layout
-        a = mem.layer_activation_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
-                                       lay.flash, recompute, self.gemm_bytes)
-        if self.shape.is_moe and recompute != "full":
-            a += moe.moe_ffn_bytes(self.shape, lay.seq, lay.mbs, lay.moe,
-                                   imbalance=lay.moe_imbalance)
-        return a
+    @cached_property
+    def stored_prefix(self) -> np.ndarray:
+        """Stored activations of the first k layers of each chunk (nvs, k)."""
+        return self._prefix(lambda x: x.a_layer)
 
     @cached_property
-    def a_full(self) -> float:
-        """A_layer without any recompute: also the working buffer and a recompute transient."""
-        return self._act("none")
+    def full_prefix(self) -> np.ndarray:
+        """A_full of the first k layers of each chunk: a shared segment's recompute transient."""
+        return self._prefix(lambda x: x.a_full)
 
     @cached_property
-    def a_layer(self) -> float:
-        """Stored bytes per layer under the uniform policy (selective drops s^2 tensors)."""
-        return self._act("selective" if self.policy.recompute == "selective" else "none")
+    def full_max_prefix(self) -> np.ndarray:
+        """The largest A_full among the first k layers: layer-by-layer recompute's transient."""
+        return self._prefix(lambda x: x.a_full, np.maximum.accumulate)
+
+    @cached_property
+    def recompute_prefix(self) -> np.ndarray:
+        """Seconds of recomputing the first k layers of each chunk: their forwards (nvs, k)."""
+        return self._prefix(lambda x: x.t_f)
+
+    @cached_property
+    def flops_prefix(self) -> np.ndarray:
+        """Forward FLOPs (all TP shards) of the first k layers of each chunk (nvs, k)."""
+        return self._prefix(lambda x: x.flops)
+
+    @cached_property
+    def chunk_stored(self) -> np.ndarray:
+        """Stored activations of each whole chunk per micro-batch, stage extras apart."""
+        return self.stored_prefix[np.arange(self.nvs), self.chunk_sizes]
+
+    @cached_property
+    def chunk_held(self) -> np.ndarray:
+        """Bytes each chunk holds from B to W per micro-batch (split backward)."""
+        return np.array([sum(x.held for x in c) for c in self.chunk_layers])
+
+    @cached_property
+    def work_bytes(self) -> np.ndarray:
+        """The working buffer of each device: its largest layer's A_full (one working layer
+        while an op runs, §4.4)."""
+        out = np.zeros(self.p)
+        for d, chunk in zip(self.dev_of, self.chunk_layers):
+            out[d] = max([out[d]] + [x.a_full for x in chunk])
+        return out
 
     @cached_property
     def ckpt(self) -> float:
@@ -89,19 +353,14 @@ class Terms:
         return mem.checkpoint_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp)
 
     @cached_property
-    def omega(self) -> float:
-        lay = self.layout
-        held = mem.split_backward_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
-                                        self.gemm_bytes)
-        return min(1.0, held / self.a_layer)
-
-    @cached_property
     def extras(self) -> tuple[float, ...]:
-        """Stage extras per virtual stage and micro-batch (§4.4)."""
+        """Stage extras per virtual stage and micro-batch (§4.4): token ids on the first, the
+        logits (again for every MTP module) on the last."""
         lay = self.layout
         out = [0.0] * self.nvs
         out[0] += mem.first_stage_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp)
-        out[-1] += mem.last_stage_bytes(self.shape, lay.seq, lay.mbs, lay.tp)
+        out[-1] += (1 + self.shape.mtp_layers) * mem.last_stage_bytes(
+            self.shape, lay.seq, lay.mbs, lay.tp)
         return tuple(out)
 
     # ---- model states (§3) -----------------------------------------------------------------
@@ -111,30 +370,11 @@ class Terms:
         return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.dp, pol.fp32_grads)
 
     @cached_property
-    def layer_params(self) -> float:
-        """Parameters of one layer on one GPU, routed experts apart (§11): the whole dense
-        layer over TP; of an MoE layer attention, norms and shared experts over TP and the
-        replicated router."""
-        s, t = self.shape, self.layout.tp
-        whole = s.replicated_attention_params        # MLA's down-projections: on every rank
-        if not s.is_moe:
-            return (s.dense_layer_params - whole) / t + whole
-        return (s.attention_params - whole + s.shared_expert_params + s.norm_params) / t \
-            + whole + s.router_params
-
-    @cached_property
-    def layer_expert_params(self) -> float:
-        """Routed-expert parameters of one layer on one GPU: E / EP experts, each over ETP
-        (§11)."""
-        s, moe = self.shape, self.layout.moe
-        return s.experts // moe.ep * s.expert_params / moe.expert_tp if s.is_moe else 0.0
-
-    @cached_property
     def expert_params(self) -> tuple[float, ...]:
         """Routed-expert parameters per device (one GPU)."""
         out = [0.0] * self.p
-        for d in self.dev_of:
-            out[d] += self.layers_per_chunk * self.layer_expert_params
+        for d, chunk in zip(self.dev_of, self.chunk_layers):
+            out[d] += sum(x.expert_params for x in chunk)
         return tuple(out)
 
     @cached_property
@@ -143,27 +383,31 @@ class Terms:
         pol = self.policy
         return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.moe.edp, pol.fp32_grads)
 
+    def _end_params(self, vs: int) -> float:
+        """Embedding (first virtual stage) and LM head with the final norm (last) of one TP
+        shard; MTP modules keep an embedding copy on the last stage (Megatron-Core)."""
+        s, t, x = self.shape, self.layout.tp, 0.0
+        same = self.dev_of[0] == self.dev_of[-1]
+        if vs == 0:
+            x += s.embedding_params / t
+        if vs == self.nvs - 1:
+            x += mem.head_params(s, same) / t
+            if s.mtp_layers and not same:
+                x += s.embedding_params / t
+        return x
+
     @cached_property
     def params(self) -> tuple[float, ...]:
         """P_dev(r): parameters per device (one TP shard), routed experts apart."""
-        t, lc = self.layout.tp, self.layers_per_chunk
-        same = self.dev_of[0] == self.dev_of[-1]
         out = [0.0] * self.p
-        for d in self.dev_of:
-            out[d] += lc * self.layer_params
-        out[self.dev_of[0]] += self.shape.embedding_params / t
-        out[self.dev_of[-1]] += mem.head_params(self.shape, same) / t
+        for vs, (d, chunk) in enumerate(zip(self.dev_of, self.chunk_layers)):
+            out[d] += sum(x.params for x in chunk) + self._end_params(vs)
         return tuple(out)
 
     def chunk_params(self, vs: int) -> float:
         """Parameters of one virtual stage (one TP shard), embedding/head included."""
-        t = self.layout.tp
-        x = self.layers_per_chunk * (self.layer_params + self.layer_expert_params)
-        if vs == 0:
-            x += self.shape.embedding_params / t
-        if vs == self.nvs - 1:
-            x += mem.head_params(self.shape, self.dev_of[0] == self.dev_of[-1]) / t
-        return x
+        return sum(x.params + x.expert_params for x in self.chunk_layers[vs]) \
+            + self._end_params(vs)
 
     def weights(self, d: int) -> float:
         """Resident weights, with FP8/FP4 GEMMs the quantised copies Transformer Engine caches
@@ -171,9 +415,9 @@ class Terms:
         weight (§7.4)."""
         cache = 0.0
         if self.gemm_format is not None:
-            layers = self.layers_per_chunk * sum(1 for x in self.dev_of if x == d)
-            cache = 2 * self.gemm_format.bytes * layers * self.shape.linear_params \
-                / self.layout.tp
+            cache = 2 * self.gemm_format.bytes * sum(
+                x.linear_params for dev, c in zip(self.dev_of, self.chunk_layers) if dev == d
+                for x in c)
         return self.state_bytes.weights * self.params[d] + cache \
             + self.expert_state_bytes.weights * self.expert_params[d]
 
@@ -191,24 +435,6 @@ class Terms:
         """The flat time model (the §8 fixture's): every FLOP at eff x peak, T_B and T_W as
         ratios of T_F, collectives at the nominal link bandwidth."""
         return self.hw.time.kind == "flat"
-
-    @cached_property
-    def kernel_times(self) -> kernels.PassTimes:
-        """F, B, W of one layer from its kernels (§7.2), TP communication excluded."""
-        lay = self.layout
-        return kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash,
-                                   self.hw.gpu, self.hw.time,
-                                   lay.moe if self.shape.is_moe else None, lay.moe_imbalance)
-
-    @cached_property
-    def all_to_all_s(self) -> float:
-        """An MoE layer's dispatch and combine all-to-alls in one pass (§11), exposed: the
-        forward runs both, the backward their gradients."""
-        if not self.shape.is_moe:
-            return 0.0
-        lay = self.layout
-        return 2 * moe.all_to_all_time(self.shape, lay.seq, lay.mbs, lay.moe, self.hw.gpu,
-                                       self.hw.node, imbalance=lay.moe_imbalance)
 
     def _collective_s(self, kind: str, size: int, stride: int, nbytes: float) -> float:
         """One collective over `size` ranks `stride` apart. Kernel model: an NCCL ring at the
@@ -235,79 +461,12 @@ class Terms:
                 + 2 * self._collective_s("reduce-scatter", lay.tp, 1, x)
         return 2 * self._collective_s("all-reduce", lay.tp, 1, x)
 
-    def _exposed_tp(self, gemms: float) -> float:
+    def exposed_tp(self, gemms: float) -> float:
         """--tp-comm-overlap (with SP) hides the TP collectives under the pass's GEMMs."""
         t = self.tp_comm_s
         if self.hw.time.tp_comm_overlap and self.layout.sp:
             return max(0.0, t - gemms)
         return t
-
-    @cached_property
-    def layer_flops(self) -> float:
-        """Forward FLOPs of one layer for one micro-batch (all TP shards)."""
-        lay = self.layout
-        return self.shape.layer_forward_flops_per_token(lay.seq) * lay.seq * lay.mbs
-
-    @cached_property
-    def selective_flops(self) -> float:
-        """Selective recompute: the attention core's forward again, 4 b s^2 h_q per layer
-        (nothing with flash attention, which never stores it)."""
-        lay = self.layout
-        if self.policy.recompute != "selective" or lay.flash:
-            return 0.0
-        return lay.mbs * lay.seq * lay.seq * self.shape.attention_flops_per_token_per_ctx
-
-    @cached_property
-    def t_compute_layer(self) -> float:
-        """Flat model: a layer's forward FLOPs at eff x peak."""
-        return self.layer_flops / (self.layout.tp * self.hw.achieved_flops)
-
-    @cached_property
-    def t_f_layer(self) -> float:
-        """T_F of one layer: its compute plus exposed TP communication."""
-        if self.flat:
-            return self.t_compute_layer + self.tp_comm_s
-        return self.kernel_times.f + self._exposed_tp(self.kernel_times.gemms("F")) \
-            + self.all_to_all_s
-
-    @cached_property
-    def selective_s(self) -> float:
-        """Selective recompute in the backward: the attention core's forward again."""
-        if not self.selective_flops:
-            return 0.0
-        if self.flat:
-            return self.selective_flops / (self.layout.tp * self.hw.achieved_flops)
-        t = self.kernel_times.terms
-        return t.get("F: attention GEMMs", 0.0) + t.get("F: softmax + dropout", 0.0)
-
-    @cached_property
-    def t_b_layer(self) -> float:
-        """T_B (input gradient) of one layer: flat, T_F's compute x a measured ratio; kernel
-        model, the input-gradient GEMMs and element-wise backward (§7.2); the same TP
-        communication as the forward, plus selective recompute."""
-        if self.flat:
-            return self.t_compute_layer * self.layout.tb_ratio + self.tp_comm_s \
-                + self.selective_s
-        k = self.kernel_times
-        return k.b + self._exposed_tp(k.gemms("B")) + self.selective_s + self.all_to_all_s
-
-    @cached_property
-    def t_w_layer(self) -> float:
-        """T_W (weight gradient) of one layer: flat, T_F's compute x a measured ratio; kernel
-        model, the weight-gradient GEMMs."""
-        if self.flat:
-            return self.t_compute_layer * self.layout.tw_ratio
-        return self.kernel_times.w + self.accumulate_s
-
-    @cached_property
-    def accumulate_s(self) -> float:
-        """A separate gradient-accumulation kernel per layer and micro-batch after the first:
-        read the new 2-byte gradient, read and write the accumulator (§7.2)."""
-        if self.hw.time.grad_accumulation == "fused" or self.m <= 1:
-            return 0.0
-        acc = 4.0 if self.policy.fp32_grads else 2.0
-        nbytes = (self.layer_params + self.layer_expert_params) * (2.0 + 2.0 * acc)
-        return kernels.bytes_s(nbytes, self.hw.gpu) * (self.m - 1) / self.m
 
     @cached_property
     def head_times(self) -> tuple[float, float, float]:
@@ -323,15 +482,16 @@ class Terms:
 
     @cached_property
     def chunk_times(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-        """(T_F, T_B, T_W) per virtual stage; the last one adds the LM head."""
-        lc = self.layers_per_chunk
-        tf = [lc * self.t_f_layer] * self.nvs
-        tb = [lc * self.t_b_layer] * self.nvs
-        tw = [lc * self.t_w_layer] * self.nvs
+        """(T_F, T_B, T_W) per virtual stage: its layers; the last one adds the LM head, once
+        more for every MTP module."""
+        tf = [sum(x.t_f for x in c) for c in self.chunk_layers]
+        tb = [sum(x.t_b for x in c) for c in self.chunk_layers]
+        tw = [sum(x.t_w for x in c) for c in self.chunk_layers]
+        heads = 1 + self.shape.mtp_layers
         hf, hb, hw_ = self.head_times
-        tf[-1] += hf
-        tb[-1] += hb
-        tw[-1] += hw_
+        tf[-1] += heads * hf
+        tb[-1] += heads * hb
+        tw[-1] += heads * hw_
         if self.blocking_p2p:
             # Megatron-LM's send/recv block the compute stream: F ends with sending its
             # activations on, B with sending its gradient back
@@ -406,7 +566,7 @@ class Terms:
         the dense parts over DP and an MoE model's routed experts over EDP (§11).
         --overlap-grad-reduce hides the reduction under the backward of the last micro-batch,
         --overlap-param-gather the all-gather under the forward of the first (§7.2)."""
-        worst = max(range(self.p), key=lambda r: self.params[r])
+        worst = self.busiest_states
         moe = self.layout.moe
         r1, g1 = self._grad_sync(self.layout.dp, self.layout.tp, self.params[worst])
         r2, g2 = self._grad_sync(moe.edp, moe.expert_tp * moe.ep, self.expert_params[worst])
@@ -419,6 +579,12 @@ class Terms:
         if t.overlap_grad_reduce:
             reduce = max(0.0, reduce - sum(tb[vs] + tw[vs] for vs in mine))
         return reduce + gather
+
+    @cached_property
+    def busiest_states(self) -> int:
+        """The device with the most parameters (routed experts included): the slowest
+        gradient sync and optimizer step."""
+        return max(range(self.p), key=lambda d: self.params[d] + self.expert_params[d])
 
     def _grad_sync(self, size: int, stride: int, params: float) -> tuple[float, float]:
         """(reduction, all-gather) seconds of `params` gradients over `size` ranks `stride`
@@ -436,7 +602,7 @@ class Terms:
     def step_s(self) -> float:
         """Optimizer step, memory bound: read and write the optimizer states, read gradients,
         write bf16 weights, at the achieved HBM bandwidth."""
-        worst = max(range(self.p), key=lambda d: self.params[d])
+        worst = self.busiest_states
         moved = 2 * self.optimizer(worst) + self.grads(worst) + self.weights(worst)
         return moved / self.hw.gpu.achieved_bandwidth
 
@@ -467,12 +633,12 @@ class Terms:
         return self.weights(d) + self.grads(d) + opt
 
     def canonical_times(self) -> tuple[float, float, float]:
-        """Timing ratios that steer the greedy generators: (T_F, T_B, T_W) of a middle chunk
-        relative to T_F, rounded to 0.1 so that configurations differing slightly share one
-        generated order. The generators ignore P2P time and the LM head; the simulator then
+        """Timing ratios that steer the greedy generators: (T_F, T_B, T_W) of the last layer's
+        kind relative to T_F, rounded to 0.1 so that configurations differing slightly share
+        one generated order. The generators ignore P2P time and the LM head; the simulator then
         replays the order with every real duration."""
-        tf = self.t_f_layer
-        return (1.0, round(self.t_b_layer / tf, 1), round(self.t_w_layer / tf, 1))
+        x = self.layer
+        return (1.0, round(x.t_b / x.t_f, 1), round(x.t_w / x.t_f, 1))
 
     def op_lists(self, cap: int | None = None) -> schedules.OpLists:
         sched = self.policy.schedule

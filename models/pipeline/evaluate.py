@@ -35,11 +35,11 @@ class Plan:
 def uniform_plan(terms: Terms, k: int | None = None) -> Plan:
     """Megatron-style full recompute of the first k layers of every chunk for every
     micro-batch, each layer its own checkpoint (k = all layers by default)."""
-    lc = terms.layers_per_chunk
-    k = lc if k is None else min(lc, k)
-    if k <= 0:
+    sizes = terms.chunk_sizes
+    if k is not None and k <= 0:
         return Plan()
-    return Plan({(vs, j): k for vs in range(terms.nvs) for j in range(terms.m)}, False)
+    return Plan({(vs, j): int(sizes[vs]) if k is None else min(int(sizes[vs]), k)
+                 for vs in range(terms.nvs) for j in range(terms.m)}, False)
 
 
 @dataclass
@@ -174,9 +174,9 @@ class Outcome:
     def recompute_flops(self) -> float:
         """Recomputed FLOPs per iteration, whole cluster."""
         t = self.terms
-        marked = sum(self.plan.marks.values())
-        sel = t.selective_flops * t.shape.layers * t.m
-        return (marked * t.layer_flops + sel) * t.layout.dp
+        marked = sum(t.flops_prefix[vs, k] for (vs, _), k in self.plan.marks.items())
+        sel = sum(x.selective_flops for c in t.chunk_layers for x in c) * t.m
+        return (marked + sel) * t.layout.dp
 
     @property
     def hfu(self) -> float:
@@ -253,34 +253,37 @@ def op_durations(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> 
     vs = np.clip(arr.vs, 0, terms.nvs - 1)
     b = tb[vs] if prog.ops.split else tb[vs] + tw[vs]
     dur = np.select([arr.kind == F, arr.kind == B, arr.kind == W, arr.kind == R],
-                    [tf[vs], b, tw[vs], k * terms.t_f_layer],
+                    [tf[vs], b, tw[vs], terms.recompute_prefix[vs, k]],
                     _transfer_sizes(prog, plan) / terms.hw.link_bandwidth)
     return dur
 
 
-def object_bytes(terms: Terms, shared: bool, k):
-    """(stored activations after F, recompute transient before B, held from B to W) of a
-    chunk-micro-batch with k recomputed layers, without stage extras (k may be an array)."""
-    lc, a, ck = terms.layers_per_chunk, terms.a_layer, terms.ckpt
-    k = np.asarray(k)
+def object_bytes(terms: Terms, shared: bool, vs, k):
+    """(stored activations after F, recompute transient before B, held from B to W) of
+    virtual stage vs's chunk-micro-batch with its first k layers recomputed, without stage
+    extras (vs and k may be arrays)."""
+    vs, k = np.asarray(vs), np.asarray(k)
+    whole, ck = terms.chunk_stored[vs], terms.ckpt
+    marked = terms.stored_prefix[vs, k]
     # R re-materialises the marked layers from their checkpoint, which is the first one's
-    # input (part of A_layer): k A - ckpt for a shared segment, A - ckpt layer by layer
+    # input (part of A_layer): the segment minus ckpt when shared, layer by layer otherwise
     if shared:
-        stored = np.where(k > 0, (lc - k) * a + ck, lc * a)
-        transient = np.where(k > 0, k * terms.a_full - ck, 0.0)
+        stored = np.where(k > 0, whole - marked + ck, whole)
+        transient = np.where(k > 0, terms.full_prefix[vs, k] - ck, 0.0)
     else:
-        stored = (lc - k) * a + k * ck
-        transient = np.where(k > 0, terms.a_full - ck, 0.0)
-    return stored, transient, terms.omega * lc * a
+        stored = whole - marked + k * ck
+        transient = np.where(k > 0, terms.full_max_prefix[vs, k] - ck, 0.0)
+    return stored, transient, terms.chunk_held[vs]
 
 
 def op_bytes(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> sim.OpBytes:
     """Allocations at start / frees at end of every op, by category (§5.1 memory rules)."""
     arr = prog.arrays
     n, nc = prog.n, len(sim.CATEGORIES)
-    stored, transient, held = object_bytes(terms, plan.shared, k)
-    extras = np.asarray(terms.extras)[np.clip(arr.vs, 0, terms.nvs - 1)]
-    work = terms.a_full
+    vs = np.clip(arr.vs, 0, terms.nvs - 1)
+    stored, transient, held = object_bytes(terms, plan.shared, vs, k)
+    extras = np.asarray(terms.extras)[vs]
+    work = terms.work_bytes[arr.dev]
     isf, isb, isw = (arr.kind == F), (arr.kind == B), (arr.kind == W)
     isr = (arr.kind == R) & (k > 0)           # an unmarked R is a zero-length placeholder
     compute = isf | isb | isw | isr

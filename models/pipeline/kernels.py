@@ -288,6 +288,23 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
     return PassTimes(total("F:"), total("B:"), total("W:"), terms)
 
 
+def with_mtp(k: PassTimes, shape: ModelShape, seq: int, mbs: int, tp: int, gpu: GpuSpec,
+             tm: TimeModel) -> PassTimes:
+    """A decoder layer inside an MTP module: plus its 2h -> h projection (column-parallel)
+    and its two norms (§11.6)."""
+    tokens, h, g = seq * mbs, shape.hidden, tm.gemm_scale
+    terms = dict(k.terms)
+    extra = {"F: MTP projection + norms": gemm_s(tokens, h // tp, 2 * h, gpu, scale=g)
+             + 2 * bytes_s(tokens * h * 2 * ELEMENT, gpu, "norm"),
+             "B: MTP projection + norms": gemm_s(tokens, 2 * h, h // tp, gpu, scale=g)
+             + 2 * bytes_s(tokens * h * 3 * ELEMENT, gpu, "norm"),
+             "W: MTP projection": gemm_s(2 * h, h // tp, tokens, gpu, scale=g)}
+    terms.update(extra)
+    return PassTimes(k.f + extra["F: MTP projection + norms"],
+                     k.b + extra["B: MTP projection + norms"], k.w + extra["W: MTP projection"],
+                     terms)
+
+
 @lru_cache(maxsize=512)
 def head_times(shape: ModelShape, seq: int, mbs: int, tp: int, gpu: GpuSpec,
                tm: TimeModel) -> PassTimes:

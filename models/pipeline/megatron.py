@@ -22,7 +22,9 @@ MEGATRON_FLAGS: dict[str, type | None] = {
     "--no-overlap-p2p-communication": None, "--no-gradient-accumulation-fusion": None,
     "--bf16": None, "--fp8-format": str, "--fp8-recipe": str, "--fp4-format": str,
     "--fp4-recipe": str, "--expert-model-parallel-size": int,
-    "--expert-tensor-parallel-size": int,
+    "--expert-tensor-parallel-size": int, "--decoder-first-pipeline-num-layers": int,
+    "--decoder-last-pipeline-num-layers": int, "--num-virtual-stages-per-pipeline-rank": int,
+    "--mtp-num-layers": int,
 }
 # --gemm-format -> Transformer Engine through Megatron-LM (TransformerConfig.fp8/fp8_recipe,
 # fp4/fp4_recipe): E4M3 forward and E5M2 gradients ('hybrid') with the default delayed scaling
@@ -33,8 +35,9 @@ GEMM_FORMAT_FLAGS = {"bf16": [], "fp8": ["--fp8-format", "hybrid"],
 
 def megatron_args(config: dict) -> tuple[list[str], list[str]]:
     """(arguments, notes) for a configuration: layers, seq, mbs, global_batch, tp, pp, vpp,
-    schedule, sp, recompute, recompute_layers (per chunk, for full-fit), offload, optimizer,
-    and the time model's switches. Notes name what has no Megatron-LM flag."""
+    stage_layers (uneven end stages), mtp_layers, schedule, sp, recompute, recompute_layers
+    (per chunk, for full-fit), offload, optimizer, and the time model's switches. Notes name
+    what has no Megatron-LM flag."""
     c = config
     args = ["--num-layers", str(c["layers"]), "--seq-length", str(c["seq"]),
             "--micro-batch-size", str(c["mbs"]), "--global-batch-size", str(c["global_batch"]),
@@ -42,13 +45,22 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
             "--pipeline-model-parallel-size", str(c["pp"]), "--bf16"]
     notes = []
     schedule = c["schedule"]
-    if schedule == "interleaved":
+    split = c.get("stage_layers") or [c["layers"] // c["pp"]] * c["pp"]
+    uneven = len(set(split)) > 1
+    if uneven:                    # get_num_layers_to_build: the ends, the rest even between
+        args += ["--decoder-first-pipeline-num-layers", str(split[0]),
+                 "--decoder-last-pipeline-num-layers", str(split[-1])]
+    if schedule == "interleaved" and uneven:     # uneven VPP needs the chunk count itself
+        args += ["--num-virtual-stages-per-pipeline-rank", str(c["vpp"])]
+    elif schedule == "interleaved":
         per_stage = c["layers"] // (c["pp"] * c["vpp"])
         args += ["--num-layers-per-virtual-pipeline-stage", str(per_stage)]
     elif schedule not in ("1f1b", "gpipe"):
         notes.append(f"schedule {schedule}: no Megatron-LM flag (it would run 1F1B, the "
                      f"predicted time assumes {schedule}); --schedule 1f1b,interleaved "
                      f"searches only what Megatron-LM runs")
+    if c.get("mtp_layers"):
+        args += ["--mtp-num-layers", str(c["mtp_layers"])]
     if c.get("sp"):
         args.append("--sequence-parallel")
     if c.get("experts"):         # ModelParallelConfig.expert_model/tensor_parallel_size

@@ -247,6 +247,19 @@ def first_stage_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool) 
     return 8.0 * tokens + mask
 
 
+def mtp_params(shape: ModelShape) -> int:
+    """An MTP module's own weights besides its decoder layer (DeepSeek-V3 §2.2): the 2h -> h
+    projection of [norm(embedding); norm(hidden)] and those two norms."""
+    return 2 * shape.hidden * shape.hidden + 2 * shape.hidden
+
+
+def mtp_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool,
+              gemm_bytes: float = 2.0) -> float:
+    """What an MTP module saves besides its decoder layer: the two norms' inputs (2sbh each)
+    and the projection's 2h-wide input, replicated over TP unless sequence parallel."""
+    return (4.0 + 2.0 * gemm_bytes) * seq * mbs * shape.hidden / (tp if sp else 1)
+
+
 def last_stage_bytes(shape: ModelShape, seq: int, mbs: int, tp: int) -> float:
     """Per in-flight micro-batch on the last virtual stage: fp32 logits and their gradient,
     4sb(h + V)/t (Megatron-LM)."""

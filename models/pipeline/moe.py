@@ -1,7 +1,6 @@
-"""MoE parallel layout and model states (docs/pipeline.md §11, issue 15 in progress): the rules
-by which Megatron-Core places experts, and the bytes of weights, gradients and optimizer state
-each GPU of a pipeline stage holds. Activations, times and the schedules with MoE layers are
-not built yet, so the pipeline study still refuses MoE models; this module is their base.
+"""MoE layers in the pipeline study (docs/pipeline.md §11): the rules by which Megatron-Core
+places experts, what an MoE block saves for backward, its all-to-alls and its expert GEMMs.
+Model states per GPU follow from the layer kinds in costs.LayerCosts.
 
 Megatron-Core's two decompositions of the same GPUs: attention and dense layers use
 TP x CP x DP x PP, experts ETP x EP x EDP x PP, so EDP = TP CP DP / (ETP EP).
@@ -16,7 +15,6 @@ from ..comm import all_to_all_s
 from ..errors import InputError
 from ..shapes import ModelShape
 from . import kernels, schedules
-from . import memory as mem
 from .memory import SavedTensor
 
 
@@ -70,61 +68,6 @@ class MoeLayout:
         return self
 
 
-@dataclass(frozen=True)
-class StageStates:
-    """Model-state bytes one GPU of a pipeline stage holds, split into the parts replicated
-    across DP (dense: attention, norms, router, shared experts, dense FFNs, embedding, head)
-    and across EDP (routed experts)."""
-    dense_params: float            # parameters on this GPU
-    expert_params: float
-    dense: mem.StateBytes          # bytes per parameter of each part
-    expert: mem.StateBytes
-
-    @property
-    def weights(self) -> float:
-        return self.dense_params * self.dense.weights + self.expert_params * self.expert.weights
-
-    @property
-    def grads(self) -> float:
-        return self.dense_params * self.dense.grads + self.expert_params * self.expert.grads
-
-    @property
-    def optimizer(self) -> float:
-        return self.dense_params * self.dense.optimizer \
-            + self.expert_params * self.expert.optimizer
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.grads + self.optimizer
-
-
-def stage_states(shape: ModelShape, layout: MoeLayout, layers: range, first: bool, last: bool,
-                 zero: int = 0, dist_opt: bool = False, fp32_grads: bool = True
-                 ) -> StageStates:
-    """Model states of one GPU of the stage holding decoder `layers` (indices from 0), with
-    the embedding when `first` and the LM head when `last`. Dense parts are sharded by TP (the
-    router is replicated) and their optimizer state over DP x CP; each routed expert's FFN is
-    sharded by ETP, E / EP experts per GPU, optimizer over EDP (distributed optimizer: both
-    sharded, as Megatron-Core's)."""
-    layout.check(shape)
-    tp = layout.tp
-    dense = experts = 0.0
-    for layer in layers:
-        if shape.is_moe_layer(layer):
-            dense += (shape.attention_params + shape.shared_expert_params
-                      + shape.norm_params) / tp + shape.router_params
-            experts += shape.experts // layout.ep * shape.expert_params / layout.expert_tp
-        else:
-            dense += shape.dense_layer_params / tp
-    if first:
-        dense += shape.embedding_params / tp
-    if last:                          # head and final norm, as the dense study (memory.py)
-        dense += mem.head_params(shape, first) / tp
-    return StageStates(dense, experts,
-                       mem.state_bytes(zero, dist_opt, layout.dp * layout.cp, fp32_grads),
-                       mem.state_bytes(zero, dist_opt, layout.edp, fp32_grads))
-
-
 def check_imbalance(value: float) -> float:
     """The routing imbalance margin: the busiest GPU's routed tokens over the mean, >= 1."""
     if not value >= 1:
@@ -139,8 +82,7 @@ def check_supported(shape: ModelShape, hw, policy=None) -> None:
     point (split-backward schedules, Chronos savers)."""
     if not shape.is_moe:
         return
-    checks = [(shape.moe_layers != shape.layers, "dense and MoE layers mixed"),
-              (hw.time.kind == "flat", "the flat time model"),
+    checks = [(hw.time.kind == "flat", "the flat time model"),
               (hw.time.gemm_format != "bf16", "FP8/FP4 GEMMs")]
     if policy is not None:
         checks += [(policy.schedule in schedules.SPLIT, "split-backward schedules"),

@@ -18,7 +18,7 @@ from ..shapes import ModelShape
 from ..units import GiB
 from . import schedules
 from .chronos import no_faster, solve
-from .config import OFFLOAD, RECOMPUTE, Hardware, Layout, Policy
+from .config import OFFLOAD, RECOMPUTE, Hardware, Layout, Policy, stage_layers
 from .costs import Terms
 from .evaluate import Outcome, object_bytes
 from .moe import check_imbalance, check_supported
@@ -39,6 +39,8 @@ class Workload:
     tw_ratio: float = 1.0
     etp: int | None = None             # expert tensor parallelism of an MoE model (None: TP)
     moe_imbalance: float = 1.0         # routed tokens of the busiest GPU over the mean
+    first_layers: int | None = None    # decoder layers of the first / last pipeline stage
+    last_layers: int | None = None     # (None: even, or balanced when even cannot be)
 
     def __post_init__(self) -> None:
         if self.seq < 1 or self.global_batch < 1:
@@ -60,7 +62,8 @@ class Workload:
                 raise InputError(f"TP {tp} x PP {pp} does not divide the {self.hw.gpus} GPUs")
             dp = self.hw.gpus // (tp * pp)
         return Layout(tp, pp, dp, self.seq, mbs, self.global_batch, vpp, self.sp, self.flash,
-                      self.tb_ratio, self.tw_ratio, ep, self.etp, self.moe_imbalance)
+                      self.tb_ratio, self.tw_ratio, ep, self.etp, self.moe_imbalance,
+                      self.first_layers, self.last_layers)
 
     def terms(self, layout: Layout, policy: Policy, layers: int | None = None) -> Terms:
         model = self.model if layers is None else self.model.with_layers(layers)
@@ -147,7 +150,8 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
                  recompute=None, offload=None, optimizer=None, ep=None) -> dict[str, tuple]:
     """The searched values of every parameter (§10): the given ones, else every value that can
     divide. TP: 1-16 in powers of two within a node, dividing the heads and the GPUs; PP:
-    dividing the layers and the GPUs; vpp 1 and 2 when interleaved is searched, else 1;
+    dividing the GPUs, at most the layers (uneven end stages where the layers do not divide,
+    §11.5); vpp 1 and 2 when interleaved is searched, else 1;
     micro-batch 1, 2, 4, 8; every schedule, recompute and offload policy; optimizer none, and
     the distributed optimizer too when some layout leaves DP > 1; EP (MoE) the powers of two
     dividing the experts and the GPUs, 1 for a dense model. For an MoE model the default space
@@ -159,7 +163,7 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     tps = given(tp, tuple(t for t in SEARCHED_TP if t <= hw.gpus_per_node
                           and model.heads % t == 0 and hw.gpus % t == 0))
     pps = given(pp, tuple(p for p in range(1, min(model.layers, hw.gpus) + 1)
-                          if hw.gpus % p == 0 and model.layers % p == 0))
+                          if hw.gpus % p == 0 and _splits(work, p)))
     moe = model.is_moe                # what MoE layers support yet (§11), by default
     scheds = given(schedule, tuple(s for s in schedules.SCHEDULES
                                    if not (moe and s in schedules.SPLIT)))
@@ -176,6 +180,15 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
                                                 if not (moe and r == "chronos"))),
             "offload": given(offload, tuple(o for o in OFFLOAD if not (moe and o == "chronos"))),
             "optimizer": opts, "ep": eps}
+
+
+def _splits(work: Workload, pp: int) -> bool:
+    """The layers split over `pp` stages (evenly, as given, or balanced: §11.5)."""
+    try:
+        stage_layers(work.model, work.seq, pp, "1f1b", 1, work.first_layers, work.last_layers)
+    except InputError:
+        return False
+    return True
 
 
 class PipelineStudy:
@@ -387,6 +400,7 @@ def describe(out: Outcome) -> dict:
     return {"model": t.shape.name, "layers": t.shape.layers,
             "params": t.shape.total_params, "tp": lay.tp, "pp": lay.pp, "dp": lay.dp,
             "vpp": lay.vpp, "chunks_per_device": t.chunks, "layers_per_chunk": t.layers_per_chunk,
+            "stage_layers": list(t.stage_layers), "mtp_layers": t.shape.mtp_layers,
             "sp": lay.sp, "flash": lay.flash, "seq": lay.seq, "mbs": lay.mbs,
             "experts": t.shape.experts, "ep": lay.ep, "etp": lay.moe.expert_tp,
             "edp": lay.moe.edp,
@@ -432,14 +446,14 @@ def breakdown(out: Outcome) -> dict:
                 b = out.program.index[(schedules.B, vs, j)]
                 w = out.program.index.get((schedules.W, vs, j), b)
                 k = out.plan.marks.get((vs, j), 0)
-                stored, _, hold = object_bytes(t, out.plan.shared, k)
+                stored, _, hold = object_bytes(t, out.plan.shared, vs, k)
                 if out.start[f] <= peak_t < out.end[b]:
                     live += 1
                     nbytes += float(stored)
                 elif out.end[b] <= peak_t < out.end[w] and w != b:
                     held += 1
                     nbytes += float(hold)
-            chunks.append({"vs": vs, "layers": t.layers_per_chunk, "in_flight": live,
+            chunks.append({"vs": vs, "layers": int(t.chunk_sizes[vs]), "in_flight": live,
                            "held_for_w": held, "bytes": nbytes * t.hw.fragmentation})
         mem_d = out.memory[d]
         rows.append({
