@@ -397,3 +397,19 @@ def test_deepseek_v3_plans_on_256_h100(cli):
     devices = result["breakdown"]["devices"]
     assert len(devices) == c["pp"] and all(d["peak"] < 78 * 2**30 for d in devices)
     assert result["breakdown"]["binding_text"]
+
+
+def test_mla_without_flash_attention_saves_the_scores():
+    """Unfused attention with MLA (Megatron's 'unfused' backend): the s^2 softmax output per
+    head is stored, QK^T runs at depth d + d_rope = 192 and AV at d_v = 128."""
+    from explore.models.pipeline import kernels, memory as mem
+    from explore.models.pipeline.kernels import gemm_s
+    flash = mem.layer_activation_bytes(V3, 4096, 1, 1, False, True)
+    unfused = mem.layer_activation_bytes(V3, 4096, 1, 1, False, False)
+    heads = V3.heads
+    assert unfused - flash == pytest.approx(4096 * (2 * heads * 4096 - 4 * heads))
+    k = kernels.layer_times(V3, 4096, 1, 8, True, False, H100, kernels.TimeModel(),
+                            MoeLayout(64, tp=8, ep=8))
+    bh = heads // 8
+    assert k.terms["F: attention GEMMs"] == pytest.approx(
+        gemm_s(4096, 4096, 192, H100, bh) + gemm_s(4096, 128, 4096, H100, bh))

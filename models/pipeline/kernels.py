@@ -252,12 +252,13 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
             + gpu.kernel_overhead_s)
         add("B: flash attention", 2.5 * fwd / (gpu.peak_flops * gpu.flash_bwd_efficiency)
             + gpu.kernel_overhead_s)
-    else:
+    else:                            # MLA: QK^T at depth d + d_rope, AV at d_v
         bh = b * heads
-        add("F: attention GEMMs", gemm_s(s, s, d, gpu, bh, g) + gemm_s(s, d, s, gpu, bh, g))
+        dqk, dv = d + shape.qk_rope_head_dim, shape.v_head_dim or d
+        add("F: attention GEMMs", gemm_s(s, s, dqk, gpu, bh, g) + gemm_s(s, dv, s, gpu, bh, g))
         # backward: dS = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q
-        add("B: attention GEMMs", gemm_s(s, s, d, gpu, bh, g) + gemm_s(s, d, s, gpu, bh, g)
-            + 2 * gemm_s(s, d, s, gpu, bh, g))
+        add("B: attention GEMMs", gemm_s(s, s, dv, gpu, bh, g) + gemm_s(s, dv, s, gpu, bh, g)
+            + 2 * gemm_s(s, dqk, s, gpu, bh, g))
         scores = b * heads * s * s
         # fused scale-mask-softmax (read, write); dropout on the probabilities (read, write, mask)
         add("F: softmax + dropout", bytes_s(scores * 2 * ELEMENT, gpu, "softmax")

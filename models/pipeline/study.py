@@ -50,8 +50,6 @@ class Workload:
         if self.model.local_attention:
             raise InputError(f"{self.model.name}: the pipeline study models global attention "
                              f"only (local attention is not built yet)")
-        if self.model.is_mla and not self.flash:
-            raise InputError(f"{self.model.name}: MLA runs with flash attention only (--flash)")
         check_supported(self.model, self.hw)          # the point-level rules: Terms
         check_imbalance(self.moe_imbalance)
 
