@@ -38,7 +38,8 @@ def cli(capsys):
 EXPENSIVE = (("explore.cli.validate", "sd_validation"),
              ("explore.cli.studies.chiplet", "validation_result"),
              ("explore.models.pipeline.validate", "validate"),
-             ("explore.cli.studies.pipeline", "throughput_validation"))
+             ("explore.cli.studies.pipeline", "throughput_validation"),
+             ("explore.cli.studies.pipeline", "moe_memory_validation"))
 
 
 def once(fn):

@@ -462,7 +462,22 @@ def render_validate(data: dict, wide: bool = False) -> None:
                            grid=False, throughput=False))
     if "throughput" in data:
         c.print(throughput_table(data["throughput"]))
+    if "moe_memory" in data:
+        c.print(moe_memory_table(data["moe_memory"]))
     c.print(assumptions_list(data["assumptions"]))
+
+
+def moe_memory_table(v: dict) -> Table:
+    """Measured vs predicted peak memory of each measured device of the MoE runs."""
+    rows = [[r["id"] + ("*" if r["inferred"] else ""), str(r["device"]),
+             f"{r['measured_gib']:.2f}", f"{r['ours_gib']:.2f}", f"{r['error']:+.1%}"]
+            for r in v["rows"]]
+    return table("Peak memory, Megatron-Core MoE runs (max_memory_allocated)",
+                 ["run", "dev", "meas. GiB", "ours GiB", "error"], rows, right=(1, 2, 3, 4),
+                 caption="ours: a-priori, nothing fitted; the device peak without the reserve "
+                         "(max_memory_allocated counts tensors only). * layout partly "
+                         "inferred (see the data file). Both runs differ from explore's "
+                         "defaults in the router; the second uses the DeepEP dispatcher")
 
 
 def throughput_table(v: dict) -> Table:
@@ -575,6 +590,8 @@ def save_validate(data: dict, d: Path) -> list[Path]:
     tables = {"checks.csv": data["rows"], "max_size.csv": _flat(data["max_size"])}
     if "throughput" in data:
         tables["throughput.csv"] = data["throughput"]["rows"]
+    if "moe_memory" in data:
+        tables["moe_memory.csv"] = data["moe_memory"]["rows"]
     return _save_rows(data, d, tables)
 
 

@@ -751,30 +751,50 @@ def fixture_data(fx) -> dict:
     from explore.models.pipeline.study import assumptions
     from explore.models.pipeline.validate import validate
 
+    from explore.models.pipeline import measured_memory
+
     data = validate(fx)
     data["throughput"] = throughput_validation()
-    data["rows"] = data["rows"] + tp.check_rows(data["throughput"])
+    data["moe_memory"] = moe_memory_validation()
+    data["rows"] = data["rows"] + tp.check_rows(data["throughput"]) \
+        + measured_memory.check_rows(data["moe_memory"])
     data["hard_fail"] = any(r["status"] == "FAIL" for r in data["rows"])
     data["assumptions"] = assumptions(fx.work)
     return data
 
 
 SC21_DATA = ("validation", "pipeline", "megatron_sc21_table1.json")
+MOE_MEMORY_DATA = ("validation", "pipeline", "moe_peak_memory.json")
+
+
+def _validation_data(parts: tuple[str, ...]) -> dict:
+    import json
+
+    from explore import presets
+    from explore.models.errors import ConfigError
+
+    path = presets.data_path(*parts)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+
+
+def moe_memory_validation() -> dict:
+    """Peak memory of the public MoE runs, a-priori (models/pipeline/measured_memory.py)."""
+    from explore import presets
+    from explore.models.pipeline import measured_memory
+
+    data = _validation_data(MOE_MEMORY_DATA)
+    return measured_memory.validation(measured_memory.memory_runs(data), presets.load)
 
 
 def throughput_validation() -> dict:
     """The SC'21 Table 1 runs on the a100-80g and dgx-a100 presets (models/pipeline/
     throughput.py)."""
-    import json
-
     from explore import presets
-    from explore.models.errors import ConfigError
     from explore.models.pipeline import throughput as tp
 
-    path = presets.data_path(*SC21_DATA)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
+    data = _validation_data(SC21_DATA)
     return tp.validation(tp.sc21_runs(data), presets.load("gpu", "a100-80g"),
                          presets.load("node", "dgx-a100"))
