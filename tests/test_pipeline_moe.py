@@ -190,7 +190,6 @@ def test_moe_layers_cost_experts_and_all_to_alls():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"schedule": "zb-h1"}, "do not cover split-backward schedules"),
     ({"ep": 3}, "ETP 1 x EP 3 must divide|EP 3 must divide the 8 experts"),
     ({"sp": False}, "MoE layers with TP > 1 need sequence parallelism"),
 ])
@@ -206,7 +205,7 @@ def test_pipeline_search_and_breakdown_on_an_moe_model(cli):
                          "h100", "--global-batch", "64", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert "zb-h1" not in result["space"]["schedule"]       # what MoE layers support, only
+    assert "zb-h1" not in result["space"]["schedule"]   # by default: what Megatron-Core runs
     assert result["best"]["config"]["ep"] in result["space"]["ep"]
     code, out, err = cli("pipeline", "breakdown", "--model", "mixtral-8x7b", "--gpus", "16",
                          "--hardware", "h100", "--tp", "2", "--pp", "2", "--ep", "4", "--etp",
@@ -429,3 +428,27 @@ def test_peak_memory_of_public_moe_runs_apriori():
     proxy = [r for r in v["rows"] if r["inferred"]]
     assert sorted(r["device"] for r in proxy) == [0, 1, 2, 3]
     assert all(r["ours_gib"] > 0 for r in proxy)
+
+
+def test_moe_split_backward_holds_each_linears_input_and_gradient():
+    """Mixtral 8x7B, s 4096, TP 2 with SP, EP 4, ETP 1, per GPU (2-byte elements):
+      attention: QKV (column) input h / 2 + gradient (4096 + 2 x 1024) / 2 = 5,120 and the
+                 output projection (row) 4096 / 2 + 4096 / 2 = 4,096, on all 4,096 tokens;
+      router:    input h + gradient E = 4,104 on the 2,048 tokens of the SP shard;
+      experts:   per routed token (k x 2,048 = 4,096) fc1 input h, its gradient 2 f, fc2 input
+                 f, its gradient h = 2 x 4,096 + 3 x 14,336 = 51,200.
+    The held bytes count at most the layer's stored activations (§5.1: B frees the rest of
+    them, W what it held). ZB-H1 then runs an MoE model (the simulator, B and W apart)."""
+    from explore.models.pipeline import memory as mem
+    from explore.models.pipeline.moe import moe_split_backward_bytes
+    mixtral, t = _mixtral_terms("zb-h1")
+    want = 2 * (4096 * 9216 + 2048 * 4104 + 4096 * 51200)
+    assert want == 511_737_856
+    assert mem.split_backward_bytes(mixtral, 4096, 1, 2, True) \
+        + moe_split_backward_bytes(mixtral, 4096, 1, t.layout.moe) == pytest.approx(want)
+    assert t.layer.held == pytest.approx(min(want, t.layer.a_layer))
+    from explore.models.pipeline.chronos import solve
+    from explore.models.pipeline.study import timeline
+    out = solve(t).outcome
+    assert out.ops.split and out.iteration_s > 0
+    assert max(level for _, _, cat, level in timeline(out) if cat == "held for W") > 0

@@ -61,9 +61,12 @@ class LayerCosts:
     def held(self) -> float:
         """Bytes held from B to W with split backward: each linear's input and output gradient
         (§4.2), at most the layer's activations."""
-        lay = self.terms.layout
-        return min(self.a_layer, mem.split_backward_bytes(
-            self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, self.terms.gemm_bytes))
+        lay, q = self.terms.layout, self.terms.gemm_bytes
+        x = mem.split_backward_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, q)
+        if self.moe:
+            x += moe.moe_split_backward_bytes(self.shape, lay.seq, lay.mbs, lay.moe, q,
+                                              lay.moe_imbalance)
+        return min(self.a_layer, x)
 
     # ---- parameters (§3, §11) ---------------------------------------------------------------
     @cached_property
@@ -204,7 +207,7 @@ class Terms:
     policy: Policy
 
     def __post_init__(self) -> None:
-        moe.check_supported(self.shape, self.hw, self.policy)
+        moe.check_supported(self.shape, self.hw)
         check_layout(self.shape, self.layout, self.hw.gpus, self.policy.schedule)
         if "chronos" in (self.policy.recompute, self.policy.offload) and not self.uniform:
             raise InputError("Chronos-Recomp/Offload need every chunk alike: equal layer "

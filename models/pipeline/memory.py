@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..errors import InputError
-from ..shapes import ModelShape
+from ..shapes import FFN_LINEARS, ModelShape
+from .kernels import COLUMN_PARALLEL, REPLICATED
 
 RECOMPUTE_UNIFORM = ("none", "selective", "full")
 
@@ -219,13 +220,20 @@ def split_backward_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: boo
     """Bytes one layer holds between B and W (split backward, §4.2): each linear layer's input
     and output gradient, `gemm_bytes` per element (quantised with FP8 GEMMs). Column-parallel
     linears (QKV, FFN in) keep a replicated input and a sharded output gradient; row-parallel
-    ones (output projection, FFN out) the reverse."""
+    ones (output projection, FFN out) the reverse; MLA's replicated down-projections their SP
+    shard of both. An MoE layer's FFN block holds its own (moe.moe_split_backward_bytes)."""
     tokens = seq * mbs
     rep = tp if sp else 1                # replicated tensors are sharded only by SP
     held = 0.0
     for name, k, m in shape.linears():
-        column = name in ("qkv", "gate_up", "fc1")
-        held += (k / rep + m / tp) if column else (k / tp + m / rep)
+        if shape.is_moe and name in FFN_LINEARS:
+            continue
+        if name in REPLICATED:
+            held += (k + m) / rep
+        elif name in COLUMN_PARALLEL:
+            held += k / rep + m / tp
+        else:
+            held += k / tp + m / rep
     return gemm_bytes * tokens * held
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..comm import all_to_all_s
 from ..errors import InputError
 from ..shapes import ModelShape
-from . import kernels, schedules
+from . import kernels
 from .memory import SavedTensor
 
 
@@ -76,17 +76,13 @@ def check_imbalance(value: float) -> float:
     return value
 
 
-def check_supported(shape: ModelShape, hw, policy=None) -> None:
-    """Raise InputError naming what the study's MoE layers (§11) do not cover yet: for the
-    workload (mixed layers, the flat time model, FP8/FP4 GEMMs) and, given a policy, for the
-    point (split-backward schedules, Chronos savers)."""
+def check_supported(shape: ModelShape, hw) -> None:
+    """Raise InputError naming what the study's MoE layers (§11) do not cover yet: the flat
+    time model and FP8/FP4 GEMMs."""
     if not shape.is_moe:
         return
     checks = [(hw.time.kind == "flat", "the flat time model"),
               (hw.time.gemm_format != "bf16", "FP8/FP4 GEMMs")]
-    if policy is not None:
-        checks += [(policy.schedule in schedules.SPLIT, "split-backward schedules"),
-                   ("chronos" in (policy.recompute, policy.offload), "Chronos-Recomp/Offload")]
     missing = [why for bad, why in checks if bad]
     if missing:
         raise InputError(f"{shape.name}: MoE layers in the pipeline study do not cover "
@@ -213,3 +209,19 @@ def expert_gemm_times(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, 
     dgrad = grouped([(m, h, 2 * f), (m, f, h)])             # dX = dY W^T
     wgrad = grouped([(h, 2 * f, m), (f, h, m)])             # dW = X^T dY
     return fwd, dgrad, wgrad
+
+
+def moe_split_backward_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
+                             gemm_bytes: float = 2.0, imbalance: float = 1.0) -> float:
+    """Bytes the MoE block of one layer holds from B to W (split backward, §4.2, §11): each
+    linear's input and output gradient. The router (h -> E, replicated) on the s b / TP tokens;
+    shared experts as a TP-sharded SwiGLU MLP (column-parallel gate/up, row-parallel down);
+    per routed token (k (s b / TP) ETP x imbalance per GPU) fc1's input (h) and output gradient
+    (2 f_exp / ETP), fc2's input (f_exp / ETP) and output gradient (h)."""
+    tokens, t = seq * mbs / layout.tp, layout.tp
+    h, f, fs = shape.hidden, shape.expert_intermediate / layout.expert_tp, \
+        shape.shared_expert_intermediate
+    routed = shape.experts_per_token * tokens * layout.expert_tp * imbalance
+    shared = tokens * t * ((h / t + 2 * fs / t) + (fs / t + h / t)) if fs else 0.0
+    return gemm_bytes * (tokens * (h + shape.experts) + shared
+                         + routed * (h + 2 * f + f + h))

@@ -50,7 +50,7 @@ class Workload:
         if self.model.local_attention:
             raise InputError(f"{self.model.name}: the pipeline study models global attention "
                              f"only (local attention is not built yet)")
-        check_supported(self.model, self.hw)          # the point-level rules: Terms
+        check_supported(self.model, self.hw)
         check_imbalance(self.moe_imbalance)
 
     def layout(self, tp: int, pp: int, mbs: int, vpp: int = 1, dp: int | None = None,
@@ -152,8 +152,9 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     §11.5); vpp 1 and 2 when interleaved is searched, else 1;
     micro-batch 1, 2, 4, 8; every schedule, recompute and offload policy; optimizer none, and
     the distributed optimizer too when some layout leaves DP > 1; EP (MoE) the powers of two
-    dividing the experts and the GPUs, 1 for a dense model. For an MoE model the default space
-    leaves out what its layers do not support yet (split schedules, Chronos savers)."""
+    dividing the experts and the GPUs, 1 for a dense model. EP multiplies an MoE model's space,
+    so by default it searches the schedules Megatron-Core runs (GPipe, 1F1B, interleaved) and
+    no Chronos savers; --schedule / --recompute / --offload add the others."""
     def given(values, default):
         return default if values is None else tuple(values)
 
@@ -162,7 +163,7 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
                           and model.heads % t == 0 and hw.gpus % t == 0))
     pps = given(pp, tuple(p for p in range(1, min(model.layers, hw.gpus) + 1)
                           if hw.gpus % p == 0 and _splits(work, p)))
-    moe = model.is_moe                # what MoE layers support yet (§11), by default
+    moe = model.is_moe                # EP multiplies the space: Megatron-Core's schedules only
     scheds = given(schedule, tuple(s for s in schedules.SCHEDULES
                                    if not (moe and s in schedules.SPLIT)))
     vpps = given(vpp, (1, 2) if "interleaved" in scheds else (1,))
@@ -247,8 +248,6 @@ class PipelineStudy:
         if not self.savers_everywhere and sched != "chronos" and "chronos" in (rec, off):
             return ("not searched: Chronos-Recomp/Offload go with the chronos schedule (pass "
                     "--recompute/--offload to apply them to others)")
-        if self.workload.model.is_moe and (sched in schedules.SPLIT or "chronos" in (rec, off)):
-            return "MoE layers: split-backward schedules and Chronos savers not built yet (§11)"
         family = "interleaved" if sched == "interleaved" else (
             "v" if sched in schedules.V_SHAPED else "linear")
         slow_sel = rec == "selective" and not self.workload.flash
