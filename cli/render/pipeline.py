@@ -284,7 +284,8 @@ def render_best(out: dict, compact: bool, wide: bool = False) -> None:
     c = console()
     w, s, best = out["workload"], out["search"], out["best"]
     c.print(_title(w))
-    space = ", ".join(f"{k} {','.join(map(str, v))}" for k, v in out["space"].items())
+    # parameters apart by "; ", values by ", " so that a long list wraps between values
+    space = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in out["space"].items())
     c.print(_facts("Setup", [
         ("workload", f"seq {w['seq']}, global batch {w['global_batch']} "
                      f"({w['seq'] * w['global_batch']:,} tokens), SP {'on' if w['sp'] else 'off'}"

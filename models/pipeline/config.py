@@ -237,6 +237,9 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
     if schedule == "interleaved" and layout.m % layout.pp:
         raise InputError(f"interleaved 1F1B needs micro-batches per pipeline ({layout.m}) to be "
                          f"a multiple of PP {layout.pp}")
+    if schedule == "dualpipev" and layout.m < 2 * layout.pp:
+        raise InputError(f"dualpipev needs at least 2 x PP = {2 * layout.pp} micro-batches per "
+                         f"pipeline, got {layout.m}")
     if schedule != "interleaved" and layout.vpp != 1:
         raise InputError(f"--vpp {layout.vpp} applies to the interleaved schedule only")
 

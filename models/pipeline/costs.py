@@ -505,13 +505,18 @@ class Terms:
                 tb[vs] += self._transfer_s(dev[vs], dev[vs - 1])
         return tuple(tf), tuple(tb), tuple(tw)
 
+    @cached_property
+    def chunk_all_to_all(self) -> tuple[float, ...]:
+        """Exposed all-to-all seconds of each virtual stage in one pass (F or B)."""
+        return tuple(sum(x.all_to_all_s for x in c) for c in self.chunk_layers)
+
     @property
     def blocking_p2p(self) -> bool:
         """Kernel model without P2P overlap: P2P time sits on the compute stream. Megatron-LM
-        overlaps it for the interleaved schedule unless told otherwise."""
+        overlaps it for the interleaved schedule unless told otherwise, DualPipe always."""
         overlap = self.hw.time.overlap_p2p_comm
         if overlap is None:
-            overlap = self.policy.schedule == "interleaved"
+            overlap = self.policy.schedule in ("interleaved", "dualpipev")
         return not self.flat and not overlap
 
     def _transfer_s(self, a: int, b: int) -> float:

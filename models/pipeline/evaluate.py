@@ -255,6 +255,11 @@ def op_durations(terms: Terms, prog: sim.Program, plan: Plan, k: np.ndarray) -> 
     dur = np.select([arr.kind == F, arr.kind == B, arr.kind == W, arr.kind == R],
                     [tf[vs], b, tw[vs], terms.recompute_prefix[vs, k]],
                     _transfer_sizes(prog, plan) / terms.hw.link_bandwidth)
+    a2a = terms.chunk_all_to_all
+    for (vf, _), (vb, jb) in prog.ops.pairs:
+        # each half's all-to-alls hide under the other's compute (§5.5)
+        comm = a2a[vf] + a2a[vb]
+        dur[prog.index[(B, vb, jb)]] -= min(comm, tf[vf] + tb[vb] - comm)
     return dur
 
 

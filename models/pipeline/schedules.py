@@ -22,11 +22,11 @@ F, B, W, R, O, L = range(6)  # noqa: E741 - the op kinds' own letters (KINDS)
 KINDS = "FBWROL"
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min",
-             "chronos")
+             "chronos", "dualpipev")
 ALIASES = {"tpipe": "chronos", "t-pipe": "chronos", "chronos-pipe": "chronos",
            "interleaved-1f1b": "interleaved", "pipedream-flush": "1f1b", "zbv": "zb-v",
-           "zbh1": "zb-h1", "zbh2": "zb-h2"}
-V_SHAPED = ("zb-v", "v-half", "v-min", "chronos")  # device i holds vs i and 2p-1-i
+           "zbh1": "zb-h1", "zbh2": "zb-h2", "dualpipe-v": "dualpipev"}
+V_SHAPED = ("zb-v", "v-half", "v-min", "chronos", "dualpipev")  # device i: vs i, 2p-1-i
 SPLIT = ("zb-h1", "zb-h2") + V_SHAPED              # backward split into B and W
 
 
@@ -63,6 +63,10 @@ class OpLists:
     cap: int | None
     dev_of: tuple[int, ...]                  # device of each virtual stage
     ops: tuple[tuple[tuple[int, int, int], ...], ...]   # device -> ((kind, vs, mb), ...)
+    # DualPipe (§5.5): backwards run whole, their W inside them (a B its W follows at once,
+    # its gradient handed on after the W), and F/B pairs of two micro-batches overlapped
+    unsplit: frozenset[tuple[int, int]] = frozenset()            # (vs, mb) of such a B
+    pairs: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()   # ((vs, mb) F, B)
 
     def __hash__(self) -> int:
         # op lists key the program caches: hash their thousands of ops once, not per lookup
@@ -291,6 +295,9 @@ def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
         ops = _one_f_one_b(p, m)
     elif schedule == "interleaved":
         ops = _interleaved(p, v, m)
+    elif schedule == "dualpipev":
+        ops, unsplit, pairs = _dualpipev(p, m)
+        return OpLists(schedule, p, len(dev_of), m, True, None, dev_of, ops, unsplit, pairs)
     elif schedule in ("zb-h1", "zb-h2"):
         if schedule == "zb-h1":
             admissible = _linear_admissible(tuple(p - r for r in range(p)), (p,) * p)
@@ -307,6 +314,77 @@ def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
         ops = _greedy(p, m, dev_of, _v_admissible(p, cap), times, lag, omega, True)
     return OpLists(schedule, p, len(dev_of), m, split, cap if schedule in V_SHAPED else None,
                    dev_of, tuple(ops))
+
+
+# ---- DualPipeV (§5.5) ----------------------------------------------------------------------
+
+def _dualpipe_program(n: int, k: int, h: int) -> list[tuple]:
+    """DeepSeek's per-rank program on n ranks with k micro-batches per leg, for rank h (0: the
+    end where leg 0 enters, n - 1: the turn), as phase tokens: ("F", leg); ("B", leg, split)
+    with split backwards' W deferred; ("W",) the oldest deferred W; ("FB", leg_f, leg_b) an
+    overlapped pair (its backward unsplit); ("F+B", ...) the turn rank's first steady step,
+    the same two chunks back to back. Read from deepseek-ai/DualPipe (dualpipev.py, HEAD
+    3da1bbe) and checked against its traced order (tests)."""
+    below = n - 1 - h                          # ranks between this one and the turn
+    prog: list[tuple] = [("F", 0)] * (2 * below)                       # 1. warm-up, leg 0
+    prog += [("F", 0), ("F", 1)] * (h + 1)                             # 2. both legs
+    prog += [("B", 1, True), ("W",), ("F", 1)] * below                 # 3. zero bubble
+    for i in range(k - 2 * n + h + 1):                                 # 4. steady pairs
+        prog += [("F+B" if i == 0 and h == n - 1 else "FB", 0, 1), ("FB", 1, 0)]
+    prog += [("B", 1, False), ("FB", 1, 0)] * below                    # 5.
+    deferred = 2 * ((h + 1) // 2) + (1 if h % 2 == 0 else 0)           # 6. drain both legs,
+    for i in range(h + 1):                                             #    the later half's
+        prog += [("B", 1, 2 * i >= deferred), ("B", 0, 2 * i + 1 >= deferred)]   # W later
+    prog += [("W",), ("B", 0, True)] * below                           # 7. zero bubble
+    return prog + [("W",)] * (h + 1)                                   # 8. the deferred W
+
+
+def _dualpipev(p: int, m: int):
+    """DualPipeV on the V placement (device r holds vs r and 2p-1-r; every micro-batch turns
+    on device p-1): (op lists, unsplit backwards, overlapped pairs)."""
+    if m < 2 * p:
+        raise InfeasibleError(f"dualpipev needs at least 2p = {2 * p} micro-batches per "
+                              f"pipeline, got {m}")
+    ops, unsplit, pairs = [], set(), []
+    for r in range(p):
+        stage = (r, 2 * p - 1 - r)
+        nxt_f, nxt_b = [0, 0], [0, 0]
+        waiting: list[tuple[int, int]] = []
+        lst: list[tuple[int, int, int]] = []
+
+        def take(counter: list[int], leg: int, stage=stage) -> tuple[int, int]:
+            counter[leg] += 1
+            return stage[leg], counter[leg] - 1
+
+        for tok in _dualpipe_program(p, m, r):
+            if tok[0] == "F":
+                lst.append((F, *take(nxt_f, tok[1])))
+            elif tok[0] == "W":
+                lst.append((W, *waiting.pop(0)))
+            elif tok[0] == "B":
+                x = take(nxt_b, tok[1])
+                lst.append((B, *x))
+                if tok[2]:
+                    waiting.append(x)
+                else:
+                    lst.append((W, *x))
+                    unsplit.add(x)
+            else:                                   # an F and a whole B, overlapped or not
+                xf, xb = take(nxt_f, tok[1]), take(nxt_b, tok[2])
+                lst += [(F, *xf), (B, *xb), (W, *xb)]
+                unsplit.add(xb)
+                if tok[0] == "FB":
+                    pairs.append((xf, xb))
+        ops.append(tuple(lst))
+    return tuple(ops), frozenset(unsplit), tuple(pairs)
+
+
+def dualpipe_bubble(p: int, f: float, b: float, w: float, fb: float | None = None) -> float:
+    """The published DualPipeV bubble (DualPipe README / DeepSeek-V3 report Table 2) with PP
+    = 2p stages: (PP/2 - 1)(F&B + B - 3W), B a whole backward (b + w), F&B an overlapped pair
+    with its W (fb + w, fb = f + b without overlap)."""
+    fb = f + b if fb is None else fb
+    return (p - 1) * ((fb + w) + (b + w) - 3 * w)
 
 
 # ---- closed forms (§5.2), the simulator's unit tests ---------------------------------------------

@@ -178,21 +178,36 @@ def _compile(ops: OpLists, with_r: bool) -> Program:
             push(k, d, v, j, d)
     deps: list[tuple[tuple[int, int], ...]] = []
     last_vs = nvs - 1
+
+    def gradient(v: int, j: int) -> int:
+        """The op whose end hands B(v, j)'s input gradient on: B, or the W an unsplit
+        backward computes inside it."""
+        return index[(W if (v, j) in ops.unsplit else B, v, j)]
+
+    def data(v: int, j: int, d: int) -> tuple[int, int]:
+        """B(v, j)'s data dependency: the next stage's gradient, or its own forward last."""
+        q = index[(F, v, j)] if v == last_vs else gradient(v + 1, j)
+        return q, boundary(dev[q], d)
+
     for o in range(len(kind)):
         k, v, j, d = kind[o], vsl[o], mbl[o], dev[o]
         if k == F and v > 0:
             q = index[(F, v - 1, j)]
             deps.append(((q, boundary(dev[q], d)),))
         elif k == R or (k == B and not with_r):   # R carries B's data dependency
-            if v == last_vs:
-                deps.append(((index[(F, v, j)], -1),))
-            else:
-                q = index[(B, v + 1, j)]
-                deps.append(((q, boundary(dev[q], d)),))
+            deps.append((data(v, j, d),))
         elif k == W:
             deps.append(((index[(B, v, j)], -1),))
         else:
             deps.append(())
+    # an overlapped pair starts when both halves can, and its forward's output leaves with
+    # the pair's end
+    for (vf, jf), (vb, jb) in ops.pairs:
+        f, b = index[(F, vf, jf)], index[(B, vb, jb)]
+        deps[f] += (data(vb, jb, dev[f]),)
+        if vf < last_vs:
+            nxt = index[(F, vf + 1, jf)]
+            deps[nxt] += ((b, boundary(dev[b], dev[nxt])),)
     reload_deps: list[tuple[int, ...]] = [()] * len(kind)
     order = _topological(len(kind), dev_ops, deps, reload_deps)
     return Program(ops, kind, dev, vsl, mbl, res, deps, reload_deps, order, dev_ops, index)

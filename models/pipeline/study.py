@@ -154,7 +154,8 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     the distributed optimizer too when some layout leaves DP > 1; EP (MoE) the powers of two
     dividing the experts and the GPUs, 1 for a dense model. EP multiplies an MoE model's space,
     so by default it searches the schedules Megatron-Core runs (GPipe, 1F1B, interleaved) and
-    no Chronos savers; --schedule / --recompute / --offload add the others."""
+    DeepSeek's DualPipeV, no Chronos savers; --schedule / --recompute / --offload add the
+    others."""
     def given(values, default):
         return default if values is None else tuple(values)
 
@@ -163,9 +164,9 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
                           and model.heads % t == 0 and hw.gpus % t == 0))
     pps = given(pp, tuple(p for p in range(1, min(model.layers, hw.gpus) + 1)
                           if hw.gpus % p == 0 and _splits(work, p)))
-    moe = model.is_moe                # EP multiplies the space: Megatron-Core's schedules only
+    moe = model.is_moe                # EP multiplies the space: Megatron-Core's and DualPipeV
     scheds = given(schedule, tuple(s for s in schedules.SCHEDULES
-                                   if not (moe and s in schedules.SPLIT)))
+                                   if not (moe and s in schedules.SPLIT and s != "dualpipev")))
     vpps = given(vpp, (1, 2) if "interleaved" in scheds else (1,))
     opts = given(optimizer, ("none", "dist-opt") if hw.gpus > max(pps) * min(tps)
                  else ("none",))
@@ -248,7 +249,7 @@ class PipelineStudy:
         if not self.savers_everywhere and sched != "chronos" and "chronos" in (rec, off):
             return ("not searched: Chronos-Recomp/Offload go with the chronos schedule (pass "
                     "--recompute/--offload to apply them to others)")
-        family = "interleaved" if sched == "interleaved" else (
+        family = sched if sched in ("interleaved", "dualpipev") else (   # own layout rules
             "v" if sched in schedules.V_SHAPED else "linear")
         slow_sel = rec == "selective" and not self.workload.flash
         small = (tp, pp, vpp, mbs, family, slow_sel, opt, ep)
