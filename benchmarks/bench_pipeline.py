@@ -133,8 +133,10 @@ def search_peak_mb(global_batch: int, args: list[str] = MEMORY_SEARCH) -> tuple[
     return time.perf_counter() - t0, int(run.stderr.split()[-1]) / 1024
 
 
-# the MoE search (docs/pipeline.md §11) until DeepSeek-V3's MLA is built: Mixtral 8x22B
-MOE_SEARCH = ["pipeline", "--model", "mixtral-8x22b", "--hardware", "h100", "--json"]
+# the MoE searches (docs/pipeline.md §11): DeepSeek-V3 (MLA, dense first layers, MTP, uneven
+# end stages, DualPipeV in the space) and Mixtral 8x22B
+MOE_SEARCHES = (["pipeline", "--model", "deepseek-v3", "--hardware", "h100", "--json"],
+                ["pipeline", "--model", "mixtral-8x22b", "--hardware", "h100", "--json"])
 
 
 def main() -> None:
@@ -167,10 +169,11 @@ def main() -> None:
     for gb in (8, 512, 1536):
         wall, mb = search_peak_mb(gb)
         print(f"  global batch {gb:5d}: {mb:6.0f} MB peak, {wall:6.1f} s")
-    print(f"explore {' '.join(MOE_SEARCH)} --gpus N (MoE layers with EP searched):")
-    for gpus, gb in ((256, 1024), (2048, 4096)):
-        wall, mb = search_peak_mb(gb, MOE_SEARCH + ["--gpus", str(gpus)])
-        print(f"  {gpus:5d} GPUs, global batch {gb}: {mb:6.0f} MB peak, {wall:6.1f} s")
+    for search in MOE_SEARCHES:
+        print(f"explore {' '.join(search)} --gpus N (MoE layers with EP searched):")
+        for gpus, gb in ((256, 1024), (2048, 4096)):
+            wall, mb = search_peak_mb(gb, search + ["--gpus", str(gpus)])
+            print(f"  {gpus:5d} GPUs, global batch {gb}: {mb:6.0f} MB peak, {wall:6.1f} s")
 
 
 if __name__ == "__main__":

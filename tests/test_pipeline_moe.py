@@ -303,12 +303,28 @@ def test_stage_layers_follow_megatron_rules():
     bad = [((8, "1f1b", 1, 5, 5), "the other 51 of 61 layers do not split evenly over the 6"),
            ((4, "interleaved", 2, 15, 16), "multiples of the 2 chunks per device"),
            ((1, "1f1b", 1, 61, None), "need PP > 1"),
-           ((4, "zb-v", 1, 10, None), "not to the V-shaped zb-v"),
            ((4, "1f1b", 1, 40, 30), "the other -9 of 61 layers"),
            ((32, "1f1b", 1, None, None), "do not split over PP 32")]
     for args, message in bad:
         with pytest.raises(InputError, match=message):
             stage_layers(V3, 4096, *args)
+
+
+def test_v_placements_split_their_end_chunks():
+    """A V puts the first and last virtual stages on device 0: they take the given (or the
+    balanced) end counts and the other 2p - 2 chunks share the rest. DeepSeek-V3 on 8 devices:
+    3 | 14 x 4 | 2 (device 0: five layers, the LM head and the MTP module; the others eight)."""
+    from explore.models.pipeline.config import chunk_layers
+    assert chunk_layers(V3, 4096, 8, "dualpipev") == (3,) + (4,) * 14 + (2,)
+    assert chunk_layers(V3, 4096, 4, "zb-v", first=5, last=2) == (5,) + (9,) * 6 + (2,)
+    assert chunk_layers(V3.with_layers(64), 4096, 4, "zb-v") == (8,) * 8
+    with pytest.raises(InputError, match="other 51 of 61 layers do not split evenly over the "
+                                         "6 other chunks of the V"):
+        chunk_layers(V3, 4096, 4, "zb-v", first=5, last=5)
+    with pytest.raises(InputError, match=r"over PP 16 \(32 virtual stages of a V\)"):
+        chunk_layers(V3, 4096, 16, "dualpipev")
+    t = _v3_terms(gpus=256, tp=2, pp=8, ep=8, schedule="dualpipev")
+    assert t.stage_layers == (5,) + (8,) * 7 and len(t.chunk_layers[-1]) == 3   # + MTP
 
 
 def test_interleaved_uneven_chunks_sit_at_megatrons_layer_offsets():

@@ -4,6 +4,8 @@ charts, and the --save-dir files (JSON, CSV with units in the headers, PNG)."""
 
 from __future__ import annotations
 
+import itertools
+
 from pathlib import Path
 
 from rich.console import Group
@@ -93,9 +95,9 @@ def _config_line(c: dict) -> str:
     cap = f", C = {c['cap']}" if c.get("cap") is not None else ""
     moe = f", EP {c['ep']} x ETP {c['etp']} (EDP {c['edp']})" if c.get("experts") else ""
     split = c.get("stage_layers", [])
-    if len(set(split)) > 1:              # uneven end stages (§11.5)
-        v += f", layers {split[0]} | {len(split) - 2} x {split[1]} | {split[-1]}" \
-            if len(split) > 2 else f", layers {split[0]} | {split[1]}"
+    if len(set(split)) > 1:              # uneven end stages (§11.5), runs of equal counts
+        runs = [(n, len(list(g))) for n, g in itertools.groupby(split)]
+        v += ", layers " + " | ".join(f"{k} x {n}" if k > 1 else str(n) for n, k in runs)
     if c.get("mtp_layers"):
         v += f" + {c['mtp_layers']} MTP"
     return (f"TP {c['tp']} x PP {c['pp']} x DP {c['dp']}{moe}{v}, micro-batch {c['mbs']} x "

@@ -229,7 +229,7 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
         if shape.is_moe and layout.tp > 1 and not layout.sp:
             raise InputError("MoE layers with TP > 1 need sequence parallelism (--sp), as "
                              "Megatron-Core requires with expert parallelism")
-    stage_layers(shape, layout.seq, layout.pp, schedule, layout.vpp, layout.first_layers,
+    chunk_layers(shape, layout.seq, layout.pp, schedule, layout.vpp, layout.first_layers,
                  layout.last_layers)
     if layout.global_batch % (layout.mbs * layout.dp):
         raise InputError(f"micro-batch {layout.mbs} x DP {layout.dp} does not divide the global "
@@ -244,6 +244,36 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
         raise InputError(f"--vpp {layout.vpp} applies to the interleaved schedule only")
 
 
+def chunk_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int = 1,
+                 first: int | None = None, last: int | None = None) -> tuple[int, ...]:
+    """Decoder layers per virtual stage (§11.5): each rank's (stage_layers) split evenly over
+    its chunks; on a V placement the first and last virtual stages (both on device 0) take
+    `first` and `last` layers and the others share the rest evenly (balanced like
+    balanced_ends where the layers do not divide)."""
+    if schedule not in schedules.V_SHAPED:
+        per_rank = stage_layers(shape, seq, pp, schedule, vpp, first, last)
+        chunks = schedules.chunks_per_device(schedule, vpp)
+        return tuple(per_rank[d] // chunks for d in schedules.placement(schedule, pp, vpp))
+    nvs, layers = 2 * pp, shape.layers
+    if first is None and last is None:
+        if layers % nvs == 0:
+            return (layers // nvs,) * nvs
+        first, last = balanced_ends(shape, seq, pp, 1, v_shaped=True)
+    ends = [x for x in (first, last) if x is not None]
+    rest, middle = layers - sum(ends), nvs - len(ends)
+    if rest < 0 or (rest % middle if middle else rest):
+        raise InputError(f"with {' and '.join(str(x) for x in ends)} layers on the end "
+                         f"virtual stage(s), the other {rest} of {layers} layers do not split "
+                         f"evenly over the {middle} other chunks of the V (schedule "
+                         f"{schedule})")
+    out = [rest // middle if middle else 0] * nvs
+    if first is not None:
+        out[0] = first
+    if last is not None:
+        out[-1] = last
+    return tuple(out)
+
+
 def stage_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int = 1,
                  first: int | None = None, last: int | None = None) -> tuple[int, ...]:
     """Decoder layers per pipeline rank by Megatron-Core's rules (get_num_layers_to_build,
@@ -256,16 +286,12 @@ def stage_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int =
     if first is None and last is None:
         if layers % (pp * chunks) == 0:
             return (layers // pp,) * pp
-        if schedule in schedules.V_SHAPED or pp == 1:
-            what = f"PP {pp} x {chunks} chunks" if chunks > 1 else f"PP {pp}"
-            raise InputError(f"{what} does not divide the {layers} layers of {shape.name} "
-                             f"(schedule {schedule})")
+        if pp == 1:
+            raise InputError(f"PP 1 x {chunks} chunks does not divide the {layers} layers of "
+                             f"{shape.name} (schedule {schedule})")
         first, last = balanced_ends(shape, seq, pp, chunks)
     if pp == 1:
         raise InputError("--first-stage-layers / --last-stage-layers need PP > 1")
-    if schedule in schedules.V_SHAPED:
-        raise InputError(f"uneven first/last stages apply to linear and interleaved "
-                         f"placements, not to the V-shaped {schedule}")
     ends = [x for x in (first, last) if x is not None]
     middle, rest = pp - len(ends), layers - sum(ends)
     if rest < 0 or (middle == 0 and rest != 0) or (middle and rest % middle):
@@ -285,13 +311,15 @@ def stage_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int =
 
 
 @lru_cache(maxsize=256)
-def balanced_ends(shape: ModelShape, seq: int, pp: int, chunks: int) -> tuple[int, int]:
+def balanced_ends(shape: ModelShape, seq: int, pp: int, chunks: int,
+                  v_shaped: bool = False) -> tuple[int, int]:
     """(first, last) layers of the split Megatron's --decoder-first/last-pipeline-num-layers
     can express where the layers do not divide evenly: the ranks between hold floor(L / p) or
     ceil(L / p) layers each, the end stages at most as many and at least one per chunk; of
     those, the one whose busiest stage has the fewest forward FLOPs (its layers by kind, the
     LM head and the MTP modules on the last, §11.5). Ties go to fewer layers on the first
-    stage, which holds the most micro-batches in flight."""
+    stage, which holds the most micro-batches in flight. v_shaped: the 2p virtual stages of a
+    V instead (the ends both on device 0, the others paired r with 2p-1-r)."""
     L = shape.layers
     fl = [shape.layer_forward_flops_per_token(seq, shape.is_moe_layer(i)) for i in range(L)]
     cum = [0.0]
@@ -300,21 +328,28 @@ def balanced_ends(shape: ModelShape, seq: int, pp: int, chunks: int) -> tuple[in
     tail = 2.0 * shape.vocab * shape.hidden * (1 + shape.mtp_layers) + shape.mtp_layers \
         * shape.layer_forward_flops_per_token(seq, shape.is_moe_layer(L))
     best: tuple | None = None
-    for n in sorted({L // pp, -(-L // pp)} if pp > 2 else {0}):
-        rest = L - (pp - 2) * n
+    stages = 2 * pp if v_shaped else pp
+    for n in sorted({L // stages, -(-L // stages)} if stages > 2 else {0}):
+        rest = L - (stages - 2) * n
         for f in range(chunks, rest - chunks + 1, chunks):
             last = rest - f
-            if last % chunks or (pp > 2 and max(f, last) > n) or n % chunks:
+            if last % chunks or (stages > 2 and max(f, last) > n) or n % chunks:
                 continue
-            cost = max(cum[f], cum[L] - cum[L - last] + tail,
-                       max((cum[f + (r + 1) * n] - cum[f + r * n] for r in range(pp - 2)),
-                           default=0.0))
+            mid = [cum[f + (r + 1) * n] - cum[f + r * n] for r in range(stages - 2)]
+            ends = [cum[f], cum[L] - cum[L - last] + tail]
+            if v_shaped:        # device 0 holds both ends, device r chunks r and 2p-1-r
+                per_device = [sum(ends)] + [mid[r - 1] + mid[stages - 2 - r]
+                                            for r in range(1, pp)]
+            else:
+                per_device = ends + mid
+            cost = max(per_device)
             # within 1e-9 counts as a tie, so rounding never decides the split
             if best is None or cost < best[0] * (1 - 1e-9):
                 best = (cost, (f, last))
     if best is None:
-        raise InputError(f"the {L} layers of {shape.name} do not split over PP {pp}: the "
-                         f"stages between the ends hold {L // pp} or {-(-L // pp)} layers, "
-                         f"the ends at least {chunks} and at most as many (give "
+        where = f"PP {pp}" + (f" ({stages} virtual stages of a V)" if v_shaped else "")
+        raise InputError(f"the {L} layers of {shape.name} do not split over {where}: the "
+                         f"stages between the ends hold {L // stages} or {-(-L // stages)} "
+                         f"layers, the ends at least {chunks} and at most as many (give "
                          f"--first-stage-layers / --last-stage-layers)")
     return best[1]

@@ -15,7 +15,7 @@ from ..shapes import ModelShape
 from . import kernels
 from . import memory as mem
 from . import moe, schedules
-from .config import Hardware, Layout, Policy, check_layout, stage_layers
+from .config import Hardware, Layout, Policy, check_layout, chunk_layers
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,31 +235,70 @@ class Terms:
         return schedules.placement(self.policy.schedule, self.p, self.layout.vpp)
 
     @cached_property
-    def stage_layers(self) -> tuple[int, ...]:
-        """Decoder layers per pipeline rank (Megatron's rules, §11.5)."""
+    def chunk_counts(self) -> tuple[int, ...]:
+        """Decoder layers per virtual stage (Megatron's rules; a V's ends, §11.5)."""
         lay = self.layout
-        return stage_layers(self.shape, lay.seq, lay.pp, self.policy.schedule, lay.vpp,
+        return chunk_layers(self.shape, lay.seq, lay.pp, self.policy.schedule, lay.vpp,
                             lay.first_layers, lay.last_layers)
+
+    @property
+    def stage_layers(self) -> tuple[int, ...]:
+        """Decoder layers per pipeline rank."""
+        out = [0] * self.p
+        for d, n in zip(self.dev_of, self.chunk_counts):
+            out[d] += n
+        return tuple(out)
+
+    @cached_property
+    def kinds(self) -> tuple[LayerCosts, ...]:
+        """The kinds of layer this model has, in the order chunk_kinds indexes them."""
+        return tuple(LayerCosts(self, m, t) for m in (False, True) for t in (False, True))
+
+    @cached_property
+    def chunk_kinds(self) -> np.ndarray:
+        """(nvs, layers_per_chunk): the kind of every layer of every virtual stage in order
+        (contiguous blocks of decoder layers in virtual-stage order, the MTP modules after the
+        last layer, §11.5), -1 past a chunk's end."""
+        s = self.shape
+        rows, first = [], 0
+        for n in self.chunk_counts:
+            rows.append([2 * s.is_moe_layer(i) for i in range(first, first + n)])
+            first += n
+        rows[-1] += [2 * s.is_moe_layer(s.layers + i) + 1 for i in range(s.mtp_layers)]
+        out = np.full((len(rows), max(len(r) for r in rows)), -1)
+        for vs, r in enumerate(rows):
+            out[vs, :len(r)] = r
+        return out
 
     @cached_property
     def chunk_layers(self) -> tuple[tuple[LayerCosts, ...], ...]:
-        """The layers of every virtual stage in order: contiguous blocks of decoder layers in
-        virtual-stage order, each rank's layers split evenly over its chunks, the MTP modules
-        after the last layer (§11.5)."""
-        s = self.shape
-        kinds = {(m, t): LayerCosts(self, m, t) for m in (False, True) for t in (False, True)}
-        out, first = [], 0
-        for d in self.dev_of:
-            n = self.stage_layers[d] // self.chunks
-            out.append([kinds[s.is_moe_layer(i), False] for i in range(first, first + n)])
-            first += n
-        out[-1] += [kinds[s.is_moe_layer(s.layers + i), True] for i in range(s.mtp_layers)]
-        return tuple(tuple(x) for x in out)
+        """The layers of every virtual stage in order, as LayerCosts of their kind."""
+        return tuple(tuple(self.kinds[k] for k in row if k >= 0) for row in self.chunk_kinds)
 
     @cached_property
+    def kind_counts(self) -> np.ndarray:
+        """(nvs, kinds): layers of each kind per virtual stage."""
+        k = self.chunk_kinds
+        return np.stack([(k == i).sum(axis=1) for i in range(len(self.kinds))], axis=1)
+
+    def _per_kind(self, attr: str) -> np.ndarray:
+        """A per-layer quantity of every kind the model has (0 for the others, never costed)."""
+        present = self.kind_counts.any(axis=0).tolist()
+        return np.array([getattr(x, attr) if used else 0.0
+                         for x, used in zip(self.kinds, present)], dtype=float)
+
+    def chunk_sum(self, attr: str) -> np.ndarray:
+        """A per-layer quantity summed over each virtual stage's layers."""
+        return self.kind_counts @ self._per_kind(attr)
+
+    def device_sum(self, per_chunk: np.ndarray) -> np.ndarray:
+        """A per-virtual-stage quantity summed over each device's chunks."""
+        return np.bincount(self.dev_of, weights=per_chunk, minlength=self.p)
+
+    @property
     def layer(self) -> LayerCosts:
         """The last decoder layer's kind: every layer's, when all layers are alike."""
-        return LayerCosts(self, self.shape.is_moe_layer(self.shape.layers - 1))
+        return self.kinds[2 * self.shape.is_moe_layer(self.shape.layers - 1)]
 
     @property
     def omega(self) -> float:
@@ -270,29 +309,24 @@ class Terms:
     @cached_property
     def uniform(self) -> bool:
         """Every chunk holds the same number of layers of one kind."""
-        first = self.chunk_layers[0]
-        return all(len(c) == len(first) for c in self.chunk_layers) \
-            and len({(x.moe, x.mtp) for c in self.chunk_layers for x in c}) == 1
+        k = self.chunk_kinds
+        return bool((k == k[0, 0]).all())
 
     @property
     def layers_per_chunk(self) -> int:
         """The most layers a virtual stage holds (MTP modules included)."""
-        return max(len(c) for c in self.chunk_layers)
+        return self.chunk_kinds.shape[1]
 
     @cached_property
     def chunk_sizes(self) -> np.ndarray:
         """Layers per virtual stage."""
-        return np.array([len(c) for c in self.chunk_layers])
+        return (self.chunk_kinds >= 0).sum(axis=1)
 
-    def _prefix(self, value, accumulate=np.cumsum) -> np.ndarray:
-        """(nvs, layers_per_chunk + 1): `value` accumulated (summed) over the first k layers of
-        each chunk, the last entry repeated past a chunk's end."""
-        out = np.zeros((self.nvs, self.layers_per_chunk + 1))
-        for vs, chunk in enumerate(self.chunk_layers):
-            x = accumulate(np.array([value(layer) for layer in chunk], dtype=float))
-            out[vs, 1: len(x) + 1] = x
-            out[vs, len(x) + 1:] = x[-1] if len(x) else 0.0
-        return out
+    def _prefix(self, attr: str, accumulate=np.cumsum) -> np.ndarray:
+        """(nvs, layers_per_chunk + 1): a per-layer quantity (>= 0) accumulated (summed) over
+        the first k layers of each chunk; the 0 padding past a chunk's end repeats the last."""
+        per_layer = np.append(self._per_kind(attr), 0.0)[self.chunk_kinds]
+        return np.concatenate([np.zeros((self.nvs, 1)), accumulate(per_layer, axis=1)], axis=1)
 
     # ---- activations (§4) ------------------------------------------------------------------
     @cached_property
@@ -309,27 +343,27 @@ class Terms:
     @cached_property
     def stored_prefix(self) -> np.ndarray:
         """Stored activations of the first k layers of each chunk (nvs, k)."""
-        return self._prefix(lambda x: x.a_layer)
+        return self._prefix("a_layer")
 
     @cached_property
     def full_prefix(self) -> np.ndarray:
         """A_full of the first k layers of each chunk: a shared segment's recompute transient."""
-        return self._prefix(lambda x: x.a_full)
+        return self._prefix("a_full")
 
     @cached_property
     def full_max_prefix(self) -> np.ndarray:
         """The largest A_full among the first k layers: layer-by-layer recompute's transient."""
-        return self._prefix(lambda x: x.a_full, np.maximum.accumulate)
+        return self._prefix("a_full", np.maximum.accumulate)
 
     @cached_property
     def recompute_prefix(self) -> np.ndarray:
         """Seconds of recomputing the first k layers of each chunk: their forwards (nvs, k)."""
-        return self._prefix(lambda x: x.t_f)
+        return self._prefix("t_f")
 
     @cached_property
     def flops_prefix(self) -> np.ndarray:
         """Forward FLOPs (all TP shards) of the first k layers of each chunk (nvs, k)."""
-        return self._prefix(lambda x: x.flops)
+        return self._prefix("flops")
 
     @cached_property
     def chunk_stored(self) -> np.ndarray:
@@ -339,15 +373,14 @@ class Terms:
     @cached_property
     def chunk_held(self) -> np.ndarray:
         """Bytes each chunk holds from B to W per micro-batch (split backward)."""
-        return np.array([sum(x.held for x in c) for c in self.chunk_layers])
+        return self.chunk_sum("held")
 
     @cached_property
     def work_bytes(self) -> np.ndarray:
         """The working buffer of each device: its largest layer's A_full (one working layer
         while an op runs, §4.4)."""
         out = np.zeros(self.p)
-        for d, chunk in zip(self.dev_of, self.chunk_layers):
-            out[d] = max([out[d]] + [x.a_full for x in chunk])
+        np.maximum.at(out, np.asarray(self.dev_of), self.full_max_prefix[:, -1])
         return out
 
     @cached_property
@@ -375,10 +408,7 @@ class Terms:
     @cached_property
     def expert_params(self) -> tuple[float, ...]:
         """Routed-expert parameters per device (one GPU)."""
-        out = [0.0] * self.p
-        for d, chunk in zip(self.dev_of, self.chunk_layers):
-            out[d] += sum(x.expert_params for x in chunk)
-        return tuple(out)
+        return tuple(self.device_sum(self.chunk_sum("expert_params")).tolist())
 
     @cached_property
     def expert_state_bytes(self) -> mem.StateBytes:
@@ -402,14 +432,12 @@ class Terms:
     @cached_property
     def params(self) -> tuple[float, ...]:
         """P_dev(r): parameters per device (one TP shard), routed experts apart."""
-        out = [0.0] * self.p
-        for vs, (d, chunk) in enumerate(zip(self.dev_of, self.chunk_layers)):
-            out[d] += sum(x.params for x in chunk) + self._end_params(vs)
-        return tuple(out)
+        ends = np.array([self._end_params(vs) for vs in range(self.nvs)])
+        return tuple(self.device_sum(self.chunk_sum("params") + ends).tolist())
 
     def chunk_params(self, vs: int) -> float:
         """Parameters of one virtual stage (one TP shard), embedding/head included."""
-        return sum(x.params + x.expert_params for x in self.chunk_layers[vs]) \
+        return float(self.chunk_sum("params")[vs] + self.chunk_sum("expert_params")[vs]) \
             + self._end_params(vs)
 
     def weights(self, d: int) -> float:
@@ -418,9 +446,8 @@ class Terms:
         weight (§7.4)."""
         cache = 0.0
         if self.gemm_format is not None:
-            cache = 2 * self.gemm_format.bytes * sum(
-                x.linear_params for dev, c in zip(self.dev_of, self.chunk_layers) if dev == d
-                for x in c)
+            cache = 2 * self.gemm_format.bytes \
+                * self.device_sum(self.chunk_sum("linear_params"))[d]
         return self.state_bytes.weights * self.params[d] + cache \
             + self.expert_state_bytes.weights * self.expert_params[d]
 
@@ -487,9 +514,7 @@ class Terms:
     def chunk_times(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
         """(T_F, T_B, T_W) per virtual stage: its layers; the last one adds the LM head, once
         more for every MTP module."""
-        tf = [sum(x.t_f for x in c) for c in self.chunk_layers]
-        tb = [sum(x.t_b for x in c) for c in self.chunk_layers]
-        tw = [sum(x.t_w for x in c) for c in self.chunk_layers]
+        tf, tb, tw = (self.chunk_sum(a).tolist() for a in ("t_f", "t_b", "t_w"))
         heads = 1 + self.shape.mtp_layers
         hf, hb, hw_ = self.head_times
         tf[-1] += heads * hf
@@ -508,7 +533,7 @@ class Terms:
     @cached_property
     def chunk_all_to_all(self) -> tuple[float, ...]:
         """Exposed all-to-all seconds of each virtual stage in one pass (F or B)."""
-        return tuple(sum(x.all_to_all_s for x in c) for c in self.chunk_layers)
+        return tuple(self.chunk_sum("all_to_all_s").tolist())
 
     @property
     def blocking_p2p(self) -> bool:

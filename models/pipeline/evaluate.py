@@ -175,7 +175,7 @@ class Outcome:
         """Recomputed FLOPs per iteration, whole cluster."""
         t = self.terms
         marked = sum(t.flops_prefix[vs, k] for (vs, _), k in self.plan.marks.items())
-        sel = sum(x.selective_flops for c in t.chunk_layers for x in c) * t.m
+        sel = t.chunk_sum("selective_flops").sum() * t.m
         return (marked + sel) * t.layout.dp
 
     @property

@@ -347,8 +347,7 @@ class PipelineStudy:
         skipped = np.full(n, "", dtype=object)
         reasons = np.full(n, "", dtype=object)
         usable = self.workload.hw.usable_bytes
-        keys = [tuple(points[p][i].item() if hasattr(points[p][i], "item") else points[p][i]
-                      for p in PARAMS) for i in range(n)]
+        keys = list(zip(*(np.asarray(points[p]).tolist() for p in PARAMS)))  # Python values
         bounds = np.full(n, np.inf)
         for i, key in enumerate(keys):
             b = self.bound(key)
