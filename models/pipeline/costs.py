@@ -283,7 +283,7 @@ class Terms:
 
     def _per_kind(self, attr: str) -> np.ndarray:
         """A per-layer quantity of every kind the model has (0 for the others, never costed)."""
-        present = self.kind_counts.any(axis=0).tolist()
+        present = [bool(n) for n in self.kind_counts.sum(axis=0)]
         return np.array([getattr(x, attr) if used else 0.0
                          for x, used in zip(self.kinds, present)], dtype=float)
 
