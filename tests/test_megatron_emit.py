@@ -20,6 +20,8 @@ def back(config: dict) -> dict:
                    a.get("--decoder-last-pipeline-num-layers"))
     pp = a["--pipeline-model-parallel-size"]
     extra = {"mtp_layers": a["--mtp-num-layers"]} if "--mtp-num-layers" in a else {}
+    if "--context-parallel-size" in a:
+        extra |= {"cp": a["--context-parallel-size"], "cp_comm": a["--cp-comm-type"]}
     if first is not None:
         extra["stage_layers"] = [first] + [(a["--num-layers"] - first - last) // (pp - 2)] \
             * (pp - 2) + [last]
@@ -49,7 +51,7 @@ def back(config: dict) -> dict:
     {"schedule": "interleaved", "vpp": 2, "sp": True, "optimizer": "dist-opt",
      "recompute": "selective"},
     {"gemm_format": "fp8"}, {"gemm_format": "mxfp8"}, {"gemm_format": "nvfp4"},
-    {"stage_layers": [8, 14, 14, 12]}, {"mtp_layers": 1},
+    {"stage_layers": [8, 14, 14, 12]}, {"mtp_layers": 1}, {"cp": 4, "cp_comm": "a2a"},
     {"schedule": "interleaved", "vpp": 2, "stage_layers": [12, 14, 14, 8]},
 ])
 def test_arguments_parse_back_to_the_configuration(change):

@@ -94,13 +94,14 @@ def _config_line(c: dict) -> str:
     v = f", v {c['vpp']}" if c["schedule"] == "interleaved" else ""
     cap = f", C = {c['cap']}" if c.get("cap") is not None else ""
     moe = f", EP {c['ep']} x ETP {c['etp']} (EDP {c['edp']})" if c.get("experts") else ""
+    cp = f" x CP {c['cp']} ({c['cp_comm']})" if c.get("cp", 1) > 1 else ""
     split = c.get("stage_layers", [])
     if len(set(split)) > 1:              # uneven end stages (§11.5), runs of equal counts
         runs = [(n, len(list(g))) for n, g in itertools.groupby(split)]
         v += ", layers " + " | ".join(f"{k} x {n}" if k > 1 else str(n) for n, k in runs)
     if c.get("mtp_layers"):
         v += f" + {c['mtp_layers']} MTP"
-    return (f"TP {c['tp']} x PP {c['pp']} x DP {c['dp']}{moe}{v}, micro-batch {c['mbs']} x "
+    return (f"TP {c['tp']}{cp} x PP {c['pp']} x DP {c['dp']}{moe}{v}, micro-batch {c['mbs']} x "
             f"{c['m']} per iteration, {c['schedule']}{cap}, recompute {c['recompute']}, "
             f"offload {c['offload']}, optimizer {c['optimizer']} "
             f"({c['state_bytes_per_param']:g} B/param)")

@@ -154,6 +154,13 @@ class _Degrees:
                                "powers of two dividing the experts")
     etp: Optional[int] = option(None, "--etp", help="expert tensor-parallel degree (MoE)",
                                 default_text="TP, as Megatron-Core")
+    cp: Optional[str] = option(None, "--cp", help="context-parallel degree: the sequence split "
+                               "over CP GPUs; one value or a range (as --tp)",
+                               default_text="1; searched from 16K tokens: 2-8, >= 8K tokens "
+                               "per GPU")
+    cp_comm: str = option("p2p", "--cp-comm", help="context-parallel attention: p2p (ring, "
+                          "KV blocks passed around under the attention) or a2a (all-to-all "
+                          "of Q, K, V and output, DeepSpeed-Ulysses)")
     sp: Optional[bool] = option(None, "--sp/--no-sp", help="sequence parallelism",
                                 default_text="off (MoE models: on, as Megatron-Core needs "
                                 "it with TP); validate: the fixture's")
@@ -425,7 +432,7 @@ def workload(req: PipelineRequest):
                          sp=model.is_moe if p.sp is None else p.sp, flash=p.flash,
                          tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio, etp=p.etp,
                          moe_imbalance=w.moe_imbalance, first_layers=p.first_stage_layers,
-                         last_layers=p.last_stage_layers)
+                         last_layers=p.last_stage_layers, cp_comm=p.cp_comm)
 
 
 def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:
@@ -484,6 +491,7 @@ def space(req: PipelineRequest, work) -> dict:
 
     p, pol = req.par, req.policy
     tps, pps, eps = _range(p.tp, "--tp"), _range(p.pp, "--pp"), _range(p.ep, "--ep")
+    cps = _range(p.cp, "--cp")
     scheds = None if pol.schedule is None else schedules_of(pol.schedule, ())
     vpps, mbss = _range(p.vpp, "--vpp"), _range(p.mbs, "--mbs")
     recs = _names(pol.recompute, config.RECOMPUTE, "--recompute")
@@ -491,7 +499,7 @@ def space(req: PipelineRequest, work) -> dict:
     opt = optimizer(pol)
     return search_space(work, tp=tps, pp=pps, vpp=vpps, mbs=mbss, schedule=scheds,
                         recompute=recs, offload=offs, optimizer=None if opt is None else (opt,),
-                        ep=eps)
+                        ep=eps, cp=cps)
 
 
 def build(req: PipelineRequest, keep: int | None = 10):
@@ -505,7 +513,8 @@ def build(req: PipelineRequest, keep: int | None = 10):
                           mbss=lists["mbs"], schedule_names=lists["schedule"],
                           recomputes=lists["recompute"], offloads=lists["offload"],
                           optimizers=lists["optimizer"], cap=req.policy.cap, keep=keep,
-                          chronos_savers_everywhere=explicit, eps=lists["ep"])
+                          chronos_savers_everywhere=explicit, eps=lists["ep"],
+                          cps=lists["cp"])
     return work, lists, study
 
 
@@ -610,7 +619,7 @@ def fixed_outcome(req: PipelineRequest):
         return work, best, "best configuration of the default search"
     vpp, mbs = one(p.vpp, "--vpp", 1), one(p.mbs, "--mbs", 1)
     policy = fixed_policy(req.policy, one_schedule(req.policy))
-    lay = work.layout(tp, pp, mbs, vpp, p.dp, one(p.ep, "--ep", 1))
+    lay = work.layout(tp, pp, mbs, vpp, p.dp, one(p.ep, "--ep", 1), one(p.cp, "--cp", 1))
     out = solve(work.terms(lay, policy)).outcome
     assert out is not None                      # no incumbent: nothing is pruned
     if not out.fits and out.plan.host_limited:

@@ -21,6 +21,7 @@ RECOMPUTE = ("none", "selective", "full", "full-fit", "chronos")
 FULL_RECOMPUTE = ("full", "full-fit")     # Megatron full recompute of k layers per chunk
 OFFLOAD = ("none", "optimizer", "chronos")
 OPTIMIZERS = ("none", "dist-opt", "zero1", "zero2", "zero3")
+CP_COMM = ("p2p", "a2a")                  # Megatron's --cp-comm-type values modelled (§12)
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,16 @@ class Layout:
     moe_imbalance: float = 1.0        # routed tokens of the busiest GPU over the mean (§11)
     first_layers: int | None = None   # decoder layers of the first / last pipeline stage
     last_layers: int | None = None    # (Megatron's --decoder-first/last-pipeline-num-layers)
+    cp: int = 1                       # context parallelism: the sequence split over cp GPUs
+    cp_comm: str = "p2p"              # ring attention (p2p) or all-to-all (a2a, Ulysses) (§12)
 
     def __post_init__(self) -> None:
         if not (self.tb_ratio > 0 and self.tw_ratio > 0):
             raise InputError("--tb-ratio and --tw-ratio must be > 0")
         check_imbalance(self.moe_imbalance)
+        if self.cp_comm not in CP_COMM:
+            raise InputError(f"--cp-comm must be one of {', '.join(CP_COMM)}, got "
+                             f"{self.cp_comm!r}")
         for flag, v in (("--first-stage-layers", self.first_layers),
                         ("--last-stage-layers", self.last_layers)):
             if v is not None and v < 0:
@@ -158,7 +164,12 @@ class Layout:
     @property
     def moe(self) -> MoeLayout:
         """The expert side of this layout (Megatron-Core's rules, §11)."""
-        return MoeLayout(self.gpus, self.tp, self.pp, 1, self.ep, self.etp)
+        return MoeLayout(self.gpus, self.tp, self.pp, self.cp, self.ep, self.etp)
+
+    @property
+    def local_seq(self) -> int:
+        """Tokens of each sequence on one GPU: s / CP (§12)."""
+        return self.seq // self.cp
 
     @property
     def m(self) -> int:
@@ -167,7 +178,13 @@ class Layout:
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.stage_gpus * self.pp
+
+    @property
+    def stage_gpus(self) -> int:
+        """GPUs of one pipeline stage, TP x CP x DP (Megatron's rank order: TP fastest, then
+        CP, DP, PP)."""
+        return self.tp * self.cp * self.dp
 
 
 @dataclass(frozen=True)
@@ -216,14 +233,16 @@ class Policy:
 def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) -> None:
     """Every divisibility rule a layout must meet on `gpus` GPUs; InputError names the one
     that fails."""
-    for name in ("tp", "pp", "dp", "vpp", "seq", "mbs", "global_batch"):
+    for name in ("tp", "pp", "dp", "vpp", "seq", "mbs", "global_batch", "cp"):
         if getattr(layout, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got "
                              f"{getattr(layout, name)}")
     if layout.gpus != gpus:
-        raise InputError(f"layout TP {layout.tp} x PP {layout.pp} x DP {layout.dp} = "
+        cp = f" x CP {layout.cp}" if layout.cp > 1 else ""
+        raise InputError(f"layout TP {layout.tp}{cp} x PP {layout.pp} x DP {layout.dp} = "
                          f"{layout.gpus} GPUs does not divide the {gpus} GPUs exactly")
     shape.check_tensor_parallel(layout.tp)
+    check_context_parallel(shape, layout)
     if shape.is_moe or layout.ep != 1 or layout.etp is not None:
         layout.moe.check(shape)
         if shape.is_moe and layout.tp > 1 and not layout.sp:
@@ -242,6 +261,23 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
                          f"pipeline, got {layout.m}")
     if schedule != "interleaved" and layout.vpp != 1:
         raise InputError(f"--vpp {layout.vpp} applies to the interleaved schedule only")
+
+
+def check_context_parallel(shape: ModelShape, layout: Layout) -> None:
+    """Megatron-Core's context-parallel rules (§12): the sequence in 2 CP chunks (causal load
+    balancing), flash attention (TE's fused attention runs CP), and for the all-to-all the
+    heads of a TP rank spread evenly over the CP ranks."""
+    cp = layout.cp
+    if cp == 1:
+        return
+    if layout.seq % (2 * cp):
+        raise InputError(f"CP {cp} needs the sequence ({layout.seq}) to be a multiple of 2 x CP "
+                         f"= {2 * cp} (causal load balancing)")
+    if not layout.flash:
+        raise InputError("context parallelism runs with flash attention only (--flash)")
+    if layout.cp_comm == "a2a" and (shape.heads // layout.tp) % cp:
+        raise InputError(f"--cp-comm a2a: the {shape.heads // layout.tp} heads per TP rank do "
+                         f"not spread evenly over CP {cp}")
 
 
 def chunk_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int = 1,

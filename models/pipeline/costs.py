@@ -8,7 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..comm import RING, bus_s, p2p_s
+from ..comm import RING, all_to_all_s, bus_s, p2p_s
 from ..errors import InputError
 from ..formats import NumberFormat, number_format
 from ..shapes import ModelShape
@@ -36,15 +36,15 @@ class LayerCosts:
     # ---- activations (§4, §11) --------------------------------------------------------------
     def _act(self, recompute: str) -> float:
         t, lay = self.terms, self.terms.layout
-        a = mem.layer_activation_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp,
+        a = mem.layer_activation_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp,
                                        lay.flash, recompute, t.gemm_bytes)
         if recompute == "full":
             return a
         if self.moe:
-            a += moe.moe_ffn_bytes(self.shape, lay.seq, lay.mbs, lay.moe,
+            a += moe.moe_ffn_bytes(self.shape, lay.local_seq, lay.mbs, lay.moe,
                                    imbalance=lay.moe_imbalance)
         if self.mtp:
-            a += mem.mtp_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, t.gemm_bytes)
+            a += mem.mtp_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp, t.gemm_bytes)
         return a
 
     @cached_property
@@ -62,9 +62,9 @@ class LayerCosts:
         """Bytes held from B to W with split backward: each linear's input and output gradient
         (§4.2), at most the layer's activations."""
         lay, q = self.terms.layout, self.terms.gemm_bytes
-        x = mem.split_backward_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, q)
+        x = mem.split_backward_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp, q)
         if self.moe:
-            x += moe.moe_split_backward_bytes(self.shape, lay.seq, lay.mbs, lay.moe, q,
+            x += moe.moe_split_backward_bytes(self.shape, lay.local_seq, lay.mbs, lay.moe, q,
                                               lay.moe_imbalance)
         return min(self.a_layer, x)
 
@@ -101,9 +101,10 @@ class LayerCosts:
         """F, B, W from the layer's kernels (§7.2), TP communication excluded."""
         lay, hw = self.terms.layout, self.terms.hw
         k = kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash, hw.gpu,
-                                hw.time, lay.moe if self.moe else None, lay.moe_imbalance)
+                                hw.time, lay.moe if self.moe else None, lay.moe_imbalance,
+                                lay.cp)
         if self.mtp:
-            k = kernels.with_mtp(k, self.shape, lay.seq, lay.mbs, lay.tp, hw.gpu, hw.time)
+            k = kernels.with_mtp(k, self.shape, lay.local_seq, lay.mbs, lay.tp, hw.gpu, hw.time)
         return k
 
     @cached_property
@@ -113,7 +114,8 @@ class LayerCosts:
         if not self.moe:
             return 0.0
         lay, hw = self.terms.layout, self.terms.hw
-        return 2 * moe.all_to_all_time(self.shape, lay.seq, lay.mbs, lay.moe, hw.gpu, hw.node,
+        return 2 * moe.all_to_all_time(self.shape, lay.local_seq, lay.mbs, lay.moe, hw.gpu,
+                                       hw.node,
                                        imbalance=lay.moe_imbalance)
 
     @cached_property
@@ -136,8 +138,37 @@ class LayerCosts:
 
     @cached_property
     def t_compute(self) -> float:
-        """Flat model: the forward FLOPs at eff x peak."""
-        return self.flops / (self.terms.layout.tp * self.terms.hw.achieved_flops)
+        """Flat model: the forward FLOPs at eff x peak, over TP x CP GPUs."""
+        lay = self.terms.layout
+        return self.flops / (lay.tp * lay.cp * self.terms.hw.achieved_flops)
+
+    @cached_property
+    def cp_comm_s(self) -> tuple[float, float]:
+        """(forward, backward) exposed context-parallel communication (§12). Ring (p2p): the
+        KV blocks circulate CP - 1 steps, an all-gather's volume of the sequence's K and V
+        (the backward their gradients too: twice), hidden under the pass's attention kernel;
+        all-to-all (Ulysses): Q, K, V and the output exchanged among the CP ranks in each
+        pass, exposed."""
+        t, lay = self.terms, self.terms.layout
+        if lay.cp == 1:
+            return 0.0, 0.0
+        s, tokens = self.shape, lay.seq * lay.mbs
+        if s.is_mla:
+            k_w, v_w = s.heads * (s.head_dim + s.qk_rope_head_dim), \
+                s.heads * (s.v_head_dim or s.head_dim)
+            q_w, o_w = k_w, v_w
+        else:
+            k_w = v_w = s.kv_dim
+            q_w = o_w = s.q_dim
+        if lay.cp_comm == "a2a":
+            per_gpu = 2.0 * tokens / lay.cp * (q_w + k_w + v_w + o_w) / lay.tp
+            x = t.cp_all_to_all_s(per_gpu)
+            return x, x
+        kv = 2.0 * tokens * (k_w + v_w) / lay.tp           # the sequence's K and V, bf16
+        ring = t.collective_s("all-gather", lay.cp, lay.tp, kv)
+        k = self.kernel_times.terms
+        return (max(0.0, ring - k.get("F: flash attention", 0.0)),
+                max(0.0, 2 * ring - k.get("B: flash attention", 0.0)))
 
     @cached_property
     def t_f(self) -> float:
@@ -146,7 +177,7 @@ class LayerCosts:
         if t.flat:
             return self.t_compute + t.tp_comm_s
         return self.kernel_times.f + t.exposed_tp(self.kernel_times.gemms("F")) \
-            + self.all_to_all_s
+            + self.all_to_all_s + self.cp_comm_s[0]
 
     @cached_property
     def selective_s(self) -> float:
@@ -168,7 +199,8 @@ class LayerCosts:
         if t.flat:
             return self.t_compute * t.layout.tb_ratio + t.tp_comm_s + self.selective_s
         k = self.kernel_times
-        return k.b + t.exposed_tp(k.gemms("B")) + self.selective_s + self.all_to_all_s
+        return k.b + t.exposed_tp(k.gemms("B")) + self.selective_s + self.all_to_all_s \
+            + self.cp_comm_s[1]
 
     @cached_property
     def t_w(self) -> float:
@@ -386,7 +418,7 @@ class Terms:
     @cached_property
     def ckpt(self) -> float:
         lay = self.layout
-        return mem.checkpoint_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp)
+        return mem.checkpoint_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp)
 
     @cached_property
     def extras(self) -> tuple[float, ...]:
@@ -394,16 +426,17 @@ class Terms:
         logits (again for every MTP module) on the last."""
         lay = self.layout
         out = [0.0] * self.nvs
-        out[0] += mem.first_stage_bytes(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp)
+        out[0] += mem.first_stage_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp)
         out[-1] += (1 + self.shape.mtp_layers) * mem.last_stage_bytes(
-            self.shape, lay.seq, lay.mbs, lay.tp)
+            self.shape, lay.local_seq, lay.mbs, lay.tp)
         return tuple(out)
 
     # ---- model states (§3) -----------------------------------------------------------------
     @cached_property
     def state_bytes(self) -> mem.StateBytes:
         pol = self.policy
-        return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.dp, pol.fp32_grads)
+        return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.dp * self.layout.cp,
+                               pol.fp32_grads)
 
     @cached_property
     def expert_params(self) -> tuple[float, ...]:
@@ -466,7 +499,15 @@ class Terms:
         ratios of T_F, collectives at the nominal link bandwidth."""
         return self.hw.time.kind == "flat"
 
-    def _collective_s(self, kind: str, size: int, stride: int, nbytes: float) -> float:
+    def cp_all_to_all_s(self, nbytes: float) -> float:
+        """One all-to-all of `nbytes` per GPU among the CP ranks, TP apart (§12)."""
+        lay, hw = self.layout, self.hw
+        members = max(1, min(lay.cp, hw.gpus_per_node // lay.tp))
+        return all_to_all_s(lay.cp, nbytes, members, hw.gpu.bus_bandwidth * hw.time.comm_scale,
+                            hw.node.inter_node_bandwidth * hw.node.network_efficiency,
+                            hw.gpu.collective_latency_s)
+
+    def collective_s(self, kind: str, size: int, stride: int, nbytes: float) -> float:
         """One collective over `size` ranks `stride` apart. Kernel model: an NCCL ring at the
         group's measured bus bandwidth (§7.2); flat model: the α-β ring at the nominal link
         bandwidth of the span (§7.1)."""
@@ -485,11 +526,11 @@ class Terms:
         """TP communication of one layer in one direction: 2 all-reduces of the 2sbh-byte
         activations (SP: 2 all-gathers + 2 reduce-scatters)."""
         lay = self.layout
-        x = 2.0 * lay.seq * lay.mbs * self.shape.hidden
+        x = 2.0 * lay.local_seq * lay.mbs * self.shape.hidden
         if lay.sp:
-            return 2 * self._collective_s("all-gather", lay.tp, 1, x) \
-                + 2 * self._collective_s("reduce-scatter", lay.tp, 1, x)
-        return 2 * self._collective_s("all-reduce", lay.tp, 1, x)
+            return 2 * self.collective_s("all-gather", lay.tp, 1, x) \
+                + 2 * self.collective_s("reduce-scatter", lay.tp, 1, x)
+        return 2 * self.collective_s("all-reduce", lay.tp, 1, x)
 
     def exposed_tp(self, gemms: float) -> float:
         """--tp-comm-overlap (with SP) hides the TP collectives under the pass's GEMMs."""
@@ -504,10 +545,11 @@ class Terms:
         ratios); kernel model, its GEMMs and the cross-entropy (§7.2)."""
         lay = self.layout
         if self.flat:
-            t = 2.0 * lay.mbs * lay.seq * self.shape.hidden * self.shape.vocab / (
+            t = 2.0 * lay.mbs * lay.local_seq * self.shape.hidden * self.shape.vocab / (
                 lay.tp * self.hw.achieved_flops)
             return t, t * lay.tb_ratio, t * lay.tw_ratio
-        k = kernels.head_times(self.shape, lay.seq, lay.mbs, lay.tp, self.hw.gpu, self.hw.time)
+        k = kernels.head_times(self.shape, lay.local_seq, lay.mbs, lay.tp, self.hw.gpu,
+                               self.hw.time)
         return k.f, k.b, k.w
 
     @cached_property
@@ -558,7 +600,7 @@ class Terms:
         §4.1) and all-gathers it on the receiving node."""
         lay = self.layout
         split = lay.sp or not self.flat
-        return 2.0 * lay.seq * lay.mbs * self.shape.hidden / (lay.tp if split else 1)
+        return 2.0 * lay.local_seq * lay.mbs * self.shape.hidden / (lay.tp if split else 1)
 
     @cached_property
     def boundary_s(self) -> tuple[float, ...]:
@@ -568,9 +610,9 @@ class Terms:
         of the scattered activation."""
         lay, hw = self.layout, self.hw
         gpn, node, gpu = hw.gpus_per_node, hw.node, hw.gpu
-        span = lay.tp * lay.dp
-        gather = 0.0 if self.flat or lay.sp else self._collective_s(
-            "all-gather", lay.tp, 1, 2.0 * lay.seq * lay.mbs * self.shape.hidden)
+        span = lay.stage_gpus
+        gather = 0.0 if self.flat or lay.sp else self.collective_s(
+            "all-gather", lay.tp, 1, 2.0 * lay.local_seq * lay.mbs * self.shape.hidden)
         out = []
         for r in range(self.p):
             hi = (r + 1) % self.p
@@ -601,7 +643,8 @@ class Terms:
         --overlap-param-gather the all-gather under the forward of the first (§7.2)."""
         worst = self.busiest_states
         moe = self.layout.moe
-        r1, g1 = self._grad_sync(self.layout.dp, self.layout.tp, self.params[worst])
+        lay = self.layout        # dense gradients reduce over DP x CP (TP-CP-DP rank order)
+        r1, g1 = self._grad_sync(lay.dp * lay.cp, lay.tp, self.params[worst])
         r2, g2 = self._grad_sync(moe.edp, moe.expert_tp * moe.ep, self.expert_params[worst])
         reduce, gather = r1 + r2, g1 + g2
         tf, tb, tw = self.chunk_times
@@ -627,9 +670,9 @@ class Terms:
             return 0.0, 0.0
         grad_bytes = 4.0 if (self.policy.fp32_grads and not self.policy.zero) else 2.0
         if self.policy.zero or self.policy.dist_opt:
-            return (self._collective_s("reduce-scatter", size, stride, params * grad_bytes),
-                    self._collective_s("all-gather", size, stride, params * 2.0))
-        return self._collective_s("all-reduce", size, stride, params * grad_bytes), 0.0
+            return (self.collective_s("reduce-scatter", size, stride, params * grad_bytes),
+                    self.collective_s("all-gather", size, stride, params * 2.0))
+        return self.collective_s("all-reduce", size, stride, params * grad_bytes), 0.0
 
     @cached_property
     def step_s(self) -> float:

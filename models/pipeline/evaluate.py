@@ -141,7 +141,7 @@ class Outcome:
         """Pinned host RAM the busiest node needs: the GPUs it hosts, by pipeline stage (ranks
         ordered TP fastest, then DP, then PP)."""
         lay, gpn = self.terms.layout, self.terms.hw.gpus_per_node
-        per_stage = lay.tp * lay.dp
+        per_stage = lay.stage_gpus
         nodes: dict[int, float] = {}
         for rank in range(0, lay.gpus):
             stage = rank // per_stage

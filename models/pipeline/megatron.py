@@ -24,7 +24,7 @@ MEGATRON_FLAGS: dict[str, type | None] = {
     "--fp4-recipe": str, "--expert-model-parallel-size": int,
     "--expert-tensor-parallel-size": int, "--decoder-first-pipeline-num-layers": int,
     "--decoder-last-pipeline-num-layers": int, "--num-virtual-stages-per-pipeline-rank": int,
-    "--mtp-num-layers": int,
+    "--mtp-num-layers": int, "--context-parallel-size": int, "--cp-comm-type": str,
 }
 # --gemm-format -> Transformer Engine through Megatron-LM (TransformerConfig.fp8/fp8_recipe,
 # fp4/fp4_recipe): E4M3 forward and E5M2 gradients ('hybrid') with the default delayed scaling
@@ -35,9 +35,9 @@ GEMM_FORMAT_FLAGS = {"bf16": [], "fp8": ["--fp8-format", "hybrid"],
 
 def megatron_args(config: dict) -> tuple[list[str], list[str]]:
     """(arguments, notes) for a configuration: layers, seq, mbs, global_batch, tp, pp, vpp,
-    stage_layers (uneven end stages), mtp_layers, schedule, sp, recompute, recompute_layers
-    (per chunk, for full-fit), offload, optimizer, and the time model's switches. Notes name
-    what has no Megatron-LM flag."""
+    stage_layers (uneven end stages), mtp_layers, cp, cp_comm, schedule, sp, recompute,
+    recompute_layers (per chunk, for full-fit), offload, optimizer, and the time model's
+    switches. Notes name what has no Megatron-LM flag."""
     c = config
     args = ["--num-layers", str(c["layers"]), "--seq-length", str(c["seq"]),
             "--micro-batch-size", str(c["mbs"]), "--global-batch-size", str(c["global_batch"]),
@@ -59,6 +59,8 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
         notes.append(f"schedule {schedule}: no Megatron-LM flag (it would run 1F1B, the "
                      f"predicted time assumes {schedule}); --schedule 1f1b,interleaved "
                      f"searches only what Megatron-LM runs")
+    if c.get("cp", 1) > 1:      # ModelParallelConfig / TransformerConfig.cp_comm_type
+        args += ["--context-parallel-size", str(c["cp"]), "--cp-comm-type", c["cp_comm"]]
     if c.get("mtp_layers"):
         args += ["--mtp-num-layers", str(c["mtp_layers"])]
     if c.get("sp"):

@@ -41,6 +41,7 @@ class Workload:
     moe_imbalance: float = 1.0         # routed tokens of the busiest GPU over the mean
     first_layers: int | None = None    # decoder layers of the first / last pipeline stage
     last_layers: int | None = None     # (None: even, or balanced when even cannot be)
+    cp_comm: str = "p2p"               # context parallelism: ring (p2p) or all-to-all (a2a)
 
     def __post_init__(self) -> None:
         if self.seq < 1 or self.global_batch < 1:
@@ -54,14 +55,15 @@ class Workload:
         check_imbalance(self.moe_imbalance)
 
     def layout(self, tp: int, pp: int, mbs: int, vpp: int = 1, dp: int | None = None,
-               ep: int = 1) -> Layout:
+               ep: int = 1, cp: int = 1) -> Layout:
         if dp is None:
-            if tp < 1 or pp < 1 or self.hw.gpus % (tp * pp):
-                raise InputError(f"TP {tp} x PP {pp} does not divide the {self.hw.gpus} GPUs")
-            dp = self.hw.gpus // (tp * pp)
+            if min(tp, pp, cp) < 1 or self.hw.gpus % (tp * pp * cp):
+                what = f"TP {tp} x PP {pp}" + (f" x CP {cp}" if cp != 1 else "")
+                raise InputError(f"{what} does not divide the {self.hw.gpus} GPUs")
+            dp = self.hw.gpus // (tp * pp * cp)
         return Layout(tp, pp, dp, self.seq, mbs, self.global_batch, vpp, self.sp, self.flash,
                       self.tb_ratio, self.tw_ratio, ep, self.etp, self.moe_imbalance,
-                      self.first_layers, self.last_layers)
+                      self.first_layers, self.last_layers, cp, self.cp_comm)
 
     def terms(self, layout: Layout, policy: Policy, layers: int | None = None) -> Terms:
         model = self.model if layers is None else self.model.with_layers(layers)
@@ -90,7 +92,8 @@ METRICS = (
 )
 OBJECTIVES = (Objective("tokens_per_s", "maximize"), Objective("mfu", "maximize"),
               Objective("peak_max_bytes", "minimize"), Objective("iteration_s", "minimize"))
-PARAMS = ("tp", "pp", "vpp", "mbs", "schedule", "recompute", "offload", "optimizer", "ep")
+PARAMS = ("tp", "pp", "vpp", "mbs", "schedule", "recompute", "offload", "optimizer", "ep",
+          "cp")
 
 
 def metrics_of(out: Outcome) -> dict[str, float]:
@@ -142,20 +145,24 @@ SEARCHED_TP = (1, 2, 4, 8, 16)
 # every layer recomputed ('full') only costs time where the fewest that fit ('full-fit') suffice
 SEARCHED_RECOMPUTE = tuple(r for r in RECOMPUTE if r != "full")
 SEARCHED_MBS = (1, 2, 4, 8)
+SEARCHED_CP = (1, 2, 4, 8)
+CP_MIN_TOKENS = 8192             # a search splits a sequence no finer (§12)
 
 
 def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=None,
-                 recompute=None, offload=None, optimizer=None, ep=None) -> dict[str, tuple]:
+                 recompute=None, offload=None, optimizer=None, ep=None,
+                 cp=None) -> dict[str, tuple]:
     """The searched values of every parameter (§10): the given ones, else every value that can
     divide. TP: 1-16 in powers of two within a node, dividing the heads and the GPUs; PP:
     dividing the GPUs, at most the layers (uneven end stages where the layers do not divide,
     §11.5); vpp 1 and 2 when interleaved is searched, else 1;
     micro-batch 1, 2, 4, 8; every schedule, recompute and offload policy; optimizer none, and
     the distributed optimizer too when some layout leaves DP > 1; EP (MoE) the powers of two
-    dividing the experts and the GPUs, 1 for a dense model. EP multiplies an MoE model's space,
-    so by default it searches the schedules Megatron-Core runs (GPipe, 1F1B, interleaved) and
-    DeepSeek's DualPipeV, no Chronos savers; --schedule / --recompute / --offload add the
-    others."""
+    dividing the experts and the GPUs, 1 for a dense model; CP 1, and for sequences of 16K
+    tokens and more the powers of two up to 8 that leave each GPU at least 8K of them (§12).
+    EP multiplies an MoE model's space, so by default it searches the schedules Megatron-Core
+    runs (GPipe, 1F1B, interleaved) and DeepSeek's DualPipeV, no Chronos savers; --schedule /
+    --recompute / --offload add the others."""
     def given(values, default):
         return default if values is None else tuple(values)
 
@@ -174,12 +181,14 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
         raise InputError(f"{model.name} has no experts: --ep applies to MoE models")
     eps = given(ep, tuple(e for e in (2 ** i for i in range(12)) if model.experts % e == 0
                           and hw.gpus % e == 0) if model.is_moe else (1,))
+    cps = given(cp, tuple(c for c in SEARCHED_CP if c == 1 or (
+        work.seq // c >= CP_MIN_TOKENS and work.seq % (2 * c) == 0 and hw.gpus % c == 0)))
     return {"tp": tps, "pp": pps, "vpp": vpps, "mbs": given(mbs, SEARCHED_MBS),
             "schedule": scheds,
             "recompute": given(recompute, tuple(r for r in SEARCHED_RECOMPUTE
                                                 if not (moe and r == "chronos"))),
             "offload": given(offload, tuple(o for o in OFFLOAD if not (moe and o == "chronos"))),
-            "optimizer": opts, "ep": eps}
+            "optimizer": opts, "ep": eps, "cp": cps}
 
 
 def _splits(work: Workload, pp: int) -> bool:
@@ -192,7 +201,8 @@ def _splits(work: Workload, pp: int) -> bool:
 
 
 class PipelineStudy:
-    """Search (tp, pp, vpp, mbs, schedule, recompute, offload, optimizer, ep) for one workload;
+    """Search (tp, pp, vpp, mbs, schedule, recompute, offload, optimizer, ep, cp) for one
+    workload;
     DP and the micro-batch count follow from the GPUs and the global batch.
 
     Exact for the best `keep` distinct configurations, pruned elsewhere: every valid point has
@@ -212,7 +222,7 @@ class PipelineStudy:
 
     def __init__(self, workload: Workload, tps, pps, vpps, mbss, schedule_names, recomputes,
                  offloads, optimizers, cap: int | None = None, keep: int | None = 10,
-                 chronos_savers_everywhere: bool = True, eps=(1,)):
+                 chronos_savers_everywhere: bool = True, eps=(1,), cps=(1,)):
         self.workload = workload
         self.cap = cap
         self.keep = keep
@@ -227,7 +237,8 @@ class PipelineStudy:
             Param("recompute", tuple(recomputes), "recompute", ""),
             Param("offload", tuple(offloads), "offload", ""),
             Param("optimizer", tuple(optimizers), "optimizer sharding", ""),
-            Param("ep", tuple(eps), "expert parallel", "GPUs")))
+            Param("ep", tuple(eps), "expert parallel", "GPUs"),
+            Param("cp", tuple(cps), "context parallel", "GPUs")))
         self._cache: dict[tuple, Summary] = {}
         self._bounds: dict[tuple, float | str] = {}
         self._top: list[float] = []          # iteration seconds of distinct feasible results
@@ -235,15 +246,15 @@ class PipelineStudy:
 
     # ---- one point ----------------------------------------------------------------------
     def terms(self, key: tuple) -> Terms:
-        tp, pp, vpp, mbs, sched, rec, off, opt, ep = key
-        lay = self.workload.layout(tp, pp, mbs, vpp, ep=ep)
+        tp, pp, vpp, mbs, sched, rec, off, opt, ep, cp = key
+        lay = self.workload.layout(tp, pp, mbs, vpp, ep=ep, cp=cp)
         pol = Policy(sched, self.cap if sched == "chronos" else None, rec, None, off, opt)
         return self.workload.terms(lay, pol)
 
     def bound(self, key: tuple) -> float | str:
         """Lower bound on the iteration time, or why the point is not a valid layout; shared
         by every point with the same layout, schedule family and optimizer."""
-        tp, pp, vpp, mbs, sched, rec, off, opt, ep = key
+        tp, pp, vpp, mbs, sched, rec, off, opt, ep, cp = key
         if vpp != 1 and sched != "interleaved":
             return "vpp > 1 applies to interleaved only"
         if not self.savers_everywhere and sched != "chronos" and "chronos" in (rec, off):
@@ -252,7 +263,7 @@ class PipelineStudy:
         family = sched if sched in ("interleaved", "dualpipev") else (   # own layout rules
             "v" if sched in schedules.V_SHAPED else "linear")
         slow_sel = rec == "selective" and not self.workload.flash
-        small = (tp, pp, vpp, mbs, family, slow_sel, opt, ep)
+        small = (tp, pp, vpp, mbs, family, slow_sel, opt, ep, cp)
         if small not in self._bounds:
             try:
                 self._bounds[small] = self.terms(key).iteration_lower_bound
@@ -262,21 +273,21 @@ class PipelineStudy:
 
     def same_as(self, key: tuple) -> tuple | None:
         """The simpler point this one equals whatever happens (rule-based), if any."""
-        tp, pp, vpp, mbs, sched, rec, off, opt, ep = key
+        tp, pp, vpp, mbs, sched, rec, off, opt, ep, cp = key
         if rec == "selective" and self.workload.flash:
-            return (tp, pp, vpp, mbs, sched, "none", off, opt, ep)
+            return (tp, pp, vpp, mbs, sched, "none", off, opt, ep, cp)
         # with DP 1 the distributed optimizer shards nothing (experts: unless EDP > 1)
         if opt == "dist-opt" and self.workload.hw.gpus == tp * pp \
                 and not self.workload.model.is_moe:
-            return (tp, pp, vpp, mbs, sched, rec, off, "none", ep)
+            return (tp, pp, vpp, mbs, sched, rec, off, "none", ep, cp)
         return None
 
     def plain_key(self, key: tuple) -> tuple | None:
         """The point without adaptive savers (full recompute of the fewest layers that fit,
         Chronos-Recomp, offload) when it differs."""
-        tp, pp, vpp, mbs, sched, rec, off, opt, ep = key
+        tp, pp, vpp, mbs, sched, rec, off, opt, ep, cp = key
         if rec in ("none", "full-fit", "chronos") and (rec, off) != ("none", "none"):
-            return (tp, pp, vpp, mbs, sched, "none", "none", opt, ep)
+            return (tp, pp, vpp, mbs, sched, "none", "none", opt, ep, cp)
         return None
 
     def outcome(self, key: tuple) -> Outcome:
@@ -399,6 +410,7 @@ def describe(out: Outcome) -> dict:
             "vpp": lay.vpp, "chunks_per_device": t.chunks, "layers_per_chunk": t.layers_per_chunk,
             "stage_layers": list(t.stage_layers), "mtp_layers": t.shape.mtp_layers,
             "sp": lay.sp, "flash": lay.flash, "seq": lay.seq, "mbs": lay.mbs,
+            "cp": lay.cp, "cp_comm": lay.cp_comm,
             "experts": t.shape.experts, "ep": lay.ep, "etp": lay.moe.expert_tp,
             "edp": lay.moe.edp,
             "global_batch": lay.global_batch, "m": t.m, "schedule": pol.schedule,
