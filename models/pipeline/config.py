@@ -295,14 +295,21 @@ def chunk_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int =
         if layers % nvs == 0:
             return (layers // nvs,) * nvs
         first, last = balanced_ends(shape, seq, pp, 1, v_shaped=True)
+    return _with_ends(layers, nvs, first, last, "virtual stage(s)",
+                      f"chunks of the V (schedule {schedule})")
+
+
+def _with_ends(layers: int, n: int, first: int | None, last: int | None, ends_are: str,
+               others_are: str) -> tuple[int, ...]:
+    """n counts: `first` and `last` at the ends (when given), the rest of the layers evenly
+    over the others; InputError when they do not divide."""
     ends = [x for x in (first, last) if x is not None]
-    rest, middle = layers - sum(ends), nvs - len(ends)
+    rest, middle = layers - sum(ends), n - len(ends)
     if rest < 0 or (rest % middle if middle else rest):
         raise InputError(f"with {' and '.join(str(x) for x in ends)} layers on the end "
-                         f"virtual stage(s), the other {rest} of {layers} layers do not split "
-                         f"evenly over the {middle} other chunks of the V (schedule "
-                         f"{schedule})")
-    out = [rest // middle if middle else 0] * nvs
+                         f"{ends_are}, the other {rest} of {layers} layers do not split evenly "
+                         f"over the {middle} other {others_are}")
+    out = [rest // middle if middle else 0] * n
     if first is not None:
         out[0] = first
     if last is not None:
@@ -328,18 +335,7 @@ def stage_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int =
         first, last = balanced_ends(shape, seq, pp, chunks)
     if pp == 1:
         raise InputError("--first-stage-layers / --last-stage-layers need PP > 1")
-    ends = [x for x in (first, last) if x is not None]
-    middle, rest = pp - len(ends), layers - sum(ends)
-    if rest < 0 or (middle == 0 and rest != 0) or (middle and rest % middle):
-        raise InputError(f"with {' and '.join(str(x) for x in ends)} layers on the end "
-                         f"stage(s), the other {rest} of {layers} layers do not split evenly "
-                         f"over the {middle} other pipeline stage(s)")
-    each = rest // middle if middle else 0
-    out = [each] * pp
-    if first is not None:
-        out[0] = first
-    if last is not None:
-        out[-1] = last
+    out = _with_ends(layers, pp, first, last, "stage(s)", "pipeline stage(s)")
     if any(n % chunks for n in out):
         raise InputError(f"layers per stage {'/'.join(map(str, sorted(set(out))))} must be "
                          f"multiples of the {chunks} chunks per device")
