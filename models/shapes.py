@@ -18,6 +18,7 @@ from .spec import spec
 
 
 LOCAL_ATTENTION = ("", "sliding", "chunked")
+ROUTERS = ("softmax", "sigmoid")
 FFN_LINEARS = ("gate_up", "fc1", "down")       # the FFN entries of ModelShape.linears()
 
 
@@ -44,6 +45,13 @@ class ModelShape:
     shared_expert_intermediate: int = spec(
         "total intermediate size of the always-on shared expert(s)", default=0)
     shared_expert_gate: bool = spec("sigmoid gate h->1 on the shared expert (Qwen)", default=False)
+    router: str = spec(
+        "MoE router scores: 'softmax' (top-k logits, then their softmax) or 'sigmoid' "
+        "(DeepSeek-V3: sigmoid of all E logits, top-k, renormalised)", default="softmax")
+    router_aux_loss: bool = spec(
+        "trained with a load-balancing auxiliary loss on the router scores (Hugging Face "
+        "router_aux_loss_coef or aux_loss_alpha > 0; Megatron --moe-aux-loss-coeff)",
+        default=True)
     dense_layers: int = spec("leading layers with a dense FFN in an MoE model", default=0)
     moe_layer_step: int = spec(
         "MoE on every k-th layer, counting from the first, after the dense_layers (Llama 4 "
@@ -94,6 +102,9 @@ class ModelShape:
         for field in ("weight_format", "kv_format") + (("expert_format",)
                                                       if self.expert_format else ()):
             number_format(getattr(self, field), f"model {self.name!r} {field}")
+        if self.router not in ROUTERS:
+            raise InputError(f"model {self.name!r}: router must be one of {', '.join(ROUTERS)}, "
+                             f"got {self.router!r}")
         if self.norm not in ("rmsnorm", "layernorm"):
             raise InputError(f"model {self.name!r}: norm must be rmsnorm or layernorm")
         if not 0 <= self.dense_layers <= self.layers:

@@ -113,6 +113,7 @@ def shape_from_hf_config(path: str | Path) -> ModelShape:
     expert_inter = int(_first(cfg, "moe_intermediate_size", "intermediate_size",
                               default=0)) if experts else 0
     dense_layers = int(_first(cfg, "first_k_dense_replace", default=0) or 0) if experts else 0
+    aux = _first(cfg, "router_aux_loss_coef", "aux_loss_alpha")    # absent: assume trained with
     gpt2 = "n_embd" in cfg
     try:
         local, window, local_layers = _local_attention(cfg, int(layers))
@@ -134,6 +135,8 @@ def shape_from_hf_config(path: str | Path) -> ModelShape:
             expert_intermediate=expert_inter,
             shared_expert_intermediate=shared_inter,
             shared_expert_gate="shared_expert_intermediate_size" in cfg,
+            router="sigmoid" if cfg.get("scoring_func") == "sigmoid" else "softmax",
+            router_aux_loss=aux is None or float(aux) > 0,
             dense_layers=dense_layers,
             moe_layer_step=int(_first(cfg, "interleave_moe_layer_step", "moe_layer_freq",
                                       "decoder_sparse_step", default=1) or 1) if experts else 1,

@@ -145,7 +145,7 @@ DEEPSEEK_V3 = {
     "first_k_dense_replace": 3, "moe_layer_freq": 1, "kv_lora_rank": 512, "q_lora_rank": 1536,
     "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
     "num_nextn_predict_layers": 1, "vocab_size": 129280, "hidden_act": "silu",
-    "tie_word_embeddings": False}
+    "tie_word_embeddings": False, "scoring_func": "sigmoid", "aux_loss_alpha": 0.001}
 
 
 @pytest.mark.parametrize("config, preset", [
@@ -158,7 +158,8 @@ def test_hf_configs_of_the_new_architectures_match_their_presets(tmp_path, confi
     p.write_text(json.dumps(config))
     got, ref = presets.load("model", str(p)), presets.load("model", preset)
     for field in ("total_params", "active_params_per_token", "moe_layers", "local_attention",
-                  "attention_window", "local_layers", "mtp_layers", "kv_cache_bytes_per_token"):
+                  "attention_window", "local_layers", "mtp_layers", "kv_cache_bytes_per_token",
+                  "router", "router_aux_loss"):
         assert getattr(got, field) == getattr(ref, field), field
 
 
@@ -181,6 +182,11 @@ def _small(**keys):
     ({"sliding_window": 16, "use_sliding_window": True, "max_window_layers": 1},
      {"local_layers": 3}),
     ({"num_nextn_predict_layers": 2}, {"mtp_layers": 2}),
+    ({"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32},
+     {"router": "softmax", "router_aux_loss": True}),
+    ({"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+      "scoring_func": "sigmoid", "router_aux_loss_coef": 0.0},
+     {"router": "sigmoid", "router_aux_loss": False}),
     ({"kv_lora_rank": 32, "q_lora_rank": 48, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16,
       "v_head_dim": 16}, {"kv_lora_rank": 32, "q_lora_rank": 48, "head_dim": 16}),
 ])

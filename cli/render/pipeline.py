@@ -5,6 +5,7 @@ charts, and the --save-dir files (JSON, CSV with units in the headers, PNG)."""
 from __future__ import annotations
 
 import itertools
+import shlex
 
 from pathlib import Path
 
@@ -96,13 +97,18 @@ def _config_line(c: dict) -> str:
     moe = f", EP {c['ep']} x ETP {c['etp']} (EDP {c['edp']})" if c.get("experts") else ""
     cp = f" x CP {c['cp']} ({c['cp_comm']})" if c.get("cp", 1) > 1 else ""
     split = c.get("stage_layers", [])
-    if len(set(split)) > 1:              # uneven end stages (§11.5), runs of equal counts
+    if c.get("pipeline_layout"):
+        v += f", layout {c['pipeline_layout']}"
+    elif len(set(split)) > 1:            # uneven end stages (§11.5), runs of equal counts
         runs = [(n, len(list(g))) for n, g in itertools.groupby(split)]
         v += ", layers " + " | ".join(f"{k} x {n}" if k > 1 else str(n) for n, k in runs)
-    if c.get("mtp_layers"):
+    if c.get("mtp_layers") and not c.get("pipeline_layout"):
         v += f" + {c['mtp_layers']} MTP"
+    rec = c["recompute"]
+    if rec == "selective":
+        rec += f" ({', '.join(c.get('recompute_modules', ['core_attn'])) or 'nothing'})"
     return (f"TP {c['tp']}{cp} x PP {c['pp']} x DP {c['dp']}{moe}{v}, micro-batch {c['mbs']} x "
-            f"{c['m']} per iteration, {c['schedule']}{cap}, recompute {c['recompute']}, "
+            f"{c['m']} per iteration, {c['schedule']}{cap}, recompute {rec}, "
             f"offload {c['offload']}, optimizer {c['optimizer']} "
             f"({c['state_bytes_per_param']:g} B/param)")
 
@@ -502,16 +508,13 @@ def throughput_table(v: dict) -> Table:
 def launch_text(launch: dict) -> str:
     """Megatron-LM arguments, one flag per line ready to paste after pretrain_gpt.py, then
     what they cannot say as comments."""
-    args = launch["megatron"]
-    lines, i = [], 0
-    while i < len(args):
-        if i + 1 < len(args) and not args[i + 1].startswith("--"):
-            lines.append(f"{args[i]} {args[i + 1]}")
-            i += 2
+    lines: list[list[str]] = []
+    for arg in launch["megatron"]:       # a flag with its values (--recompute-modules: several)
+        if arg.startswith("--") or not lines:
+            lines.append([arg])
         else:
-            lines.append(args[i])
-            i += 1
-    text = " \\\n".join(lines)
+            lines[-1].append(shlex.quote(arg))   # a layout's | and * are shell syntax
+    text = " \\\n".join(" ".join(x) for x in lines)
     notes = [f"# {n}" for n in launch["notes"]]
     return "\n".join([f"# Megatron-LM arguments (checked against {launch['checked_against']})",
                       text, *notes])

@@ -179,6 +179,11 @@ class _Chunks:
     last_stage_layers: Optional[int] = option(
         None, "--last-stage-layers", help="decoder layers of the last pipeline stage "
         "(--decoder-last-pipeline-num-layers)", default_text="as --first-stage-layers")
+    pipeline_layout: Optional[str] = option(
+        None, "--pipeline-layout", help="every virtual stage's layers in Megatron-Core's "
+        "pipeline layout syntax: E embedding, t decoder layer, m MTP module, L loss, | "
+        "between virtual stages, (...)*n repeats; e.g. Et*3|(tt|)*6tmL (its stages fix PP x "
+        "VPP)", default_text="from the stage layer counts")
 
 
 @dataclass
@@ -209,12 +214,17 @@ class _Savers:
     PANEL: ClassVar[str] = "Policy"
     schedule: Optional[str] = option(None, "--schedule", help="schedules, comma list: gpipe, "
                                      "1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min, "
-                                     "chronos (tpipe = chronos)")
+                                     "dualpipev, chronos (tpipe = chronos)")
     recompute: Optional[str] = option(None, "--recompute", help="recompute policies, comma "
-                                      "list: none, selective, full (every layer, Megatron's "
-                                      "uniform full recomputation), full-fit (the fewest layers "
-                                      "that fit), chronos", default_text="searched: none, "
-                                      "selective, full-fit, chronos")
+                                      "list: none, selective (the --recompute-modules), full "
+                                      "(every layer, Megatron's uniform full recomputation), "
+                                      "full-fit (the fewest layers that fit), chronos",
+                                      default_text="searched: none, selective, full-fit, "
+                                      "chronos")
+    recompute_modules: str = option("core_attn", "--recompute-modules", help="what selective "
+                                    "recompute reruns, comma list (Megatron's "
+                                    "--recompute-modules): core_attn, moe_act, layernorm, "
+                                    "mla_up_proj, mlp, moe, shared_experts")
     offload: Optional[str] = option(None, "--offload", help="offload policies, comma list: "
                                     "none, optimizer, chronos")
     zero: Optional[int] = option(None, "--zero", help="ZeRO stage 1, 2 or 3 (16-byte Adam "
@@ -423,6 +433,7 @@ def calibration_scales(path: str | None, gpu: str) -> dict[str, float]:
 
 def workload(req: PipelineRequest):
     """Flags -> the study's Workload (model with its layer count, hardware with overrides)."""
+    from explore.models.pipeline import memory as mem
     from explore.models.pipeline.study import Workload as StudyWorkload
 
     w, p = req.work, req.par
@@ -432,7 +443,11 @@ def workload(req: PipelineRequest):
                          sp=model.is_moe if p.sp is None else p.sp, flash=p.flash,
                          tb_ratio=w.tb_ratio, tw_ratio=w.tw_ratio, etp=p.etp,
                          moe_imbalance=w.moe_imbalance, first_layers=p.first_stage_layers,
-                         last_layers=p.last_stage_layers, cp_comm=p.cp_comm)
+                         last_layers=p.last_stage_layers, cp_comm=p.cp_comm,
+                         pipeline_layout=p.pipeline_layout,
+                         recompute_modules=_names(req.policy.recompute_modules,
+                                                  tuple(mem.RECOMPUTE_MODULES),
+                                                  "--recompute-modules") or ())
 
 
 def _names(text: str | None, allowed: tuple[str, ...], flag: str) -> tuple[str, ...] | None:
@@ -518,11 +533,12 @@ def build(req: PipelineRequest, keep: int | None = 10):
     return work, lists, study
 
 
-def fixed_policy(policy: Policy, schedule: str):
-    from explore.models.pipeline.config import Policy as PipelinePolicy
-    return PipelinePolicy(schedule, policy.cap, policy.recompute or "none",
-                          policy.recompute_layers, policy.offload or "none",
-                          optimizer(policy) or "none")
+def fixed_policy(work, policy: Policy, schedule: str):
+    """The one policy of a command that runs one configuration (the workload's recompute
+    modules)."""
+    return work.policy(schedule, policy.cap, policy.recompute or "none",
+                       policy.recompute_layers, policy.offload or "none",
+                       optimizer(policy) or "none")
 
 
 def one_schedule(policy: Policy, command: str = "this command") -> str:
@@ -617,8 +633,9 @@ def fixed_outcome(req: PipelineRequest):
     if tp is None or pp is None:
         _, best, _ = search(req, Ranking(top=1))
         return work, best, "best configuration of the default search"
-    vpp, mbs = one(p.vpp, "--vpp", 1), one(p.mbs, "--mbs", 1)
-    policy = fixed_policy(req.policy, one_schedule(req.policy))
+    vpp, mbs = one(p.vpp, "--vpp", work.layout_vpp(pp)), one(p.mbs, "--mbs", 1)
+    sched = one_schedule(req.policy) if req.policy.schedule or vpp == 1 else "interleaved"
+    policy = fixed_policy(work, req.policy, sched)
     lay = work.layout(tp, pp, mbs, vpp, p.dp, one(p.ep, "--ep", 1), one(p.cp, "--cp", 1))
     out = solve(work.terms(lay, policy)).outcome
     assert out is not None                      # no incumbent: nothing is pruned
@@ -703,7 +720,7 @@ def sweep_data(req: PipelineRequest, axis: SweepAxis) -> dict:
     t = one(p.tp, "--tp", default_degrees(work.hw)[0])
     pp = one(p.pp, "--pp", default_degrees(work.hw, t)[1])
     b, v = one(p.mbs, "--mbs", 1), one(p.vpp, "--vpp", 1)
-    policy = fixed_policy(req.policy, one_schedule(req.policy, "sweep"))
+    policy = fixed_policy(work, req.policy, one_schedule(req.policy, "sweep"))
     rows = sweep(work, t, pp, b, policy, v, axis.vary, vals, work.model.layers)
     return {"study": "pipeline", "command": "sweep", "vary": axis.vary,
             "workload": workload_info(work),

@@ -3,6 +3,7 @@ used (GPU + node + overrides), the parallel layout and the memory/schedule polic
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -15,6 +16,7 @@ from ..spec import spec
 from ..units import GiB
 from . import schedules
 from .kernels import TimeModel
+from .memory import SELECTIVE_DEFAULT, check_modules
 from .moe import MoeLayout, check_imbalance
 
 RECOMPUTE = ("none", "selective", "full", "full-fit", "chronos")
@@ -148,6 +150,7 @@ class Layout:
     last_layers: int | None = None    # (Megatron's --decoder-first/last-pipeline-num-layers)
     cp: int = 1                       # context parallelism: the sequence split over cp GPUs
     cp_comm: str = "p2p"              # ring attention (p2p) or all-to-all (a2a, Ulysses) (§12)
+    pipeline_layout: str | None = None  # Megatron's --pipeline-model-parallel-layout (§11.5)
 
     def __post_init__(self) -> None:
         if not (self.tb_ratio > 0 and self.tw_ratio > 0):
@@ -160,6 +163,11 @@ class Layout:
                         ("--last-stage-layers", self.last_layers)):
             if v is not None and v < 0:
                 raise InputError(f"{flag} must be >= 0, got {v}")
+        if self.pipeline_layout is not None:
+            if (self.first_layers, self.last_layers) != (None, None):
+                raise InputError("--pipeline-layout already places every layer: drop "
+                                 "--first-stage-layers / --last-stage-layers")
+            parse_pipeline_layout(self.pipeline_layout)
 
     @property
     def moe(self) -> MoeLayout:
@@ -200,6 +208,7 @@ class Policy:
     offload: str = "none"
     optimizer: str = "none"          # none (Megatron 18 B), dist-opt, zero1..3
     fp32_grads: bool = True
+    recompute_modules: tuple[str, ...] = SELECTIVE_DEFAULT   # what 'selective' recomputes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", schedules.canonical(self.schedule))
@@ -214,6 +223,7 @@ class Policy:
                              f"{', '.join(OPTIMIZERS)}")
         if self.recompute_layers is not None and self.recompute_layers < 0:
             raise InputError("--recompute-layers must be >= 0")
+        check_modules(self.recompute_modules)
         if self.cap is not None and self.cap < 2:
             raise InputError(f"--cap must be >= 2 chunk units, got {self.cap}")
 
@@ -249,7 +259,7 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
             raise InputError("MoE layers with TP > 1 need sequence parallelism (--sp), as "
                              "Megatron-Core requires with expert parallelism")
     chunk_layers(shape, layout.seq, layout.pp, schedule, layout.vpp, layout.first_layers,
-                 layout.last_layers)
+                 layout.last_layers, layout.pipeline_layout)
     if layout.global_batch % (layout.mbs * layout.dp):
         raise InputError(f"micro-batch {layout.mbs} x DP {layout.dp} does not divide the global "
                          f"batch {layout.global_batch}")
@@ -281,11 +291,14 @@ def check_context_parallel(shape: ModelShape, layout: Layout) -> None:
 
 
 def chunk_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int = 1,
-                 first: int | None = None, last: int | None = None) -> tuple[int, ...]:
-    """Decoder layers per virtual stage (§11.5): each rank's (stage_layers) split evenly over
-    its chunks; on a V placement the first and last virtual stages (both on device 0) take
-    `first` and `last` layers and the others share the rest evenly (balanced like
-    balanced_ends where the layers do not divide)."""
+                 first: int | None = None, last: int | None = None,
+                 pipeline_layout: str | None = None) -> tuple[int, ...]:
+    """Decoder layers per virtual stage (§11.5): as `pipeline_layout` places them, else each
+    rank's (stage_layers) split evenly over its chunks; on a V placement the first and last
+    virtual stages (both on device 0) take `first` and `last` layers and the others share the
+    rest evenly (balanced like balanced_ends where the layers do not divide)."""
+    if pipeline_layout is not None:
+        return layout_chunks(shape, pipeline_layout, pp, schedule, vpp)
     if schedule not in schedules.V_SHAPED:
         per_rank = stage_layers(shape, seq, pp, schedule, vpp, first, last)
         chunks = schedules.chunks_per_device(schedule, vpp)
@@ -297,6 +310,66 @@ def chunk_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int =
         first, last = balanced_ends(shape, seq, pp, 1, v_shaped=True)
     return _with_ends(layers, nvs, first, last, "virtual stage(s)",
                       f"chunks of the V (schedule {schedule})")
+
+
+LAYOUT_SYMBOLS = {"E": "embedding", "t": "decoder layer", "m": "MTP module", "L": "loss"}
+
+
+@lru_cache(maxsize=64)
+def parse_pipeline_layout(text: str) -> tuple[str, ...]:
+    """Megatron-Core's --pipeline-model-parallel-layout as one string per virtual stage, in
+    its order (virtual stage v of rank r at v PP + r): '|' separates them, E is the
+    embedding, t a decoder layer, m an MTP module, L the loss and LM head; '(...)*n' and 'x*n'
+    repeat, commas are cosmetic. "Et*3|(tt|)*6tmL" is 8 virtual stages."""
+    def repeat(g: re.Match) -> str:
+        if len(g.group(2)) > 5 or len(g.group(1)) * int(g.group(2)) > 100_000:
+            raise InputError(f"--pipeline-layout {text!r}: {g.group(0)} repeats too often")
+        return g.group(1) * int(g.group(2))
+
+    flat = text.replace(",", "").replace(" ", "")
+    for pattern in (r"\(([^()]+)\)\*(\d+)", r"(.)\*(\d+)"):
+        flat = re.sub(pattern, repeat, flat)
+    bad = sorted(set(flat) - set(LAYOUT_SYMBOLS) - {"|"})
+    if bad:
+        raise InputError(f"--pipeline-layout {text!r}: unknown symbol {bad[0]!r}; use "
+                         + ", ".join(f"{k} ({v})" for k, v in LAYOUT_SYMBOLS.items())
+                         + ", | between virtual stages, (...)*n to repeat")
+    stages = tuple(flat.split("|"))
+    if len(stages) > 4096:
+        raise InputError(f"--pipeline-layout {text!r}: {len(stages)} virtual stages")
+    if flat.count("E") != 1 or not stages[0].startswith("E"):
+        raise InputError(f"--pipeline-layout {text!r}: the embedding E comes once, first")
+    if flat.count("L") != 1 or not stages[-1].endswith("L"):
+        raise InputError(f"--pipeline-layout {text!r}: the loss L comes once, last")
+    return stages
+
+
+def layout_chunks(shape: ModelShape, text: str, pp: int, schedule: str,
+                  vpp: int) -> tuple[int, ...]:
+    """Decoder layers per virtual stage of a --pipeline-layout, checked against the model and
+    the schedule's placement (Megatron's validate_layer_layout, and the MTP modules in the
+    last virtual stage, where the study places them)."""
+    stages = parse_pipeline_layout(text)
+    if schedule in schedules.V_SHAPED:
+        raise InputError(f"--pipeline-layout places virtual stages round robin; schedule "
+                         f"{schedule} uses a V")
+    chunks = pp * schedules.chunks_per_device(schedule, vpp)
+    if len(stages) != chunks:
+        raise InputError(f"--pipeline-layout has {len(stages)} virtual stages; PP {pp} x "
+                         f"{chunks // pp} chunks per device (schedule {schedule}) needs "
+                         f"{chunks}")
+    counts = tuple(x.count("t") for x in stages)
+    if sum(counts) != shape.layers:
+        raise InputError(f"--pipeline-layout places {sum(counts)} decoder layers (t); "
+                         f"{shape.name} has {shape.layers}")
+    mtp = "".join(stages).count("m")
+    if mtp != shape.mtp_layers or mtp and stages[-1].count("m") != mtp:
+        raise InputError(f"--pipeline-layout places {mtp} MTP module(s) (m); {shape.name} has "
+                         f"{shape.mtp_layers}, all in the last virtual stage with the loss")
+    if 0 in counts:
+        raise InputError(f"--pipeline-layout: virtual stage {counts.index(0)} holds no decoder "
+                         f"layer (the study costs every chunk by its layers)")
+    return counts
 
 
 def _with_ends(layers: int, n: int, first: int | None, last: int | None, ends_are: str,

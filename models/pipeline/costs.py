@@ -11,11 +11,25 @@ import numpy as np
 from ..comm import RING, all_to_all_s, bus_s, p2p_s
 from ..errors import InputError
 from ..formats import NumberFormat, number_format
-from ..shapes import ModelShape
+from ..shapes import FFN_LINEARS, ModelShape
 from . import kernels
 from . import memory as mem
 from . import moe, schedules
 from .config import Hardware, Layout, Policy, check_layout, chunk_layers
+
+
+# the forward kernels (kernels.layer_times "F: ..." terms) each recompute module reruns; an
+# MoE layer's "activation" is its shared experts', a dense layer's its FFN's
+RECOMPUTE_TERMS = {
+    "core_attn": ("attention GEMMs", "softmax + dropout"),
+    "moe_act": ("expert activation",),
+    "layernorm": (),                            # costed from the norm's bytes
+    "mla_up_proj": ("q_up GEMM", "kv_up GEMM"),
+    "mlp": ("gate_up GEMM", "fc1 GEMM", "down GEMM", "activation"),
+    "shared_experts": ("shared gate_up GEMM", "shared down GEMM", "activation"),
+    "moe": ("router GEMM", "shared gate_up GEMM", "shared down GEMM", "activation",
+            "expert GEMMs", "expert activation", "permute + unpermute"),
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,25 +50,36 @@ class LayerCosts:
     # ---- activations (§4, §11) --------------------------------------------------------------
     def _act(self, recompute: str) -> float:
         t, lay = self.terms, self.terms.layout
+        modules = t.policy.recompute_modules
         a = mem.layer_activation_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp,
-                                       lay.flash, recompute, t.gemm_bytes)
+                                       lay.flash, recompute, t.gemm_bytes, modules)
         if recompute == "full":
             return a
         if self.moe:
             a += moe.moe_ffn_bytes(self.shape, lay.local_seq, lay.mbs, lay.moe,
-                                   imbalance=lay.moe_imbalance)
+                                   lay.moe_imbalance, recompute, modules)
         if self.mtp:
             a += mem.mtp_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp, t.gemm_bytes)
         return a
 
     @cached_property
     def a_full(self) -> float:
-        """A_layer without any recompute: also the working buffer and a recompute transient."""
+        """A_layer without any recompute: also a recompute transient."""
         return self._act("none")
 
     @cached_property
+    def working(self) -> float:
+        """The working buffer while one of this layer's ops runs (§4.4): A_full, or an MoE
+        block's forward transient where that is larger (§11.3)."""
+        if not self.moe:
+            return self.a_full
+        lay = self.terms.layout
+        return max(self.a_full, moe.moe_forward_transient(self.shape, lay.local_seq, lay.mbs,
+                                                          lay.moe, lay.moe_imbalance))
+
+    @cached_property
     def a_layer(self) -> float:
-        """Stored bytes under the uniform policy (selective drops s^2 tensors)."""
+        """Stored bytes under the uniform policy (selective drops its modules' tensors)."""
         return self._act("selective" if self.terms.policy.recompute == "selective" else "none")
 
     @cached_property
@@ -128,13 +153,40 @@ class LayerCosts:
         return x * lay.seq * lay.mbs
 
     @cached_property
+    def recomputed_modules(self) -> tuple[str, ...]:
+        """The selective-recompute modules that drop something in this layer (§6.1)."""
+        pol, s = self.terms.policy, self.shape
+        if pol.recompute != "selective":
+            return ()
+        applies = {"core_attn": not self.terms.layout.flash, "moe_act": self.moe,
+                   "layernorm": s.is_mla or self.moe, "mla_up_proj": s.is_mla,
+                   "mlp": not self.moe, "moe": self.moe,
+                   "shared_experts": self.moe and s.shared_expert_intermediate > 0}
+        return tuple(m for m in pol.recompute_modules if applies[m])
+
+    @cached_property
     def selective_flops(self) -> float:
-        """Selective recompute: the attention core's forward again, 4 b s^2 h_q (nothing with
-        flash attention, which never stores it)."""
-        lay = self.terms.layout
-        if self.terms.policy.recompute != "selective" or lay.flash:
-            return 0.0
-        return lay.mbs * lay.seq * lay.seq * self.shape.attention_flops_per_token_per_ctx
+        """Selective recompute's forward FLOPs again (all TP shards, §6.1): the attention
+        core's 4 b s^2 h_q (nothing under flash attention, which never stores it), the GEMMs of
+        MLA's up-projections, the dense FFN, the shared experts or the whole MoE block (router,
+        shared and k routed experts); activations and norms are memory-bound."""
+        mods, s, lay = self.recomputed_modules, self.shape, self.terms.layout
+        per_token = 0.0
+        weights = {name: k * m for name, k, m in s.linears()}
+        if "mla_up_proj" in mods:
+            per_token += 2.0 * (weights.get("q_up", 0) + weights["kv_up"])
+        if "mlp" in mods:
+            per_token += 2.0 * sum(weights[n] for n in FFN_LINEARS if n in weights)
+        shared = 2.0 * 3 * s.hidden * s.shared_expert_intermediate
+        if "moe" in mods:
+            per_token += shared + 2.0 * (s.router_params
+                                         + s.experts_per_token * s.expert_params)
+        elif "shared_experts" in mods:
+            per_token += shared
+        x = per_token * lay.seq * lay.mbs
+        if "core_attn" in mods:
+            x += lay.mbs * lay.seq * lay.seq * s.attention_flops_per_token_per_ctx
+        return x
 
     @cached_property
     def t_compute(self) -> float:
@@ -181,14 +233,27 @@ class LayerCosts:
 
     @cached_property
     def selective_s(self) -> float:
-        """Selective recompute in the backward: the attention core's forward again."""
-        if not self.selective_flops:
+        """Selective recompute in the backward (§6.1): the recomputed modules' forward kernels
+        again (kernels.layer_times terms), the norms at their memory-bound time, the whole
+        MoE block with its dispatch and combine."""
+        mods = self.recomputed_modules
+        if not mods:
             return 0.0
         t = self.terms
         if t.flat:
             return self.selective_flops / (t.layout.tp * t.hw.achieved_flops)
         k = self.kernel_times.terms
-        return k.get("F: attention GEMMs", 0.0) + k.get("F: softmax + dropout", 0.0)
+        x = sum(k.get(f"F: {name}", 0.0) for name in
+                dict.fromkeys(n for m in mods for n in RECOMPUTE_TERMS[m]))
+        if "layernorm" in mods:
+            lay = t.layout
+            rows = lay.local_seq * lay.mbs // (lay.tp if lay.sp else 1)
+            norms = int(self.shape.is_mla) + int(self.moe)
+            x += norms * kernels.bytes_s(rows * self.shape.hidden * 2 * kernels.ELEMENT,
+                                         t.hw.gpu, "norm")
+        if "moe" in mods:
+            x += self.all_to_all_s
+        return x
 
     @cached_property
     def t_b(self) -> float:
@@ -241,6 +306,7 @@ class Terms:
     def __post_init__(self) -> None:
         moe.check_supported(self.shape, self.hw)
         check_layout(self.shape, self.layout, self.hw.gpus, self.policy.schedule)
+        mem.check_modules_apply(self.shape, self.policy.recompute_modules)
         if "chronos" in (self.policy.recompute, self.policy.offload) and not self.uniform:
             raise InputError("Chronos-Recomp/Offload need every chunk alike: equal layer "
                              "counts of one kind (no uneven stages, mixed layers or MTP)")
@@ -271,7 +337,7 @@ class Terms:
         """Decoder layers per virtual stage (Megatron's rules; a V's ends, §11.5)."""
         lay = self.layout
         return chunk_layers(self.shape, lay.seq, lay.pp, self.policy.schedule, lay.vpp,
-                            lay.first_layers, lay.last_layers)
+                            lay.first_layers, lay.last_layers, lay.pipeline_layout)
 
     @property
     def stage_layers(self) -> tuple[int, ...]:
@@ -409,10 +475,11 @@ class Terms:
 
     @cached_property
     def work_bytes(self) -> np.ndarray:
-        """The working buffer of each device: its largest layer's A_full (one working layer
-        while an op runs, §4.4)."""
+        """The working buffer of each device: its largest layer's (LayerCosts.working; one
+        working layer while an op runs, §4.4)."""
         out = np.zeros(self.p)
-        np.maximum.at(out, np.asarray(self.dev_of), self.full_max_prefix[:, -1])
+        np.maximum.at(out, np.asarray(self.dev_of),
+                      self._prefix("working", np.maximum.accumulate)[:, -1])
         return out
 
     @cached_property

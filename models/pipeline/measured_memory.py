@@ -46,9 +46,11 @@ def memory_runs(data: dict) -> list[MemoryRun]:
         layout = Layout(r["tp"], r["pp"], dp, r["seq"], r["mbs"], r["global_batch"], r["vpp"],
                         r["sp"], r["flash"], ep=r["ep"], etp=r["etp"],
                         first_layers=r.get("first_stage_layers"),
-                        last_layers=r.get("last_stage_layers"))
+                        last_layers=r.get("last_stage_layers"),
+                        pipeline_layout=r.get("pipeline_layout"))
         policy = Policy("interleaved" if r["vpp"] > 1 else "1f1b", recompute=r["recompute"],
-                        optimizer=r["optimizer"])
+                        optimizer=r["optimizer"],
+                        recompute_modules=tuple(r.get("recompute_modules", ["core_attn"])))
         out.append(MemoryRun(r["id"], r["source"], shape, r["gpu"], r["node"], r["gpus"],
                              layout, policy, tuple(r["measured"]), r["measured_iteration_s"],
                              r.get("differs", ""), tuple(r.get("inferred", ()))))

@@ -25,6 +25,7 @@ MEGATRON_FLAGS: dict[str, type | None] = {
     "--expert-tensor-parallel-size": int, "--decoder-first-pipeline-num-layers": int,
     "--decoder-last-pipeline-num-layers": int, "--num-virtual-stages-per-pipeline-rank": int,
     "--mtp-num-layers": int, "--context-parallel-size": int, "--cp-comm-type": str,
+    "--recompute-modules": list, "--pipeline-model-parallel-layout": str,
 }
 # --gemm-format -> Transformer Engine through Megatron-LM (TransformerConfig.fp8/fp8_recipe,
 # fp4/fp4_recipe): E4M3 forward and E5M2 gradients ('hybrid') with the default delayed scaling
@@ -35,9 +36,10 @@ GEMM_FORMAT_FLAGS = {"bf16": [], "fp8": ["--fp8-format", "hybrid"],
 
 def megatron_args(config: dict) -> tuple[list[str], list[str]]:
     """(arguments, notes) for a configuration: layers, seq, mbs, global_batch, tp, pp, vpp,
-    stage_layers (uneven end stages), mtp_layers, cp, cp_comm, schedule, sp, recompute,
-    recompute_layers (per chunk, for full-fit), offload, optimizer, and the time model's
-    switches. Notes name what has no Megatron-LM flag."""
+    stage_layers (uneven end stages), pipeline_layout, mtp_layers, cp, cp_comm, schedule, sp,
+    recompute, recompute_modules (selective), recompute_layers (per chunk, for full-fit),
+    offload, optimizer, and the time model's switches. Notes name what has no Megatron-LM
+    flag."""
     c = config
     args = ["--num-layers", str(c["layers"]), "--seq-length", str(c["seq"]),
             "--micro-batch-size", str(c["mbs"]), "--global-batch-size", str(c["global_batch"]),
@@ -47,10 +49,14 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
     schedule = c["schedule"]
     split = c.get("stage_layers") or [c["layers"] // c["pp"]] * c["pp"]
     uneven = len(set(split)) > 1
-    if uneven:                    # get_num_layers_to_build: the ends, the rest even between
+    if c.get("pipeline_layout"):  # places every layer itself, VPP included
+        args += ["--pipeline-model-parallel-layout", c["pipeline_layout"]]
+    elif uneven:                  # get_num_layers_to_build: the ends, the rest even between
         args += ["--decoder-first-pipeline-num-layers", str(split[0]),
                  "--decoder-last-pipeline-num-layers", str(split[-1])]
-    if schedule == "interleaved" and uneven:     # uneven VPP needs the chunk count itself
+    if c.get("pipeline_layout"):
+        pass
+    elif schedule == "interleaved" and uneven:   # uneven VPP needs the chunk count itself
         args += ["--num-virtual-stages-per-pipeline-rank", str(c["vpp"])]
     elif schedule == "interleaved":
         per_stage = c["layers"] // (c["pp"] * c["vpp"])
@@ -71,6 +77,9 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
     rec = c["recompute"]
     if rec == "selective":
         args += ["--recompute-granularity", "selective"]
+        modules = list(c.get("recompute_modules", ["core_attn"]))
+        if modules != ["core_attn"]:            # Megatron-Core's default
+            args += ["--recompute-modules", *modules]
     elif rec == "full":
         args += ["--recompute-granularity", "full", "--recompute-method", "uniform",
                  "--recompute-num-layers", "1"]
@@ -130,6 +139,12 @@ def parse_megatron_args(argv: list[str]) -> dict:
         kind = MEGATRON_FLAGS[flag]
         if kind is None:
             out[flag], i = True, i + 1
+            continue
+        if kind is list:                        # nargs='*': the values up to the next flag
+            j = i + 1
+            while j < len(argv) and not argv[j].startswith("--"):
+                j += 1
+            out[flag], i = argv[i + 1:j], j
             continue
         if i + 1 >= len(argv):
             raise InputError(f"{flag} needs a value")

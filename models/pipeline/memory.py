@@ -17,6 +17,18 @@ from ..shapes import FFN_LINEARS, ModelShape
 from .kernels import COLUMN_PARALLEL, REPLICATED
 
 RECOMPUTE_UNIFORM = ("none", "selective", "full")
+# Megatron-Core's --recompute-modules: what selective recompute drops and reruns (§6.1)
+RECOMPUTE_MODULES = {
+    "core_attn": "the attention core's s^2 scores (nothing under flash attention)",
+    "moe_act": "the routed experts' SwiGLU output (the fc2 input)",
+    "layernorm": "the outputs of the norms not fused into a linear: MLA's input norm and an "
+                 "MoE layer's pre-FFN norm",
+    "mla_up_proj": "MLA's up-projected query, key and value",
+    "mlp": "a dense layer's FFN",
+    "moe": "an MoE layer's whole FFN block: router, experts, shared experts, all-to-alls",
+    "shared_experts": "an MoE layer's shared experts",
+}
+SELECTIVE_DEFAULT = ("core_attn",)     # Megatron-Core's default
 
 
 # ---- §3 model states ------------------------------------------------------------------------
@@ -110,12 +122,13 @@ def korthikanti_bytes(s: float, b: float, h: float, a: float, t: float, variant:
 class SavedTensor:
     """One tensor a layer saves for backward. bytes_per_token is for the whole layer (before
     any sharding); kind 'act' scales with tokens, 'score' holds s^2 entries (dropped by flash
-    attention and by selective recompute), 'stats' is flash attention's fp32 softmax
-    statistics."""
+    attention), 'stats' is flash attention's fp32 softmax statistics; `modules` are the
+    RECOMPUTE_MODULES whose selective recompute drops it."""
     name: str
     bytes_per_token: float
     tp_sharded: bool
     kind: str = "act"
+    modules: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=256)
@@ -127,8 +140,13 @@ def layer_tensors(shape: ModelShape, seq: int, gemm_bytes: float = 2.0
     Engine) the four linear inputs are saved quantised, `gemm_bytes` per element (§7.4)."""
     q = gemm_bytes
     h, hq, kv, f, a = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate, shape.heads
-    t = [SavedTensor("norm1 input", 2 * h, False), SavedTensor("QKV input", q * h, False),
-         SavedTensor("norm2 input", 2 * h, False), SavedTensor("FFN input", q * h, False)]
+    # a norm fused into the next linear (TE's LayerNormLinear) has no output to drop
+    norm1 = ("layernorm",) if shape.is_mla else ()
+    norm2 = ("layernorm",) if shape.is_moe else ()
+    t = [SavedTensor("norm1 input", 2 * h, False),
+         SavedTensor("QKV input", q * h, False, modules=norm1),
+         SavedTensor("norm2 input", 2 * h, False),
+         SavedTensor("FFN input", q * h, False, modules=norm2)]
     if shape.dropout:
         t += [SavedTensor("attention dropout mask", h, False),
               SavedTensor("MLP dropout mask", h, False)]
@@ -138,18 +156,22 @@ def layer_tensors(shape: ModelShape, seq: int, gemm_bytes: float = 2.0
         t += [SavedTensor("Q", 2 * hq, True), SavedTensor("K", 2 * kv, True),
               SavedTensor("V", 2 * kv, True),
               SavedTensor("output-projection input", q * hq, True)]
-    t.append(SavedTensor("softmax output", 2 * a * seq, True, "score"))
+    core = ("core_attn",)
+    t.append(SavedTensor("softmax output", 2 * a * seq, True, "score", core))
     if shape.dropout:
-        t += [SavedTensor("softmax dropout mask", a * seq, True, "score"),
-              SavedTensor("softmax dropout output", 2 * a * seq, True, "score")]
+        t += [SavedTensor("softmax dropout mask", a * seq, True, "score", core),
+              SavedTensor("softmax dropout output", 2 * a * seq, True, "score", core)]
     t.append(SavedTensor("softmax statistics (fp32)", 4 * a, True, "stats"))
     if shape.is_moe:     # the MoE block's own tensors need the layout: moe.moe_ffn_tensors
         return tuple(t)
+    mlp = ("mlp",)
     if shape.gated_ffn:
-        t += [SavedTensor("gate output", 2 * f, True), SavedTensor("up output", 2 * f, True),
-              SavedTensor("down-projection input", q * f, True)]
+        t += [SavedTensor("gate output", 2 * f, True, modules=mlp),
+              SavedTensor("up output", 2 * f, True, modules=mlp),
+              SavedTensor("down-projection input", q * f, True, modules=mlp)]
     else:
-        t += [SavedTensor("GELU input", 2 * f, True), SavedTensor("FC2 input", q * f, True)]
+        t += [SavedTensor("GELU input", 2 * f, True, modules=mlp),
+              SavedTensor("FC2 input", q * f, True, modules=mlp)]
     return tuple(t)
 
 
@@ -160,14 +182,16 @@ def _mla_tensors(shape: ModelShape, q: float) -> list[SavedTensor]:
     rotary parts), the value and the attention output, the output projection's input."""
     a, dn, dr = shape.heads, shape.head_dim, shape.qk_rope_head_dim
     dv = shape.v_head_dim or shape.head_dim
+    up = ("mla_up_proj",)
     t = []
     if shape.q_lora_rank:
         t += [SavedTensor("q norm input", 2 * shape.q_lora_rank, False),
               SavedTensor("q up-projection input", q * shape.q_lora_rank, False)]
     t += [SavedTensor("kv norm input", 2 * shape.kv_lora_rank, False),
           SavedTensor("kv up-projection input", q * shape.kv_lora_rank, False),
-          SavedTensor("Q", 2 * a * (dn + dr), True), SavedTensor("K", 2 * a * (dn + dr), True),
-          SavedTensor("V", 2 * a * dv, True),
+          SavedTensor("Q", 2 * a * (dn + dr), True, modules=up),
+          SavedTensor("K", 2 * a * (dn + dr), True, modules=up),
+          SavedTensor("V", 2 * a * dv, True, modules=up),
           SavedTensor("output-projection input", q * a * dv, True)]
     return t
 
@@ -179,15 +203,44 @@ def check_recompute(recompute: str) -> str:
     return recompute
 
 
+def check_modules(modules: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [m for m in modules if m not in RECOMPUTE_MODULES]
+    if unknown:
+        raise InputError(f"unknown recompute module {unknown[0]!r}; choose from "
+                         f"{', '.join(RECOMPUTE_MODULES)}")
+    return modules
+
+
+def check_modules_apply(shape: ModelShape, modules: tuple[str, ...]) -> None:
+    """Raise InputError for a recompute module the model has nothing for (Megatron-Core
+    refuses mla_up_proj without MLA; the MoE ones would silently do nothing)."""
+    needs = {"mla_up_proj": (shape.is_mla, "multi-latent attention"),
+             "moe_act": (shape.is_moe, "routed experts"), "moe": (shape.is_moe, "MoE layers"),
+             "shared_experts": (shape.shared_expert_intermediate > 0, "shared experts")}
+    for m in modules:
+        has, what = needs.get(m, (True, ""))
+        if not has:
+            raise InputError(f"recompute module {m} needs {what}; {shape.name} has none")
+
+
+def recomputed(x: SavedTensor, recompute: str, modules: tuple[str, ...]) -> bool:
+    """Selective recompute drops the tensors of its modules (Megatron-Core's: normal
+    checkpoints for core_attn, mlp, moe and shared_experts keep their input, the
+    output-discarding ones for moe_act, layernorm and mla_up_proj their input too)."""
+    return recompute == "selective" and any(m in modules for m in x.modules)
+
+
 @lru_cache(maxsize=256)
 def saved_tensors(shape: ModelShape, seq: int, flash: bool, recompute: str = "none",
-                  gemm_bytes: float = 2.0) -> tuple[SavedTensor, ...]:
-    """The tensors actually stored under flash attention / selective recompute: flash drops the
-    s^2 entries and keeps the softmax statistics; selective recompute drops the s^2 entries."""
+                  gemm_bytes: float = 2.0, modules: tuple[str, ...] = SELECTIVE_DEFAULT
+                  ) -> tuple[SavedTensor, ...]:
+    """The tensors actually stored under flash attention / selective recompute of `modules`:
+    flash drops the s^2 entries and keeps the softmax statistics; selective recompute drops
+    its modules' tensors."""
     check_recompute(recompute)
     out = []
     for x in layer_tensors(shape, seq, gemm_bytes):
-        if x.kind == "score" and (flash or recompute == "selective"):
+        if x.kind == "score" and flash or recomputed(x, recompute, modules):
             continue
         if x.kind == "stats" and not flash:
             continue
@@ -197,7 +250,8 @@ def saved_tensors(shape: ModelShape, seq: int, flash: bool, recompute: str = "no
 
 def layer_activation_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool,
                            flash: bool, recompute: str = "none",
-                           gemm_bytes: float = 2.0) -> float:
+                           gemm_bytes: float = 2.0,
+                           modules: tuple[str, ...] = SELECTIVE_DEFAULT) -> float:
     """A_layer: stored bytes of one layer for one micro-batch on one TP shard (§4.2). Sequence
     parallelism shards the otherwise replicated tensors by t; full recompute keeps only the
     layer input (checkpoint)."""
@@ -205,7 +259,7 @@ def layer_activation_bytes(shape: ModelShape, seq: int, mbs: int, tp: int, sp: b
         return checkpoint_bytes(shape, seq, mbs, tp, sp)
     tokens = seq * mbs
     total = 0.0
-    for x in saved_tensors(shape, seq, flash, recompute, gemm_bytes):
+    for x in saved_tensors(shape, seq, flash, recompute, gemm_bytes, modules):
         total += x.bytes_per_token * tokens / (tp if (x.tp_sharded or sp) else 1)
     return total
 

@@ -15,7 +15,7 @@ from ..comm import all_to_all_s
 from ..errors import InputError
 from ..shapes import ModelShape
 from . import kernels
-from .memory import SavedTensor
+from .memory import SavedTensor, recomputed
 
 
 @dataclass(frozen=True)
@@ -91,71 +91,94 @@ def check_supported(shape: ModelShape, hw) -> None:
 
 # ---- activations of an MoE layer -------------------------------------------------------------
 
-ROUTERS = ("softmax", "sigmoid")
-
-
-def moe_ffn_tensors(shape: ModelShape, router: str = "softmax", aux_loss: bool = True,
-                    imbalance: float = 1.0) -> tuple[SavedTensor, ...]:
+def moe_ffn_tensors(shape: ModelShape, imbalance: float = 1.0) -> tuple[SavedTensor, ...]:
     """What the MoE block of one layer saves for backward, per token of the layer's input
-    (docs/pipeline.md §11), in Megatron-Core's default path (alltoall dispatcher, TEGroupedMLP
-    with the fused weighted SwiGLU, probabilities applied inside the experts). Routed tensors
-    count k x `imbalance` entries per token (dropless; `imbalance` >= 1 is the margin of the
-    most loaded GPU over the mean). bytes_per_token is before sharding; tp_sharded marks what
-    TP (experts: ETP) divides. The norm before it and its output, the FFN input, are the
-    attention part's (memory.layer_tensors).
+    (docs/pipeline.md §11.3), in Megatron-Core's default path (alltoall dispatcher, TEGroupedMLP
+    with the fused weighted SwiGLU, probabilities applied inside the experts, router scores in
+    fp32 as the DeepSeek-V3 recipes set --moe-router-dtype). Routed tensors count k x
+    `imbalance` entries per token (dropless; `imbalance` >= 1 is the margin of the most loaded
+    GPU over the mean). bytes_per_token is before sharding; tp_sharded marks what TP (experts:
+    ETP) divides; `modules` the recompute modules that drop it. The norm before it and its
+    output, the FFN input, are the attention part's (memory.layer_tensors).
 
-    - router: a softmax router over the top-k logits saves the k indices (int64) and the k
-      softmax outputs (fp32); a sigmoid router (DeepSeek-V3) saves sigmoid(logits) for all E
-      experts (fp32) and the k indices. With the auxiliary load-balancing loss the softmax over
-      all E logits (fp32) is saved too.
+    - router (shape.router): softmax takes the top k logits and saves the k indices (int64)
+      and their softmax (fp32); sigmoid (DeepSeek-V3) saves sigmoid(logits) over all E experts
+      (fp32), the k indices, the gathered top-k scores and their sum (fp32). With the
+      auxiliary load-balancing loss (shape.router_aux_loss) the scores over all E are computed
+      and saved once more (sigmoid: with their sum).
+    - permutation: sorting the routed copies by expert keeps an index over all E experts per
+      token (the argsort of the E x tokens routing map, int64; fused, TE's int32 row map of
+      2E + 1 columns: the same size).
     - routed experts, per routed token: the permuted fc1 input (h, bf16, kept by the grouped
       GEMM for its weight gradient), the fc1 output (2 f_exp gate and up, bf16, kept by the
       weighted SwiGLU), the routing probability (fp32, same kernel), the fc2 input (f_exp,
-      bf16) and the permutation index (int64) unpermute needs.
+      bf16; moe_act recomputes it) and the permutation index (int64) unpermute needs.
     - shared experts: as a dense SwiGLU MLP of their width, TP-sharded: gate and up outputs,
       the down-projection input (the input is the FFN input, already counted)."""
-    if router not in ROUTERS:
-        raise InputError(f"router must be one of {', '.join(ROUTERS)}, got {router!r}")
     if not imbalance >= 1:
         raise InputError(f"routing imbalance must be >= 1, got {imbalance}")
     h, e, k, f = shape.hidden, shape.experts, shape.experts_per_token, shape.expert_intermediate
     routed = k * imbalance
-    t = [SavedTensor("router top-k indices (int64)", 8 * k, False)]
-    if router == "softmax":
-        t.append(SavedTensor("router top-k softmax (fp32)", 4 * k, False))
+    moe, act, shared = ("moe",), ("moe_act", "moe"), ("shared_experts", "moe")
+
+    def block(name: str, nbytes: float, sharded: bool = False, kind: str = "act",
+              modules: tuple[str, ...] = moe) -> SavedTensor:
+        return SavedTensor(name, nbytes, sharded, kind, modules)
+    t = [block("router top-k indices (int64)", 8 * k)]
+    if shape.router == "softmax":
+        t.append(block("router top-k softmax (fp32)", 4 * k))
     else:
-        t.append(SavedTensor("router sigmoid scores (fp32)", 4 * e, False))
-    if aux_loss:
-        t.append(SavedTensor("aux-loss softmax over all experts (fp32)", 4 * e, False))
-    t += [SavedTensor("expert fc1 input (permuted tokens)", 2 * h * routed, False, "routed"),
-          SavedTensor("expert fc1 output (gate, up)", 2 * 2 * f * routed, True, "routed"),
-          SavedTensor("routing probability (fp32)", 4 * routed, False, "routed"),
-          SavedTensor("expert fc2 input", 2 * f * routed, True, "routed"),
-          SavedTensor("permutation index (int64)", 8 * routed, False, "routed")]
+        t += [block("router sigmoid scores (fp32)", 4 * e),
+              block("router top-k scores and their sum (fp32)", 4 * k + 4)]
+    if shape.router_aux_loss:
+        t.append(block(f"aux-loss {shape.router} over all experts (fp32)",
+                       4 * e + (4 if shape.router == "sigmoid" else 0)))
+    t += [block("permutation map over all experts (int64)", 8 * e),
+          block("expert fc1 input (permuted tokens)", 2 * h * routed, kind="routed"),
+          block("expert fc1 output (gate, up)", 2 * 2 * f * routed, True, "routed"),
+          block("routing probability (fp32)", 4 * routed, kind="routed"),
+          block("expert fc2 input", 2 * f * routed, True, "routed", act),
+          block("permutation index (int64)", 8 * routed, kind="routed")]
     fs = shape.shared_expert_intermediate
     if fs:
-        t += [SavedTensor("shared gate output", 2 * fs, True),
-              SavedTensor("shared up output", 2 * fs, True),
-              SavedTensor("shared down-projection input", 2 * fs, True)]
+        t += [block("shared gate output", 2 * fs, True, modules=shared),
+              block("shared up output", 2 * fs, True, modules=shared),
+              block("shared down-projection input", 2 * fs, True, modules=shared)]
     return tuple(t)
 
 
 def moe_ffn_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
-                  router: str = "softmax", aux_loss: bool = True,
-                  imbalance: float = 1.0) -> float:
-    """Bytes the MoE block of one layer saves per micro-batch on one GPU. Megatron-Core runs
-    MoE with TP > 1 under sequence parallelism, so the router sees s b / TP tokens; the
-    dispatcher gathers the ETP group's tokens, so routed tensors hold k x (s b / TP) x ETP
-    entries per GPU, their f_exp-wide ones divided by ETP; shared experts are TP-sharded."""
+                  imbalance: float = 1.0, recompute: str = "none",
+                  modules: tuple[str, ...] = ()) -> float:
+    """Bytes the MoE block of one layer saves per micro-batch on one GPU, without what
+    selective recompute of `modules` drops. Megatron-Core runs MoE with TP > 1 under sequence
+    parallelism, so the router sees s b / TP tokens; the dispatcher gathers the ETP group's
+    tokens, so routed tensors hold k x (s b / TP) x ETP entries per GPU, their f_exp-wide ones
+    divided by ETP; shared experts are TP-sharded."""
     tokens = seq * mbs / layout.tp
     total = 0.0
-    for x in moe_ffn_tensors(shape, router, aux_loss, imbalance):
+    for x in moe_ffn_tensors(shape, imbalance):
+        if recomputed(x, recompute, modules):
+            continue
         if x.kind == "routed":
             total += x.bytes_per_token * tokens * layout.expert_tp \
                 / (layout.expert_tp if x.tp_sharded else 1)
         else:       # router tensors on its s b / TP tokens; shared experts TP-sharded alike
             total += x.bytes_per_token * tokens
     return total
+
+
+def moe_forward_transient(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
+                          imbalance: float = 1.0) -> float:
+    """Bytes an MoE block's forward holds at once besides what it saves (§11.3): with the
+    alltoall dispatcher at the combine, four h-wide copies of the routed tokens (permuted
+    before dispatch, received, the experts' output, the combined return; Megatron-Core's
+    MoELayer keeps the first two referenced until it returns) and the shared experts'
+    output."""
+    tokens = seq * mbs / layout.tp
+    routed = shape.experts_per_token * tokens * layout.expert_tp * imbalance
+    return 2.0 * shape.hidden * (4 * routed + (tokens if shape.shared_expert_intermediate
+                                               else 0))
 
 
 # ---- all-to-all dispatch and combine -----------------------------------------------------------

@@ -18,7 +18,9 @@ from ..shapes import ModelShape
 from ..units import GiB
 from . import schedules
 from .chronos import no_faster, solve
-from .config import OFFLOAD, RECOMPUTE, Hardware, Layout, Policy, stage_layers
+from .config import (OFFLOAD, RECOMPUTE, Hardware, Layout, Policy, parse_pipeline_layout,
+                     stage_layers)
+from .memory import SELECTIVE_DEFAULT, check_modules, check_modules_apply
 from .costs import Terms
 from .evaluate import Outcome, object_bytes
 from .moe import check_imbalance, check_supported
@@ -42,6 +44,8 @@ class Workload:
     first_layers: int | None = None    # decoder layers of the first / last pipeline stage
     last_layers: int | None = None     # (None: even, or balanced when even cannot be)
     cp_comm: str = "p2p"               # context parallelism: ring (p2p) or all-to-all (a2a)
+    pipeline_layout: str | None = None  # Megatron's --pipeline-model-parallel-layout
+    recompute_modules: tuple[str, ...] = SELECTIVE_DEFAULT   # what 'selective' recomputes
 
     def __post_init__(self) -> None:
         if self.seq < 1 or self.global_batch < 1:
@@ -53,6 +57,7 @@ class Workload:
                              f"only (local attention is not built yet)")
         check_supported(self.model, self.hw)
         check_imbalance(self.moe_imbalance)
+        check_modules_apply(self.model, check_modules(self.recompute_modules))
 
     def layout(self, tp: int, pp: int, mbs: int, vpp: int = 1, dp: int | None = None,
                ep: int = 1, cp: int = 1) -> Layout:
@@ -63,11 +68,29 @@ class Workload:
             dp = self.hw.gpus // (tp * pp * cp)
         return Layout(tp, pp, dp, self.seq, mbs, self.global_batch, vpp, self.sp, self.flash,
                       self.tb_ratio, self.tw_ratio, ep, self.etp, self.moe_imbalance,
-                      self.first_layers, self.last_layers, cp, self.cp_comm)
+                      self.first_layers, self.last_layers, cp, self.cp_comm,
+                      self.pipeline_layout)
+
+    def policy(self, schedule: str, cap: int | None = None, recompute: str = "none",
+               recompute_layers: int | None = None, offload: str = "none",
+               optimizer: str = "none") -> Policy:
+        return Policy(schedule, cap, recompute, recompute_layers, offload, optimizer,
+                      recompute_modules=self.recompute_modules)
 
     def terms(self, layout: Layout, policy: Policy, layers: int | None = None) -> Terms:
         model = self.model if layers is None else self.model.with_layers(layers)
         return Terms(model, layout, self.hw, policy)
+
+    def layout_vpp(self, pp: int) -> int:
+        """Chunks per device a --pipeline-layout implies on `pp` stages (1 without one)."""
+        if self.pipeline_layout is None:
+            return 1
+        return max(1, len(parse_pipeline_layout(self.pipeline_layout)) // pp)
+
+    @property
+    def selective_inert(self) -> bool:
+        """Selective recompute changes nothing: only core_attn, under flash attention."""
+        return self.flash and set(self.recompute_modules) <= {"core_attn"}
 
     def with_layers(self, layers: int) -> "Workload":
         return replace(self, model=self.model.with_layers(layers))
@@ -175,6 +198,10 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     scheds = given(schedule, tuple(s for s in schedules.SCHEDULES
                                    if not (moe and s in schedules.SPLIT and s != "dualpipev")))
     vpps = given(vpp, (1, 2) if "interleaved" in scheds else (1,))
+    if work.pipeline_layout is not None:       # its virtual stages fix PP x VPP
+        n = len(parse_pipeline_layout(work.pipeline_layout))
+        pps = tuple(p for p in pps if n % p == 0)
+        vpps = given(vpp, tuple(sorted({n // p for p in pps})))
     opts = given(optimizer, ("none", "dist-opt") if hw.gpus > max(pps) * min(tps)
                  else ("none",))
     if ep is not None and not model.is_moe and set(ep) != {1}:
@@ -193,6 +220,8 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
 
 def _splits(work: Workload, pp: int) -> bool:
     """The layers split over `pp` stages (evenly, as given, or balanced: §11.5)."""
+    if work.pipeline_layout is not None:
+        return len(parse_pipeline_layout(work.pipeline_layout)) % pp == 0
     try:
         stage_layers(work.model, work.seq, pp, "1f1b", 1, work.first_layers, work.last_layers)
     except InputError:
@@ -210,9 +239,10 @@ class PipelineStudy:
     savers, also the plain configuration's simulated time), points are simulated in bound
     order, and once `keep` distinct feasible results exist a point whose bound cannot beat the
     keep-th best is reported as pruned. Only the time objectives prune (keep=None: simulate
-    everything). A point whose policy cannot change anything (selective recompute under flash
-    attention, a distributed optimizer with DP 1, savers on a fixed schedule that already
-    fits) is reported as redundant with the configuration it equals. With
+    everything). A point whose policy cannot change anything (selective recompute of the
+    attention core under flash attention, a distributed optimizer with DP 1, savers on a
+    fixed schedule that already fits) is reported as redundant with the configuration it
+    equals. With
     chronos_savers_everywhere off, Chronos-Recomp and Chronos-Offload are searched with the
     chronos schedule only (the other schedules keep selective/full recompute and optimizer
     offload)."""
@@ -248,7 +278,8 @@ class PipelineStudy:
     def terms(self, key: tuple) -> Terms:
         tp, pp, vpp, mbs, sched, rec, off, opt, ep, cp = key
         lay = self.workload.layout(tp, pp, mbs, vpp, ep=ep, cp=cp)
-        pol = Policy(sched, self.cap if sched == "chronos" else None, rec, None, off, opt)
+        pol = self.workload.policy(sched, self.cap if sched == "chronos" else None, rec, None,
+                                   off, opt)
         return self.workload.terms(lay, pol)
 
     def bound(self, key: tuple) -> float | str:
@@ -262,7 +293,7 @@ class PipelineStudy:
                     "--recompute/--offload to apply them to others)")
         family = sched if sched in ("interleaved", "dualpipev") else (   # own layout rules
             "v" if sched in schedules.V_SHAPED else "linear")
-        slow_sel = rec == "selective" and not self.workload.flash
+        slow_sel = rec == "selective" and not self.workload.selective_inert
         small = (tp, pp, vpp, mbs, family, slow_sel, opt, ep, cp)
         if small not in self._bounds:
             try:
@@ -274,7 +305,7 @@ class PipelineStudy:
     def same_as(self, key: tuple) -> tuple | None:
         """The simpler point this one equals whatever happens (rule-based), if any."""
         tp, pp, vpp, mbs, sched, rec, off, opt, ep, cp = key
-        if rec == "selective" and self.workload.flash:
+        if rec == "selective" and self.workload.selective_inert:
             return (tp, pp, vpp, mbs, sched, "none", off, opt, ep, cp)
         # with DP 1 the distributed optimizer shards nothing (experts: unless EDP > 1)
         if opt == "dist-opt" and self.workload.hw.gpus == tp * pp \
@@ -408,13 +439,15 @@ def describe(out: Outcome) -> dict:
     return {"model": t.shape.name, "layers": t.shape.layers,
             "params": t.shape.total_params, "tp": lay.tp, "pp": lay.pp, "dp": lay.dp,
             "vpp": lay.vpp, "chunks_per_device": t.chunks, "layers_per_chunk": t.layers_per_chunk,
-            "stage_layers": list(t.stage_layers), "mtp_layers": t.shape.mtp_layers,
+            "stage_layers": list(t.stage_layers), "pipeline_layout": lay.pipeline_layout,
+            "mtp_layers": t.shape.mtp_layers,
             "sp": lay.sp, "flash": lay.flash, "seq": lay.seq, "mbs": lay.mbs,
             "cp": lay.cp, "cp_comm": lay.cp_comm,
             "experts": t.shape.experts, "ep": lay.ep, "etp": lay.moe.expert_tp,
             "edp": lay.moe.edp,
             "global_batch": lay.global_batch, "m": t.m, "schedule": pol.schedule,
-            "cap": out.ops.cap, "recompute": pol.recompute, "offload": pol.offload,
+            "cap": out.ops.cap, "recompute": pol.recompute,
+            "recompute_modules": list(pol.recompute_modules), "offload": pol.offload,
             "optimizer": pol.optimizer, "state_bytes_per_param": t.state_bytes.total,
             "state_scheme": t.state_bytes.scheme,
             "recomputed_layer_passes": int(sum(marks.values())),
@@ -670,7 +703,7 @@ def max_size_table(work: Workload, tp: int, pp: int, mbs: int, vpp: int,
     """Largest trainable size per schedule family (`max-size`): 1F1B first (it sets the
     throughput floor when delta is given), then each schedule with Chronos-Recomp/Offload on
     the chronos schedule unless recompute/offload say otherwise."""
-    base = max_size(work, tp, pp, mbs, Policy("1f1b", optimizer=optimizer), l_max=l_max,
+    base = max_size(work, tp, pp, mbs, work.policy("1f1b", optimizer=optimizer), l_max=l_max,
                     label="1F1B")
     floor = None if delta is None else comparable_floor(base, delta)
     rows = []
@@ -682,7 +715,7 @@ def max_size_table(work: Workload, tp: int, pp: int, mbs: int, vpp: int,
             rows.append(base)
             continue
         label = "ChronosPipe" if chronos and (rec, off) == ("chronos", "chronos") else s
-        rows.append(max_size(work, tp, pp, mbs, Policy(s, None, rec, None, off, optimizer),
+        rows.append(max_size(work, tp, pp, mbs, work.policy(s, None, rec, None, off, optimizer),
                              vpp if s == "interleaved" else 1, floor, l_max, label))
     return floor, rows
 
@@ -758,11 +791,13 @@ def time_assumptions(work: Workload) -> list[dict]:
          "tag": "[assumed] §7.4, not validated on measured FP8 runs"}]) + ([] if
         not work.model.is_moe else [
         {"text": f"MoE layers: dropless routing, the busiest GPU at {work.moe_imbalance:g} x the "
-                 f"mean routed tokens (--moe-imbalance), a softmax top-k router "
-                 "with the auxiliary loss, the alltoall dispatcher's four all-to-alls per layer "
+                 f"mean routed tokens (--moe-imbalance), a {work.model.router} router "
+                 f"{'with' if work.model.router_aux_loss else 'without'} the auxiliary loss "
+                 "(the model's), the alltoall dispatcher's four all-to-alls per layer "
                  "and micro-batch exposed (no overlap), routed experts on the kernel curve at "
                  "their own token counts in bf16",
-         "tag": "[design] §11, not validated on measured MoE runs"}])
+         "tag": "[design] §11; peak memory checked on measured Megatron-Core runs (explore "
+                "validate pipeline), time not validated"}])
 
 
 def assumptions(work: Workload) -> list[dict]:
