@@ -150,6 +150,15 @@ class ModelShape:
         return self.is_moe and layer >= self.dense_layers \
             and (layer + 1) % self.moe_layer_step == 0
 
+    def is_local_layer(self, layer: int) -> bool:
+        """Layer `layer` (from 0) attends locally: the global ones spread evenly, each last in
+        its group (gpt-oss alternates from a sliding first layer, Llama 4 keeps every fourth
+        layer global); MTP modules attend globally."""
+        if not self.local_attention or layer >= self.layers:
+            return False
+        g = self.layers - self.local_layers
+        return (layer + 1) * g // self.layers == layer * g // self.layers
+
     @cached_property
     def q_dim(self) -> int:
         """h_q = a * d_head (query width)."""
@@ -389,21 +398,30 @@ class ModelShape:
         return (dense * self.linear_params + self.moe_layers * self.moe_linear_params) \
             / self.layers
 
-    def layer_forward_flops_per_token(self, seq: int, moe: bool | None = None) -> float:
-        """Forward FLOPs per token at sequence length `seq` of the average layer (moe None),
-        or of an MoE (True) or dense (False) one: 2 per linear weight a token passes through
-        plus QK^T and AV over the whole sequence (no causal halving, as Megatron-LM's
-        num_floating_point_operations did before 2026)."""
+    def layer_forward_flops_per_token(self, seq: int, moe: bool | None = None,
+                                      local: bool | None = None) -> float:
+        """Forward FLOPs per token at sequence length `seq` of the average layer (moe and
+        local None), or of an MoE (True) or dense (False) one attending locally (True) or
+        globally (False): 2 per linear weight a token passes through plus QK^T and AV over
+        the keys it attends (the whole sequence, or the window or chunk, at most seq; no causal
+        halving, as Megatron-LM's num_floating_point_operations did before 2026)."""
         linear = self.active_linear_params if moe is None else (
             self.moe_linear_params if moe else self.linear_params)
-        return 2.0 * linear + self.mean_attention_span(seq) * self.attention_flops_per_token_per_ctx
+        span = self.mean_attention_span(seq) if local is None else (
+            min(seq, self.attention_window) if local else seq)
+        return 2.0 * linear + span * self.attention_flops_per_token_per_ctx
+
+    def layer_flops_per_token(self, seq: int, layer: int) -> float:
+        """Forward FLOPs per token of layer `layer` (from 0; `layers` onwards the MTP
+        modules), by its kind."""
+        return self.layer_forward_flops_per_token(seq, self.is_moe_layer(layer),
+                                                  self.is_local_layer(layer))
 
     def training_flops_per_token(self, seq: int) -> float:
         """Forward + backward (3x forward) FLOPs per token: layers, MTP modules (each counted
         as one layer of the kind its index gives, plus its own logits) and LM head
         (Megatron-LM num_floating_point_operations; Narayanan et al. 2021)."""
-        mtp = self.mtp_layers * self.layer_forward_flops_per_token(
-            seq, self.is_moe_layer(self.layers))
+        mtp = self.mtp_layers * self.layer_flops_per_token(seq, self.layers)
         return 3.0 * (self.layers * self.layer_forward_flops_per_token(seq) + mtp
                       + 2.0 * self.vocab * self.hidden * (1 + self.mtp_layers))
 

@@ -253,6 +253,13 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
                          f"{layout.gpus} GPUs does not divide the {gpus} GPUs exactly")
     shape.check_tensor_parallel(layout.tp)
     check_context_parallel(shape, layout)
+    if shape.local_attention and not layout.flash:
+        raise InputError(f"{shape.name}: local ({shape.local_attention}) attention layers run "
+                         f"in flash attention only (Transformer Engine's window); drop "
+                         f"--no-flash")
+    if shape.local_attention and layout.cp > 1:
+        raise InputError(f"{shape.name}: context parallelism with local "
+                         f"({shape.local_attention}) attention is not modelled; use CP 1")
     if shape.is_moe or layout.ep != 1 or layout.etp is not None:
         layout.moe.check(shape)
         if shape.is_moe and layout.tp > 1 and not layout.sp:
@@ -426,12 +433,12 @@ def balanced_ends(shape: ModelShape, seq: int, pp: int, chunks: int,
     stage, which holds the most micro-batches in flight. v_shaped: the 2p virtual stages of a
     V instead (the ends both on device 0, the others paired r with 2p-1-r)."""
     L = shape.layers
-    fl = [shape.layer_forward_flops_per_token(seq, shape.is_moe_layer(i)) for i in range(L)]
+    fl = [shape.layer_flops_per_token(seq, i) for i in range(L)]
     cum = [0.0]
     for x in fl:
         cum.append(cum[-1] + x)
     tail = 2.0 * shape.vocab * shape.hidden * (1 + shape.mtp_layers) + shape.mtp_layers \
-        * shape.layer_forward_flops_per_token(seq, shape.is_moe_layer(L))
+        * shape.layer_flops_per_token(seq, L)
     best: tuple | None = None
     stages = 2 * pp if v_shaped else pp
     for n in sorted({L // stages, -(-L // stages)} if stages > 2 else {0}):

@@ -39,6 +39,7 @@ class LayerCosts:
     terms: "Terms"
     moe: bool                     # routed experts (§11)
     mtp: bool = False             # a multi-token-prediction module around the layer (§11.6)
+    local: bool = False           # sliding-window or chunked attention (§11.8)
 
     @cached_property
     def shape(self) -> ModelShape:
@@ -125,9 +126,10 @@ class LayerCosts:
     def kernel_times(self) -> kernels.PassTimes:
         """F, B, W from the layer's kernels (§7.2), TP communication excluded."""
         lay, hw = self.terms.layout, self.terms.hw
+        span = min(lay.seq, self.shape.attention_window) if self.local else None
         k = kernels.layer_times(self.shape, lay.seq, lay.mbs, lay.tp, lay.sp, lay.flash, hw.gpu,
                                 hw.time, lay.moe if self.moe else None, lay.moe_imbalance,
-                                lay.cp)
+                                lay.cp, span)
         if self.mtp:
             k = kernels.with_mtp(k, self.shape, lay.local_seq, lay.mbs, lay.tp, hw.gpu, hw.time)
         return k
@@ -147,7 +149,7 @@ class LayerCosts:
     def flops(self) -> float:
         """Forward FLOPs for one micro-batch (all TP shards)."""
         lay = self.terms.layout
-        x = self.shape.layer_forward_flops_per_token(lay.seq, self.moe)
+        x = self.shape.layer_forward_flops_per_token(lay.seq, self.moe, self.local)
         if self.mtp:
             x += 2.0 * 2 * self.shape.hidden ** 2
         return x * lay.seq * lay.mbs
@@ -349,24 +351,31 @@ class Terms:
 
     @cached_property
     def kinds(self) -> tuple[LayerCosts, ...]:
-        """The kinds of layer this model has, in the order chunk_kinds indexes them."""
-        return tuple(LayerCosts(self, m, t) for m in (False, True) for t in (False, True))
+        """The kinds of layer, in the order chunk_kinds indexes them (4 local + 2 moe + mtp);
+        only the ones the model has are ever costed."""
+        return tuple(LayerCosts(self, m, t, w) for w in (False, True) for m in (False, True)
+                     for t in (False, True))
 
     @cached_property
     def chunk_kinds(self) -> np.ndarray:
         """(nvs, layers_per_chunk): the kind of every layer of every virtual stage in order
         (contiguous blocks of decoder layers in virtual-stage order, the MTP modules after the
         last layer, §11.5), -1 past a chunk's end."""
-        s = self.shape
         rows, first = [], 0
         for n in self.chunk_counts:
-            rows.append([2 * s.is_moe_layer(i) for i in range(first, first + n)])
+            rows.append([self.kind_of(i) for i in range(first, first + n)])
             first += n
-        rows[-1] += [2 * s.is_moe_layer(s.layers + i) + 1 for i in range(s.mtp_layers)]
+        rows[-1] += [self.kind_of(self.shape.layers + i) + 1
+                     for i in range(self.shape.mtp_layers)]
         out = np.full((len(rows), max(len(r) for r in rows)), -1)
         for vs, r in enumerate(rows):
             out[vs, :len(r)] = r
         return out
+
+    def kind_of(self, layer: int) -> int:
+        """The index in `kinds` of decoder layer `layer` (an MTP module's: this + 1)."""
+        s = self.shape
+        return 4 * s.is_local_layer(layer) + 2 * s.is_moe_layer(layer)
 
     @cached_property
     def chunk_layers(self) -> tuple[tuple[LayerCosts, ...], ...]:
@@ -396,7 +405,7 @@ class Terms:
     @property
     def layer(self) -> LayerCosts:
         """The last decoder layer's kind: every layer's, when all layers are alike."""
-        return self.kinds[2 * self.shape.is_moe_layer(self.shape.layers - 1)]
+        return self.kinds[self.kind_of(self.shape.layers - 1)]
 
     @property
     def omega(self) -> float:

@@ -222,10 +222,12 @@ REPLICATED = ("q_down", "kv_down")
 @lru_cache(maxsize=512)
 def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash: bool,
                 gpu: GpuSpec, tm: TimeModel, moe: "MoeLayout | None" = None,
-                imbalance: float = 1.0, cp: int = 1) -> PassTimes:
+                imbalance: float = 1.0, cp: int = 1, span: int | None = None) -> PassTimes:
     """F, B and W of one layer (docs/pipeline.md §7.2; an MoE layer's block §11) on one GPU:
-    with context parallelism its s / CP tokens, their queries against all s keys (§12). TP
-    and CP communication and the MoE all-to-alls excluded (the caller adds them)."""
+    with context parallelism its s / CP tokens, their queries against all s keys (§12); a
+    local-attention layer's queries against `span` keys each (its window or chunk, flash
+    attention only, §11.8). TP and CP communication and the MoE all-to-alls excluded (the
+    caller adds them)."""
     s, b, h = seq, mbs, shape.hidden
     tokens = s * b // cp
     heads = shape.heads // tp
@@ -254,7 +256,7 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
 
     # attention core, per head: QK^T (s x s, depth d) and AV (s x d, depth s)
     if flash:                        # QK^T and AV: 4 a d (MLA: 2 a (d_qk + d_v)) per key
-        fwd = b * (s // cp) * s * shape.attention_flops_per_token_per_ctx / tp
+        fwd = b * (s // cp) * (span or s) * shape.attention_flops_per_token_per_ctx / tp
         add("F: flash attention", fwd / (gpu.peak_flops * gpu.flash_fwd_efficiency)
             + gpu.kernel_overhead_s)
         add("B: flash attention", 2.5 * fwd / (gpu.peak_flops * gpu.flash_bwd_efficiency)

@@ -52,9 +52,6 @@ class Workload:
             raise InputError("--seq and --global-batch must be >= 1")
         if self.etp is not None and not self.model.is_moe:
             raise InputError(f"{self.model.name} has no experts: --etp applies to MoE models")
-        if self.model.local_attention:
-            raise InputError(f"{self.model.name}: the pipeline study models global attention "
-                             f"only (local attention is not built yet)")
         check_supported(self.model, self.hw)
         check_imbalance(self.moe_imbalance)
         check_modules_apply(self.model, check_modules(self.recompute_modules))
@@ -209,7 +206,8 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
     eps = given(ep, tuple(e for e in (2 ** i for i in range(12)) if model.experts % e == 0
                           and hw.gpus % e == 0) if model.is_moe else (1,))
     cps = given(cp, tuple(c for c in SEARCHED_CP if c == 1 or (
-        work.seq // c >= CP_MIN_TOKENS and work.seq % (2 * c) == 0 and hw.gpus % c == 0)))
+        work.seq // c >= CP_MIN_TOKENS and work.seq % (2 * c) == 0 and hw.gpus % c == 0
+        and not model.local_attention)))
     return {"tp": tps, "pp": pps, "vpp": vpps, "mbs": given(mbs, SEARCHED_MBS),
             "schedule": scheds,
             "recompute": given(recompute, tuple(r for r in SEARCHED_RECOMPUTE
