@@ -155,16 +155,19 @@ class LayerCosts:
         return x * lay.seq * lay.mbs
 
     @cached_property
+    def _tensors(self) -> tuple[mem.SavedTensor, ...]:
+        """What the layer saves without recompute (the MoE block's too)."""
+        lay, t = self.terms.layout, self.terms
+        x = mem.saved_tensors(self.shape, lay.local_seq, lay.flash, "none", t.gemm_bytes)
+        return x + moe.moe_ffn_tensors(self.shape, lay.moe_imbalance) if self.moe else x
+
+    @cached_property
     def recomputed_modules(self) -> tuple[str, ...]:
         """The selective-recompute modules that drop something in this layer (§6.1)."""
-        pol, s = self.terms.policy, self.shape
-        if pol.recompute != "selective":
+        if self.terms.policy.recompute != "selective":
             return ()
-        applies = {"core_attn": not self.terms.layout.flash, "moe_act": self.moe,
-                   "layernorm": s.is_mla or self.moe, "mla_up_proj": s.is_mla,
-                   "mlp": not self.moe, "moe": self.moe,
-                   "shared_experts": self.moe and s.shared_expert_intermediate > 0}
-        return tuple(m for m in pol.recompute_modules if applies[m])
+        owned = {m for x in self._tensors for m in x.modules}
+        return tuple(m for m in self.terms.policy.recompute_modules if m in owned)
 
     @cached_property
     def selective_flops(self) -> float:
@@ -250,7 +253,7 @@ class LayerCosts:
         if "layernorm" in mods:
             lay = t.layout
             rows = lay.local_seq * lay.mbs // (lay.tp if lay.sp else 1)
-            norms = int(self.shape.is_mla) + int(self.moe)
+            norms = sum("layernorm" in x.modules for x in self._tensors)
             x += norms * kernels.bytes_s(rows * self.shape.hidden * 2 * kernels.ELEMENT,
                                          t.hw.gpu, "norm")
         if "moe" in mods:

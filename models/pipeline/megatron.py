@@ -49,18 +49,18 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
     schedule = c["schedule"]
     split = c.get("stage_layers") or [c["layers"] // c["pp"]] * c["pp"]
     uneven = len(set(split)) > 1
-    if c.get("pipeline_layout"):  # places every layer itself, VPP included
-        args += ["--pipeline-model-parallel-layout", c["pipeline_layout"]]
+    layout = c.get("pipeline_layout")
+    if layout:                    # places every layer itself, VPP included
+        args += ["--pipeline-model-parallel-layout", layout]
     elif uneven:                  # get_num_layers_to_build: the ends, the rest even between
         args += ["--decoder-first-pipeline-num-layers", str(split[0]),
                  "--decoder-last-pipeline-num-layers", str(split[-1])]
-    if c.get("pipeline_layout"):
-        pass
-    elif schedule == "interleaved" and uneven:   # uneven VPP needs the chunk count itself
-        args += ["--num-virtual-stages-per-pipeline-rank", str(c["vpp"])]
-    elif schedule == "interleaved":
-        per_stage = c["layers"] // (c["pp"] * c["vpp"])
-        args += ["--num-layers-per-virtual-pipeline-stage", str(per_stage)]
+    if schedule == "interleaved" and not layout:   # a layout's virtual stages say VPP
+        if uneven:                # uneven VPP needs the chunk count itself
+            args += ["--num-virtual-stages-per-pipeline-rank", str(c["vpp"])]
+        else:
+            per_stage = c["layers"] // (c["pp"] * c["vpp"])
+            args += ["--num-layers-per-virtual-pipeline-stage", str(per_stage)]
     elif schedule not in ("1f1b", "gpipe"):
         notes.append(f"schedule {schedule}: no Megatron-LM flag (it would run 1F1B, the "
                      f"predicted time assumes {schedule}); --schedule 1f1b,interleaved "
