@@ -94,6 +94,8 @@ def _notes(title: str, items: list[tuple[str, str]]):
 def _config_line(c: dict) -> str:
     v = f", v {c['vpp']}" if c["schedule"] == "interleaved" else ""
     cap = f", C = {c['cap']}" if c.get("cap") is not None else ""
+    if c.get("model_copies", 1) > 1:     # DualPipe: one copy per direction (§5.5)
+        cap += f" ({c['model_copies']} model copies)"
     moe = f", EP {c['ep']} x ETP {c['etp']} (EDP {c['edp']})" if c.get("experts") else ""
     cp = f" x CP {c['cp']} ({c['cp_comm']})" if c.get("cp", 1) > 1 else ""
     split = c.get("stage_layers", [])

@@ -214,7 +214,8 @@ class _Savers:
     PANEL: ClassVar[str] = "Policy"
     schedule: Optional[str] = option(None, "--schedule", help="schedules, comma list: gpipe, "
                                      "1f1b, interleaved, zb-h1, zb-h2, zb-v, v-half, v-min, "
-                                     "dualpipev, chronos (tpipe = chronos)")
+                                     "dualpipev, dualpipe (two model copies; not searched "
+                                     "unless named), chronos (tpipe = chronos)")
     recompute: Optional[str] = option(None, "--recompute", help="recompute policies, comma "
                                       "list: none, selective (the --recompute-modules), full "
                                       "(every layer, Megatron's uniform full recomputation), "

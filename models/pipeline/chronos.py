@@ -102,7 +102,7 @@ def _objects(out: Outcome, d: int) -> _Objects:
     idx, st, en = out.program.index, out.start, out.end
     rows = []
     for vs in out.ops.vs_of(d):
-        for j in range(out.terms.m):
+        for j in range(out.terms.vs_micro_batches):
             f, b = idx[(F, vs, j)], idx[(B, vs, j)]
             c = idx.get((R, vs, j), b)
             w = idx.get((W, vs, j))

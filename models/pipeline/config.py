@@ -276,6 +276,10 @@ def check_layout(shape: ModelShape, layout: Layout, gpus: int, schedule: str) ->
     if schedule == "dualpipev" and layout.m < 2 * layout.pp:
         raise InputError(f"dualpipev needs at least 2 x PP = {2 * layout.pp} micro-batches per "
                          f"pipeline, got {layout.m}")
+    if schedule == "dualpipe" and (layout.pp % 2 or layout.m % 2 or layout.m < 2 * layout.pp):
+        raise InputError(f"dualpipe needs an even PP and an even number of at least 2 x PP "
+                         f"micro-batches per pipeline (half enter each end), got PP "
+                         f"{layout.pp} and {layout.m}")
     if schedule != "interleaved" and layout.vpp != 1:
         raise InputError(f"--vpp {layout.vpp} applies to the interleaved schedule only")
 
@@ -306,6 +310,8 @@ def chunk_layers(shape: ModelShape, seq: int, pp: int, schedule: str, vpp: int =
     rest evenly (balanced like balanced_ends where the layers do not divide)."""
     if pipeline_layout is not None:
         return layout_chunks(shape, pipeline_layout, pp, schedule, vpp)
+    if schedule == "dualpipe":            # two copies of one linear split (§5.5)
+        return stage_layers(shape, seq, pp, "1f1b", 1, first, last) * 2
     if schedule not in schedules.V_SHAPED:
         per_rank = stage_layers(shape, seq, pp, schedule, vpp, first, last)
         chunks = schedules.chunks_per_device(schedule, vpp)

@@ -286,11 +286,12 @@ class LayerCosts:
         """A separate gradient-accumulation kernel per micro-batch after the first: read the new
         2-byte gradient, read and write the accumulator (§7.2)."""
         t = self.terms
-        if t.hw.time.grad_accumulation == "fused" or t.m <= 1:
+        m = t.vs_micro_batches
+        if t.hw.time.grad_accumulation == "fused" or m <= 1:
             return 0.0
         acc = 4.0 if t.policy.fp32_grads else 2.0
         nbytes = (self.params + self.expert_params) * (2.0 + 2.0 * acc)
-        return kernels.bytes_s(nbytes, t.hw.gpu) * (t.m - 1) / t.m
+        return kernels.bytes_s(nbytes, t.hw.gpu) * (m - 1) / m
 
 
 def dense_view(shape: ModelShape) -> ModelShape:
@@ -330,6 +331,29 @@ class Terms:
         return schedules.chunks_per_device(self.policy.schedule, self.layout.vpp)
 
     @property
+    def copies(self) -> int:
+        """Model copies (DualPipe: two, each carrying half the micro-batches, §5.5)."""
+        return schedules.copies(self.policy.schedule)
+
+    @property
+    def vs_micro_batches(self) -> int:
+        """Micro-batches through each virtual stage."""
+        return self.m // self.copies
+
+    @property
+    def stages(self) -> int:
+        """Virtual stages of one model copy: vs c stages + i is copy c's stage i."""
+        return self.nvs // self.copies
+
+    def is_first(self, vs: int) -> bool:
+        """Whether vs is a copy's first stage (the embedding's)."""
+        return vs % self.stages == 0
+
+    def is_last(self, vs: int) -> bool:
+        """Whether vs is a copy's last stage (LM head, loss, MTP modules)."""
+        return (vs + 1) % self.stages == 0
+
+    @property
     def nvs(self) -> int:
         return self.p * self.chunks
 
@@ -365,11 +389,13 @@ class Terms:
         (contiguous blocks of decoder layers in virtual-stage order, the MTP modules after the
         last layer, §11.5), -1 past a chunk's end."""
         rows, first = [], 0
-        for n in self.chunk_counts:
+        for vs, n in enumerate(self.chunk_counts):
+            first = 0 if self.is_first(vs) else first
             rows.append([self.kind_of(i) for i in range(first, first + n)])
             first += n
-        rows[-1] += [self.kind_of(self.shape.layers + i) + 1
-                     for i in range(self.shape.mtp_layers)]
+            if self.is_last(vs):
+                rows[-1] += [self.kind_of(self.shape.layers + i) + 1
+                             for i in range(self.shape.mtp_layers)]
         out = np.full((len(rows), max(len(r) for r in rows)), -1)
         for vs, r in enumerate(rows):
             out[vs, :len(r)] = r
@@ -504,18 +530,28 @@ class Terms:
         """Stage extras per virtual stage and micro-batch (§4.4): token ids on the first, the
         logits (again for every MTP module) on the last."""
         lay = self.layout
-        out = [0.0] * self.nvs
-        out[0] += mem.first_stage_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp)
-        out[-1] += (1 + self.shape.mtp_layers) * mem.last_stage_bytes(
+        first = mem.first_stage_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp)
+        last = (1 + self.shape.mtp_layers) * mem.last_stage_bytes(
             self.shape, lay.local_seq, lay.mbs, lay.tp)
-        return tuple(out)
+        return tuple(first * self.is_first(vs) + last * self.is_last(vs)
+                     for vs in range(self.nvs))
 
     # ---- model states (§3) -----------------------------------------------------------------
     @cached_property
     def state_bytes(self) -> mem.StateBytes:
         pol = self.policy
-        return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.dp * self.layout.cp,
-                               pol.fp32_grads)
+        return mem.state_bytes(pol.zero, pol.dist_opt, self.dense_replicas, pol.fp32_grads)
+
+    @property
+    def dense_replicas(self) -> int:
+        """Ranks holding each dense parameter, its gradient reduction and optimizer sharding
+        group: DP x CP (TP-CP-DP rank order), times DualPipe's two copies."""
+        return self.layout.dp * self.layout.cp * self.copies
+
+    @property
+    def expert_replicas(self) -> int:
+        """Ranks holding each routed-expert parameter: EDP, times DualPipe's two copies."""
+        return self.layout.moe.edp * self.copies
 
     @cached_property
     def expert_params(self) -> tuple[float, ...]:
@@ -526,16 +562,16 @@ class Terms:
     def expert_state_bytes(self) -> mem.StateBytes:
         """Bytes per routed-expert parameter: optimizer sharded over expert data parallelism."""
         pol = self.policy
-        return mem.state_bytes(pol.zero, pol.dist_opt, self.layout.moe.edp, pol.fp32_grads)
+        return mem.state_bytes(pol.zero, pol.dist_opt, self.expert_replicas, pol.fp32_grads)
 
     def _end_params(self, vs: int) -> float:
         """Embedding (first virtual stage) and LM head with the final norm (last) of one TP
         shard; MTP modules keep an embedding copy on the last stage (Megatron-Core)."""
         s, t, x = self.shape, self.layout.tp, 0.0
-        same = self.dev_of[0] == self.dev_of[-1]
-        if vs == 0:
+        same = self.dev_of[0] == self.dev_of[self.stages - 1]
+        if self.is_first(vs):
             x += s.embedding_params / t
-        if vs == self.nvs - 1:
+        if self.is_last(vs):
             x += mem.head_params(s, same) / t
             if s.mtp_layers and not same:
                 x += s.embedding_params / t
@@ -638,17 +674,17 @@ class Terms:
         tf, tb, tw = (self.chunk_sum(a).tolist() for a in ("t_f", "t_b", "t_w"))
         heads = 1 + self.shape.mtp_layers
         hf, hb, hw_ = self.head_times
-        tf[-1] += heads * hf
-        tb[-1] += heads * hb
-        tw[-1] += heads * hw_
-        if self.blocking_p2p:
-            # Megatron-LM's send/recv block the compute stream: F ends with sending its
-            # activations on, B with sending its gradient back
-            dev = self.dev_of
-            for vs in range(self.nvs - 1):
+        dev = self.dev_of
+        for vs in range(self.nvs):
+            if self.is_last(vs):
+                tf[vs] += heads * hf
+                tb[vs] += heads * hb
+                tw[vs] += heads * hw_
+            elif self.blocking_p2p:
+                # Megatron-LM's send/recv block the compute stream: F ends with sending its
+                # activations on, B with sending its gradient back
                 tf[vs] += self._transfer_s(dev[vs], dev[vs + 1])
-            for vs in range(1, self.nvs):
-                tb[vs] += self._transfer_s(dev[vs], dev[vs - 1])
+                tb[vs + 1] += self._transfer_s(dev[vs + 1], dev[vs])
         return tuple(tf), tuple(tb), tuple(tw)
 
     @cached_property
@@ -662,7 +698,7 @@ class Terms:
         overlaps it for the interleaved schedule unless told otherwise, DualPipe always."""
         overlap = self.hw.time.overlap_p2p_comm
         if overlap is None:
-            overlap = self.policy.schedule in ("interleaved", "dualpipev")
+            overlap = self.policy.schedule in ("interleaved", *schedules.DUAL)
         return not self.flat and not overlap
 
     def _transfer_s(self, a: int, b: int) -> float:
@@ -722,9 +758,9 @@ class Terms:
         --overlap-param-gather the all-gather under the forward of the first (§7.2)."""
         worst = self.busiest_states
         moe = self.layout.moe
-        lay = self.layout        # dense gradients reduce over DP x CP (TP-CP-DP rank order)
-        r1, g1 = self._grad_sync(lay.dp * lay.cp, lay.tp, self.params[worst])
-        r2, g2 = self._grad_sync(moe.edp, moe.expert_tp * moe.ep, self.expert_params[worst])
+        r1, g1 = self._grad_sync(self.dense_replicas, self.layout.tp, self.params[worst])
+        r2, g2 = self._grad_sync(self.expert_replicas, moe.expert_tp * moe.ep,
+                                 self.expert_params[worst])
         reduce, gather = r1 + r2, g1 + g2
         tf, tb, tw = self.chunk_times
         mine = [vs for vs, r in enumerate(self.dev_of) if r == worst]
@@ -770,7 +806,7 @@ class Terms:
         tf, tb, tw = self.chunk_times
         busy = [0.0] * self.p
         for vs, d in enumerate(self.dev_of):
-            busy[d] += self.m * (tf[vs] + tb[vs] + tw[vs])
+            busy[d] += self.vs_micro_batches * (tf[vs] + tb[vs] + tw[vs])
         return max(busy) + self.dp_s + self.step_s
 
     @cached_property

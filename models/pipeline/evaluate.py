@@ -39,7 +39,7 @@ def uniform_plan(terms: Terms, k: int | None = None) -> Plan:
     if k is not None and k <= 0:
         return Plan()
     return Plan({(vs, j): int(sizes[vs]) if k is None else min(int(sizes[vs]), k)
-                 for vs in range(terms.nvs) for j in range(terms.m)}, False)
+                 for vs in range(terms.nvs) for j in range(terms.vs_micro_batches)}, False)
 
 
 @dataclass
@@ -175,7 +175,7 @@ class Outcome:
         """Recomputed FLOPs per iteration, whole cluster."""
         t = self.terms
         marked = sum(t.flops_prefix[vs, k] for (vs, _), k in self.plan.marks.items())
-        sel = t.chunk_sum("selective_flops").sum() * t.m
+        sel = t.chunk_sum("selective_flops").sum() * t.vs_micro_batches
         return (marked + sel) * t.layout.dp
 
     @property
@@ -232,7 +232,7 @@ def _marks_per_op(terms: Terms, prog: sim.Program, plan: Plan) -> np.ndarray:
     arr = prog.arrays
     if not plan.marks:
         return np.zeros(prog.n, dtype=int)
-    k = np.zeros((terms.nvs, terms.m), dtype=int)
+    k = np.zeros((terms.nvs, terms.vs_micro_batches), dtype=int)
     for (v, j), x in plan.marks.items():
         k[v, j] = x
     return np.where(arr.mb >= 0, k[arr.vs, np.maximum(arr.mb, 0)], 0)

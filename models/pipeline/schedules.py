@@ -22,12 +22,14 @@ F, B, W, R, O, L = range(6)  # noqa: E741 - the op kinds' own letters (KINDS)
 KINDS = "FBWROL"
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "v-half", "v-min",
-             "chronos", "dualpipev")
+             "chronos", "dualpipev", "dualpipe")
 ALIASES = {"tpipe": "chronos", "t-pipe": "chronos", "chronos-pipe": "chronos",
            "interleaved-1f1b": "interleaved", "pipedream-flush": "1f1b", "zbv": "zb-v",
-           "zbh1": "zb-h1", "zbh2": "zb-h2", "dualpipe-v": "dualpipev"}
-V_SHAPED = ("zb-v", "v-half", "v-min", "chronos", "dualpipev")  # device i: vs i, 2p-1-i
+           "zbh1": "zb-h1", "zbh2": "zb-h2", "dualpipe-v": "dualpipev", "dual-pipe": "dualpipe"}
+# device i holds virtual stages i and 2p-1-i
+V_SHAPED = ("zb-v", "v-half", "v-min", "chronos", "dualpipev", "dualpipe")
 SPLIT = ("zb-h1", "zb-h2") + V_SHAPED              # backward split into B and W
+DUAL = ("dualpipev", "dualpipe")                   # DeepSeek's programs, overlapped pairs
 
 
 def canonical(name: str) -> str:
@@ -38,6 +40,12 @@ def canonical(name: str) -> str:
         raise InputError(f"unknown schedule {name!r}{did_you_mean(key, (*SCHEDULES, *ALIASES))}; "
                          f"choose from {', '.join(SCHEDULES)} (tpipe = chronos)")
     return key
+
+
+def copies(schedule: str) -> int:
+    """Model copies the schedule trains: DualPipe holds two, one per direction (§5.5); its
+    virtual stages p + i are the second copy's stage i, entered from device p - 1."""
+    return 2 if schedule == "dualpipe" else 1
 
 
 def chunks_per_device(schedule: str, vpp: int = 1) -> int:
@@ -63,6 +71,7 @@ class OpLists:
     cap: int | None
     dev_of: tuple[int, ...]                  # device of each virtual stage
     ops: tuple[tuple[tuple[int, int, int], ...], ...]   # device -> ((kind, vs, mb), ...)
+    copies: int = 1          # model copies: vs c (nvs / copies) + i is copy c's stage i (m each)
     # DualPipe (§5.5): backwards run whole, their W inside them (a B its W follows at once,
     # its gradient handed on after the W), and F/B pairs of two micro-batches overlapped
     unsplit: frozenset[tuple[int, int]] = frozenset()            # (vs, mb) of such a B
@@ -78,6 +87,11 @@ class OpLists:
     @property
     def chunks(self) -> int:
         return self.nvs // self.p
+
+    @property
+    def stages(self) -> int:
+        """Virtual stages one micro-batch passes: each copy's."""
+        return self.nvs // self.copies
 
     def vs_of(self, device: int) -> tuple[int, ...]:
         return tuple(v for v in range(self.nvs) if self.dev_of[v] == device)
@@ -295,9 +309,11 @@ def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
         ops = _one_f_one_b(p, m)
     elif schedule == "interleaved":
         ops = _interleaved(p, v, m)
-    elif schedule == "dualpipev":
-        ops, unsplit, pairs = _dualpipev(p, m)
-        return OpLists(schedule, p, len(dev_of), m, True, None, dev_of, ops, unsplit, pairs)
+    elif schedule in DUAL:
+        ops, unsplit, pairs = (_dualpipev if schedule == "dualpipev" else _dualpipe)(p, m)
+        n = copies(schedule)
+        return OpLists(schedule, p, len(dev_of), m // n, True, None, dev_of, ops, n, unsplit,
+                       pairs)
     elif schedule in ("zb-h1", "zb-h2"):
         if schedule == "zb-h1":
             admissible = _linear_admissible(tuple(p - r for r in range(p)), (p,) * p)
@@ -345,9 +361,28 @@ def _dualpipev(p: int, m: int):
     if m < 2 * p:
         raise InfeasibleError(f"dualpipev needs at least 2p = {2 * p} micro-batches per "
                               f"pipeline, got {m}")
+    return _dual_ops([(_dualpipe_program(p, m, r), (r, 2 * p - 1 - r)) for r in range(p)])
+
+
+def _dualpipe(p: int, m: int):
+    """DualPipe proper (dualpipe.py at 3da1bbe): p ranks, two model copies, m / 2
+    micro-batches entering each end. Rank r runs the program of half-rank min(r, p - 1 - r) on
+    n = p / 2, its leg 0 the copy that enters at its end of the pipeline: on the first half
+    copy 0's stage r (vs r), on the second half copy 1's stage p - 1 - r (vs 2p - 1 - r)."""
+    if p % 2 or m % 2 or m < 2 * p:
+        raise InfeasibleError(f"dualpipe needs an even PP and an even number of at least "
+                              f"2 x PP = {2 * p} micro-batches per pipeline (PP {p}, {m} "
+                              f"micro-batches)")
+    n = p // 2
+    return _dual_ops([(_dualpipe_program(n, m // 2, min(r, p - 1 - r)),
+                       (r, 2 * p - 1 - r) if r < n else (2 * p - 1 - r, r)) for r in range(p)])
+
+
+def _dual_ops(programs: list[tuple[list[tuple], tuple[int, int]]]):
+    """Op lists of DeepSeek's per-rank programs, each with the virtual stages of its legs
+    (0, 1): (op lists, unsplit backwards, overlapped pairs)."""
     ops, unsplit, pairs = [], set(), []
-    for r in range(p):
-        stage = (r, 2 * p - 1 - r)
+    for prog, stage in programs:
         nxt_f, nxt_b = [0, 0], [0, 0]
         waiting: list[tuple[int, int]] = []
         lst: list[tuple[int, int, int]] = []
@@ -356,7 +391,7 @@ def _dualpipev(p: int, m: int):
             counter[leg] += 1
             return stage[leg], counter[leg] - 1
 
-        for tok in _dualpipe_program(p, m, r):
+        for tok in prog:
             if tok[0] == "F":
                 lst.append((F, *take(nxt_f, tok[1])))
             elif tok[0] == "W":

@@ -157,7 +157,7 @@ def _compile(ops: OpLists, with_r: bool) -> Program:
     """The op lists compiled. With with_r an R op sits just before every B (zero duration and
     bytes unless its chunk-micro-batch is marked for recompute), so recompute plans never
     change the program's structure; without, B carries its own dependency."""
-    p, nvs = ops.p, ops.nvs
+    p = ops.p
     # the op columns: kind, device, virtual stage, micro-batch, resource
     kind: list[int] = []
     dev: list[int] = []
@@ -177,7 +177,10 @@ def _compile(ops: OpLists, with_r: bool) -> Program:
             dev_ops[d].append(len(kind))
             push(k, d, v, j, d)
     deps: list[tuple[tuple[int, int], ...]] = []
-    last_vs = nvs - 1
+    per = ops.stages                 # each model copy's virtual stages (DualPipe: two copies)
+
+    def last(v: int) -> bool:
+        return (v + 1) % per == 0
 
     def gradient(v: int, j: int) -> int:
         """The op whose end hands B(v, j)'s input gradient on: B, or the W an unsplit
@@ -186,12 +189,12 @@ def _compile(ops: OpLists, with_r: bool) -> Program:
 
     def data(v: int, j: int, d: int) -> tuple[int, int]:
         """B(v, j)'s data dependency: the next stage's gradient, or its own forward last."""
-        q = index[(F, v, j)] if v == last_vs else gradient(v + 1, j)
+        q = index[(F, v, j)] if last(v) else gradient(v + 1, j)
         return q, boundary(dev[q], d)
 
     for o in range(len(kind)):
         k, v, j, d = kind[o], vsl[o], mbl[o], dev[o]
-        if k == F and v > 0:
+        if k == F and v % per:
             q = index[(F, v - 1, j)]
             deps.append(((q, boundary(dev[q], d)),))
         elif k == R or (k == B and not with_r):   # R carries B's data dependency
@@ -205,7 +208,7 @@ def _compile(ops: OpLists, with_r: bool) -> Program:
     for (vf, jf), (vb, jb) in ops.pairs:
         f, b = index[(F, vf, jf)], index[(B, vb, jb)]
         deps[f] += (data(vb, jb, dev[f]),)
-        if vf < last_vs:
+        if not last(vf):
             nxt = index[(F, vf + 1, jf)]
             deps[nxt] += ((b, boundary(dev[b], dev[nxt])),)
     reload_deps: list[tuple[int, ...]] = [()] * len(kind)

@@ -191,9 +191,11 @@ def search_space(work: Workload, tp=None, pp=None, vpp=None, mbs=None, schedule=
                           and model.heads % t == 0 and hw.gpus % t == 0))
     pps = given(pp, tuple(p for p in range(1, min(model.layers, hw.gpus) + 1)
                           if hw.gpus % p == 0 and _splits(work, p)))
-    moe = model.is_moe                # EP multiplies the space: Megatron-Core's and DualPipeV
-    scheds = given(schedule, tuple(s for s in schedules.SCHEDULES
-                                   if not (moe and s in schedules.SPLIT and s != "dualpipev")))
+    # EP multiplies the space: MoE keeps to Megatron-Core's schedules and DualPipeV. DualPipe
+    # on PP p with DP d runs DualPipeV's timeline on PP p/2 with DP 2d (§5.5): only when asked
+    moe = model.is_moe
+    scheds = given(schedule, tuple(s for s in schedules.SCHEDULES if s != "dualpipe" and not (
+        moe and s in schedules.SPLIT and s != "dualpipev")))
     vpps = given(vpp, (1, 2) if "interleaved" in scheds else (1,))
     if work.pipeline_layout is not None:       # its virtual stages fix PP x VPP
         n = len(parse_pipeline_layout(work.pipeline_layout))
@@ -289,7 +291,7 @@ class PipelineStudy:
         if not self.savers_everywhere and sched != "chronos" and "chronos" in (rec, off):
             return ("not searched: Chronos-Recomp/Offload go with the chronos schedule (pass "
                     "--recompute/--offload to apply them to others)")
-        family = sched if sched in ("interleaved", "dualpipev") else (   # own layout rules
+        family = sched if sched in ("interleaved", *schedules.DUAL) else (   # own rules
             "v" if sched in schedules.V_SHAPED else "linear")
         slow_sel = rec == "selective" and not self.workload.selective_inert
         small = (tp, pp, vpp, mbs, family, slow_sel, opt, ep, cp)
@@ -444,7 +446,7 @@ def describe(out: Outcome) -> dict:
             "experts": t.shape.experts, "ep": lay.ep, "etp": lay.moe.expert_tp,
             "edp": lay.moe.edp,
             "global_batch": lay.global_batch, "m": t.m, "schedule": pol.schedule,
-            "cap": out.ops.cap, "recompute": pol.recompute,
+            "model_copies": t.copies, "cap": out.ops.cap, "recompute": pol.recompute,
             "recompute_modules": list(pol.recompute_modules), "offload": pol.offload,
             "optimizer": pol.optimizer, "state_bytes_per_param": t.state_bytes.total,
             "state_scheme": t.state_bytes.scheme,
@@ -481,7 +483,7 @@ def breakdown(out: Outcome) -> dict:
         for vs in out.ops.vs_of(d):
             live = held = 0
             nbytes = 0.0
-            for j in range(t.m):
+            for j in range(t.vs_micro_batches):
                 f = out.program.index[(schedules.F, vs, j)]
                 b = out.program.index[(schedules.B, vs, j)]
                 w = out.program.index.get((schedules.W, vs, j), b)
