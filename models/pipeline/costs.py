@@ -58,7 +58,7 @@ class LayerCosts:
             return a
         if self.moe:
             a += moe.moe_ffn_bytes(self.shape, lay.local_seq, lay.mbs, lay.moe,
-                                   lay.moe_imbalance, recompute, modules)
+                                   lay.moe_imbalance, recompute, modules, t.gemm_bytes)
         if self.mtp:
             a += mem.mtp_bytes(self.shape, lay.local_seq, lay.mbs, lay.tp, lay.sp, t.gemm_bytes)
         return a
@@ -159,7 +159,8 @@ class LayerCosts:
         """What the layer saves without recompute (the MoE block's too)."""
         lay, t = self.terms.layout, self.terms
         x = mem.saved_tensors(self.shape, lay.local_seq, lay.flash, "none", t.gemm_bytes)
-        return x + moe.moe_ffn_tensors(self.shape, lay.moe_imbalance) if self.moe else x
+        return x + moe.moe_ffn_tensors(self.shape, lay.moe_imbalance, t.gemm_bytes) \
+            if self.moe else x
 
     @cached_property
     def recomputed_modules(self) -> tuple[str, ...]:

@@ -182,16 +182,22 @@ def _moe_dense_gemms(shape: ModelShape, tokens: int, tp: int
 
 
 def _add_experts(add, shape: ModelShape, seq: int, mbs: int, lay: "MoeLayout", gpu: GpuSpec,
-                 scale: float, imbalance: float = 1.0) -> None:
+                 scale: float, imbalance: float = 1.0, fmt: NumberFormat | None = None) -> None:
     """The routed experts of an MoE layer (§11): their GEMMs at their own token counts, the
-    weighted SwiGLU and the token permutation before and after the all-to-alls, by bytes."""
+    weighted SwiGLU and the token permutation before and after the all-to-alls, by bytes;
+    with FP8/FP4 GEMMs the casts of fc1's and fc2's inputs and output gradients (§7.4)."""
     from .moe import expert_gemm_times          # moe builds on this module
-    f_, b_, w_ = expert_gemm_times(shape, seq, mbs, lay, gpu, scale, imbalance)
+    f_, b_, w_ = expert_gemm_times(shape, seq, mbs, lay, gpu, scale, imbalance, fmt)
     add("F: expert GEMMs", f_)
     add("B: expert GEMMs", b_)
     add("W: expert GEMMs", w_)
     routed = shape.experts_per_token * seq * mbs / lay.tp * lay.expert_tp * imbalance
     f_exp = shape.expert_intermediate / lay.expert_tp
+    if fmt is not None:     # fc1: X (h) and dY (2 f); fc2: X (f) and dY (h), per routed token
+        cast = ELEMENT + fmt.bytes
+        add("F: FP8/FP4 casts", bytes_s(routed * (shape.hidden + f_exp) * cast, gpu, kernels=2))
+        add("B: FP8/FP4 casts", bytes_s(routed * (2 * f_exp + shape.hidden) * cast, gpu,
+                                        kernels=2))
     add("F: expert activation", bytes_s(routed * f_exp * 3 * ELEMENT, gpu))
     add("B: expert activation", bytes_s(routed * f_exp * 5 * ELEMENT, gpu))
     moved = routed * shape.hidden * 2 * ELEMENT            # read and write the h-wide rows
@@ -245,12 +251,13 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
         assert moe is not None                   # an MoE layer needs its expert layout
         gemms = [x for x in gemms if x[0] not in ("gate_up", "fc1", "down")] \
             + _moe_dense_gemms(shape, tokens, tp)
-        _add_experts(add, shape, seq // cp, mbs, moe, gpu, g, imbalance)
+        _add_experts(add, shape, seq // cp, mbs, moe, gpu, g, imbalance, fmt)
     for name, m, n, k in gemms:
-        add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g, fmt=fmt))
-        add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g, fmt=fmt))  # dX = dY W^T
-        add("W: weight-gradient GEMMs", gemm_s(k, n, m, gpu, scale=g, fmt=fmt))  # dW = X^T dY
-        if fmt is not None:          # quantise the input X (forward) and dY (backward, once)
+        q = None if name == "router" else fmt    # Megatron's router is no TE linear
+        add(f"F: {name} GEMM", gemm_s(m, n, k, gpu, scale=g, fmt=q))
+        add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g, fmt=q))  # dX = dY W^T
+        add("W: weight-gradient GEMMs", gemm_s(k, n, m, gpu, scale=g, fmt=q))  # dW = X^T dY
+        if q is not None:            # quantise the input X (forward) and dY (backward, once)
             add("F: FP8/FP4 casts", bytes_s(m * k * (ELEMENT + fmt.bytes), gpu))
             add("B: FP8/FP4 casts", bytes_s(m * n * (ELEMENT + fmt.bytes), gpu))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..comm import all_to_all_s
 from ..errors import InputError
+from ..formats import NumberFormat
 from ..shapes import ModelShape
 from . import kernels
 from .memory import SavedTensor, recomputed
@@ -77,27 +78,25 @@ def check_imbalance(value: float) -> float:
 
 
 def check_supported(shape: ModelShape, hw) -> None:
-    """Raise InputError naming what the study's MoE layers (§11) do not cover yet: the flat
-    time model and FP8/FP4 GEMMs."""
-    if not shape.is_moe:
-        return
-    checks = [(hw.time.kind == "flat", "the flat time model"),
-              (hw.time.gemm_format != "bf16", "FP8/FP4 GEMMs")]
-    missing = [why for bad, why in checks if bad]
-    if missing:
-        raise InputError(f"{shape.name}: MoE layers in the pipeline study do not cover "
-                         f"{', '.join(missing)} yet (docs/pipeline.md §11)")
+    """Raise InputError when the study's MoE layers (§11) meet what they do not cover: the
+    flat time model, which has no expert GEMMs or all-to-alls."""
+    if shape.is_moe and hw.time.kind == "flat":
+        raise InputError(f"{shape.name}: MoE layers in the pipeline study need the kernel time "
+                         f"model (--time-model kernels; docs/pipeline.md §11)")
 
 
 # ---- activations of an MoE layer -------------------------------------------------------------
 
-def moe_ffn_tensors(shape: ModelShape, imbalance: float = 1.0) -> tuple[SavedTensor, ...]:
+def moe_ffn_tensors(shape: ModelShape, imbalance: float = 1.0,
+                    gemm_bytes: float = 2.0) -> tuple[SavedTensor, ...]:
     """What the MoE block of one layer saves for backward, per token of the layer's input
     (docs/pipeline.md §11.3), in Megatron-Core's default path (alltoall dispatcher, TEGroupedMLP
     with the fused weighted SwiGLU, probabilities applied inside the experts, router scores in
     fp32 as the DeepSeek-V3 recipes set --moe-router-dtype). Routed tensors count k x
     `imbalance` entries per token (dropless; `imbalance` >= 1 is the margin of the most loaded
-    GPU over the mean). bytes_per_token is before sharding; tp_sharded marks what TP (experts:
+    GPU over the mean); with FP8/FP4 GEMMs the expert and shared-expert linears' saved inputs
+    take `gemm_bytes` per element (Transformer Engine's grouped and plain linears save them
+    quantised, §7.4). bytes_per_token is before sharding; tp_sharded marks what TP (experts:
     ETP) divides; `modules` the recompute modules that drop it. The norm before it and its
     output, the FFN input, are the attention part's (memory.layer_tensors).
 
@@ -134,22 +133,22 @@ def moe_ffn_tensors(shape: ModelShape, imbalance: float = 1.0) -> tuple[SavedTen
         t.append(block(f"aux-loss {shape.router} over all experts (fp32)",
                        4 * e + (4 if shape.router == "sigmoid" else 0)))
     t += [block("permutation map over all experts (int64)", 8 * e),
-          block("expert fc1 input (permuted tokens)", 2 * h * routed, kind="routed"),
+          block("expert fc1 input (permuted tokens)", gemm_bytes * h * routed, kind="routed"),
           block("expert fc1 output (gate, up)", 2 * 2 * f * routed, True, "routed"),
           block("routing probability (fp32)", 4 * routed, kind="routed"),
-          block("expert fc2 input", 2 * f * routed, True, "routed", act),
+          block("expert fc2 input", gemm_bytes * f * routed, True, "routed", act),
           block("permutation index (int64)", 8 * routed, kind="routed")]
     fs = shape.shared_expert_intermediate
     if fs:
         t += [block("shared gate output", 2 * fs, True, modules=shared),
               block("shared up output", 2 * fs, True, modules=shared),
-              block("shared down-projection input", 2 * fs, True, modules=shared)]
+              block("shared down-projection input", gemm_bytes * fs, True, modules=shared)]
     return tuple(t)
 
 
 def moe_ffn_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
                   imbalance: float = 1.0, recompute: str = "none",
-                  modules: tuple[str, ...] = ()) -> float:
+                  modules: tuple[str, ...] = (), gemm_bytes: float = 2.0) -> float:
     """Bytes the MoE block of one layer saves per micro-batch on one GPU, without what
     selective recompute of `modules` drops. Megatron-Core runs MoE with TP > 1 under sequence
     parallelism, so the router sees s b / TP tokens; the dispatcher gathers the ETP group's
@@ -157,7 +156,7 @@ def moe_ffn_bytes(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout,
     divided by ETP; shared experts are TP-sharded."""
     tokens = seq * mbs / layout.tp
     total = 0.0
-    for x in moe_ffn_tensors(shape, imbalance):
+    for x in moe_ffn_tensors(shape, imbalance, gemm_bytes):
         if recomputed(x, recompute, modules):
             continue
         if x.kind == "routed":
@@ -211,13 +210,14 @@ def all_to_all_time(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, gp
 # ---- routed-expert GEMMs ------------------------------------------------------------------------
 
 def expert_gemm_times(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, gpu,
-                      gemm_scale: float = 1.0, imbalance: float = 1.0
-                      ) -> tuple[float, float, float]:
+                      gemm_scale: float = 1.0, imbalance: float = 1.0,
+                      fmt: NumberFormat | None = None) -> tuple[float, float, float]:
     """(forward, input-gradient, weight-gradient) seconds of one layer's routed-expert GEMMs
     on one GPU per micro-batch, on the kernel model's efficiency curve (§7.2) at their real
     sizes: E / EP local experts share k (s b / TP) ETP x imbalance routed tokens, each expert's
     fc1 (h -> 2 f_exp / ETP, SwiGLU) and fc2 (f_exp / ETP -> h) costed at its own token count,
-    one grouped kernel launch per GEMM kind."""
+    one grouped kernel launch per GEMM kind; with `fmt` at that format's peak and operand
+    bytes (§7.4)."""
     local = shape.experts // layout.ep
     routed = shape.experts_per_token * seq * mbs / layout.tp * layout.expert_tp * imbalance
     m = max(1, math.ceil(routed / local))              # tokens per local expert
@@ -226,7 +226,8 @@ def expert_gemm_times(shape: ModelShape, seq: int, mbs: int, layout: MoeLayout, 
     overhead = (2 * local - 2) * gpu.kernel_overhead_s   # grouped: one launch per GEMM kind
 
     def grouped(dims) -> float:
-        return local * sum(kernels.gemm_s(a, b, c, gpu, scale=gemm_scale) for a, b, c in dims) \
+        return local * sum(kernels.gemm_s(a, b, c, gpu, scale=gemm_scale, fmt=fmt)
+                           for a, b, c in dims) \
             - overhead
     fwd = grouped([(m, 2 * f, h), (m, h, f)])               # Y = X W
     dgrad = grouped([(m, h, 2 * f), (m, f, h)])             # dX = dY W^T
