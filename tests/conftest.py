@@ -39,7 +39,7 @@ EXPENSIVE = (("explore.cli.validate", "sd_validation"),
              ("explore.cli.studies.chiplet", "validation_result"),
              ("explore.models.pipeline.validate", "validate"),
              ("explore.cli.studies.pipeline", "throughput_validation"),
-             ("explore.cli.studies.pipeline", "moe_memory_validation"))
+             ("explore.cli.studies.pipeline", "moe_validation"))
 
 
 def once(fn):

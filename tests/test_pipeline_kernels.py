@@ -302,3 +302,22 @@ def test_fp8_gemms_run_at_the_fp8_peak():
 def test_a_gemm_format_the_gpu_lacks_is_refused(cli, args, message):
     code, _, err = cli("pipeline", "--model", "llama2-7b", "--gpus", "8", *args)
     assert code == 2 and re.search(message, err) and "Traceback" not in err
+
+
+def test_unfused_attention_runs_dropout_only_when_the_model_has_it():
+    """The unfused attention core: the fused scale-mask-softmax by its bytes, plus the
+    dropout on the probabilities only for a model trained with dropout (PyTorch returns the
+    input untouched at p = 0: no kernel, no mask)."""
+    llama = presets.load("model", "llama2-7b").with_layers(4)
+    gpt = dataclasses.replace(llama, dropout=True)
+    tm = TimeModel()
+    s, b, tp = 4096, 1, 2
+    scores = b * (llama.heads // tp) * s * s
+    plain = kernels.layer_times(llama, s, b, tp, True, False, H100, tm).terms
+    assert plain["F: softmax + dropout"] == pytest.approx(
+        kernels.bytes_s(scores * 2 * kernels.ELEMENT, H100, "softmax"))
+    assert plain["B: softmax + dropout"] == pytest.approx(
+        kernels.bytes_s(scores * 3 * kernels.ELEMENT, H100, "softmax"))
+    dropped = kernels.layer_times(gpt, s, b, tp, True, False, H100, tm).terms
+    assert dropped["F: softmax + dropout"] > plain["F: softmax + dropout"] + kernels.dropout_s(
+        scores, 0, H100) - H100.kernel_overhead_s - 1e-12

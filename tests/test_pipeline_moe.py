@@ -504,8 +504,8 @@ def test_peak_memory_of_public_moe_runs_apriori():
     step 1 of the recompute run is +6.5 %). Balanced routing puts the prediction between the
     two, where the measured peak drifts as routing loses balance. The DeepSeek-V3-Proxy run
     (layout partly inferred) is only reported, every stage of it (docs/pipeline.md §11.7)."""
-    from explore.cli.studies.pipeline import moe_memory_validation
-    v = moe_memory_validation()
+    from explore.cli.studies.pipeline import moe_validation
+    v = moe_validation()["memory"]
     ci = [r for r in v["rows"] if r["id"].startswith("mcore-ci")]
     assert len(ci) == 4 and all(abs(r["error"]) <= 0.07 for r in ci)
     for i in range(0, 4, 2):
@@ -515,6 +515,23 @@ def test_peak_memory_of_public_moe_runs_apriori():
     proxy = [r for r in v["rows"] if r["inferred"]]
     assert sorted(r["device"] for r in proxy) == [0, 1, 2, 3]
     assert all(r["ours_gib"] > 0 for r in proxy)
+
+
+def test_iteration_time_of_public_moe_runs_apriori():
+    """The two Megatron-Core CI runs state their iteration time (step 50 of the golden
+    values, s): each is predicted a-priori with the run's overlap switches, its error is ours /
+    measured - 1, and the check row judges the largest against the 10 % target (PASS or WARN:
+    few runs, nothing fitted)."""
+    from explore.cli.studies.pipeline import moe_validation
+    from explore.models.pipeline.measured_moe import check_rows
+    v = moe_validation()["time"]
+    ci = {r["id"]: r for r in v["rows"] if r["id"].startswith("mcore-ci")}
+    assert sorted(r["measured_s"] for r in ci.values()) == [1.027, 1.098]
+    for r in ci.values():
+        assert r["ours_s"] > 0 and r["error"] == pytest.approx(r["ours_s"] / r["measured_s"] - 1)
+    row = check_rows(v, "iteration time", "runs")[0]
+    assert row["error"] == pytest.approx(v["complete"]["max_abs_error"])
+    assert row["status"] == ("PASS" if row["error"] <= 0.10 else "WARN")
 
 
 def test_moe_split_backward_holds_each_linears_input_and_gradient():

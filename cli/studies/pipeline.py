@@ -778,20 +778,22 @@ def fixture_data(fx) -> dict:
     from explore.models.pipeline.study import assumptions
     from explore.models.pipeline.validate import validate
 
-    from explore.models.pipeline import measured_memory
+    from explore.models.pipeline import measured_moe
 
     data = validate(fx)
     data["throughput"] = throughput_validation()
-    data["moe_memory"] = moe_memory_validation()
+    moe = moe_validation()
+    data["moe_memory"], data["moe_time"] = moe["memory"], moe["time"]
     data["rows"] = data["rows"] + tp.check_rows(data["throughput"]) \
-        + measured_memory.check_rows(data["moe_memory"])
+        + measured_moe.check_rows(moe["memory"]) \
+        + measured_moe.check_rows(moe["time"], "iteration time", "runs")
     data["hard_fail"] = any(r["status"] == "FAIL" for r in data["rows"])
     data["assumptions"] = assumptions(fx.work)
     return data
 
 
 SC21_DATA = ("validation", "pipeline", "megatron_sc21_table1.json")
-MOE_MEMORY_DATA = ("validation", "pipeline", "moe_peak_memory.json")
+MOE_DATA = ("validation", "pipeline", "moe_runs.json")
 
 
 def _validation_data(parts: tuple[str, ...]) -> dict:
@@ -807,13 +809,14 @@ def _validation_data(parts: tuple[str, ...]) -> dict:
         raise ConfigError(f"cannot read {path}: {e}") from None
 
 
-def moe_memory_validation() -> dict:
-    """Peak memory of the public MoE runs, a-priori (models/pipeline/measured_memory.py)."""
+def moe_validation() -> dict:
+    """Peak memory and iteration time of the public MoE runs, a-priori
+    (models/pipeline/measured_moe.py)."""
     from explore import presets
-    from explore.models.pipeline import measured_memory
+    from explore.models.pipeline import measured_moe
 
-    data = _validation_data(MOE_MEMORY_DATA)
-    return measured_memory.validation(measured_memory.memory_runs(data), presets.load)
+    data = _validation_data(MOE_DATA)
+    return measured_moe.validation(measured_moe.moe_runs(data), presets.load)
 
 
 def throughput_validation() -> dict:

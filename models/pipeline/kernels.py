@@ -276,12 +276,13 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
         add("B: attention GEMMs", gemm_s(s, s, dv, gpu, bh, g) + gemm_s(s, dv, s, gpu, bh, g)
             + 2 * gemm_s(s, dqk, s, gpu, bh, g))
         scores = b * heads * s * s
-        # fused scale-mask-softmax (read, write); dropout on the probabilities (read, write, mask)
-        add("F: softmax + dropout", bytes_s(scores * 2 * ELEMENT, gpu, "softmax")
-            + dropout_s(scores, scores * (2 * ELEMENT + MASK), gpu))
+        # fused scale-mask-softmax (read, write); with the model's dropout, dropout on the
+        # probabilities (read, write, mask; PyTorch returns its input at p = 0)
+        drop_f = dropout_s(scores, scores * (2 * ELEMENT + MASK), gpu) if shape.dropout else 0.0
+        drop_b = bytes_s(scores * (2 * ELEMENT + MASK), gpu) if shape.dropout else 0.0
+        add("F: softmax + dropout", bytes_s(scores * 2 * ELEMENT, gpu, "softmax") + drop_f)
         # softmax backward (probabilities, gradient in, gradient out); dropout backward
-        add("B: softmax + dropout", bytes_s(scores * 3 * ELEMENT, gpu, "softmax")
-            + bytes_s(scores * (2 * ELEMENT + MASK), gpu))
+        add("B: softmax + dropout", bytes_s(scores * 3 * ELEMENT, gpu, "softmax") + drop_b)
 
     # element-wise kernels; without SP the norms and residual regions are replicated over TP
     rows = tokens // tp if sp else tokens
