@@ -417,13 +417,17 @@ class ModelShape:
         return self.layer_forward_flops_per_token(seq, self.is_moe_layer(layer),
                                                   self.is_local_layer(layer))
 
+    def tail_flops_per_token(self, seq: int) -> float:
+        """Forward FLOPs per token after the last decoder layer: the LM head and the MTP
+        modules, each one layer of the kind its index gives plus its own logits."""
+        return self.mtp_layers * self.layer_flops_per_token(seq, self.layers) \
+            + 2.0 * self.vocab * self.hidden * (1 + self.mtp_layers)
+
     def training_flops_per_token(self, seq: int) -> float:
-        """Forward + backward (3x forward) FLOPs per token: layers, MTP modules (each counted
-        as one layer of the kind its index gives, plus its own logits) and LM head
+        """Forward + backward (3x forward) FLOPs per token: layers, MTP modules and LM head
         (Megatron-LM num_floating_point_operations; Narayanan et al. 2021)."""
-        mtp = self.mtp_layers * self.layer_flops_per_token(seq, self.layers)
-        return 3.0 * (self.layers * self.layer_forward_flops_per_token(seq) + mtp
-                      + 2.0 * self.vocab * self.hidden * (1 + self.mtp_layers))
+        return 3.0 * (self.layers * self.layer_forward_flops_per_token(seq)
+                      + self.tail_flops_per_token(seq))
 
     def check_tensor_parallel(self, tp: int) -> None:
         """Raise InputError when a TP degree does not divide the heads."""

@@ -443,8 +443,7 @@ def balanced_ends(shape: ModelShape, seq: int, pp: int, chunks: int,
     cum = [0.0]
     for x in fl:
         cum.append(cum[-1] + x)
-    tail = 2.0 * shape.vocab * shape.hidden * (1 + shape.mtp_layers) + shape.mtp_layers \
-        * shape.layer_flops_per_token(seq, L)
+    tail = shape.tail_flops_per_token(seq)
     best: tuple | None = None
     stages = 2 * pp if v_shaped else pp
     for n in sorted({L // stages, -(-L // stages)} if stages > 2 else {0}):
