@@ -2,12 +2,17 @@
 the bytes per GPU pinned by hand for a DeepSeek-V3 layout, and EP = 1 on a dense model equal
 to the dense study's numbers."""
 
+import re
 from dataclasses import replace
+
+import numpy as np
 
 import pytest
 
 from explore import presets
 from explore.models.errors import InputError
+from explore.models.pipeline import schedules as S
+from explore.models.pipeline.chronos import solve
 from explore.models.pipeline.config import Hardware, Layout, Policy
 from explore.models.pipeline.costs import Terms
 from explore.models.pipeline.moe import MoeLayout
@@ -556,3 +561,83 @@ def test_moe_split_backward_holds_each_linears_input_and_gradient():
     out = solve(t).outcome
     assert out.ops.split and out.iteration_s > 0
     assert max(level for _, _, cat, level in timeline(out) if cat == "held for W") > 0
+
+
+# ---- the all-to-all overlap (§11.4) ---------------------------------------------------------
+
+@pytest.mark.parametrize("schedule, p, v, m", [("interleaved", 2, 2, 4), ("interleaved", 4, 1, 8),
+                                               ("interleaved", 4, 3, 8), ("1f1b", 1, 1, 5)])
+def test_a2a_overlap_pairs_every_steady_state_step(schedule, p, v, m):
+    """Megatron's combined 1F1B: one more warm-up forward than the interleaved schedule (so a
+    step never holds one micro-batch's own forward and backward), then every steady-state
+    step, a forward and an earlier micro-batch's backward, is one pair; every op runs once and
+    the pairs' extra waits do not deadlock. Without pipelining: F0, [F1 B0], ..., [F4 B3],
+    B4."""
+    from explore.models.pipeline import simulator as sim
+    plain = S.build(schedule, p, m, v)
+    ops = S.build(schedule, p, m, v, a2a_pairs=True)
+    assert sorted(x for lst in ops.ops for x in lst) == sorted(
+        x for lst in plain.ops for x in lst)
+    for r, lst in enumerate(ops.ops):
+        w = S.interleaved_warmup(p, v, m, r) + 1
+        assert [k for k, _, _ in lst[:w]] == [S.F] * w and lst[w][0] == S.F
+    assert len(ops.pairs) == sum(m * v - min(S.interleaved_warmup(p, v, m, r) + 1, m * v)
+                                 for r in range(p))
+    assert all(f[1] != b[1] for f, b in ops.pairs)          # never one micro-batch's own
+    if p == 1:
+        assert ops.ops[0][:4] == ((S.F, 0, 0), (S.F, 0, 1), (S.B, 0, 0), (S.F, 0, 2))
+    sim.compile_program(ops)                     # raises on a dependency cycle
+
+
+def _qwen_a2a(overlap, schedule="interleaved", recompute="none", modules=("core_attn",), ep=8,
+              pp=2):
+    from explore.models.pipeline.kernels import TimeModel
+    qwen = presets.load("model", "qwen3-30b-a3b")
+    hw = Hardware.from_presets(presets.load("gpu", "h100"), presets.load("node", "dgx-h100"),
+                               16, time=TimeModel(overlap_moe_a2a=overlap))
+    lay = Layout(1, pp, 16 // pp, 4096, 1, 64, 1, ep=ep, etp=1)
+    return Terms(qwen, lay, hw, Policy(schedule, recompute=recompute, optimizer="dist-opt",
+                                       recompute_modules=modules))
+
+
+def test_a2a_overlap_hides_each_pairs_all_to_alls():
+    """Qwen3-30B-A3B, PP 2 interleaved, EP 8: each pair's backward takes T_B minus what hides
+    (the pair's all-to-alls, at most the compute left), and the iteration is shorter."""
+    on, off = _qwen_a2a(True), _qwen_a2a(False)
+    out_on, out_off = solve(on).outcome, solve(off).outcome
+    ops, prog = out_on.ops, out_on.program
+    assert on.a2a_overlap and ops.pairs
+    tf, tb, tw = (np.asarray(x) for x in on.chunk_times)
+    a2a = on.chunk_all_to_all
+    (vf, _), (vb, jb) = ops.pairs[0]
+    comm = a2a[vf] + a2a[vb]
+    assert out_on.dur[prog.index[(S.B, vb, jb)]] == pytest.approx(
+        tb[vb] + tw[vb] - min(comm, tf[vf] + tb[vb] - comm))
+    assert out_on.iteration_s < out_off.iteration_s
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ep": 1}, "needs an MoE model with expert parallelism (EP > 1)"),
+    ({"schedule": "1f1b"}, "needs 1F1B without pipelining or the interleaved schedule"),
+    ({"schedule": "zb-h1"}, "needs 1F1B without pipelining or the interleaved schedule"),
+    ({"recompute": "full"}, "does not run with full recompute"),
+    ({"recompute": "selective", "modules": ("moe",)}, "does not run with the 'moe' recompute"),
+])
+def test_a2a_overlap_rules_are_named(kwargs, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        _qwen_a2a(True, **kwargs)
+
+
+def test_a2a_overlap_on_the_cli_and_in_megatron_flags(cli):
+    code, out, err = cli("pipeline", "best", "--model", "qwen3-30b-a3b", "--gpus", "16",
+                         "--hardware", "h100", "--tp", "1", "--pp", "2", "--ep", "8",
+                         "--mbs", "1", "--global-batch", "64", "--schedule", "interleaved",
+                         "--overlap-moe-expert-parallel-comm", "--emit", "megatron")
+    assert code == 0, err
+    assert "--overlap-moe-expert-parallel-comm" in out
+    code, _, err = cli("pipeline", "breakdown", "--model", "qwen3-30b-a3b", "--gpus", "16",
+                       "--hardware", "h100", "--tp", "1", "--pp", "2", "--ep", "8", "--mbs",
+                       "1", "--global-batch", "64", "--schedule", "1f1b",
+                       "--overlap-moe-expert-parallel-comm")
+    assert code == 2
+    assert "--overlap-moe-expert-parallel-comm needs 1F1B without pipelining" in err

@@ -123,6 +123,11 @@ class Hardware:
                                               "(off: they block it)", panel="Time model",
                                               default_text="Megatron-LM's: on for the "
                                               "interleaved schedule only")
+    overlap_moe_a2a: bool = option(False, "--overlap-moe-expert-parallel-comm/"
+                                   "--no-overlap-moe-expert-parallel-comm", help="MoE: a "
+                                   "micro-batch's all-to-alls under another's compute in the "
+                                   "steady state (Megatron-LM's flag; 1F1B at PP 1 or "
+                                   "interleaved; DualPipe overlaps its own)", panel="Time model")
     grad_accumulation: str = option("fused", "--grad-accumulation", help="fused: weight "
                                     "gradients accumulate inside their GEMM (Megatron-LM "
                                     "--gradient-accumulation-fusion); separate: an add kernel "
@@ -406,6 +411,7 @@ def hardware(h: Hardware):
                        overlap_grad_reduce=h.overlap_grad_reduce,
                        overlap_param_gather=h.overlap_param_gather,
                        tp_comm_overlap=h.tp_comm_overlap, overlap_p2p_comm=h.overlap_p2p_comm,
+                       overlap_moe_a2a=h.overlap_moe_a2a,
                        grad_accumulation=h.grad_accumulation, gemm_format=h.gemm_format))
 
 
@@ -816,7 +822,7 @@ def moe_validation() -> dict:
     from explore.models.pipeline import measured_moe
 
     data = _validation_data(MOE_DATA)
-    return measured_moe.validation(measured_moe.moe_runs(data), presets.load)
+    return measured_moe.validation(measured_moe.moe_runs(data, presets.load), presets.load)
 
 
 def throughput_validation() -> dict:

@@ -356,7 +356,7 @@ def outcome(terms, ops: OpLists | None, plan, with_r: bool):
     from .evaluate import Outcome, object_bytes
 
     schedule = terms.policy.schedule
-    if schedule not in SCHEDULES:
+    if schedule not in SCHEDULES or terms.a2a_overlap:     # overlapped pairs: simulated
         return None
     if ops is None:                   # the structure only: no op tuples are needed
         ops = OpLists(schedule, terms.p, terms.nvs, terms.m, False, None, terms.dev_of, ())

@@ -379,9 +379,10 @@ def layout_chunks(shape: ModelShape, text: str, pp: int, schedule: str,
     if mtp != shape.mtp_layers or mtp and stages[-1].count("m") != mtp:
         raise InputError(f"--pipeline-layout places {mtp} MTP module(s) (m); {shape.name} has "
                          f"{shape.mtp_layers}, all in the last virtual stage with the loss")
-    if 0 in counts:
-        raise InputError(f"--pipeline-layout: virtual stage {counts.index(0)} holds no decoder "
-                         f"layer (the study costs every chunk by its layers)")
+    empty = [v for v, (x, n) in enumerate(zip(stages, counts)) if not n and "m" not in x]
+    if empty:
+        raise InputError(f"--pipeline-layout: virtual stage {empty[0]} holds no decoder layer "
+                         f"or MTP module (the study costs every chunk by its layers)")
     return counts
 
 

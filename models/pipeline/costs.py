@@ -312,6 +312,11 @@ class Terms:
 
     def __post_init__(self) -> None:
         moe.check_supported(self.shape, self.hw)
+        why = self.hw.time.overlap_moe_a2a and moe.a2a_overlap_refusal(
+            self.layout.ep, self.layout.pp, self.policy.schedule, self.policy.recompute,
+            self.policy.recompute_modules)
+        if why:
+            raise InputError(why)
         check_layout(self.shape, self.layout, self.hw.gpus, self.policy.schedule)
         mem.check_modules_apply(self.shape, self.policy.recompute_modules)
         if "chronos" in (self.policy.recompute, self.policy.offload) and not self.uniform:
@@ -838,4 +843,10 @@ class Terms:
             return schedules.build(sched, self.p, self.m, 1,
                                    cap if cap is not None else self.policy.cap,
                                    self.canonical_times(), 0.0, round(self.omega * 20) / 20)
-        return schedules.build(sched, self.p, self.m, self.layout.vpp)
+        return schedules.build(sched, self.p, self.m, self.layout.vpp,
+                               a2a_pairs=self.a2a_overlap)
+
+    @property
+    def a2a_overlap(self) -> bool:
+        """Megatron-Core's EP all-to-all overlap pairs the steady state's steps (§11.4)."""
+        return self.hw.time.overlap_moe_a2a and self.policy.schedule not in schedules.DUAL

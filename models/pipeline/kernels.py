@@ -53,6 +53,10 @@ class TimeModel:
     # weight-gradient GEMM (--gradient-accumulation-fusion, Megatron-LM since 2022-02) or a
     # "separate" add kernel (earlier Megatron-LM, PyTorch autograd)
     grad_accumulation: str = "fused"
+    # --overlap-moe-expert-parallel-comm: in the steady state a micro-batch's forward and
+    # another's backward run as one step, each one's MoE all-to-alls under the other's
+    # compute (§11.4)
+    overlap_moe_a2a: bool = False
     # the linear layers' GEMM input format (Transformer Engine FP8/FP4 training, §7.4): bf16,
     # fp8 (--fp8-format hybrid), mxfp8, nvfp4
     gemm_format: str = "bf16"

@@ -6,7 +6,7 @@ Pure functions over rows already read from presets/validation/pipeline/moe_runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -41,11 +41,15 @@ class MoeRun:
     inferred: tuple[str, ...]
 
 
-def moe_runs(data: dict) -> list[MoeRun]:
-    """The runs of the data file as explore configurations."""
+def moe_runs(data: dict, load: Callable[[str, str], Any]) -> list[MoeRun]:
+    """The runs of the data file as explore configurations: a run's model is its own shape or
+    a model preset's name with `model_overrides` (what the run changed, e.g. the vocabulary
+    of a mock-data tokenizer)."""
     out = []
     for r in data["runs"]:
-        shape = ModelShape(**r["model"])
+        m = r["model"]
+        shape = ModelShape(**m) if isinstance(m, dict) else replace(
+            load("model", m), **r.get("model_overrides", {}))
         dp = r["gpus"] // (r["tp"] * r["pp"])
         layout = Layout(r["tp"], r["pp"], dp, r["seq"], r["mbs"], r["global_batch"], r["vpp"],
                         r["sp"], r["flash"], ep=r["ep"], etp=r["etp"],

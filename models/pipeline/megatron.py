@@ -26,6 +26,7 @@ MEGATRON_FLAGS: dict[str, type | None] = {
     "--decoder-last-pipeline-num-layers": int, "--num-virtual-stages-per-pipeline-rank": int,
     "--mtp-num-layers": int, "--context-parallel-size": int, "--cp-comm-type": str,
     "--recompute-modules": list, "--pipeline-model-parallel-layout": str,
+    "--overlap-moe-expert-parallel-comm": None,
 }
 # --gemm-format -> Transformer Engine through Megatron-LM (TransformerConfig.fp8/fp8_recipe,
 # fp4/fp4_recipe): E4M3 forward and E5M2 gradients ('hybrid') with the default delayed scaling
@@ -100,7 +101,8 @@ def megatron_args(config: dict) -> tuple[list[str], list[str]]:
         notes.append(f"optimizer {c['optimizer']}: no Megatron-LM flag (DeepSpeed ZeRO)")
     for key, flag in (("overlap_grad_reduce", "--overlap-grad-reduce"),
                       ("overlap_param_gather", "--overlap-param-gather"),
-                      ("tp_comm_overlap", "--tp-comm-overlap")):
+                      ("tp_comm_overlap", "--tp-comm-overlap"),
+                      ("overlap_moe_a2a", "--overlap-moe-expert-parallel-comm")):
         if c.get(key):
             args.append(flag)
     if schedule == "interleaved" and c.get("overlap_p2p_comm") is False:
@@ -122,6 +124,8 @@ def launch(out) -> dict:
                                  "overlap_param_gather": t.overlap_param_gather,
                                  "tp_comm_overlap": t.tp_comm_overlap,
                                  "overlap_p2p_comm": t.overlap_p2p_comm,
+                                 "overlap_moe_a2a": t.overlap_moe_a2a
+                                 and out.terms.a2a_overlap,
                                  "grad_accumulation": t.grad_accumulation,
                                  "gemm_format": t.gemm_format})
     return {"megatron": args, "notes": notes, "checked_against": f"NVIDIA/Megatron-LM "

@@ -85,6 +85,25 @@ def check_supported(shape: ModelShape, hw) -> None:
                          f"model (--time-model kernels; docs/pipeline.md §11)")
 
 
+def a2a_overlap_refusal(ep: int, pp: int, schedule: str, recompute: str,
+                        modules: tuple[str, ...]) -> str | None:
+    """Why Megatron-Core refuses --overlap-moe-expert-parallel-comm here (TransformerConfig,
+    §11.4), or None: it needs expert parallelism, 1F1B without pipelining or the interleaved
+    schedule, no full-layer recompute, no recompute of the whole MoE block. DualPipe's
+    schedules overlap their own pairs and take it as given."""
+    from .schedules import DUAL
+    why = (None if schedule in DUAL else
+           "needs an MoE model with expert parallelism (EP > 1)" if ep == 1 else
+           "needs 1F1B without pipelining or the interleaved schedule (Megatron-LM: VPP must "
+           "be given when PP > 1)" if not (schedule == "interleaved"
+                                          or (schedule == "1f1b" and pp == 1))
+           else f"does not run with {recompute} recompute (Megatron-LM: no full "
+           f"recomputation)" if recompute in ("full", "full-fit", "chronos")
+           else "does not run with the 'moe' recompute module" if recompute == "selective"
+           and "moe" in modules else None)
+    return why and f"--overlap-moe-expert-parallel-comm {why}"
+
+
 # ---- activations of an MoE layer -------------------------------------------------------------
 
 def moe_ffn_tensors(shape: ModelShape, imbalance: float = 1.0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TypedDict
 
@@ -123,12 +123,13 @@ def _one_f_one_b(p: int, m: int):
     return out
 
 
-def interleaved_warmup(p: int, v: int, m: int, r: int) -> int:
-    """Megatron-LM warm-up chunk-forwards of rank r: 2(p - r - 1) + (v - 1)p, capped at m v."""
-    return min(2 * (p - r - 1) + (v - 1) * p, m * v)
+def interleaved_warmup(p: int, v: int, m: int, r: int, extra: int = 0) -> int:
+    """Megatron-LM warm-up chunk-forwards of rank r: 2(p - r - 1) + (v - 1)p (+ `extra`: one
+    with the MoE all-to-all overlap), capped at m v."""
+    return min(2 * (p - r - 1) + (v - 1) * p + extra, m * v)
 
 
-def _interleaved(p: int, v: int, m: int):
+def _interleaved(p: int, v: int, m: int, extra: int = 0):
     if m % p:
         raise InfeasibleError(f"interleaved 1F1B needs the micro-batch count ({m}) to be a "
                               f"multiple of the pipeline depth ({p})")
@@ -141,7 +142,7 @@ def _interleaved(p: int, v: int, m: int):
     out = []
     for r in range(p):
         total = m * v
-        warm = interleaved_warmup(p, v, m, r)
+        warm = interleaved_warmup(p, v, m, r, extra)
         fwd = [chunk_mb(k, True) for k in range(total)]
         bwd = [chunk_mb(k, False) for k in range(total)]
         ops = [(F, c * p + r, j) for c, j in fwd[:warm]]
@@ -290,9 +291,11 @@ def _linear_admissible(caps_open: tuple[int, ...],
 @lru_cache(maxsize=16)     # op lists are O(p m v) too; a search reuses few at a time
 def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
           times: tuple[float, float, float] = (1.0, 1.0, 1.0), lag: float = 0.0,
-          omega: float = 32 / 34) -> OpLists:
+          omega: float = 32 / 34, a2a_pairs: bool = False) -> OpLists:
     """Op lists of one iteration. `times` (T_F, T_B, T_W per chunk), `lag` (P2P per boundary)
     and `omega` steer only the greedy generators (split schedules); static orders ignore them.
+    `a2a_pairs`: Megatron-Core's EP all-to-all overlap on 1F1B (PP 1) or interleaved 1F1B,
+    the steady state's forward-backward steps run as overlapped pairs (a2a_overlapped).
     Results are cached: callers pass canonical (rounded) timing ratios."""
     schedule = canonical(schedule)
     if p < 1 or m < 1:
@@ -303,18 +306,22 @@ def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
         raise InputError(f"--vpp must be >= 1, got {v}")
     dev_of = placement(schedule, p, v)
     split = schedule in SPLIT
-    if schedule == "gpipe":
-        ops = _gpipe(p, m)
-    elif schedule == "1f1b":
-        ops = _one_f_one_b(p, m)
-    elif schedule == "interleaved":
-        ops = _interleaved(p, v, m)
-    elif schedule in DUAL:
+    if a2a_pairs and not (schedule == "interleaved" or (schedule == "1f1b" and p == 1)):
+        raise InputError(f"the MoE all-to-all overlap runs on 1F1B without pipelining or on "
+                         f"interleaved 1F1B (Megatron-LM), not on {schedule} with PP {p}")
+    if a2a_pairs:          # one more warm-up forward, then every steady step a pair (§11.4)
+        return a2a_overlapped(OpLists(schedule, p, len(dev_of), m, False, None, dev_of,
+                                      tuple(_interleaved(p, v, m, extra=1))))
+    if schedule in ("gpipe", "1f1b", "interleaved"):
+        ops = _gpipe(p, m) if schedule == "gpipe" else _one_f_one_b(p, m) \
+            if schedule == "1f1b" else _interleaved(p, v, m)
+        return OpLists(schedule, p, len(dev_of), m, False, None, dev_of, tuple(ops))
+    if schedule in DUAL:
         ops, unsplit, pairs = (_dualpipev if schedule == "dualpipev" else _dualpipe)(p, m)
         n = copies(schedule)
         return OpLists(schedule, p, len(dev_of), m // n, True, None, dev_of, ops, n, unsplit,
                        pairs)
-    elif schedule in ("zb-h1", "zb-h2"):
+    if schedule in ("zb-h1", "zb-h2"):
         if schedule == "zb-h1":
             admissible = _linear_admissible(tuple(p - r for r in range(p)), (p,) * p)
         else:
@@ -330,6 +337,17 @@ def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
         ops = _greedy(p, m, dev_of, _v_admissible(p, cap), times, lag, omega, True)
     return OpLists(schedule, p, len(dev_of), m, split, cap if schedule in V_SHAPED else None,
                    dev_of, tuple(ops))
+
+
+def a2a_overlapped(ops: OpLists) -> OpLists:
+    """Megatron-Core's --overlap-moe-expert-parallel-comm (§11.4) on interleaved op lists
+    built with one extra warm-up forward (get_pp_rank_microbatches: "to ensure the forward
+    and backward computations are independent in all 1f1b steps"): every steady-state step, a
+    forward followed by the backward of an earlier micro-batch, runs as one overlapped pair
+    (the combined 1F1B step)."""
+    pairs = tuple(((v1, j1), (v2, j2)) for lst in ops.ops
+                  for (k1, v1, j1), (k2, v2, j2) in zip(lst, lst[1:]) if k1 == F and k2 == B)
+    return replace(ops, pairs=pairs)
 
 
 # ---- DualPipeV (§5.5) ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ from .config import (OFFLOAD, RECOMPUTE, Hardware, Layout, Policy, parse_pipelin
 from .memory import SELECTIVE_DEFAULT, check_modules, check_modules_apply
 from .costs import Terms
 from .evaluate import Outcome, object_bytes
-from .moe import check_imbalance, check_supported
+from .moe import a2a_overlap_refusal, check_imbalance, check_supported
 from .simulator import CATEGORIES
 
 
@@ -291,6 +291,10 @@ class PipelineStudy:
         if not self.savers_everywhere and sched != "chronos" and "chronos" in (rec, off):
             return ("not searched: Chronos-Recomp/Offload go with the chronos schedule (pass "
                     "--recompute/--offload to apply them to others)")
+        why = self.workload.hw.time.overlap_moe_a2a and a2a_overlap_refusal(
+            ep, pp, sched, rec, self.workload.recompute_modules)
+        if why:
+            return why
         family = sched if sched in ("interleaved", *schedules.DUAL) else (   # own rules
             "v" if sched in schedules.V_SHAPED else "linear")
         slow_sel = rec == "selective" and not self.workload.selective_inert
@@ -757,7 +761,8 @@ def time_assumptions(work: Workload) -> list[dict]:
     overlaps = ", ".join(f"{name} {'on' if on else 'off'}" for name, on in (
         ("--overlap-grad-reduce", t.overlap_grad_reduce),
         ("--overlap-param-gather", t.overlap_param_gather),
-        ("--tp-comm-overlap", t.tp_comm_overlap))) \
+        ("--tp-comm-overlap", t.tp_comm_overlap),
+        ("--overlap-moe-expert-parallel-comm", t.overlap_moe_a2a))) \
         + f", --overlap-p2p-comm {p2p[t.overlap_p2p_comm]}"
     if t.kind == "flat":
         return [
