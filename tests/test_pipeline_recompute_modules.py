@@ -148,6 +148,18 @@ def test_layout_places_layers_and_the_mtp_module():
     assert t.stage_layers == (9, 7)
 
 
+def test_a_last_virtual_stage_of_mtp_and_loss_only():
+    """DeepSeek-V3's layout in the Megatron-Bridge recipes, Et|(tt|)*30mL: 32 virtual stages,
+    the last holds the MTP module, the LM head and the loss but no decoder layer; its chunk
+    is costed by its MTP module."""
+    assert layout_chunks(V3, "Et|(tt|)*30mL", 8, "interleaved", 4) == (1,) + (2,) * 30 + (0,)
+    hw = Hardware.from_presets(H100, DGX_H100, 1024)
+    lay = Layout(2, 8, 64, S, 1, 8192, 4, True, ep=64, etp=1, pipeline_layout="Et|(tt|)*30mL")
+    t = Terms(V3, lay, hw, Policy("interleaved", optimizer="dist-opt"))
+    assert [x.mtp for x in t.chunk_layers[-1]] == [True]
+    assert t.chunk_times[0][-1] > 0
+
+
 @pytest.mark.parametrize("text,pp,schedule,vpp,message", [
     ("Et*3|(tt|)*6tmL", 2, "interleaved", 2, "has 8 virtual stages; PP 2 x 2 chunks"),
     ("Et*3|(tt|)*6tL", 2, "interleaved", 4, "places 0 MTP module(s) (m); ci has 1"),
