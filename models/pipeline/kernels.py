@@ -262,8 +262,8 @@ def layer_times(shape: ModelShape, seq: int, mbs: int, tp: int, sp: bool, flash:
         add("B: input-gradient GEMMs", gemm_s(m, k, n, gpu, scale=g, fmt=q))  # dX = dY W^T
         add("W: weight-gradient GEMMs", gemm_s(k, n, m, gpu, scale=g, fmt=q))  # dW = X^T dY
         if q is not None:            # quantise the input X (forward) and dY (backward, once)
-            add("F: FP8/FP4 casts", bytes_s(m * k * (ELEMENT + fmt.bytes), gpu))
-            add("B: FP8/FP4 casts", bytes_s(m * n * (ELEMENT + fmt.bytes), gpu))
+            add("F: FP8/FP4 casts", bytes_s(m * k * (ELEMENT + q.bytes), gpu))
+            add("B: FP8/FP4 casts", bytes_s(m * n * (ELEMENT + q.bytes), gpu))
 
     # attention core, per head: QK^T (s x s, depth d) and AV (s x d, depth s)
     if flash:                        # QK^T and AV: 4 a d (MLA: 2 a (d_qk + d_v)) per key

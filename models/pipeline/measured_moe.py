@@ -73,7 +73,8 @@ def validation(runs: list[MoeRun], load: Callable[[str, str], Any]) -> dict[str,
     from .chronos import solve
     from .costs import Terms
 
-    rows, times = [], []
+    rows: list[dict[str, Any]] = []
+    times: list[dict[str, Any]] = []
     for run in runs:
         hw = Hardware.from_presets(load("gpu", run.gpu), load("node", run.node), run.gpus,
                                    time=run.time)
