@@ -35,23 +35,40 @@ def parse_int_range(text: str, flag: str, minimum: int = 1) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def parse_sigma(text: str, gammas: tuple[int, ...]) -> tuple[float, int]:
-    """'0.91' (one gamma searched) or '0.91@4' (sigma measured at gamma 4) -> (sigma, gamma)."""
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    """'0.9,0.8,0.7' -> (0.9, 0.8, 0.7); InputError naming the part that is not a number."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"{flag} {text!r}: cannot read {part!r}; write numbers separated "
+                             f"by commas") from None
+        if not math.isfinite(value):
+            raise InputError(f"{flag} {text!r}: {part!r} is not a finite number")
+        out.append(value)
+    return tuple(out)
+
+
+def parse_sigma(text: str, gammas: tuple[int, ...], flag: str = "--sigma",
+                example: str = "0.91@4") -> tuple[float, int]:
+    """'0.91' (one gamma searched) or '0.91@4' (measured at gamma 4) -> (value, gamma); also
+    --accept-len's '3.2@4'."""
     value, _, at = text.partition("@")
     try:
-        sigma = float(value)
+        number = float(value)
         gamma = int(at) if at else None
     except ValueError:
-        raise InputError(f"--sigma {text!r}: write a number, optionally @gamma (e.g. 0.91@4)"
+        raise InputError(f"{flag} {text!r}: write a number, optionally @gamma (e.g. {example})"
                          ) from None
     if gamma is None:
         if len(gammas) != 1:
-            raise InputError("--sigma depends on the draft length; with several gammas write "
-                             "the gamma it was measured at, e.g. --sigma 0.91@4")
+            raise InputError(f"{flag} depends on the draft length; with several gammas write "
+                             f"the gamma it was measured at, e.g. {flag} {example}")
         gamma = gammas[0]
     if gamma < 1:
-        raise InputError(f"--sigma {text!r}: gamma must be >= 1")
-    return sigma, gamma
+        raise InputError(f"{flag} {text!r}: gamma must be >= 1")
+    return number, gamma
 
 
 def emit_json(data: Any) -> None:

@@ -8,7 +8,7 @@ Equation tags in the breakdowns refer to docs/sd.md sections.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from .comm import all_reduce_s
 from .errors import InputError
 from .formats import number_format
 from .hardware import GpuSpec
+from .sd_draft import FAMILIES, accepted_length, check_rates, verify_width
 from .shapes import ModelShape
 from .spec import spec
 
@@ -207,6 +208,54 @@ class Deployment:
         """KV cache of `batch` sequences at `ctx` tokens (local-attention layers keep only
         their window or chunk)."""
         return np.asarray(batch, dtype=float) * self.model.kv_cache_bytes(ctx) / self.kv_shards
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A draft as costed (docs/sd.md §3.1): its family and, but for an n-gram lookup, the
+    deployment of its layers (an EAGLE-3 head's LM head over its draft vocabulary)."""
+    family: str = "model"
+    deployment: Deployment | None = None
+    shares_embedding: bool = False     # the embedding is the target's (EAGLE, MTP)
+    shares_head: bool = False          # the LM head too (EAGLE-1/2, MTP)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise InputError(f"draft family must be one of {', '.join(FAMILIES)}, got "
+                             f"{self.family!r}")
+        if (self.family == "ngram") != (self.deployment is None):
+            raise InputError("an ngram draft runs no model; every other family needs one")
+
+    @property
+    def name(self) -> str:
+        return "ngram" if self.deployment is None else self.deployment.model.name
+
+    @property
+    def tp(self) -> int:
+        return 1 if self.deployment is None else self.deployment.tp
+
+    @property
+    def weight_bytes_per_gpu(self) -> float:
+        """Its weights on a GPU, without the embedding and LM head it shares with the target."""
+        d = self.deployment
+        if d is None:
+            return 0.0
+        m = d.model
+        shared = (m.embedding_params * self.shares_embedding + m.head_params * (
+            self.shares_head and not m.tied_embeddings)) * m.EDGE_BYTES
+        return (m.weight_bytes - shared) / d.tp
+
+    def kv_bytes_per_gpu(self, batch, ctx):
+        return 0.0 if self.deployment is None else self.deployment.kv_bytes_per_gpu(batch, ctx)
+
+    def with_gpu(self, gpu: GpuSpec) -> "Draft":
+        return self if self.deployment is None else replace(
+            self, deployment=replace(self.deployment, gpu=gpu))
+
+
+def as_draft(draft: "Deployment | Draft") -> Draft:
+    """A standalone draft model's deployment as a Draft of family model."""
+    return draft if isinstance(draft, Draft) else Draft("model", draft)
 
 
 @dataclass(frozen=True)
@@ -402,14 +451,14 @@ class PhysicalTimes:
     """A-priori (uncalibrated) times from model configs and hardware presets (§5.1)."""
     calibrated = False
 
-    def __init__(self, target: Deployment, draft: Deployment, ctx: float,
+    def __init__(self, target: Deployment, draft: "Deployment | Draft", ctx: float,
                  correlation: float = 0.0, overlap: str = "none",
                  engine: EngineProfile = DEFAULT_ENGINE):
         if ctx < 0:
             raise InputError(f"context length must be >= 0, got {ctx}")
         if not 0.0 <= correlation < 1.0:
             raise InputError(f"routing correlation must be in [0, 1), got {correlation}")
-        self.target, self.draft, self.ctx = target, draft, ctx
+        self.target, self.draft, self.ctx = target, as_draft(draft), ctx
         self.correlation, self.overlap, self.engine = correlation, overlap, engine
 
     def target_forward(self, batch, t) -> ForwardTime:
@@ -426,11 +475,16 @@ class PhysicalTimes:
         """An engine cost that scales with the target's decode step T_T(B,1)."""
         return fraction * self.target_s(batch, 1) if fraction else 0.0
 
-    def draft_s(self, batch):
-        """One draft step: the draft's forward and the engine's time around it (§5.3)."""
+    def draft_s(self, batch, rows=1):
+        """One draft step over `rows` tokens per sequence (a tree's branches): the draft's
+        forward and the engine's time around it (§5.3); an n-gram lookup runs no forward and
+        costs only the engine's step time."""
         e = self.engine
-        return forward_time(self.draft, batch, 1, self.ctx, self.correlation, self.overlap,
-                            e).seconds + e.draft_step_overhead_s \
+        d = self.draft.deployment
+        forward = 0.0 if d is None else forward_time(
+            d, np.asarray(batch, dtype=float) * rows, 1, self.ctx, self.correlation,
+            self.overlap, e).seconds
+        return forward + e.draft_step_overhead_s \
             + self._per_target_step(e.draft_step_overhead_step, batch)
 
     def reject_s(self, batch):
@@ -454,8 +508,9 @@ class FittedTimes:
     def target_s(self, batch, t):
         return sum(self.target_terms(batch, t).values())
 
-    def draft_s(self, batch):
-        return parametric_draft_s(self.params, batch, self.ridge_point)
+    def draft_s(self, batch, rows=1):
+        return parametric_draft_s(self.params, np.asarray(batch, dtype=float) * rows,
+                                  self.ridge_point)
 
     def reject_s(self, batch):
         return parametric_reject_s(self.params, batch)
@@ -467,20 +522,23 @@ class FittedTimes:
 
 @dataclass(frozen=True)
 class SdPoint:
-    """Speedup, target efficiency and the times behind them (arrays broadcast over B, gamma)."""
+    """Speedup, target efficiency and the times behind them (arrays broadcast over B and the
+    draft steps gamma; a chain's gamma is its draft length)."""
     batch: np.ndarray
     gamma: np.ndarray
-    alpha: float
+    rates: tuple[float, ...]  # per-position acceptance rates (one: i.i.d. alpha)
     tokens_per_round: np.ndarray
     t_ar: np.ndarray          # T_T(B, 1)
-    t_verify: np.ndarray      # T_T(B, v(gamma))
-    t_draft: np.ndarray       # T_D(B, 1), one draft forward
+    t_verify: np.ndarray      # T_T(B, v)
+    t_draft: np.ndarray       # T_D(B, 1), the first draft step
+    t_draft_round: np.ndarray  # every draft step of a round (a tree's later ones on B topk rows)
     t_reject: np.ndarray
     verify_tokens: np.ndarray
+    topk: int = 1
 
     @property
     def t_round(self):
-        return self.gamma * self.t_draft + self.t_verify + self.t_reject
+        return self.t_draft_round + self.t_verify + self.t_reject
 
     @property
     def speedup(self):
@@ -520,21 +578,32 @@ def verify_tokens(gamma, mode: str = "gamma+1"):
     return gamma + 1.0 if mode == "gamma+1" else gamma
 
 
-def evaluate(times, alpha: float, batch, gamma, verify_mode: str = "gamma+1") -> SdPoint:
-    """Speedup and TE of SD for every (batch, gamma) broadcast pair (docs/sd.md §3)."""
-    alpha = check_alpha(alpha)
+def evaluate(times, acceptance, batch, gamma, verify_mode: str = "gamma+1", topk: int = 1,
+             tokens: int | None = None) -> SdPoint:
+    """Speedup and TE of SD for every (batch, gamma) broadcast pair (docs/sd.md §3).
+    `acceptance`: alpha, or per-position rates (§3.1). A chain of gamma drafts by default; a
+    tree of gamma steps with `topk` branches and `tokens` verified positions per sequence
+    (§3.2): its first draft step runs B rows, the later ones B topk."""
+    rates = check_rates((acceptance,) if np.isscalar(acceptance) else acceptance)
     B = np.asarray(batch, dtype=float)
     gamma = np.asarray(gamma, dtype=float)
     if np.any(B < 1):
         raise InputError("batch size must be >= 1")
     if np.any(gamma < 1):
         raise InputError("draft length gamma must be >= 1")
-    v = verify_tokens(gamma, verify_mode)
+    if topk < 1:
+        raise InputError(f"--draft-topk must be >= 1, got {topk}")
+    chain = topk == 1 and tokens is None
+    v = verify_tokens(gamma, verify_mode) if chain else verify_width(gamma, topk, tokens)
+    tau = accepted_length(rates, gamma.astype(int)) if chain else \
+        accepted_length(rates, gamma.astype(int), topk, tokens)
     shape = np.broadcast(B, gamma).shape
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape)  # noqa: E731
-    return SdPoint(full(B), full(gamma), alpha, full(tokens_per_round(alpha, gamma)),
-                   full(times.target_s(B, 1)), full(times.target_s(B, v)),
-                   full(times.draft_s(B)), full(times.reject_s(B)), full(v))
+    first = times.draft_s(B)
+    later = first if topk == 1 else times.draft_s(B, topk)
+    return SdPoint(full(B), full(gamma), rates, full(tau), full(times.target_s(B, 1)),
+                   full(times.target_s(B, v)), full(first), full(first + (gamma - 1) * later),
+                   full(times.reject_s(B)), full(v), topk)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,6 +618,8 @@ class Acceptance:
     target: str = spec("target model preset", default="")
     draft: str = spec("draft model preset", default="")
     dataset: str = spec("workload the rate was measured on", default="")
+    position_rates: list = spec("per-position rates (MTP heads, EAGLE depths), when measured; "
+                                "alpha is the first", default=[])
     temperature: float = spec("sampling temperature", default=0.0)
     sigma_by_gamma: dict = spec("published sigma for each gamma measured; its keys are the "
                                 "gamma range alpha holds for", default={})

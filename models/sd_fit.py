@@ -84,7 +84,7 @@ class Calibration:
             gpu, engine = split_overrides(self.overrides)
             return sd.PhysicalTimes(
                 replace(fallback.target, gpu=replace(fallback.target.gpu, **gpu)),
-                replace(fallback.draft, gpu=replace(fallback.draft.gpu, **gpu)),
+                fallback.draft.with_gpu(replace(fallback.target.gpu, **gpu)),
                 fallback.ctx, fallback.correlation, fallback.overlap,
                 replace(fallback.engine, **engine))
         return MixedTimes(self, fallback)
@@ -108,8 +108,8 @@ class MixedTimes:
     def target_s(self, batch, t):
         return (self.fitted if "target" in self.parts else self.fallback).target_s(batch, t)
 
-    def draft_s(self, batch):
-        return (self.fitted if "draft" in self.parts else self.fallback).draft_s(batch)
+    def draft_s(self, batch, rows=1):
+        return (self.fitted if "draft" in self.parts else self.fallback).draft_s(batch, rows)
 
     def reject_s(self, batch):
         return (self.fitted if "reject" in self.parts else self.fallback).reject_s(batch)

@@ -14,6 +14,7 @@ from explore.search.study import Evaluation, Metric, Objective
 from . import sd
 from .errors import InfeasibleError, InputError
 from .hardware import GpuSpec
+from .sd_draft import check_rates, verify_width
 from .sd_fit import Calibration
 from .shapes import ModelShape
 from .units import GiB, MS
@@ -24,8 +25,8 @@ TP_CHOICES = (1, 2, 4, 8)
 @dataclass(frozen=True)
 class SdSetup:
     target: sd.Deployment
-    draft: sd.Deployment
-    alpha: float
+    draft: sd.Draft
+    alpha: float                        # i.i.d. acceptance (the first position's with rates)
     ctx: int = 512
     verify: str = "gamma+1"
     correlation: float = 0.0
@@ -34,9 +35,19 @@ class SdSetup:
     max_latency_s: float | None = None  # per generated token with SD
     calibration: Calibration | None = None
     engine: sd.EngineProfile = sd.DEFAULT_ENGINE
+    rates: tuple[float, ...] = ()       # per-position acceptance rates (MTP heads), §3.1
+    topk: int = 1                       # a token tree's branches (§3.2); 1: a chain
+    tree_tokens: int | None = None      # its verified positions per sequence
 
     def __post_init__(self) -> None:
         sd.check_alpha(self.alpha)
+        if self.rates:
+            check_rates(self.rates)
+        if self.topk < 1:
+            raise InputError(f"--draft-topk must be >= 1, got {self.topk}")
+        if self.tree_tokens is not None and self.tree_tokens < 2:
+            raise InputError(f"--draft-tokens must be >= 2 (the last accepted token and one "
+                             f"draft), got {self.tree_tokens}")
         sd.verify_tokens(1, self.verify)
         if self.ctx < 0:
             raise InputError(f"--ctx must be >= 0 tokens, got {self.ctx}")
@@ -44,6 +55,22 @@ class SdSetup:
             raise InputError("memory fraction must be in (0, 1]")
         if self.max_latency_s is not None and self.max_latency_s <= 0:
             raise InputError("--max-latency-ms must be > 0")
+
+    @property
+    def acceptance(self) -> tuple[float, ...]:
+        """The per-position rates the rounds are evaluated with."""
+        return self.rates or (self.alpha,)
+
+    def evaluate(self, times, batch, gamma) -> sd.SdPoint:
+        """§3 over (batch, gamma) for this setup's acceptance, verification and tree."""
+        return sd.evaluate(times, self.acceptance, batch, gamma, self.verify, self.topk,
+                           self.tree_tokens)
+
+    def verify_width(self, gamma):
+        """Positions the target scores per sequence in a round."""
+        if self.topk == 1 and self.tree_tokens is None:
+            return sd.verify_tokens(gamma, self.verify)
+        return verify_width(gamma, self.topk, self.tree_tokens)
 
     @property
     def calibrated(self) -> bool:
@@ -65,8 +92,8 @@ class SdSetup:
 
     def memory_per_gpu(self, batch, gamma):
         """Bytes on the busiest GPU (the one that also holds the draft): weights, KV cache for
-        ctx + gamma + 1 tokens of every sequence, for target and draft."""
-        tokens = self.ctx + np.asarray(gamma, dtype=float) + 1
+        ctx + the verified positions of every sequence, for target and draft."""
+        tokens = self.ctx + np.maximum(self.verify_width(gamma), np.asarray(gamma) + 1)
         return (self.target.weight_bytes_per_gpu + self.target.kv_bytes_per_gpu(batch, tokens)
                 + self.draft.weight_bytes_per_gpu + self.draft.kv_bytes_per_gpu(batch, tokens))
 
@@ -75,15 +102,16 @@ class SdSetup:
         return self.target.gpu.hbm_bytes * self.memory_fraction
 
 
-def smallest_tp(target: ModelShape, draft: ModelShape, gpu: GpuSpec, max_batch: int, ctx: int,
-                max_gamma: int, memory_fraction: float = 0.9) -> int:
+def smallest_tp(target: ModelShape, draft: "ModelShape | sd.Draft", gpu: GpuSpec,
+                max_batch: int, ctx: int, max_gamma: int, memory_fraction: float = 0.9) -> int:
     """The smallest TP degree (dividing the heads) whose GPUs hold weights and KV cache at the
     largest batch and draft length searched; InfeasibleError when none up to 8 does."""
     tried = []
     for tp in TP_CHOICES:
         if target.heads % tp:
             continue
-        setup = SdSetup(sd.Deployment(target, gpu, tp), sd.Deployment(draft, gpu, 1), 0.5, ctx,
+        setup = SdSetup(sd.Deployment(target, gpu, tp), draft if isinstance(draft, sd.Draft)
+                        else sd.Draft("model", sd.Deployment(draft, gpu, 1)), 0.5, ctx,
                         memory_fraction=memory_fraction)
         need = float(setup.memory_per_gpu(max_batch, max_gamma))
         if need <= setup.usable_bytes:
@@ -132,7 +160,7 @@ class SdStudy:
 
     def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation:
         s = self.setup
-        r = sd.evaluate(self.times, s.alpha, points["batch"], points["gamma"], s.verify)
+        r = s.evaluate(self.times, points["batch"], points["gamma"])
         memory = s.memory_per_gpu(r.batch, r.gamma)
         metrics = {"speedup": r.speedup, "target_efficiency": r.target_efficiency,
                    "throughput": r.throughput_sd, "throughput_ar": r.throughput_ar,
@@ -210,7 +238,7 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
     batches = np.asarray(study.space["batch"].values, dtype=float)
     gammas = np.asarray(study.space["gamma"].values, dtype=float)
     times = study.times
-    grid = sd.evaluate(times, setup.alpha, batches[:, None], gammas[None, :], setup.verify)
+    grid = setup.evaluate(times, batches[:, None], gammas[None, :])
     b, g = int(best_point["batch"]), int(best_point["gamma"])
     gi = int(np.flatnonzero(gammas == g)[0])
     bi = int(np.flatnonzero(batches == b)[0])
@@ -218,8 +246,8 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
     near = (1.0 - NEAR_BEST) * float(grid.speedup[bi, gi])
     near_gamma = gammas[grid.speedup[bi, :] >= near]
     peak = float(curve.max())
-    v = float(sd.verify_tokens(g, setup.verify))
-    one = sd.evaluate(times, setup.alpha, b, g, setup.verify)
+    v = float(setup.verify_width(g))
+    one = setup.evaluate(times, b, g)
     m = setup.target.model
     n_ar, n_v = b, b * v
 
@@ -230,7 +258,7 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
             ("tokens_per_round", "tokens_per_round"), ("throughput", "throughput_sd"),
             ("throughput_ar", "throughput_ar"), ("latency_s", "latency_sd_s"),
             ("latency_ar_s", "latency_ar_s"))},
-            "sigma": float(sd.sigma_from_alpha(setup.alpha, g)),
+            "sigma": float(one.tokens_per_round) / (g + 1),
             "memory_bytes": float(setup.memory_per_gpu(b, g)),
             **energy_per_token(setup, float(one.throughput_sd), float(one.throughput_ar))},
         "top": ranked_rows,
@@ -249,9 +277,12 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
             "target_ar": {"batch": b, "tokens_per_seq": 1, "terms": _terms_at(setup, b, 1)},
             "target_verify": {"batch": b, "tokens_per_seq": v, "terms": _terms_at(setup, b, v)},
             "round": [
-                {"term": f"draft: {g} x T_D(B,1)", "seconds": g * float(one.t_draft),
+                {"term": f"draft: {g} x T_D(B,1)" if setup.topk == 1 else
+                 f"draft: T_D(B,1) + {g - 1} x T_D({setup.topk}B,1)",
+                 "seconds": float(one.t_draft_round),
                  "equation": "§3 gamma * T_D(B,1), each step with the engine's draft-step "
-                             "overhead (§5.3)"},
+                             "overhead (§5.3)" if setup.topk == 1 else
+                             "§3.2 a tree's first step on B rows, the others on topk B"},
                 {"term": f"verify: T_T(B,{v:g})", "seconds": float(one.t_verify),
                  "equation": "§3 T_T(B, verify tokens)"},
                 {"term": "rejection + round overhead", "seconds": float(one.t_reject),
@@ -270,8 +301,7 @@ def report(setup: SdSetup, study: SdStudy, best_point: dict, ranked_rows: list[d
             "T_exp_decode": float(sd.tokens_per_expert(n_ar, m.experts, m.experts_per_token)),
             "T_exp_verify": float(sd.tokens_per_expert(n_v, m.experts, m.experts_per_token))}
     if dense is not None:
-        dgrid = sd.evaluate(dense.times(), dense.alpha, batches[:, None], gammas[None, :],
-                            dense.verify)
+        dgrid = dense.evaluate(dense.times(), batches[:, None], gammas[None, :])
         out["dense"] = {"model": dense.target.model.name, "tp": dense.target.tp,
                         "speedup": dgrid.speedup[:, gi].tolist(),
                         "target_efficiency": dgrid.target_efficiency[:, gi].tolist(),

@@ -56,6 +56,9 @@ register_kind("engine", "sd/engines", "explore.models.sd:EngineProfile",
               "serving-engine profiles: fixed costs around the kernels (explore sd --engine)")
 register_kind("pairing", "sd/pairings", "explore.models.sd:Pairing",
               "a target model's usual draft and acceptance preset")
+register_kind("draft", "sd/drafts", "explore.models.sd_draft:DraftPreset",
+              "drafts as engines run them: EAGLE heads, MTP modules, n-gram lookup (explore sd "
+              "--draft; a model preset is a standalone draft)")
 register_kind("study", "studies", "explore.presets.study_schema:StudyPreset",
               "ready-made studies: an explore command and its options (explore run NAME)")
 register_kind("die", "chiplet/dies", "explore.models.chiplet.hardware:DieSpec",

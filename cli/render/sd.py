@@ -51,9 +51,15 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
     c.print(Text(f"explore sd: {s['target']} + draft {s['draft']} on {s['tp']} x "
                  f"{s['hardware']}", style="bold"), Text(f"  [{out['mode']}]",
                                                           style="bold yellow"))
+    tree = s.get("draft_topk", 1) > 1 or s.get("draft_tokens")
     c.print(key_values("Setup", [
+        ("draft", f"{s['draft']} ({s.get('draft_family', 'model')}"
+                  + (f", {s['draft_vocab']:,}-token head" if s.get("draft_vocab") else "")
+                  + ")"),
         ("acceptance", s["acceptance"]), ("context", f"{s['ctx']} tokens"),
-        ("verification", f"{s['verify_tokens']} positions per sequence"),
+        ("verification", f"tree of gamma steps x topk {s['draft_topk']}, "
+                         f"{s['draft_tokens'] or 'steps x topk + 1'} positions per sequence"
+         if tree else f"{s['verify_tokens']} positions per sequence"),
         ("number formats", _formats(s["formats"])),
         ("roofline overlap", s["overlap"]), ("draft GPUs", s["draft_tp"]),
         ("engine", f"{s['engine']} (fixed costs around the kernels, §5.3)"),

@@ -24,12 +24,29 @@ class SdWorkload:
     PANEL: ClassVar[str] = "Workload"
     model: str = option(DEFAULT_MODEL, "--model", "-m", help="target model preset or a "
                         "Hugging Face config.json path")
-    draft: Optional[str] = option(None, "--draft", help="draft model preset",
+    draft: Optional[str] = option(None, "--draft", help="draft preset (EAGLE head, MTP "
+                                  "module, ngram: `explore presets list draft`) or a model "
+                                  "preset run as a standalone draft",
                                   default_text="the target's usual draft")
     alpha: Optional[float] = option(None, "--alpha", help="per-token acceptance probability "
                                     "in [0, 1)")
     sigma: Optional[str] = option(None, "--sigma", help="measured sigma = tokens per round / "
                                   "(gamma+1); write 0.91@4 for sigma at gamma 4")
+    accept_len: Optional[str] = option(None, "--accept-len", help="measured mean accepted "
+                                       "length: tokens per round incl. the target's own, as "
+                                       "vLLM and SGLang log it; write 3.2@4 for draft steps 4 "
+                                       "(of the --draft-topk/--draft-tokens tree)")
+    position_rates: Optional[str] = option(None, "--position-rates", help="per-position "
+                                           "acceptance rates, comma list (rate i: position i "
+                                           "accepted once the ones before were; the last "
+                                           "repeats), e.g. MTP heads 0.9,0.8,0.7")
+    draft_topk: int = option(1, "--draft-topk", help="token tree: branches per draft step "
+                             "(SGLang --speculative-eagle-topk; 1 = a chain)")
+    draft_tokens: Optional[int] = option(None, "--draft-tokens", help="token tree: positions "
+                                         "verified per sequence (SGLang "
+                                         "--speculative-num-draft-tokens)",
+                                         default_text="steps + 1 for a chain, steps x topk + 1 "
+                                                      "for a tree")
     acceptance: Optional[str] = option(None, "--acceptance", help="acceptance preset",
                                        default_text="the pairing's")
     ctx: int = option(512, "--ctx", help="KV-cache length per sequence", unit="tokens")
@@ -98,7 +115,8 @@ class SdSpace:
     """What is searched and for what."""
     PANEL: ClassVar[str] = "Search space"
     batch: str = option(DEFAULT_BATCH, "--batch", "-b", help=f"batch sizes: {RANGE_HELP}")
-    gamma: Optional[str] = option(None, "--gamma", "-g", help=f"draft lengths: {RANGE_HELP}",
+    gamma: Optional[str] = option(None, "--gamma", "-g", "--draft-steps", help=f"draft "
+                                  f"lengths (a tree's steps): {RANGE_HELP}",
                                   default_text=f"the range the acceptance preset was measured "
                                                f"at, else {DEFAULT_GAMMA}")
     objective: str = option("speedup", "--objective", help="speedup, throughput, latency or te "
@@ -145,9 +163,10 @@ def build(req: SdRequest) -> Built:
     from explore import presets
     from explore.models import sd
     from explore.models.errors import InputError
+    from explore.models.sd_draft import alpha_from_accepted_length, check_rates
     from explore.models.sd_study import SdSetup, SdStudy, smallest_tp
 
-    from ..common import parse_int_range, parse_sigma
+    from ..common import parse_floats, parse_int_range, parse_sigma
 
     w, h, sp, fm = req.work, req.hw, req.space, req.formats
     notes: list[str] = []
@@ -166,37 +185,63 @@ def build(req: SdRequest) -> Built:
     draft_name = w.draft or (pairing.draft if pairing else None)
     if draft_name is None:
         raise InputError(f"{target.name} has no usual draft preset; pass --draft NAME "
-                         f"(`explore presets list model`)")
-    draft = fm.apply(presets.load("model", draft_name))
+                         f"(`explore presets list draft`, or a model preset)")
+    family, draft, draft_preset = draft_of(draft_name, fm)
     if w.draft is None:
-        notes.append(f"draft {draft.name}: the usual draft of {target.name}")
+        notes.append(f"draft {draft_name}: the usual draft of {target.name}")
+    if w.draft_topk < 1:
+        raise InputError(f"--draft-topk must be >= 1, got {w.draft_topk}")
+    if w.draft_tokens is not None and w.draft_tokens < 2:
+        raise InputError(f"--draft-tokens must be >= 2 (the last accepted token and one "
+                         f"draft), got {w.draft_tokens}")
     if not (fm.weights or fm.expert_weights or fm.kv_cache):
         notes.append("number formats: the model preset's (--weights, --expert-weights, "
                      "--kv-cache and --activations change them)")
 
     given = [n for n, v in (("--alpha", w.alpha), ("--sigma", w.sigma),
+                            ("--accept-len", w.accept_len),
+                            ("--position-rates", w.position_rates),
                             ("--acceptance", w.acceptance)) if v is not None]
     if len(given) > 1:
         raise InputError(f"give only one of {', '.join(given)}")
     measured = None         # (lowest, highest) gamma the acceptance rate was measured at
+    rates: tuple[float, ...] = ()
+    searched = gammas or parse_int_range(DEFAULT_GAMMA, "--gamma")
     if w.alpha is not None:
         alpha = sd.check_alpha(w.alpha)
         acceptance = f"alpha = {alpha:g} (--alpha)"
     elif w.sigma is not None:
-        sigma, at = parse_sigma(w.sigma, gammas or parse_int_range(DEFAULT_GAMMA, "--gamma"))
+        sigma, at = parse_sigma(w.sigma, searched)
         alpha = float(sd.alpha_from_sigma(sigma, at))
         acceptance = f"alpha = {alpha:.4f} from sigma {sigma:g} at gamma {at}"
+    elif w.accept_len is not None:
+        length, at = parse_sigma(w.accept_len, searched, "--accept-len", "3.2@4")
+        alpha = alpha_from_accepted_length(length, at, w.draft_topk, w.draft_tokens)
+        acceptance = f"alpha = {alpha:.4f} from accepted length {length:g} at steps {at}" + (
+            f", topk {w.draft_topk}" if w.draft_topk > 1 else "") + (
+            f", {w.draft_tokens} verified" if w.draft_tokens else "")
+    elif w.position_rates is not None:
+        rates = check_rates(parse_floats(w.position_rates, "--position-rates"))
+        alpha = rates[0]
+        acceptance = "per-position rates " + ", ".join(f"{r:g}" for r in rates) + \
+            " (--position-rates; the last repeats)"
     else:
-        name = w.acceptance or (pairing.acceptance if pairing else FALLBACK_ACCEPTANCE)
+        own = pairing.draft == draft_name if pairing else False
+        name = w.acceptance or (pairing.acceptance if pairing and own else None) or (
+            draft_preset.acceptance if draft_preset and draft_preset.acceptance
+            else FALLBACK_ACCEPTANCE)
         preset = presets.load("acceptance", name)
         alpha = preset.alpha
         measured = preset.measured_gammas
         acceptance = f"{preset.name}: alpha = {alpha:g}" + (
             f", measured at gamma {measured[0]}-{measured[1]}" if measured else "")
+        rates = tuple(preset.position_rates)
         if w.acceptance is None:
             notes.append(f"acceptance {preset.name} (alpha {alpha:g}): "
-                         + ("the pairing's default" if pairing else "no measured rate for this "
-                            "pair; pass --alpha, --sigma or --acceptance"))
+                         + ("the pairing's default" if pairing and own else
+                            "the draft preset's" if name != FALLBACK_ACCEPTANCE else
+                            "no measured rate for this pair; pass --alpha, --sigma, "
+                            "--accept-len or --acceptance"))
 
     if gammas is None:
         gammas = tuple(range(measured[0], measured[1] + 1)) if measured else \
@@ -231,7 +276,8 @@ def build(req: SdRequest) -> Built:
         tp = calibration.gpus
     elif h.tp is None:
         sd.Deployment(target, gpu, 1, fm.activations)   # a format the GPU lacks: say so first
-        tp = smallest_tp(target, draft, gpu, max(batches), w.ctx, max(gammas))
+        tp = smallest_tp(target, sd.Draft(family, None if draft is None else sd.Deployment(
+            draft, gpu, 1)), gpu, max(batches), w.ctx, max(gammas))
         notes.append(f"tp {tp}: smallest TP degree whose GPUs hold weights + KV cache at batch "
                      f"{max(batches)}, ctx {w.ctx}")
     else:
@@ -244,21 +290,29 @@ def build(req: SdRequest) -> Built:
         notes.append(f"engine {engine.name}: the engine of the MoESD measurements, the only "
                      f"profile checked against them (explore validate sd)")
 
+    drafting = sd.Draft(family, None if draft is None else sd.Deployment(
+        draft, gpu, draft_tp, fm.activations),
+        bool(draft_preset and draft_preset.shares_embedding),
+        bool(draft_preset and draft_preset.shares_head))
+
     def setup_for(model, tp_, cal=None):
-        return SdSetup(sd.Deployment(model, gpu, tp_, fm.activations),
-                       sd.Deployment(draft, gpu, draft_tp, fm.activations),
+        return SdSetup(sd.Deployment(model, gpu, tp_, fm.activations), drafting,
                        alpha, w.ctx, w.verify_tokens, w.routing_correlation, h.overlap,
                        max_latency_s=None if sp.max_latency_ms is None
-                       else sp.max_latency_ms * 1e-3, calibration=cal, engine=engine)
+                       else sp.max_latency_ms * 1e-3, calibration=cal, engine=engine,
+                       rates=rates, topk=w.draft_topk, tree_tokens=w.draft_tokens)
 
     setup = setup_for(target, tp, calibration)
     study = SdStudy(setup, batches, gammas)
     dense = None
     if w.dense:
         dense_model = presets.load("model", w.dense)
-        dense = setup_for(dense_model, smallest_tp(dense_model, draft, gpu, max(batches),
+        dense = setup_for(dense_model, smallest_tp(dense_model, drafting, gpu, max(batches),
                                                    w.ctx, max(gammas)))
-    info = {"target": target.name, "draft": draft.name, "hardware": gpu.name, "tp": tp,
+    info = {"target": target.name, "draft": draft_name, "draft_family": family,
+            "draft_vocab": draft_preset.vocab if draft_preset else 0,
+            "draft_topk": w.draft_topk, "draft_tokens": w.draft_tokens,
+            "position_rates": list(rates) or None, "hardware": gpu.name, "tp": tp,
             "draft_tp": draft_tp, "engine": engine.name, "alpha": alpha,
             "formats": {"weights": target.weight_format,
                         "experts": target.expert_format or target.weight_format,
@@ -269,6 +323,22 @@ def build(req: SdRequest) -> Built:
             "gamma": sp.gamma or _span(gammas), "measured_gamma": list(measured) if measured
             else None, "calibration": w.calibration}
     return Built(setup, study, dense, notes, warnings, info)
+
+
+def draft_of(name: str, formats: SdFormats):
+    """--draft NAME -> (family, the model of its layers or None for ngram, its draft preset or
+    None): a draft preset, else a model preset run as a standalone draft."""
+    from dataclasses import replace
+
+    from explore import presets
+    if not presets.is_path(name) and (name in presets.names("draft")
+                                      or name in presets.aliases("draft")):
+        d = presets.load("draft", name)
+        model = formats.apply(presets.load("model", d.model)) if d.model else None
+        if model is not None and d.vocab:
+            model = replace(model, vocab=d.vocab)       # EAGLE-3's reduced LM head
+        return d.family, model, d
+    return "model", formats.apply(presets.load("model", name)), None
 
 
 def _span(values) -> str:
