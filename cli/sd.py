@@ -60,4 +60,4 @@ def sd_command(ctx: typer.Context, work: SdWorkload, hw: SdHardware, formats: Sd
             lambda o: render(o, report.plot, report.wide), save)
 
 
-from . import sd_fit  # noqa: E402,F401  (registers `explore sd fit` on this sub-app)
+from . import sd_advise, sd_fit  # noqa: E402,F401  (register `explore sd advise`, `fit`)

@@ -41,6 +41,7 @@ class DraftPreset:
     shares_head: bool = spec("the LM head is the target's (EAGLE-1/2, MTP; EAGLE-3 has its "
                              "own over the draft vocabulary)", default=False)
     acceptance: str = spec("acceptance preset used when none is given", default="")
+    repo: str = spec("Hugging Face repository of its weights, for launch flags", default="")
     source: str = spec("where the numbers come from", default="")
     description: str = spec("one line shown in preset lists", default="")
 
