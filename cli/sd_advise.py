@@ -97,6 +97,8 @@ def _render(out: dict) -> None:
         ("acceptance", s["acceptance"]),
         ("tried", f"{out['shapes_tried']} draft shapes x {len(out['batches'])} batch sizes; "
                   f"off below {out['min_speedup']:g}x")]))
+    for w in out["warnings"]:
+        c.print(f"[bold yellow]warning:[/] {w}")
     def span(pair: list, fmt: str) -> str:
         lo, hi = pair
         return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}}-{hi:{fmt}}"
