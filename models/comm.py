@@ -53,4 +53,4 @@ def all_to_all_s(n: int, nbytes: float, members: int, in_node_bandwidth: float,
         return 0.0
     inside = (members - 1) / n * nbytes / in_node_bandwidth
     outside = (n - members) / n * nbytes / nic_bandwidth if n > members else 0.0
-    return latency_s + max(inside, outside)
+    return latency_s + np.maximum(inside, outside)      # nbytes may be an array

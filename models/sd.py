@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .comm import all_reduce_s
+from .comm import all_reduce_s, all_to_all_s
 from .errors import InputError
 from .formats import number_format
 from .hardware import GpuSpec
@@ -82,6 +82,47 @@ def threshold_tokens(experts: int, k: int, tau: float = TAU) -> int:
     if rho >= 1:
         return 1
     return int(np.ceil(np.log(1 - tau) / np.log(1 - rho) - 1e-12))
+
+
+def experts_touched(n, popularity, k: int, ep: int = 1):
+    """Distinct experts the busiest of `ep` GPUs touches with n routed tokens, and its share
+    of the routed token-expert pairs, for per-expert routing frequencies `popularity`
+    (summing to 1; expert i routes K p_i of the tokens, the E/ep experts of GPU j are the
+    j-th block): (touched, share). Uniform frequencies give N(n) / ep and 1 / ep (docs/sd.md
+    §4.1)."""
+    p = np.asarray(popularity, dtype=float)
+    q = np.minimum(1.0, k * p)                          # one token picks expert i
+    n = np.asarray(n, dtype=float)
+    touched = 1.0 - (1.0 - q) ** n[..., None]           # (..., E)
+    per_gpu = touched.reshape(*touched.shape[:-1], ep, -1).sum(axis=-1)
+    share = p.reshape(ep, -1).sum(axis=-1)
+    j = int(np.argmax(share))                           # the busiest GPU by routed tokens
+    return per_gpu[..., j], float(share[j])
+
+
+def popularity(experts: int, skew: str = "uniform", frequencies=None) -> tuple[float, ...]:
+    """Per-expert routing frequencies: uniform (the paper's i.i.d. routing), 'zipf:S' (a
+    power law, expert i of E has weight (i + 1)^-S, the most popular on the first GPU) or
+    measured frequencies (any non-negative weights, normalised)."""
+    if frequencies is not None:
+        w = np.asarray(frequencies, dtype=float)
+        if w.shape != (experts,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise InputError(f"expert frequencies: give {experts} non-negative numbers, one "
+                             f"per routed expert, not all zero (got {w.size})")
+    elif skew == "uniform":
+        w = np.ones(experts)
+    elif skew.startswith("zipf:"):
+        try:
+            s = float(skew[5:])
+        except ValueError:
+            s = float("nan")
+        if not (np.isfinite(s) and s >= 0):
+            raise InputError(f"--routing {skew!r}: write zipf:S with S >= 0 (0 = uniform)")
+        w = np.arange(1, experts + 1, dtype=float) ** -s
+    else:
+        raise InputError(f"--routing {skew!r}: choose uniform, zipf:S or a file of "
+                         f"per-expert frequencies")
+    return tuple((w / w.sum()).tolist())
 
 
 def tokens_per_expert(n, experts: int, k: int):
@@ -184,10 +225,25 @@ class Deployment:
     gpu: GpuSpec
     tp: int = 1
     activations: str = "bf16"
+    ep: int = 1                  # routed experts spread over the tp GPUs, E/ep whole each
+    dp_attention: bool = False   # attention data parallel: B/tp sequences per GPU, its
+    #                              weights replicated (SGLang --enable-dp-attention)
 
     def __post_init__(self) -> None:
         self.model.check_tensor_parallel(self.tp)
         self.gemm_flops              # an input format the GPU lacks fails here  # noqa: B018
+        if self.ep != 1 and (self.ep != self.tp or not self.model.is_moe
+                             or self.model.experts % self.ep):
+            raise InputError(
+                f"--ep {self.ep}: " + ("expert parallelism needs an MoE target" if not
+                                       self.model.is_moe else
+                                       f"it runs over the target's {self.tp} GPU(s), so "
+                                       f"--ep is 1 or the TP degree {self.tp}"
+                                       if self.ep != self.tp else
+                                       f"EP must divide the {self.model.experts} experts"))
+        if self.dp_attention and self.ep == 1:
+            raise InputError("--dp-attention needs expert parallelism (--ep = TP degree): "
+                             "the MoE all-to-all gathers the data-parallel tokens")
 
     @property
     def gemm_flops(self) -> float:
@@ -196,12 +252,20 @@ class Deployment:
 
     @property
     def weight_bytes_per_gpu(self) -> float:
-        return self.model.weight_bytes / self.tp
+        """Every weight split over the tp GPUs, but attention's replicated under attention
+        data parallelism (E/ep whole experts per GPU is the same share as E experts / tp)."""
+        m = self.model
+        if not self.dp_attention:
+            return m.weight_bytes / self.tp
+        attention = m.layers * m.attention_params * m.bytes_per_param
+        return (m.weight_bytes - attention) / self.tp + attention
 
     @property
     def kv_shards(self) -> int:
         """GPUs that split the KV cache: KV heads are replicated once tp exceeds them; an MLA
-        latent is replicated on every rank."""
+        latent is replicated on every rank; attention data parallel splits the sequences."""
+        if self.dp_attention:
+            return self.tp
         return 1 if self.model.is_mla else min(self.tp, self.model.kv_heads)
 
     def kv_bytes_per_gpu(self, batch, ctx):
@@ -299,10 +363,13 @@ def _roofline(nbytes, flops, gpu: GpuSpec, overlap: str, rate: float | None = No
 
 
 def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float = 0.0,
-                 overlap: str = "none", engine: EngineProfile = DEFAULT_ENGINE) -> ForwardTime:
+                 overlap: str = "none", engine: EngineProfile = DEFAULT_ENGINE,
+                 routing: tuple[float, ...] | None = None) -> ForwardTime:
     """A-priori time of one forward: `batch` sequences each scoring `tokens_per_seq` new tokens
     against a KV cache of `ctx` tokens, on dep.tp GPUs, with the engine's fixed costs
-    (docs/sd.md §5.1, §5.3). Returns each term."""
+    (docs/sd.md §5.1, §5.3); with expert parallelism the busiest GPU's experts and the
+    all-to-alls, with `routing` (per-expert frequencies) skewed routing (§4.1). Returns each
+    term."""
     if overlap not in OVERLAPS:
         raise InputError(f"overlap must be one of {', '.join(OVERLAPS)}, got {overlap!r}")
     m, gpu, g = dep.model, dep.gpu, dep.tp
@@ -318,14 +385,24 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     # layers; extra parameters. Every token multiplies through them.
     always_params = moe_layers * m.moe_always_on_params + dense_layers * m.dense_layer_params \
         + m.extra_params
-    always_t, always_mem = _roofline(always_params * bpp / g, 2.0 * n * always_params / g, gpu,
+    # attention data parallel: each GPU reads all attention weights for its B/g sequences
+    replicated = m.layers * m.attention_params if dep.dp_attention else 0
+    always_bytes = (always_params - replicated) * bpp / g + replicated * bpp
+    always_t, always_mem = _roofline(always_bytes, 2.0 * n * always_params / g, gpu,
                                       overlap, gemm)
 
-    # Routed experts: N(n) experts per layer, each seeing T_exp(n) tokens on average.
+    # Routed experts: N(n) experts per layer, each seeing T_exp(n) tokens on average; with EP
+    # the busiest GPU's touched local experts (whole) and its share of the routed tokens.
     n_gate = effective_gate_tokens(B, t, correlation)
-    touched = experts_activated(n_gate, m.experts, m.experts_per_token)
-    expert_bytes = moe_layers * touched * m.expert_params * m.expert_bytes_per_param / g
-    expert_flops = moe_layers * 2.0 * n * m.experts_per_token * m.expert_params / g
+    k = m.experts_per_token
+    if dep.ep > 1 or routing is not None:
+        pop = routing or popularity(m.experts)
+        touched, share = experts_touched(n_gate, pop, k, dep.ep)
+        shards, flop_share = (1, share) if dep.ep > 1 else (g, 1.0 / g)
+    else:
+        touched, shards, flop_share = experts_activated(n_gate, m.experts, k), g, 1.0 / g
+    expert_bytes = moe_layers * touched * m.expert_params * m.expert_bytes_per_param / shards
+    expert_flops = moe_layers * 2.0 * n * k * m.expert_params * flop_share
     experts_t, experts_mem = _roofline(expert_bytes, expert_flops, gpu, overlap, gemm)
 
     # Decode attention (§5.3): one kernel per layer with a fixed cost, reading the KV cache once
@@ -350,9 +427,18 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
 
     overhead = m.layers * engine.layer_overhead_s + moe_layers * engine.moe_layer_overhead_s \
         + engine.forward_overhead_s
-    # Tensor parallelism: two all-reduces of the n x h activations per layer.
-    ar = m.layers * 2.0 * all_reduce_s(g, n * m.hidden * act, gpu.interconnect_bandwidth,
-                                       gpu.interconnect_latency_s)
+    # Tensor parallelism: two all-reduces of the n x h activations per layer. With EP an MoE
+    # layer's FFN all-reduce is a dispatch and a combine all-to-all of each GPU's n/g tokens'
+    # K copies instead, and attention data parallel has no attention all-reduce [design].
+    one_ar = all_reduce_s(g, n * m.hidden * act, gpu.interconnect_bandwidth,
+                          gpu.interconnect_latency_s)
+    if dep.ep == 1:
+        ar, a2a = m.layers * 2.0 * one_ar, 0.0
+    else:
+        ar = (m.layers * (0 if dep.dp_attention else 1) + dense_layers) * one_ar
+        a2a = moe_layers * 2.0 * all_to_all_s(
+            g, n / g * k * m.hidden * act, g, gpu.interconnect_bandwidth,
+            gpu.interconnect_bandwidth, gpu.interconnect_latency_s)
     shape = np.broadcast(B, t, np.asarray(ctx)).shape
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape)  # noqa: E731
 
@@ -371,7 +457,8 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
              f"§5.3 engine {engine.name}"),
         Term("TP all-reduce", full(ar), 0.0, 0.0,
              "§5.1 2 ring AR/layer"),
-    )
+    ) + ((Term("EP all-to-all", full(a2a), full(moe_layers * 2.0 * n / g * k * m.hidden * act),
+               0.0, "§4.1 dispatch + combine/MoE layer, alpha-beta"),) if dep.ep > 1 else ())
     return ForwardTime(terms,
                        {"always-on weights": full(always_mem), "routed experts": full(experts_mem),
                         "KV cache + attention": full(attn_mem), "LM head": full(head_mem)})
@@ -453,17 +540,19 @@ class PhysicalTimes:
 
     def __init__(self, target: Deployment, draft: "Deployment | Draft", ctx: float,
                  correlation: float = 0.0, overlap: str = "none",
-                 engine: EngineProfile = DEFAULT_ENGINE):
+                 engine: EngineProfile = DEFAULT_ENGINE,
+                 routing: tuple[float, ...] | None = None):
         if ctx < 0:
             raise InputError(f"context length must be >= 0, got {ctx}")
         if not 0.0 <= correlation < 1.0:
             raise InputError(f"routing correlation must be in [0, 1), got {correlation}")
         self.target, self.draft, self.ctx = target, as_draft(draft), ctx
         self.correlation, self.overlap, self.engine = correlation, overlap, engine
+        self.routing = routing          # the target's per-expert frequencies (None: uniform)
 
     def target_forward(self, batch, t) -> ForwardTime:
         return forward_time(self.target, batch, t, self.ctx, self.correlation, self.overlap,
-                            self.engine)
+                            self.engine, self.routing)
 
     def target_terms(self, batch, t) -> dict[str, np.ndarray]:
         return {x.label: x.seconds for x in self.target_forward(batch, t).terms}

@@ -86,7 +86,7 @@ class Calibration:
                 replace(fallback.target, gpu=replace(fallback.target.gpu, **gpu)),
                 fallback.draft.with_gpu(replace(fallback.target.gpu, **gpu)),
                 fallback.ctx, fallback.correlation, fallback.overlap,
-                replace(fallback.engine, **engine))
+                replace(fallback.engine, **engine), fallback.routing)
         return MixedTimes(self, fallback)
 
 

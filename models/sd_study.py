@@ -36,6 +36,7 @@ class SdSetup:
     calibration: Calibration | None = None
     engine: sd.EngineProfile = sd.DEFAULT_ENGINE
     rates: tuple[float, ...] = ()       # per-position acceptance rates (MTP heads), §3.1
+    routing: tuple[float, ...] | None = None   # the target's per-expert frequencies, §4.1
     topk: int = 1                       # a token tree's branches (§3.2); 1: a chain
     tree_tokens: int | None = None      # its verified positions per sequence
 
@@ -87,7 +88,7 @@ class SdSetup:
 
     def times(self):
         base = sd.PhysicalTimes(self.target, self.draft, self.ctx, self.correlation, self.overlap,
-                                self.engine)
+                                self.engine, self.routing)
         return self.calibration.times(base) if self.calibration else base
 
     def memory_per_gpu(self, batch, gamma):

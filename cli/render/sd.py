@@ -62,6 +62,10 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
          if tree else f"{s['verify_tokens']} positions per sequence"),
         ("number formats", _formats(s["formats"])),
         ("roofline overlap", s["overlap"]), ("draft GPUs", s["draft_tp"]),
+        *([("experts", f"EP {s['ep']} over the TP GPUs"
+            + (", attention data-parallel" if s.get("dp_attention") else "")
+            + f", routing {s.get('routing', 'uniform')}")]
+          if s.get("ep", 1) > 1 or s.get("routing", "uniform") != "uniform" else []),
         ("engine", f"{s['engine']} (fixed costs around the kernels, §5.3)"),
         ("searched", f"batch {s['batch']} x gamma {s['gamma']} "
                      f"({out['search']['space_size']} points, {out['search']['engine']}, "

@@ -55,6 +55,9 @@ class SdWorkload:
     routing_correlation: float = option(0.0, "--routing-correlation", help="fraction of a "
                                         "sequence's consecutive tokens that reuse experts "
                                         "(0 = i.i.d., the paper)")
+    routing: str = option("uniform", "--routing", help="MoE routing: uniform (i.i.d., the "
+                          "paper), zipf:S (expert popularity a power law of exponent S) or a "
+                          "CSV/YAML file of per-expert frequencies (a histogram, any scale)")
     dense: Optional[str] = option(None, "--dense", help="also evaluate this dense model (e.g. "
                                   "qwen2-7b) for comparison")
     calibration: Optional[str] = option(None, "--calibration", help="calibration YAML from "
@@ -71,6 +74,12 @@ class SdHardware:
                                default_text="the smallest that holds weights + KV cache")
     draft_tp: Optional[int] = option(None, "--draft-tp", help="GPUs for the draft",
                                      default_text="1")
+    ep: int = option(1, "--ep", help="expert parallelism over the target's GPUs: 1 (experts "
+                     "tensor-parallel) or the TP degree (E/EP whole experts per GPU, "
+                     "all-to-all dispatch and combine)")
+    dp_attention: bool = option(False, "--dp-attention/--no-dp-attention", help="with --ep: "
+                                "attention data-parallel (B/TP sequences per GPU, attention "
+                                "weights replicated; SGLang --enable-dp-attention)")
     overlap: str = option("none", "--overlap", help="roofline per GEMM group: none (memory + "
                           "compute add) or max (they overlap)")
     engine: Optional[str] = option(None, "--engine", help="serving-engine profile: the fixed "
@@ -295,14 +304,17 @@ def build(req: SdRequest) -> Built:
         bool(draft_preset and draft_preset.shares_embedding),
         bool(draft_preset and draft_preset.shares_head))
 
-    def setup_for(model, tp_, cal=None):
-        return SdSetup(sd.Deployment(model, gpu, tp_, fm.activations), drafting,
+    routing = read_routing(w.routing, target) if target.is_moe else None
+
+    def setup_for(model, tp_, cal=None, ep=1, dp=False):
+        return SdSetup(sd.Deployment(model, gpu, tp_, fm.activations, ep, dp), drafting,
                        alpha, w.ctx, w.verify_tokens, w.routing_correlation, h.overlap,
                        max_latency_s=None if sp.max_latency_ms is None
                        else sp.max_latency_ms * 1e-3, calibration=cal, engine=engine,
-                       rates=rates, topk=w.draft_topk, tree_tokens=w.draft_tokens)
+                       rates=rates, topk=w.draft_topk, tree_tokens=w.draft_tokens,
+                       routing=routing if model is target else None)
 
-    setup = setup_for(target, tp, calibration)
+    setup = setup_for(target, tp, calibration, h.ep, h.dp_attention)
     study = SdStudy(setup, batches, gammas)
     dense = None
     if w.dense:
@@ -313,6 +325,7 @@ def build(req: SdRequest) -> Built:
             "draft_vocab": draft_preset.vocab if draft_preset else 0,
             "draft_topk": w.draft_topk, "draft_tokens": w.draft_tokens,
             "position_rates": list(rates) or None, "hardware": gpu.name, "tp": tp,
+            "ep": h.ep, "dp_attention": h.dp_attention, "routing": w.routing,
             "draft_tp": draft_tp, "engine": engine.name, "alpha": alpha,
             "formats": {"weights": target.weight_format,
                         "experts": target.expert_format or target.weight_format,
@@ -323,6 +336,43 @@ def build(req: SdRequest) -> Built:
             "gamma": sp.gamma or _span(gammas), "measured_gamma": list(measured) if measured
             else None, "calibration": w.calibration}
     return Built(setup, study, dense, notes, warnings, info)
+
+
+def read_routing(text: str, target) -> tuple[float, ...] | None:
+    """--routing -> per-expert frequencies (None for uniform): zipf:S, or a file of numbers
+    (YAML/JSON list, or CSV cells; read as data, never executed)."""
+    from pathlib import Path
+
+    from explore.models import sd
+    from explore.models.errors import ConfigError
+
+    if text == "uniform":
+        return None
+    if text.startswith("zipf:"):
+        return sd.popularity(target.experts, text)
+    path = Path(text)
+    if not path.is_file():
+        raise ConfigError(f"--routing {text!r}: not uniform, zipf:S or a file")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--routing {text}: cannot read it ({e})") from None
+    if path.suffix in (".yaml", ".yml", ".json"):
+        import yaml
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--routing {text}: not YAML ({str(e).splitlines()[0]})") from None
+        values = data.get("frequencies") if isinstance(data, dict) else data
+    else:
+        values = [c for line in raw.splitlines() for c in line.replace(";", ",").split(",")
+                  if c.strip()]
+    try:
+        numbers = [float(v) for v in values or []]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--routing {text}: every entry must be a number (one frequency "
+                          f"per routed expert)") from None
+    return sd.popularity(target.experts, frequencies=numbers)
 
 
 def draft_of(name: str, formats: SdFormats):
