@@ -291,10 +291,6 @@ class Draft:
             raise InputError("an ngram draft runs no model; every other family needs one")
 
     @property
-    def name(self) -> str:
-        return "ngram" if self.deployment is None else self.deployment.model.name
-
-    @property
     def tp(self) -> int:
         return 1 if self.deployment is None else self.deployment.tp
 
@@ -432,13 +428,14 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
     # K copies instead, and attention data parallel has no attention all-reduce [design].
     one_ar = all_reduce_s(g, n * m.hidden * act, gpu.interconnect_bandwidth,
                           gpu.interconnect_latency_s)
+    dispatch = n / g * k * m.hidden * act          # bytes one GPU sends per all-to-all
     if dep.ep == 1:
         ar, a2a = m.layers * 2.0 * one_ar, 0.0
     else:
         ar = (m.layers * (0 if dep.dp_attention else 1) + dense_layers) * one_ar
-        a2a = moe_layers * 2.0 * all_to_all_s(
-            g, n / g * k * m.hidden * act, g, gpu.interconnect_bandwidth,
-            gpu.interconnect_bandwidth, gpu.interconnect_latency_s)
+        a2a = moe_layers * 2.0 * all_to_all_s(g, dispatch, g, gpu.interconnect_bandwidth,
+                                              gpu.interconnect_bandwidth,
+                                              gpu.interconnect_latency_s)
     shape = np.broadcast(B, t, np.asarray(ctx)).shape
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape)  # noqa: E731
 
@@ -457,8 +454,8 @@ def forward_time(dep: Deployment, batch, tokens_per_seq, ctx, correlation: float
              f"§5.3 engine {engine.name}"),
         Term("TP all-reduce", full(ar), 0.0, 0.0,
              "§5.1 2 ring AR/layer"),
-    ) + ((Term("EP all-to-all", full(a2a), full(moe_layers * 2.0 * n / g * k * m.hidden * act),
-               0.0, "§4.1 dispatch + combine/MoE layer, alpha-beta"),) if dep.ep > 1 else ())
+    ) + ((Term("EP all-to-all", full(a2a), full(moe_layers * 2.0 * dispatch), 0.0,
+               "§4.1 dispatch + combine/MoE layer, alpha-beta"),) if dep.ep > 1 else ())
     return ForwardTime(terms,
                        {"always-on weights": full(always_mem), "routed experts": full(experts_mem),
                         "KV cache + attention": full(attn_mem), "LM head": full(head_mem)})

@@ -281,12 +281,16 @@ def build(req: SdRequest) -> Built:
     if h.hardware is None and calibration is None:
         notes.append(f"hardware {gpu.name}: default current GPU")
     draft_tp = h.draft_tp or (pairing.draft_tp if pairing else 1)
+    drafting = sd.Draft(family, None if draft is None else sd.Deployment(
+        draft, gpu, draft_tp, fm.activations),
+        bool(draft_preset and draft_preset.shares_embedding),
+        bool(draft_preset and draft_preset.shares_head))
+
     if calibration is not None:
         tp = calibration.gpus
     elif h.tp is None:
         sd.Deployment(target, gpu, 1, fm.activations)   # a format the GPU lacks: say so first
-        tp = smallest_tp(target, sd.Draft(family, None if draft is None else sd.Deployment(
-            draft, gpu, 1)), gpu, max(batches), w.ctx, max(gammas))
+        tp = smallest_tp(target, drafting, gpu, max(batches), w.ctx, max(gammas))
         notes.append(f"tp {tp}: smallest TP degree whose GPUs hold weights + KV cache at batch "
                      f"{max(batches)}, ctx {w.ctx}")
     else:
@@ -298,11 +302,6 @@ def build(req: SdRequest) -> Built:
     if h.engine is None:
         notes.append(f"engine {engine.name}: the engine of the MoESD measurements, the only "
                      f"profile checked against them (explore validate sd)")
-
-    drafting = sd.Draft(family, None if draft is None else sd.Deployment(
-        draft, gpu, draft_tp, fm.activations),
-        bool(draft_preset and draft_preset.shares_embedding),
-        bool(draft_preset and draft_preset.shares_head))
 
     routing = read_routing(w.routing, target) if target.is_moe else None
 
