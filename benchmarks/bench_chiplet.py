@@ -1,13 +1,17 @@
 """Speed of the chiplet study: configurations evaluated per second by the vectorised model
-(collective schedules cached, then cold), and the wall time of the default search
-`explore chiplet --grid 8x8 --model llama2-70b` in-process and as a whole process.
+(collective schedules cached, then cold), the wall time of the default search
+`explore chiplet --grid 8x8 --model llama2-70b` in-process and as a whole process, and whole
+searches on 8x8 to 128x128 dies with their peak memory.
 
 Run: python benchmarks/bench_chiplet.py   (target: >= 10^4 configurations/s with the
-schedules cached; the default search answers within a few seconds)."""
+schedules cached; the default search answers within a few seconds; a 64x64 search under
+10 s and 1 GB)."""
 
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 
 from timing import process_seconds
@@ -60,6 +64,21 @@ def default_search_seconds(repeats: int = 3) -> tuple[float, int]:
     return statistics.median(walls), study.space.size
 
 
+# the child reports its own high-water mark (VmHWM starts afresh at exec)
+PEAK = ("import sys; from explore.cli.app import main; code = main(sys.argv[1:]); "
+        "print(next(int(x.split()[1]) for x in open('/proc/self/status') "
+        "if x.startswith('VmHWM')), file=sys.stderr); sys.exit(code)")
+
+
+def grid_search(grid: str) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of `explore chiplet --grid G` in a process of its own."""
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", PEAK, "chiplet", "--grid", grid, "--model",
+                          "llama2-70b", "--json"], check=True, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    return time.perf_counter() - t0, int(run.stderr.split()[-1]) / 1024
+
+
 def main() -> None:
     for grid, label in (("8x8", "grid fixed 8x8"), (None, "grids 4x4..16x16")):
         cold, rate, n = evals_per_second(grid)
@@ -73,6 +92,11 @@ def main() -> None:
           f"{process_seconds(['chiplet', '--grid', '8x8', '--model', 'llama2-70b']):.2f} s")
     print(f"explore chiplet validate (process): median "
           f"{process_seconds(['chiplet', 'validate']):.2f} s")
+    print("explore chiplet --grid G --model llama2-70b (whole search, process; target 64x64 "
+          "<= 10 s and <= 1 GB):")
+    for grid in ("8x8", "16x16", "32x32", "64x64", "128x128"):
+        wall, mb = grid_search(grid)
+        print(f"  {grid:>8}: {wall:6.2f} s, {mb:6.0f} MB peak")
 
 
 if __name__ == "__main__":

@@ -392,3 +392,42 @@ def test_tiling_efficiency_only_slows_compute():
         a = evaluate_one(s, scenario_point("8x8", method=method, micro_batch=8))
         b = evaluate_one(t, scenario_point("8x8", method=method, micro_batch=8))
         assert b["t_comp_s"] >= a["t_comp_s"] * (1 - 1e-12)
+
+
+# ---- step classes: one step costed, times its count, equal to step by step ------------------
+
+def _same_cost(a: nop.CollectiveCost, b: nop.CollectiveCost) -> None:
+    for f in ("load", "hops", "elem_hops", "elems", "per_die"):
+        assert getattr(a, f) == pytest.approx(getattr(b, f), rel=1e-12), f
+    assert np.allclose(a.link_load, b.link_load, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("rows, cols", [(2, 2), (4, 4), (4, 8), (8, 8), (16, 16)])
+def test_step_classes_cost_what_the_step_by_step_engine_costs(rows, cols):
+    """Rings (one step class repeated), line collectives, broadcasts and their sequences on
+    meshes up to 16 x 16: the step-class costing equals routing and costing every step."""
+    mesh = nop.Mesh(rows, cols)
+    order, _ = nop.hamiltonian_order(rows, cols)
+    lines = mesh.row_lines()
+    schedules = [nop.ring(np.array([order]), 3.0, mesh.P - 1),
+                 nop.ring_all_reduce(np.array([order]), 12.0, bidirectional=True),
+                 nop.ring_all_reduce(lines, 5.0),
+                 nop.line_all_gather(mesh.col_lines(), 2.0),
+                 nop.line_reduce_scatter(lines, 1.5),
+                 nop.sequence("broadcasts", [nop.line_broadcast(lines, k, 4.0)
+                                             for k in range(cols)]),
+                 nop.ring_all_reduce(lines, 5.0) + nop.line_all_gather(lines, 1.0)]
+    for s in schedules:
+        _same_cost(nop.cost(mesh, s), nop.cost(mesh, s.stepwise()))
+
+
+def test_a_collective_costed_for_one_element_scales_to_its_piece():
+    """SUMMA's broadcasts are routed once for one element and scaled: the same as routing the
+    real piece (hops do not scale)."""
+    mesh = nop.Mesh(8, 8)
+    lines = mesh.row_lines()
+    unit = nop.cost(mesh, nop.sequence("b", [nop.line_broadcast(lines, k, 1.0)
+                                             for k in range(8)]))
+    real = nop.cost(mesh, nop.sequence("b", [nop.line_broadcast(lines, k, 37.5)
+                                             for k in range(8)]))
+    _same_cost(unit.scaled(37.5), real)

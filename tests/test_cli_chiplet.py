@@ -235,7 +235,7 @@ def test_chiplet_presets_list_and_show(cli):
 
 BAD = [
     (("chiplet", "--grid", "8x"), "grid '8x': write ROWSxCOLS"),
-    (("chiplet", "--grid", "0x4"), "grid '0x4': each dimension must be between 2 and 64"),
+    (("chiplet", "--grid", "0x4"), "grid '0x4': each dimension must be between 2 and 128"),
     (("chiplet", "run", "--grid", "8x8x8"), "write ROWSxCOLS"),
     (("chiplet", "run", "--method", "2d", "--grid", "8x4"),
      "2d on 8x4: layout: 2d needs a square grid, not 8x4"),

@@ -93,8 +93,10 @@ def route(mesh: Mesh, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.
 
 @dataclass(frozen=True)
 class Schedule:
-    """Transfers of one collective: step index, source, destination and elements each.
-    `latency_hops[s]` > 0 replaces the routed max hops of step s (pipelined chains)."""
+    """Transfers of one collective by step class: step index, source, destination and
+    elements each; `repeat[s]` identical steps of class s run one after another (a ring's
+    rounds are one class: costed once, times its count). `latency_hops[s]` > 0 replaces the
+    routed max hops of step s (pipelined chains)."""
     name: str
     n_steps: int
     step: np.ndarray
@@ -102,6 +104,7 @@ class Schedule:
     dst: np.ndarray
     elems: np.ndarray
     latency_hops: np.ndarray
+    repeat: np.ndarray
 
     def __add__(self, other: "Schedule") -> "Schedule":
         """Run `other` after `self` (its steps follow)."""
@@ -110,22 +113,45 @@ class Schedule:
                         np.concatenate([self.src, other.src]),
                         np.concatenate([self.dst, other.dst]),
                         np.concatenate([self.elems, other.elems]),
-                        np.concatenate([self.latency_hops, other.latency_hops]))
+                        np.concatenate([self.latency_hops, other.latency_hops]),
+                        np.concatenate([self.repeat, other.repeat]))
+
+    def stepwise(self) -> "Schedule":
+        """The same collective with every repeated step spelled out (the reference the step
+        classes are tested against)."""
+        steps = [(self.src[self.step == s], self.dst[self.step == s],
+                  self.elems[self.step == s]) for s in range(self.n_steps)]
+        order = np.repeat(np.arange(self.n_steps), self.repeat.astype(int))
+        return _schedule(self.name, [steps[s] for s in order], self.latency_hops[order])
 
 
-def _schedule(name: str, steps: list[tuple[np.ndarray, np.ndarray, float]],
-              latency_hops=None) -> Schedule:
-    """steps: per step (sources, destinations, elements per transfer)."""
+def sequence(name: str, schedules: list[Schedule]) -> Schedule:
+    """The schedules run one after another, concatenated at once (chaining `+` would copy the
+    growing arrays each time)."""
+    if not schedules:
+        return _schedule(name, [])
+    offsets = np.cumsum([0] + [s.n_steps for s in schedules[:-1]])
+    cat = lambda f: np.concatenate([getattr(s, f) for s in schedules])  # noqa: E731
+    return Schedule(name, int(sum(s.n_steps for s in schedules)),
+                    np.concatenate([s.step + o for s, o in zip(schedules, offsets)]),
+                    cat("src"), cat("dst"), cat("elems"), cat("latency_hops"), cat("repeat"))
+
+
+def _schedule(name: str, steps: list, latency_hops=None, repeat=None) -> Schedule:
+    """steps: per step class (sources, destinations, elements per transfer: a number or one
+    per transfer); repeat: how many times each class runs (default once)."""
     n = len(steps)
     if n == 0:
         z = np.zeros(0, dtype=np.int64)
-        return Schedule(name, 0, z, z, z, np.zeros(0), np.zeros(0))
+        return Schedule(name, 0, z, z, z, np.zeros(0), np.zeros(0), np.zeros(0))
     step = np.concatenate([np.full(len(s), k) for k, (s, _, _) in enumerate(steps)])
     src = np.concatenate([np.asarray(s, dtype=np.int64) for s, _, _ in steps])
     dst = np.concatenate([np.asarray(d, dtype=np.int64) for _, d, _ in steps])
-    elems = np.concatenate([np.full(len(s), float(e)) for s, _, e in steps])
+    elems = np.concatenate([np.broadcast_to(np.asarray(e, dtype=float), (len(s),))
+                            for s, _, e in steps])
     lat = np.zeros(n) if latency_hops is None else np.asarray(latency_hops, dtype=float)
-    return Schedule(name, n, step, src, dst, elems, lat)
+    rep = np.ones(n) if repeat is None else np.asarray(repeat, dtype=float)
+    return Schedule(name, n, step, src, dst, elems, lat, rep)
 
 
 def ring(groups: np.ndarray, piece: float, rounds: int, bidirectional: bool = False,
@@ -141,7 +167,7 @@ def ring(groups: np.ndarray, piece: float, rounds: int, bidirectional: bool = Fa
         one = (np.concatenate([here, here]), np.concatenate([nxt, prv]), piece / 2)
     else:
         one = (here, nxt, piece)
-    return _schedule(name, [one] * rounds)
+    return _schedule(name, [one] if rounds else [], repeat=[rounds] if rounds else None)
 
 
 def ring_all_reduce(groups: np.ndarray, volume: float, bidirectional: bool = False,
@@ -239,9 +265,11 @@ def cost(mesh: Mesh, sched: Schedule) -> CollectiveCost:
     max_hops = np.zeros(sched.n_steps)
     np.maximum.at(max_hops, sched.step, hops.astype(float))
     max_hops = np.where(sched.latency_hops > 0, sched.latency_hops, max_hops)
-    return CollectiveCost(float(load.max(axis=1).sum()), float(max_hops.sum()),
-                          float((sched.elems * hops).sum()), float(sched.elems.sum()),
-                          float(sched.elems.sum() / mesh.P), load.sum(axis=0))
+    rep = sched.repeat                          # each step class costed once, times its count
+    elems = sched.elems * rep[sched.step]
+    return CollectiveCost(float((load.max(axis=1) * rep).sum()), float((max_hops * rep).sum()),
+                          float((elems * hops).sum()), float(elems.sum()),
+                          float(elems.sum() / mesh.P), rep @ load)
 
 
 # ---- layouts ---------------------------------------------------------------------------------

@@ -354,30 +354,27 @@ def _plan_summa(method, mesh, shape, seq, causal, whole, regather) -> Plan:
     blocks = linear_blocks(shape, q, q)
     tok = 1.0 / (q * d)                 # tokens of the chunk per die
     gemms, comms = [], []
+    # the q broadcasts (or reductions) from each member in turn along the tile rows or
+    # columns, routed once per shape for one element: a collective's cost scales with its
+    # piece (hops do not)
+    lines = {"row": rows, "col": cols}
+    unit = {(axis, reduce): nop.cost(mesh, nop.sequence("line broadcasts", [
+        nop.line_broadcast(lines[axis], k, 1.0, reduce) for k in range(q)]))
+        for axis in lines for reduce in (False, True)}
+
+    def bcast(pass_, freq, axis, piece, reduce, what) -> Comm:
+        return Comm(what, pass_, freq, axis, "linear", unit[(axis, reduce)].scaled(piece))
     for name, kd, nd in blocks:
         gemms += _linear_gemms(name, tok, kd, nd, count=q)
-
-        def bcast(lines, piece, reduce=False):
-            s = nop.line_broadcast(lines, 0, piece, reduce)
-            for k in range(1, q):
-                s = s + nop.line_broadcast(lines, k, piece, reduce)
-            return s
         x, y, w = tok * kd, tok * nd, float(kd * nd)
         comms += [
-            _comm(mesh, bcast(rows, x), "fwd", "chunk", "row", "linear",
-                  f"{name}: broadcast X along tile rows"),
-            _comm(mesh, bcast(cols, w), "fwd", "mb", "col", "linear",
-                  f"{name}: broadcast W along tile columns"),
-            _comm(mesh, bcast(rows, x), "bwd", "chunk", "row", "linear",
-                  f"{name}: broadcast X along tile rows"),
-            _comm(mesh, bcast(rows, x, True), "bwd", "chunk", "row", "linear",
-                  f"{name}: reduce dX along tile rows"),
-            _comm(mesh, bcast(rows, y), "bwd", "chunk", "row", "linear",
-                  f"{name}: broadcast dY along tile rows"),
-            _comm(mesh, bcast(cols, w), "bwd", "mb", "col", "linear",
-                  f"{name}: broadcast W along tile columns"),
-            _comm(mesh, bcast(cols, w, True), "bwd", "mb", "col", "linear",
-                  f"{name}: reduce dW along tile columns")]
+            bcast("fwd", "chunk", "row", x, False, f"{name}: broadcast X along tile rows"),
+            bcast("fwd", "mb", "col", w, False, f"{name}: broadcast W along tile columns"),
+            bcast("bwd", "chunk", "row", x, False, f"{name}: broadcast X along tile rows"),
+            bcast("bwd", "chunk", "row", x, True, f"{name}: reduce dX along tile rows"),
+            bcast("bwd", "chunk", "row", y, False, f"{name}: broadcast dY along tile rows"),
+            bcast("bwd", "mb", "col", w, False, f"{name}: broadcast W along tile columns"),
+            bcast("bwd", "mb", "col", w, True, f"{name}: reduce dW along tile columns")]
     shard = float(sum(kd * nd for _, kd, nd in blocks))
     notes = _heads_note(shape, q, "tile columns")
     if d > 1:

@@ -24,6 +24,7 @@ SCHEDULES = ("layer-major", "micro-batch-major")
 OVERLAPS = ("max", "none")
 SRAM_MB = (16, 32, 48, 64, 96, 128, 192, 256)
 GRID_SIDES = tuple(range(4, 17))
+MAX_SIDE = 128                          # dies per grid side (--grid); costs grow ~P log P
 MODULES = (1, 2, 3, 4)                  # UCIe modules per port
 IO_SIDES = (2, 4)
 PACKAGES = ("standard", "advanced")     # the package and DRAM presets §10 searches
@@ -66,8 +67,8 @@ def parse_grid(text: str) -> nop.Mesh:
     if not m:
         raise InputError(f"grid {text!r}: write ROWSxCOLS with two positive integers, e.g. 8x8")
     rows, cols = int(m.group(1)), int(m.group(2))
-    if not (2 <= rows <= 64 and 2 <= cols <= 64):
-        raise InputError(f"grid {text!r}: each dimension must be between 2 and 64 dies")
+    if not (2 <= rows <= MAX_SIDE and 2 <= cols <= MAX_SIDE):
+        raise InputError(f"grid {text!r}: each dimension must be between 2 and {MAX_SIDE} dies")
     return nop.Mesh(rows, cols)
 
 
