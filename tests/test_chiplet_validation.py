@@ -23,7 +23,7 @@ def test_rows_have_every_field(result):
     assert ids == ["V1", "V2", "V3", "V2p", "V3p", "V4a", "V4b", "V5-latency", "V5-energy"]
     for r in result["rows"]:
         assert set(r) == {"id", "check", "reference", "ours", "ratio", "rule", "status",
-                          "source"}
+                          "source", "baseline"}
         assert r["status"] in ("PASS", "WARN", "FAIL")
         if r["id"].startswith(("V2", "V3", "V5")):      # soft checks never fail hard
             assert r["status"] != "FAIL"

@@ -26,6 +26,32 @@ def baseline_point(point: dict, schedule: str | None = None, bidirectional: bool
             "schedule": schedule or point["schedule"]}
 
 
+# Megatron 1D TP on the same hardware, as each reference in the literature may have run it:
+# (name, the point's changes); each is reported at its better schedule (docs/chiplet.md §9)
+BASELINES = (("one-way ring", {"method": "1d"}),
+             ("two-way ring", {"method": "1d-bi"}),
+             ("one-way, no overlap", {"method": "1d", "overlap": "none"}),
+             ("one-way, no overlap, B_m 1", {"method": "1d", "overlap": "none",
+                                             "micro_batch": 1}))
+
+
+def against_baselines(setup: ChipletSetup, point: dict, r: dict | None = None) -> list[dict]:
+    """The point against every 1D baseline, each at the schedule that suits it best (lower
+    latency): ratios = baseline / point."""
+    r = r or evaluate_one(setup, point)
+    out = []
+    for name, changes in BASELINES:
+        runs = [(sched, evaluate_one(setup, {**point, **changes, "schedule": sched}))
+                for sched in ("layer-major", "micro-batch-major")]
+        sched, b = min(runs, key=lambda x: x[1]["latency_s"])
+        out.append({"baseline": name, "changes": changes, "schedule": sched,
+                    "latency_s": b["latency_s"], "energy_j": b["energy_j"],
+                    "latency_ratio": b["latency_s"] / r["latency_s"],
+                    "energy_ratio": b["energy_j"] / r["energy_j"],
+                    "binding": binding_name(b["binding"]), "reason": b["reason"]})
+    return out
+
+
 def point_report(setup: ChipletSetup, point: dict, with_baseline: bool = True) -> dict:
     """Everything `explore chiplet run` shows, JSON-ready, SI units."""
     r = evaluate_one(setup, point)
@@ -97,6 +123,7 @@ def point_report(setup: ChipletSetup, point: dict, with_baseline: bool = True) -
                            "energy_ratio": b["energy_j"] / r["energy_j"],
                            "binding": binding_name(b["binding"]), "reason": b["reason"]}
         out["baseline_1d"] = base
+        out["baselines"] = against_baselines(setup, point, r)
     return out
 
 
