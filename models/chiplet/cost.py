@@ -35,6 +35,19 @@ BINDING = ("compute", "NoP link", "DRAM bandwidth", "I/O link", "SRAM capacity",
            "DRAM capacity", "layout", "shoreline")
 
 
+RESOURCES = ("compute", "nop", "dram", "io")               # what `binding` may name (0-3)
+RESOURCE_TERMS = ("t_comp", "t_nop", "t_dram", "t_io")
+SENSITIVITY = 1.10                   # "made 10 % faster": the binding resource's test
+
+
+def _phase_s(t_comp, t_nop, t_dram, t_io, overlap_max, n_chunks):
+    """One phase (§7): overlap none adds compute, NoP and the slower of DRAM and I/O links;
+    max runs them concurrently, the longest one plus the chunk pipeline's fill."""
+    total = t_comp + t_nop + np.maximum(t_dram, t_io)
+    return np.where(overlap_max, np.maximum.reduce([t_comp, t_nop, t_dram, t_io])
+                    + total / n_chunks, total)
+
+
 @dataclass(frozen=True)
 class Workload:
     """What is trained and how (fixed for a study)."""
@@ -193,9 +206,7 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
                                             t_stream["row"] + t_stream["col"])
         t_dram = dram_bytes / bw_dram
         t_io = dram_bytes / bw_io_links
-        total = t_comp + t_nop + np.maximum(t_dram, t_io)
-        t_phase = np.where(p.overlap_max, np.maximum.reduce([t_comp, t_nop, t_dram, t_io])
-                           + total / n_chunks, total)
+        t_phase = _phase_s(t_comp, t_nop, t_dram, t_io, p.overlap_max, n_chunks)
         phases[ph] = {"t_comp": t_comp, "t_nop": t_nop, "t_row": t_stream["row"],
                       "t_col": t_stream["col"], "t_mesh": t_stream["mesh"], "t_dram": t_dram,
                       "t_io": t_io, "t_phase": t_phase, "dram_bytes": dram_bytes,
@@ -207,6 +218,16 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
     opt_bytes = m.total_params * ((ADAM_BYTES + beta_g) + (ADAM_BYTES + beta))
     t_opt = np.maximum(opt_bytes / bw_dram, opt_bytes / bw_io_links)
     t_iter = reps * sum(phases[ph]["t_phase"] for ph in phases) + t_head + t_opt
+
+    def faster(k: int) -> np.ndarray:
+        """t_iter with resource k (compute, NoP, DRAM, I/O links) 10 % faster."""
+        f = [1.0] * 4
+        f[k] = 1.0 / SENSITIVITY
+        per = sum(_phase_s(*(phases[ph][t] * fk for t, fk in zip(RESOURCE_TERMS, f)),
+                           p.overlap_max, n_chunks) for ph in phases)
+        return reps * per + t_head * f[0] + np.maximum(opt_bytes / bw_dram * f[2],
+                                                       opt_bytes / bw_io_links * f[3])
+    gain = np.stack([t_iter - faster(k) for k in range(4)])   # seconds saved
 
     # ---- energy (§7) ----
     dram_total = reps * sum(phases[ph]["dram_bytes"] for ph in phases) + opt_bytes
@@ -231,10 +252,10 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
     edge_mm = np.sqrt(a_die)
     out["violation_shoreline"] = 2 * p.b / (p.shoreline * edge_mm) - 1.0
     out["violation_layout"] = np.full(n, -1.0)
-    sums = np.stack([reps * sum(phases[ph][k] for ph in phases)
-                     for k in ("t_comp", "t_nop", "t_dram", "t_io")])
-    binding = np.argmax(sums, axis=0).astype(float)
-    binding = np.where(p.layer_major & ~resident, 4.0, binding)
+    sums = np.stack([reps * sum(phases[ph][k] for ph in phases) for k in RESOURCE_TERMS])
+    # the resource that, made 10 % faster, shortens the iteration most (a constraint that is
+    # violated names itself instead)
+    binding = np.argmax(gain, axis=0).astype(float)
     for code, key in ((7, "violation_shoreline"), (5, "violation_dram_capacity"),
                       (4, "violation_sram")):
         binding = np.where(out[key] > 0, float(code), binding)
@@ -252,6 +273,7 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
         "flops": flops, "static_w": static_w, "opt_bytes": np.full(n, opt_bytes),
         "gemm_sram_bytes": gemm_sram, "vector_sram_bytes": vec, "nop_byte_hops": nop_byte_hops,
         "capacity_need_bytes": capacity_need, "phase_reps": reps,
+        **{f"gain_{name}_s": gain[k] for k, name in enumerate(RESOURCES)},
     })
     for ph, terms in phases.items():
         for k, v in terms.items():
