@@ -223,7 +223,8 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
         """t_iter with resource k (compute, NoP, DRAM, I/O links) 10 % faster."""
         f = [1.0] * 4
         f[k] = 1.0 / SENSITIVITY
-        per = sum(_phase_s(*(phases[ph][t] * fk for t, fk in zip(RESOURCE_TERMS, f)),
+        per = sum(_phase_s(phases[ph]["t_comp"] * f[0], phases[ph]["t_nop"] * f[1],
+                           phases[ph]["t_dram"] * f[2], phases[ph]["t_io"] * f[3],
                            p.overlap_max, n_chunks) for ph in phases)
         return reps * per + t_head * f[0] + np.maximum(opt_bytes / bw_dram * f[2],
                                                        opt_bytes / bw_io_links * f[3])
