@@ -34,8 +34,7 @@ def advise_command(work: SdWorkload, hw: SdHardware, formats: SdFormats, advice:
     """For each batch size the draft configuration that pays most, or speculation off; the
     batch range where speculation pays; vLLM and SGLang launch flags for it.
 
-    Example: explore sd advise --model qwen3-30b-a3b --hardware h100 --tp 2 --engine sglang
-    --emit sglang
+    Example: explore sd advise --model qwen3-30b-a3b --tp 2 --engine sglang --emit sglang
     """
     from .output import present
 

@@ -448,3 +448,19 @@ def test_the_binding_resource_is_the_one_whose_speed_matters_most():
                 continue
             gains = [r[f"gain_{x}_s"] for x in ("compute", "nop", "dram", "io")]
             assert r["binding"] == int(np.argmax(gains)) and max(gains) > 0
+
+
+@pytest.mark.parametrize("method", ["hecaton2d", "1d"])
+def test_more_sram_never_costs_energy_when_dram_traffic_falls_and_static_power_is_held(method):
+    """With the static power held (no per-MB leakage), growing the SRAM can only cut DRAM
+    traffic: where it does (and never raises it), the iteration's energy does not rise."""
+    from dataclasses import replace
+    s = setup_for()
+    s = replace(s, die=replace(s.die, static_per_mb=0.0))
+    runs = [evaluate_one(s, scenario_point("8x8", method=method, sram_mb=m))
+            for m in (16, 32, 48, 64, 96, 128, 192, 256)]
+    runs = [r for r in runs if r["violation_sram"] <= 0]
+    assert len(runs) >= 3
+    for small, big in zip(runs, runs[1:]):
+        assert big["dram_bytes"] <= small["dram_bytes"] * (1 + 1e-12)
+        assert big["energy_j"] <= small["energy_j"] * (1 + 1e-9)
