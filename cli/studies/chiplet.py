@@ -145,8 +145,9 @@ class ChipletModelOptions:
                                       "the next weight shard (delta_pf)")
     tiling: Optional[bool] = _named(False, "--tiling/--no-tiling", help="PE-array tiling "
                                     "efficiency per GEMM (§7)")
-    route_dram: Optional[bool] = _named(False, "--route-dram/--no-route-dram", help="DRAM "
-                                        "flows also load the mesh links (§6)")
+    route_dram: Optional[bool] = _named(True, "--route-dram/--no-route-dram", help="DRAM "
+                                        "flows from the edge I/O dies also load the mesh links "
+                                        "they cross (§6; off: a separate memory network)")
     keep_x: Optional[bool] = _named(False, "--keep-x/--regather", help="Hecaton-2D keeps "
                                     "gathered inputs for the backward instead of re-gathering "
                                     "them", default_text="re-gather")
@@ -464,7 +465,7 @@ def best_yaml(out: dict) -> dict:
     if s["chunk"]:
         options["chunk"] = s["chunk"]
     for flag, key, default in (("prefetch", "prefetch", True), ("tiling", "tiling", False),
-                               ("route-dram", "route_dram", False)):
+                               ("route-dram", "route_dram", True)):
         if s[key] != default:
             options[flag] = s[key]
     if not s["regather"]:

@@ -58,7 +58,7 @@ class Workload:
     causal: float = 0.5           # c: attention work kept by a causal kernel
     prefetch: bool = True         # delta_pf = 1: double-buffer the next weight shard
     tiling: bool = False          # PE-array tiling efficiency (§7)
-    route_dram: bool = False      # DRAM flows also load the mesh links of the phase
+    route_dram: bool = True       # DRAM flows also load the mesh links of the phase
     regather: bool = True         # Hecaton-2D re-gathers X in backward (else keeps it)
     chunk: int | None = None      # T_c in tokens; None = DEFAULT_CHUNK
 
