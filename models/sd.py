@@ -238,7 +238,9 @@ class Deployment:
                 f"--ep {self.ep}: " + ("expert parallelism needs an MoE target" if not
                                        self.model.is_moe else
                                        f"it runs over the target's {self.tp} GPU(s), so "
-                                       f"--ep is 1 or the TP degree {self.tp}"
+                                       f"--ep is 1 or the TP degree {self.tp} (--tp "
+                                       f"{self.ep} --ep {self.ep} spreads the experts over "
+                                       f"{self.ep} GPUs)"
                                        if self.ep != self.tp else
                                        f"EP must divide the {self.model.experts} experts"))
         if self.dp_attention and self.ep == 1:
