@@ -205,7 +205,7 @@ def validate_cmd(hw: ChipletHardware, view: ChipletView, output: Output) -> None
     present(out, output.json, output.save_dir, lambda o: r.render_validate(res, view.wide),
             lambda o, d: r.save_tables(o, d, {
                 "checks.csv": check_rows(res["rows"]), "sensitivities.csv": res["sensitivities"],
-                "baselines.csv": res["against"],
+                "baselines.csv": res["against"], "energy_ranges.csv": res["energy_ranges"],
                 "series.csv": res["series"]}))
     if hard_failures(res):
         raise typer.Exit(1)

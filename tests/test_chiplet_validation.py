@@ -62,3 +62,46 @@ def test_series_rows_carry_the_proxies(result):
     # 1D's compute/NoP falls with N, Hecaton's stays within the band
     one = [r["one_d_comp_over_nop"] for r in rows]
     assert one == sorted(one, reverse=True)
+
+
+ENERGY_FIELDS = {"die": ("e_mac", "e_sram", "static_base", "static_per_mb"),
+                 "package": ("e_link_low", "e_link_high", "e_router"),
+                 "dram": ("e_dram", "io_static")}
+
+
+@pytest.mark.parametrize("kind", sorted(ENERGY_FIELDS))
+def test_every_energy_constant_has_a_source(kind):
+    from explore import presets
+    for name in presets.names(kind):
+        p = presets.load(kind, name)
+        missing = [f for f in ENERGY_FIELDS[kind] if f not in p.sources]
+        assert not missing, (name, missing)
+
+
+def test_literature_ranges_parse_and_bad_ones_are_named():
+    from dataclasses import replace
+
+    from explore import presets
+    from explore.models.chiplet.hardware import literature_ranges
+    from explore.models.errors import InputError
+    die = presets.load("die", "die-7nm")
+    assert literature_ranges(die)["e_sram"] == pytest.approx((0.15e-12, 0.7e-12))
+    for bad, message in (({"e_sram": [1]}, "must be \\[low, high\\]"),
+                         ({"bogus": [0, 1]}, "not one of its fields"),
+                         ({"e_mac": [2, 1]}, "needs 0 <= low <= high"),
+                         ({"e_mac": ["1 pJ/bit", "2 pJ"]}, "is not a multiple of J")):
+        with pytest.raises(InputError, match=message):
+            replace(die, ranges=bad)
+
+
+def test_energy_ratio_at_the_ends_of_each_range(result):
+    """One row per range; at the shipped value the ratio is V3's; the range's ends move it
+    (the static power's high end widens Hecaton's lead, the MAC energy's narrows it)."""
+    rows = {(r["preset"], r["constant"]): r for r in result["energy_ranges"]}
+    assert ("die-7nm", "e_sram") in rows and ("ddr5", "e_dram") in rows
+    v3 = next(r for r in result["rows"] if r["id"] == "V3")["ours"]
+    for r in rows.values():
+        assert r["energy_ratio_now"] == pytest.approx(v3)
+        assert r["energy_ratio_low"] > 1 and r["energy_ratio_high"] > 1
+    assert rows[("die-7nm", "static_base")]["energy_ratio_high"] > v3
+    assert rows[("die-7nm", "e_mac")]["energy_ratio_high"] < v3

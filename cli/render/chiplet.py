@@ -298,6 +298,19 @@ def render_validate(res: dict, wide: bool = False) -> None:
                           + ("; c/N t_comp / t_NoP" if wide else "")))
     c.print(baselines_table(res["against"], "The §9 Hecaton point (70B, 8x8) against every 1D "
                                             "baseline, each at its better schedule"))
+    if res.get("energy_ranges"):
+        def q(v: float) -> str:       # energies in pJ (per bit or MAC), powers in W
+            return f"{v * 1e12:.3g} pJ" if v < 1e-6 else f"{v:.3g} W"
+        rows = [[f"{r['preset']} {r['constant']}", q(r["now"]),
+                 f"{q(r['low'])}-{q(r['high'])}", f"{r['energy_ratio_low']:.2f}x",
+                 f"{r['energy_ratio_high']:.2f}x"] for r in res["energy_ranges"]]
+        now = res["energy_ranges"][0]["energy_ratio_now"]
+        c.print(table(f"Energy ratio vs 1D layer-major (70B, 8x8; now {now:.2f}x) with each "
+                      f"constant at the ends of its literature range",
+                      ["constant", "now", "range", "at low", "at high"], rows, right=(3, 4),
+                      caption="the presets' ranges and their sources: "
+                              "docs/research/chiplet-energy.md; one constant moved at a time, "
+                              "for both designs"))
     render_scale({"series": res["series"]}, wide)
     for n in res["notes"]:
         c.print(f"[dim]note: {escape(n)}[/]")

@@ -6,11 +6,38 @@ Areas are in mm² (the unit is in the field name); everything else is SI.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import InputError
 from ..spec import spec
-from ..units import PJ
+from ..units import PJ, parse_quantity
+
+RANGES_DOC = ("field -> [low, high]: the range the literature gives for the value "
+              "(docs/research/chiplet-energy.md); explore chiplet validate shows the energy "
+              "ratio at both ends")
+
+
+def literature_ranges(obj) -> dict[str, tuple[float, float]]:
+    """A preset's `ranges` in the SI units of their fields (numbers or '0.5 pJ/bit'
+    strings); InputError naming an entry that is not a field, not two values or not low <=
+    high."""
+    units = {f.name: f.metadata.get("unit", "") for f in dataclasses.fields(obj)}
+    out = {}
+    for name, pair in obj.ranges.items():
+        if name not in units or name in ("ranges", "sources", "name", "description"):
+            raise InputError(f"{obj.name!r}: ranges names {name!r}, not one of its fields")
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise InputError(f"{obj.name!r}: ranges.{name} must be [low, high]")
+        try:
+            lo, hi = (v if isinstance(v, (int, float)) else parse_quantity(str(v), units[name])
+                      for v in pair)
+        except ValueError as e:
+            raise InputError(f"{obj.name!r}: ranges.{name}: {e}") from None
+        if not 0 <= lo <= hi:
+            raise InputError(f"{obj.name!r}: ranges.{name} needs 0 <= low <= high")
+        out[name] = (float(lo), float(hi))
+    return out
 
 # Horowitz, ISSCC 2014 (45 nm, 0.9 V) [literature]; the derivations are [design] (§3):
 E_MAC_45NM = 1.1 * PJ + 0.9 * PJ        # bf16-class multiply + fp32 add, J per MAC
@@ -48,9 +75,11 @@ class DieSpec:
     mac_rate: float = spec("MACs per MAC unit per cycle (1 for bf16; from formats)", default=1.0)
     number_format: str = spec("the format the arrays compute in", default="bf16")
     sources: dict = spec("field -> where the value comes from", default={})
+    ranges: dict = spec(RANGES_DOC, default={})
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
+        literature_ranges(self)
         if self.n_mac <= 0 or self.f <= 0 or self.sram <= 0 or not self.mac_rate > 0:
             raise InputError(f"die {self.name!r}: n_mac, f and sram must be positive")
         if self.n_mac % (self.array_rows * self.array_cols):
@@ -122,9 +151,11 @@ class PackageSpec:
     e_router: float = spec("router energy per bit per hop", "J/bit", default=0.1e-12)
     phy_latency: float = spec("PHY plus adapter round trip", "s", default=2e-9)
     sources: dict = spec("field -> where the value comes from", default={})
+    ranges: dict = spec(RANGES_DOC, default={})
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
+        literature_ranges(self)
         if self.lanes <= 0 or self.rate <= 0 or self.modules_per_port < 1:
             raise InputError(f"package {self.name!r}: lanes, rate and modules_per_port must be "
                              f"positive")
@@ -156,9 +187,11 @@ class DramSpec:
     io_static: float = spec("static power of one I/O die", "W", default=2.0)
     io_area_mm2: float = spec("area of one I/O die in mm²", default=20.0)
     sources: dict = spec("field -> where the value comes from", default={})
+    ranges: dict = spec(RANGES_DOC, default={})
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
+        literature_ranges(self)
         if self.bw_io <= 0 or self.capacity <= 0:
             raise InputError(f"dram {self.name!r}: bw_io and capacity must be positive")
         if not 0 < self.eta <= 1:

@@ -14,6 +14,7 @@ from ..shapes import ModelShape
 from .cost import Workload
 from .methods import COLUMN_PARALLEL
 from .report import against_baselines, baseline_point, evaluate_one
+from .hardware import literature_ranges
 from .study import ChipletSetup, binding_name, parse_grid
 
 PAPER = "Huang et al., Hecaton, arXiv 2407.05784"
@@ -180,6 +181,7 @@ def validation(setups: dict[str, ChipletSetup]) -> dict:
     notes = sorted({x for x in (c405.hecaton["reason"], c405.layer_major["reason"]) if x})
     return {"rows": rows, "sensitivities": sensitivities(s70), "series": series,
             "against": against_baselines(s70, scenario_point("8x8"), c.hecaton),
+            "energy_ranges": energy_ranges(s70),
             "scenario": {"hecaton": c.hecaton, "one_d_layer_major": c.layer_major,
                          "one_d_ported": c.ported},
             "notes": [f"405B/16x16 (V5): {x}" for x in notes]}
@@ -203,6 +205,34 @@ def sensitivities(setup: ChipletSetup) -> list[dict]:
                     "one_d_comp_over_nop": comp_nop(base),
                     "hecaton_binding": binding_name(hec["binding"]),
                     "one_d_binding": binding_name(base["binding"])})
+    return out
+
+
+def energy_ranges(setup: ChipletSetup) -> list[dict]:
+    """The 70B/8x8 energy ratio vs 1D layer-major with each energy constant at the ends of the
+    range its preset gives (`ranges`): the die's, the standard package's and ddr5's, the §9
+    scenario's hardware. The same constant moves for both designs."""
+    point = scenario_point("8x8")
+    c0 = compare(setup, "8x8")
+    effective = {"e_mac": "mac_energy", "e_sram": "sram_energy"}   # None: from the node
+    out = []
+    parts = (("die", setup.die), ("package", setup.packages[point["package"]]),
+             ("dram", setup.drams[point["dram"]]))
+    for kind, spec_ in parts:
+        for field, (lo, hi) in literature_ranges(spec_).items():
+            ratios = []
+            for value in (lo, hi):
+                moved = replace(spec_, **{field: value})
+                s = (replace(setup, die=moved) if kind == "die" else
+                     replace(setup, packages={**setup.packages, point["package"]: moved})
+                     if kind == "package" else
+                     replace(setup, drams={**setup.drams, point["dram"]: moved}))
+                c = compare(s, "8x8")
+                ratios.append(c.ratio(c.layer_major, "energy_j"))
+            out.append({"preset": spec_.name, "constant": field, "low": lo, "high": hi,
+                        "now": getattr(spec_, effective.get(field, field)),
+                        "energy_ratio_low": ratios[0], "energy_ratio_high": ratios[1],
+                        "energy_ratio_now": c0.ratio(c0.layer_major, "energy_j")})
     return out
 
 
