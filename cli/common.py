@@ -50,10 +50,10 @@ def parse_floats(text: str, flag: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def parse_sigma(text: str, gammas: tuple[int, ...], flag: str = "--sigma",
-                example: str = "0.91@4") -> tuple[float, int]:
-    """'0.91' (one gamma searched) or '0.91@4' (measured at gamma 4) -> (value, gamma); also
-    --accept-len's '3.2@4'."""
+def parse_at(text: str, gammas: tuple[int, ...], flag: str, example: str
+             ) -> tuple[float, int]:
+    """A value measured at a draft length: '0.91' (one gamma searched) or '0.91@4' (at gamma 4)
+    -> (value, gamma); --sigma and --accept-len."""
     value, _, at = text.partition("@")
     try:
         number = float(value)

@@ -16,7 +16,7 @@ from .comm import all_reduce_s, all_to_all_s
 from .errors import InputError
 from .formats import number_format
 from .hardware import GpuSpec
-from .sd_draft import FAMILIES, accepted_length, check_rates, verify_width
+from .sd_draft import FAMILIES, accepted_length, check_rates, check_tree, verify_width
 from .shapes import ModelShape
 from .spec import spec
 
@@ -316,7 +316,7 @@ class Draft:
 
 
 def as_draft(draft: "Deployment | Draft") -> Draft:
-    """A standalone draft model's deployment as a Draft of family model."""
+    """A draft model's deployment as the standalone draft it runs as (family model)."""
     return draft if isinstance(draft, Draft) else Draft("model", draft)
 
 
@@ -614,15 +614,12 @@ class SdPoint:
     draft steps gamma; a chain's gamma is its draft length)."""
     batch: np.ndarray
     gamma: np.ndarray
-    rates: tuple[float, ...]  # per-position acceptance rates (one: i.i.d. alpha)
     tokens_per_round: np.ndarray
     t_ar: np.ndarray          # T_T(B, 1)
     t_verify: np.ndarray      # T_T(B, v)
-    t_draft: np.ndarray       # T_D(B, 1), the first draft step
     t_draft_round: np.ndarray  # every draft step of a round (a tree's later ones on B topk rows)
     t_reject: np.ndarray
     verify_tokens: np.ndarray
-    topk: int = 1
 
     @property
     def t_round(self):
@@ -666,6 +663,14 @@ def verify_tokens(gamma, mode: str = "gamma+1"):
     return gamma + 1.0 if mode == "gamma+1" else gamma
 
 
+def round_width(gamma, verify_mode: str = "gamma+1", topk: int = 1, tokens: int | None = None):
+    """Positions the target scores per sequence in a round: a chain's v(gamma) (§3), a tree's
+    verified tokens (§3.2)."""
+    if topk == 1 and tokens is None:
+        return verify_tokens(gamma, verify_mode)
+    return verify_width(gamma, topk, tokens)
+
+
 def evaluate(times, acceptance, batch, gamma, verify_mode: str = "gamma+1", topk: int = 1,
              tokens: int | None = None) -> SdPoint:
     """Speedup and TE of SD for every (batch, gamma) broadcast pair (docs/sd.md §3).
@@ -679,19 +684,16 @@ def evaluate(times, acceptance, batch, gamma, verify_mode: str = "gamma+1", topk
         raise InputError("batch size must be >= 1")
     if np.any(gamma < 1):
         raise InputError("draft length gamma must be >= 1")
-    if topk < 1:
-        raise InputError(f"--draft-topk must be >= 1, got {topk}")
-    chain = topk == 1 and tokens is None
-    v = verify_tokens(gamma, verify_mode) if chain else verify_width(gamma, topk, tokens)
-    tau = accepted_length(rates, gamma.astype(int)) if chain else \
-        accepted_length(rates, gamma.astype(int), topk, tokens)
+    check_tree(topk, tokens)
+    v = round_width(gamma, verify_mode, topk, tokens)
+    tau = accepted_length(rates, gamma.astype(int), topk, tokens)
     shape = np.broadcast(B, gamma).shape
     full = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape)  # noqa: E731
     first = times.draft_s(B)
     later = first if topk == 1 else times.draft_s(B, topk)
-    return SdPoint(full(B), full(gamma), rates, full(tau), full(times.target_s(B, 1)),
-                   full(times.target_s(B, v)), full(first), full(first + (gamma - 1) * later),
-                   full(times.reject_s(B)), full(v), topk)
+    return SdPoint(full(B), full(gamma), full(tau), full(times.target_s(B, 1)),
+                   full(times.target_s(B, v)), full(first + (gamma - 1) * later),
+                   full(times.reject_s(B)), full(v))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,6 +718,8 @@ class Acceptance:
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha)
+        if self.position_rates:
+            check_rates(self.position_rates)
 
     @property
     def measured_gammas(self) -> tuple[int, int] | None:

@@ -69,6 +69,16 @@ def check_rates(rates) -> tuple[float, ...]:
     return out
 
 
+def check_tree(topk: int, tokens: int | None) -> None:
+    """A token tree's shape: topk >= 1 branches, tokens >= 2 verified positions (the last
+    accepted token and at least one draft)."""
+    if topk < 1:
+        raise InputError(f"--draft-topk must be >= 1, got {topk}")
+    if tokens is not None and tokens < 2:
+        raise InputError(f"--draft-tokens must be >= 2 (the last accepted token and one "
+                         f"draft), got {tokens}")
+
+
 def verify_width(steps, topk: int = 1, tokens: int | None = None):
     """Positions the target scores per sequence for a tree: `tokens` when given, else every
     node of a chain or of a full beam, steps x topk + 1 (the +1 is the last accepted token)."""

@@ -14,7 +14,7 @@ from explore.search.study import Evaluation, Metric, Objective
 from . import sd
 from .errors import InfeasibleError, InputError
 from .hardware import GpuSpec
-from .sd_draft import check_rates, verify_width
+from .sd_draft import check_rates, check_tree
 from .sd_fit import Calibration
 from .shapes import ModelShape
 from .units import GiB, MS
@@ -44,11 +44,7 @@ class SdSetup:
         sd.check_alpha(self.alpha)
         if self.rates:
             check_rates(self.rates)
-        if self.topk < 1:
-            raise InputError(f"--draft-topk must be >= 1, got {self.topk}")
-        if self.tree_tokens is not None and self.tree_tokens < 2:
-            raise InputError(f"--draft-tokens must be >= 2 (the last accepted token and one "
-                             f"draft), got {self.tree_tokens}")
+        check_tree(self.topk, self.tree_tokens)
         sd.verify_tokens(1, self.verify)
         if self.ctx < 0:
             raise InputError(f"--ctx must be >= 0 tokens, got {self.ctx}")
@@ -69,9 +65,7 @@ class SdSetup:
 
     def verify_width(self, gamma):
         """Positions the target scores per sequence in a round."""
-        if self.topk == 1 and self.tree_tokens is None:
-            return sd.verify_tokens(gamma, self.verify)
-        return verify_width(gamma, self.topk, self.tree_tokens)
+        return sd.round_width(gamma, self.verify, self.topk, self.tree_tokens)
 
     @property
     def calibrated(self) -> bool:
@@ -103,16 +97,15 @@ class SdSetup:
         return self.target.gpu.hbm_bytes * self.memory_fraction
 
 
-def smallest_tp(target: ModelShape, draft: "ModelShape | sd.Draft", gpu: GpuSpec,
-                max_batch: int, ctx: int, max_gamma: int, memory_fraction: float = 0.9) -> int:
+def smallest_tp(target: ModelShape, draft: sd.Draft, gpu: GpuSpec, max_batch: int, ctx: int,
+                max_gamma: int, memory_fraction: float = 0.9) -> int:
     """The smallest TP degree (dividing the heads) whose GPUs hold weights and KV cache at the
     largest batch and draft length searched; InfeasibleError when none up to 8 does."""
     tried = []
     for tp in TP_CHOICES:
         if target.heads % tp:
             continue
-        setup = SdSetup(sd.Deployment(target, gpu, tp), draft if isinstance(draft, sd.Draft)
-                        else sd.Draft("model", sd.Deployment(draft, gpu, 1)), 0.5, ctx,
+        setup = SdSetup(sd.Deployment(target, gpu, tp), draft, 0.5, ctx,
                         memory_fraction=memory_fraction)
         need = float(setup.memory_per_gpu(max_batch, max_gamma))
         if need <= setup.usable_bytes:

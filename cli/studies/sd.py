@@ -172,10 +172,10 @@ def build(req: SdRequest) -> Built:
     from explore import presets
     from explore.models import sd
     from explore.models.errors import InputError
-    from explore.models.sd_draft import alpha_from_accepted_length, check_rates
+    from explore.models.sd_draft import alpha_from_accepted_length, check_rates, check_tree
     from explore.models.sd_study import SdSetup, SdStudy, smallest_tp
 
-    from ..common import parse_floats, parse_int_range, parse_sigma
+    from ..common import parse_at, parse_floats, parse_int_range
 
     w, h, sp, fm = req.work, req.hw, req.space, req.formats
     notes: list[str] = []
@@ -198,11 +198,7 @@ def build(req: SdRequest) -> Built:
     family, draft, draft_preset = draft_of(draft_name, fm)
     if w.draft is None:
         notes.append(f"draft {draft_name}: the usual draft of {target.name}")
-    if w.draft_topk < 1:
-        raise InputError(f"--draft-topk must be >= 1, got {w.draft_topk}")
-    if w.draft_tokens is not None and w.draft_tokens < 2:
-        raise InputError(f"--draft-tokens must be >= 2 (the last accepted token and one "
-                         f"draft), got {w.draft_tokens}")
+    check_tree(w.draft_topk, w.draft_tokens)
     if not (fm.weights or fm.expert_weights or fm.kv_cache):
         notes.append("number formats: the model preset's (--weights, --expert-weights, "
                      "--kv-cache and --activations change them)")
@@ -220,11 +216,11 @@ def build(req: SdRequest) -> Built:
         alpha = sd.check_alpha(w.alpha)
         acceptance = f"alpha = {alpha:g} (--alpha)"
     elif w.sigma is not None:
-        sigma, at = parse_sigma(w.sigma, searched)
+        sigma, at = parse_at(w.sigma, searched, "--sigma", "0.91@4")
         alpha = float(sd.alpha_from_sigma(sigma, at))
         acceptance = f"alpha = {alpha:.4f} from sigma {sigma:g} at gamma {at}"
     elif w.accept_len is not None:
-        length, at = parse_sigma(w.accept_len, searched, "--accept-len", "3.2@4")
+        length, at = parse_at(w.accept_len, searched, "--accept-len", "3.2@4")
         alpha = alpha_from_accepted_length(length, at, w.draft_topk, w.draft_tokens)
         acceptance = f"alpha = {alpha:.4f} from accepted length {length:g} at steps {at}" + (
             f", topk {w.draft_topk}" if w.draft_topk > 1 else "") + (
