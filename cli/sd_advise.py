@@ -101,8 +101,8 @@ def _render(out: dict) -> None:
     def span(pair: list, fmt: str) -> str:
         lo, hi = pair
         return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}}-{hi:{fmt}}"
-    rows = [[span(r["batch"], "d"), r["shape"], span(r["speedup"], ".2f")]
-            for r in out["schedule"]]
+    rows = [[span(r["batch"], "d"), r["shape"], span(r["speedup"], ".2f") if r["speedup"]
+             else "-"] for r in out["schedule"]]
     c.print(table("Per batch size", ["batch", "draft", "speedup (x)"], rows, right=(0, 2),
                   caption="off: no shape reaches --min-speedup; speedup: the lowest and "
                           "highest over the run"))

@@ -5,11 +5,11 @@ flags vLLM and SGLang take for it. Pure: the CLI renders and emits."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InfeasibleError, InputError
 from .sd_study import SdSetup, batch_range
 
 TREE_TOPK = (2, 4, 8)              # SGLang --speculative-eagle-topk values tried
@@ -62,7 +62,7 @@ def advise(setup: SdSetup, batches, steps, min_speedup: float = 1.0) -> dict:
     speedup = grid[best, np.arange(len(batches))]
     on = speedup >= min_speedup
     if not np.isfinite(speedup).any():
-        raise InputError(f"{setup.target.model.name}: no draft shape fits in "
+        raise InfeasibleError(f"{setup.target.model.name}: no draft shape fits in "
                          f"{setup.usable_bytes / 2**30:.1f} GiB per GPU at any batch size "
                          f"searched")
     fits = np.isfinite(speedup)
@@ -75,10 +75,10 @@ def advise(setup: SdSetup, batches, steps, min_speedup: float = 1.0) -> dict:
         return {"shape": tried[k].label, "steps": tried[k].steps, "topk": tried[k].topk,
                 "tokens": tried[k].verified,
                 "mean_speedup": float(np.mean(grid[k][on]))}
+    choices: list[Shape | str] = [tried[k] if o else "off" if f else "does not fit"
+                                  for k, o, f in zip(best, on, fits)]
     runs: list[_Run] = []
-    for i, b in enumerate(batches.astype(int)):
-        choice = tried[best[i]] if on[i] else "does not fit" if not fits[i] else "off"
-        x = float(speedup[i])
+    for b, choice, x in zip(batches.astype(int), choices, speedup.tolist()):
         if runs and runs[-1].choice == choice:
             r = runs[-1]
             r.last, r.low, r.high = int(b), min(r.low, x), max(r.high, x)
@@ -89,8 +89,7 @@ def advise(setup: SdSetup, batches, steps, min_speedup: float = 1.0) -> dict:
     off_from = int(batches[peak + above[0]]) if len(above) else None
     return {"shapes_tried": len(tried), "min_speedup": min_speedup,
             "batches": batches.astype(int).tolist(), "speedup": speedup.tolist(),
-            "choice": [tried[k].label if o else "off" if f else "does not fit"
-                       for k, o, f in zip(best, on, fits)],
+            "choice": [c.label if isinstance(c, Shape) else c for c in choices],
             "one_shape": one(range(len(tried))),
             "one_chain": one([i for i, s in enumerate(tried) if s.topk == 1]),
             "pays": batch_range(batches, on), "peak": {"batch": int(batches[peak]),
@@ -115,12 +114,11 @@ class _Run:
         return {"batch": [self.first, self.last], "speculate": shape is not None,
                 "shape": shape.label if shape else s, "steps": shape and shape.steps,
                 "topk": shape and shape.topk, "tokens": shape and shape.verified,
-                "speedup": [self.low, self.high]}
+                "speedup": [self.low, self.high] if np.isfinite(self.low) else None}
 
 
 def _speedup(setup: SdSetup, times, batches, shape: Shape) -> np.ndarray:
     """Speedup over the batches, -inf where weights and KV cache do not fit."""
-    from dataclasses import replace
     s = replace(setup, topk=shape.topk, tree_tokens=shape.tokens)
     speedup = np.asarray(s.evaluate(times, batches, shape.steps).speedup, dtype=float)
     return np.where(s.memory_per_gpu(batches, shape.steps) <= s.usable_bytes, speedup,

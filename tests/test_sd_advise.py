@@ -31,6 +31,8 @@ def test_each_batch_gets_the_best_shape_that_fits():
             assert best < 1.0
         elif a["choice"][i] != "does not fit":
             assert a["speedup"][i] == pytest.approx(best)
+    for run in advise(s, range(1, 1200, 40), range(1, 7))["schedule"]:
+        assert (run["speedup"] is None) == (run["shape"] == "does not fit")
 
 
 def test_speculation_stays_off_above_where_it_stops_paying():
