@@ -15,7 +15,7 @@ from ..comm import all_to_all_s
 from ..errors import InputError
 from ..formats import NumberFormat
 from ..shapes import ModelShape
-from . import kernels
+from . import kernels, schedules
 from .memory import SavedTensor, recomputed
 
 
@@ -91,16 +91,15 @@ def a2a_overlap_refusal(ep: int, pp: int, schedule: str, recompute: str,
     §11.4), or None: it needs expert parallelism, 1F1B without pipelining or the interleaved
     schedule, no full-layer recompute, no recompute of the whole MoE block. DualPipe's
     schedules overlap their own pairs and take it as given."""
-    from .schedules import DUAL
-    why = (None if schedule in DUAL else
-           "needs an MoE model with expert parallelism (EP > 1)" if ep == 1 else
-           "needs 1F1B without pipelining or the interleaved schedule (Megatron-LM: VPP must "
-           "be given when PP > 1)" if not (schedule == "interleaved"
-                                          or (schedule == "1f1b" and pp == 1))
+    if schedule in schedules.DUAL:
+        return None
+    why = ("needs an MoE model with expert parallelism (EP > 1)" if ep == 1
+           else "needs 1F1B without pipelining or the interleaved schedule (Megatron-LM: VPP "
+           "must be given when PP > 1)" if not schedules.a2a_overlap_runs(schedule, pp)
            else f"does not run with {recompute} recompute (Megatron-LM: no full "
            f"recomputation)" if recompute in ("full", "full-fit", "chronos")
-           else "does not run with the 'moe' recompute module" if recompute == "selective"
-           and "moe" in modules else None)
+           else "does not run with the 'moe' recompute module"
+           if recompute == "selective" and "moe" in modules else None)
     return why and f"--overlap-moe-expert-parallel-comm {why}"
 
 

@@ -42,6 +42,12 @@ def canonical(name: str) -> str:
     return key
 
 
+def a2a_overlap_runs(schedule: str, p: int) -> bool:
+    """Whether Megatron-Core's MoE all-to-all overlap runs on this schedule (§11.4): 1F1B
+    without pipelining or interleaved 1F1B (Megatron-LM: VPP must be given when PP > 1)."""
+    return schedule == "interleaved" or (schedule == "1f1b" and p == 1)
+
+
 def copies(schedule: str) -> int:
     """Model copies the schedule trains: DualPipe holds two, one per direction (§5.5); its
     virtual stages p + i are the second copy's stage i, entered from device p - 1."""
@@ -306,10 +312,10 @@ def build(schedule: str, p: int, m: int, v: int = 1, cap: int | None = None,
         raise InputError(f"--vpp must be >= 1, got {v}")
     dev_of = placement(schedule, p, v)
     split = schedule in SPLIT
-    if a2a_pairs and not (schedule == "interleaved" or (schedule == "1f1b" and p == 1)):
-        raise InputError(f"the MoE all-to-all overlap runs on 1F1B without pipelining or on "
-                         f"interleaved 1F1B (Megatron-LM), not on {schedule} with PP {p}")
     if a2a_pairs:          # one more warm-up forward, then every steady step a pair (§11.4)
+        if not a2a_overlap_runs(schedule, p):
+            raise InputError(f"the MoE all-to-all overlap runs on 1F1B without pipelining or "
+                             f"on interleaved 1F1B (Megatron-LM), not on {schedule} with PP {p}")
         return a2a_overlapped(OpLists(schedule, p, len(dev_of), m, False, None, dev_of,
                                       tuple(_interleaved(p, v, m, extra=1))))
     if schedule in ("gpipe", "1f1b", "interleaved"):
