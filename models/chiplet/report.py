@@ -4,6 +4,8 @@ hardware running Megatron 1D tensor parallelism for comparison."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..units import MB
@@ -28,7 +30,7 @@ def baseline_point(point: dict, schedule: str | None = None, bidirectional: bool
 
 # Megatron 1D TP on the same hardware, as each reference in the literature may have run it:
 # (name, the point's changes); each is reported at its better schedule (docs/chiplet.md §9)
-BASELINES = (("one-way ring", {"method": "1d"}),
+BASELINES: tuple[tuple[str, dict[str, Any]], ...] = (("one-way ring", {"method": "1d"}),
              ("two-way ring", {"method": "1d-bi"}),
              ("one-way, no overlap", {"method": "1d", "overlap": "none"}),
              ("one-way, no overlap, B_m 1", {"method": "1d", "overlap": "none",
