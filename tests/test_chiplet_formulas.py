@@ -10,6 +10,7 @@ from explore.models.chiplet import methods as M
 from explore.models.chiplet.report import evaluate_one
 from explore.models.chiplet.study import ChipletSetup
 from explore.models.chiplet.validate import proxies, scenario_point, scenario_workload
+from explore.models.errors import InputError
 from explore.models.shapes import ModelShape
 
 REL = 1e-3  # §8: "tolerance 0.1 %" (the table is printed to 4-5 significant digits)
@@ -273,7 +274,7 @@ def test_hardware_derived_values():
     assert std.e_hop == pytest.approx(0.6e-12) and adv.e_hop == pytest.approx(0.4e-12)
     assert std.alpha_hop == pytest.approx(20e-9) and adv.alpha_hop == pytest.approx(15e-9)
     ddr5, hbm = presets.load("dram", "ddr5"), presets.load("dram", "hbm2e")
-    assert ddr5.bw_io == pytest.approx(76.8e9) and hbm.bw_io == pytest.approx(409.6e9)
+    assert ddr5.bw_site == pytest.approx(76.8e9) and hbm.bw_site == pytest.approx(409.6e9)
 
 
 def test_every_hardware_field_is_documented_and_sourced():
@@ -367,6 +368,42 @@ def test_dram_capacity_example():
     assert ddr["n_io"] * 128e9 == pytest.approx(2.048e12)
     assert ddr["violation_dram_capacity"] < 0 < hbm["violation_dram_capacity"]
     assert hbm["reason"].startswith("DRAM capacity")
+
+
+def test_dram_path_parts():
+    """§3: the I/O die's own port width sets t_io, the channels set t_DRAM; stacks beside the
+    edge dies have no port (t_io = 0) and save the I/O die's hop (h̄ - 1)."""
+    from dataclasses import replace
+    s = setup_for()
+    ddr5 = s.drams["ddr5"]
+    wide = replace(s, drams={"ddr5": replace(ddr5, io_port_modules=3)})
+    beside = replace(s, drams={"ddr5": replace(ddr5, placement="beside")})
+    point = scenario_point("8x8", sram_mb=64)
+    base, w, b = (evaluate_one(x, point) for x in (s, wide, beside))
+    assert base["t_io_s"] == pytest.approx(3 * w["t_io_s"])     # 32 -> 96 GB/s per I/O die
+    assert w["t_dram_s"] == base["t_dram_s"] > w["t_io_s"]      # 65 GB/s channels now bind
+    assert b["t_io_s"] == 0 and b["hbar"] == pytest.approx(base["hbar"] - 1)
+    assert b["dram_bytes"] == base["dram_bytes"] and b["e_nop_j"] < base["e_nop_j"]
+    assert base["n_io"] * ddr5.stacks * ddr5.capacity == pytest.approx(2.048e12)
+    with pytest.raises(InputError, match="placement 'side' is not one of io-die, beside"):
+        replace(ddr5, placement="side")
+    with pytest.raises(InputError, match="0 when the stacks sit beside"):
+        replace(ddr5, placement="beside", io_port_modules=2)
+
+
+def test_hbm_beside_is_limited_by_its_capacity_for_70b_training():
+    """hbm3e-beside: 16 edge stacks of 24 GB on 8x8 cannot hold 70B's 1.93 TB training state;
+    an 8B model fits, and its DRAM bandwidth is n_io x 1177.6 GB/s x 0.85."""
+    from dataclasses import replace
+    hbm = presets.load("dram", "hbm3e-beside")
+    s = replace(setup_for(), drams={"hbm3e-beside": hbm})
+    r = evaluate_one(s, scenario_point("8x8", dram="hbm3e-beside"))
+    assert r["reason"].startswith("DRAM capacity") and "16 edge dies' stacks" in r["reason"]
+    small = replace(setup_for("llama3.1-8b"), drams={"hbm3e-beside": hbm})
+    r = evaluate_one(small, scenario_point("8x8", dram="hbm3e-beside", sram_mb=64))
+    assert r["violation_dram_capacity"] < 0 and r["t_io_s"] == 0
+    assert r["t_dram_s"] == pytest.approx(r["dram_bytes"] / (16 * 1177.6e9 * 0.85)
+                                          - r["opt_bytes"] / (16 * 1177.6e9 * 0.85), rel=1e-9)
 
 
 def test_latency_terms_follow_section7():

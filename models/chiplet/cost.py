@@ -102,12 +102,14 @@ class Points:
     port_area_mm2: np.ndarray     # area of one port, mm²
     shoreline: np.ndarray         # bytes/s per mm of die edge
     io_sides: np.ndarray          # 2 or 4
-    bw_io: np.ndarray             # DRAM bytes/s per I/O die (peak)
+    bw_site: np.ndarray           # peak DRAM bytes/s per attachment point (stacks x bw_stack)
+    io_b: np.ndarray              # bytes/s of an I/O die's port into the mesh (inf: beside)
+    dram_hop: np.ndarray          # 1: DRAM bytes cross the I/O die's port; 0: stacks beside
     eta_d: np.ndarray             # achieved fraction of DRAM bandwidth
     e_dram: np.ndarray            # J/bit
-    dram_capacity: np.ndarray     # bytes per I/O die
-    io_static: np.ndarray         # W per I/O die
-    io_area_mm2: np.ndarray       # mm² per I/O die
+    dram_capacity: np.ndarray     # bytes per attachment point
+    io_static: np.ndarray         # W per attachment point
+    io_area_mm2: np.ndarray       # mm² per attachment point
 
 
 def vector_bytes_per_token(m: ModelShape, seq: int, causal: float) -> float:
@@ -177,10 +179,10 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
                 "activations": np.where(lm, 2 * act, 0.0) + np.where(rc, 0.0, stash)},
     }
     n_io = 2.0 * mesh.rows * (p.io_sides == 2) + 2.0 * (mesh.rows + mesh.cols) * (p.io_sides == 4)
-    bw_dram = n_io * p.bw_io * p.eta_d
-    bw_io_links = n_io * p.b
+    bw_dram = n_io * p.bw_site * p.eta_d
+    bw_io_links = n_io * p.io_b                              # inf when the stacks sit beside
     hbar = np.where(p.io_sides == 2, nop.io_hops(mesh.rows, mesh.cols, 2).mean(),
-                    nop.io_hops(mesh.rows, mesh.cols, 4).mean())
+                    nop.io_hops(mesh.rows, mesh.cols, 4).mean()) - 1 + p.dram_hop
     dram_unit_load = np.where(p.io_sides == 2, nop.dram_link_load(mesh, 2),
                               nop.dram_link_load(mesh, 4))
 
@@ -251,7 +253,8 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
                      + L * t_group * np.where(rc, H * beta, STASH_BYTES_PER_H * H))
     out["violation_dram_capacity"] = capacity_need / (n_io * p.dram_capacity) - 1.0
     edge_mm = np.sqrt(a_die)
-    out["violation_shoreline"] = 2 * p.b / (p.shoreline * edge_mm) - 1.0
+    out["violation_shoreline"] = 2 * np.maximum(p.b, np.where(p.dram_hop > 0, p.io_b, 0.0)) \
+        / (p.shoreline * edge_mm) - 1.0
     out["violation_layout"] = np.full(n, -1.0)
     sums = np.stack([reps * sum(phases[ph][k] for ph in phases) for k in RESOURCE_TERMS])
     # the resource that, made 10 % faster, shortens the iteration most (a constraint that is

@@ -176,23 +176,48 @@ class PackageSpec:
         return self.phy_latency + self.router_latency
 
 
+DRAM_PLACEMENTS = ("io-die", "beside")
+
+
 @dataclass(frozen=True)
 class DramSpec:
-    """DRAM behind one I/O die (controller + PHY), attached to a boundary die by one D2D port."""
+    """The DRAM path (§3): stacks or channels at each attachment point on the mesh edge, either
+    behind an I/O die joined to a boundary die by one D2D port (io-die) or on the package next
+    to a boundary compute die and driven by that die's own DRAM PHY (beside: 2.5D HBM)."""
     name: str = spec("preset name")
-    bw_io: float = spec("DRAM bandwidth per I/O die", "B/s")
+    bw_stack: float = spec("peak bandwidth of one stack (HBM) or channel (DDR)", "B/s")
     e_dram: float = spec("DRAM access energy per bit (device + PHY)", "J/bit")
-    capacity: float = spec("DRAM capacity per I/O die", "B")
+    capacity: float = spec("capacity of one stack or channel", "B")
+    stacks: int = spec("stacks or channels at each attachment point", default=1)
+    placement: str = spec("io-die: behind an edge I/O die and its D2D port; beside: next to a "
+                          "boundary compute die on the package, no I/O die", default="io-die")
+    io_port_modules: int = spec("UCIe modules of the I/O die's port into the mesh (0 = as "
+                                "wide as the mesh ports, the searched modules per port)",
+                                default=0)
     eta: float = spec("achieved fraction of peak DRAM bandwidth eta_D", default=0.85)
-    io_static: float = spec("static power of one I/O die", "W", default=2.0)
-    io_area_mm2: float = spec("area of one I/O die in mm²", default=20.0)
+    io_static: float = spec("static power per attachment point: one I/O die (io-die) or one "
+                            "stack's controller and PHY (beside)", "W", default=2.0)
+    io_area_mm2: float = spec("area per attachment point in mm²: one I/O die (io-die) or the "
+                              "stacks' footprint on the package (beside)", default=20.0)
     sources: dict = spec("field -> where the value comes from", default={})
     ranges: dict = spec(RANGES_DOC, default={})
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
         literature_ranges(self)
-        if self.bw_io <= 0 or self.capacity <= 0:
-            raise InputError(f"dram {self.name!r}: bw_io and capacity must be positive")
+        if self.bw_stack <= 0 or self.capacity <= 0 or self.stacks < 1:
+            raise InputError(f"dram {self.name!r}: bw_stack, capacity and stacks must be "
+                             f"positive")
         if not 0 < self.eta <= 1:
             raise InputError(f"dram {self.name!r}: eta must be in (0, 1]")
+        if self.placement not in DRAM_PLACEMENTS:
+            raise InputError(f"dram {self.name!r}: placement {self.placement!r} is not one of "
+                             f"{', '.join(DRAM_PLACEMENTS)}")
+        if self.io_port_modules < 0 or (self.placement == "beside" and self.io_port_modules):
+            raise InputError(f"dram {self.name!r}: io_port_modules must be >= 0, and 0 when "
+                             f"the stacks sit beside the dies (they have no I/O port)")
+
+    @property
+    def bw_site(self) -> float:
+        """Peak DRAM bandwidth at one attachment point: stacks x bw_stack."""
+        return self.stacks * self.bw_stack

@@ -86,7 +86,7 @@ def point_report(setup: ChipletSetup, point: dict, with_baseline: bool = True) -
                          ("t_mesh", "§5.3 collectives on both link classes"),
                          ("t_nop", "§7 overlap=max: mesh + max(row, col); none: sum"),
                          ("t_dram", "§6 DRAM bytes / BW_D"),
-                         ("t_io", "§6 DRAM bytes / (n_io b)"),
+                         ("t_io", "§6 DRAM bytes / (n_io b_io)"),
                          ("t_phase", "§7 overlap rule")):
             v = r[f"{key}.{term}"]
             lat.append({"phase": label, "term": term, "per_layer_s": v, "total_s": v * reps,
@@ -94,7 +94,7 @@ def point_report(setup: ChipletSetup, point: dict, with_baseline: bool = True) -
     lat.append({"phase": "LM head", "term": "t_comp", "per_layer_s": None,
                 "total_s": r["t_head_s"], "equation": "§4 6 B S H V / (P C eta)"})
     lat.append({"phase": "optimizer", "term": "t_mem", "per_layer_s": None,
-                "total_s": r["t_opt_s"], "equation": "§6 Adam bytes / min(BW_D, n_io b)"})
+                "total_s": r["t_opt_s"], "equation": "§6 Adam bytes / min(BW_D, n_io b_io)"})
     lat.append({"phase": "iteration", "term": "t_iter", "per_layer_s": None,
                 "total_s": r["latency_s"],
                 "equation": f"§7 {reps:g} x (forward + recompute + backward) + head + optimizer"})

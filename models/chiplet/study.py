@@ -204,6 +204,10 @@ def _hardware(s: ChipletSetup, points) -> cost.Points:
     if np.any(sram <= 0):
         raise InputError("SRAM per die must be > 0 MB")
     lane_bw = col(s.packages, pk, "lanes") * col(s.packages, pk, "rate") / 8
+    # an I/O die's port: its own module count, or as wide as the mesh ports (0); none beside
+    io_modules = col(s.drams, dr, "io_port_modules")
+    beside = _lookup(dr, {k: float(v.placement == "beside") for k, v in s.drams.items()})
+    io_b = np.where(beside > 0, np.inf, np.where(io_modules > 0, io_modules, modules) * lane_bw)
     return cost.Points(
         sram=sram * MB, layer_major=sched == "layer-major",
         micro_batch=np.asarray(points["micro_batch"]).astype(float),
@@ -212,8 +216,9 @@ def _hardware(s: ChipletSetup, points) -> cost.Points:
         e_hop=col(s.packages, pk, "e_hop"),
         port_area_mm2=modules * col(s.packages, pk, "port_area_mm2"),
         shoreline=col(s.packages, pk, "shoreline"), io_sides=sides,
-        bw_io=col(s.drams, dr, "bw_io"), eta_d=col(s.drams, dr, "eta"),
-        e_dram=col(s.drams, dr, "e_dram"), dram_capacity=col(s.drams, dr, "capacity"),
+        bw_site=col(s.drams, dr, "bw_site"), io_b=io_b, dram_hop=1.0 - beside,
+        eta_d=col(s.drams, dr, "eta"), e_dram=col(s.drams, dr, "e_dram"),
+        dram_capacity=col(s.drams, dr, "capacity") * col(s.drams, dr, "stacks"),
         io_static=col(s.drams, dr, "io_static"), io_area_mm2=col(s.drams, dr, "io_area_mm2"))
 
 
@@ -228,12 +233,14 @@ def _reasons(out, reasons, pts) -> None:
     for i in np.flatnonzero(out["violation_dram_capacity"] > 0):
         if not reasons[i]:
             cap = out["n_io"][i] * pts.dram_capacity[i]
+            sites = "I/O dies" if pts.dram_hop[i] else "edge dies' stacks"
             reasons[i] = (f"DRAM capacity: training state and checkpoints need "
                           f"{out['capacity_need_bytes'][i] / 1e12:.2f} TB of "
-                          f"{cap / 1e12:.2f} TB on {out['n_io'][i]:.0f} I/O dies")
+                          f"{cap / 1e12:.2f} TB on {out['n_io'][i]:.0f} {sites}")
     for i in np.flatnonzero(out["violation_shoreline"] > 0):
         if not reasons[i]:
-            reasons[i] = (f"shoreline: a port of 2 x {pts.b[i] / 1e9:.0f} GB/s exceeds "
+            port = max(pts.b[i], pts.io_b[i] if pts.dram_hop[i] else 0.0)
+            reasons[i] = (f"shoreline: a port of 2 x {port / 1e9:.0f} GB/s exceeds "
                           f"{pts.shoreline[i] / 1e9:.0f} GB/s/mm x "
                           f"{np.sqrt(out['die_area_mm2'][i]):.1f} mm of die edge")
 
