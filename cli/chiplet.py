@@ -44,8 +44,13 @@ def _search(req: ChipletRequest, objective_text: str, first_only: bool):
         from collections import Counter
 
         from explore.models.errors import InfeasibleError
-        common = Counter(r for r in result.reasons if r).most_common(3)
-        raise InfeasibleError("no feasible configuration: " + "; ".join(r for r, _ in common))
+        # per constraint: how many points it stops, with one example; layout last (another
+        # layout may fit, a capacity says what to grow)
+        kinds = Counter(r.split(":")[0] for r in result.reasons if r)
+        example = {r.split(":")[0]: r for r in result.reasons if r}
+        raise InfeasibleError("no feasible configuration: " + "; ".join(
+            f"{example[k]} ({n:,} points)" for k, n in
+            sorted(kinds.items(), key=lambda kv: (kv[0] == "layout", -kv[1]))[:2]))
     head = {"study": "chiplet", "setup": info(req, setup), "defaults": notes}
     summary = {"engine": result.engine, "evaluated": result.n, "space_size": result.space_size,
                "feasible": int(result.feasible.sum()),

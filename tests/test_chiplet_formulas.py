@@ -184,7 +184,7 @@ def closed_forms(method, mesh):
     if method.kind == "hecaton2d":
         fwd = bwd = 0.0
         for name, k, m in lin:
-            a, b = (n2, n1) if name in M.PATTERN_A else (n1, n2)   # gather, scatter line
+            a, b = (n2, n1) if name in M.COLUMN_PARALLEL else (n1, n2)   # gather, scatter line
             fwd += ((a - 1) * k + (b - 1) * m) / p
             bwd += ((b - 1) * m + 2 * (a - 1) * k) / p
         return {("fwd", "chunk"): fwd, ("bwd", "chunk"): bwd}

@@ -261,7 +261,7 @@ BAD = [
     (("chiplet", "run", "--package", "tiny"), "unknown package preset 'tiny'"),
     (("chiplet", "run", "--die", "die-3nm"), "unknown die preset 'die-3nm'"),
     (("chiplet", "run", "--grad-bytes", "3"), "gradient-accumulator bytes must be 2 (bf16) or 4"),
-    (("chiplet", "run", "--model", "mixtral-8x7b"), "mixtral-8x7b is a mixture of experts"),
+    (("chiplet", "run", "--model", "gpt-oss-20b"), "gpt-oss-20b has sliding local attention"),
     (("chiplet", "run", "--seq", "0"), "sequence length and batch must be >= 1"),
     (("chiplet", "run", "--chunk", "0"), "chunk must be >= 1 token"),
     (("chiplet", "--grid", "8x8", "--recompute", "maybe"), "choose on, off or both"),

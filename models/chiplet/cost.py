@@ -13,6 +13,7 @@ the bottleneck die:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from ..errors import InputError
 from ..shapes import ModelShape
 from . import mesh as nop
 from .hardware import DieSpec
+from . import methods
 from .methods import Plan
 
 ACC_BYTES = 4.0      # fp32 accumulators of the PE array (beta_acc, §7)
@@ -64,10 +66,9 @@ class Workload:
 
     def __post_init__(self) -> None:
         m = self.model
-        if m.is_moe or m.is_mla:
-            raise InputError(f"the chiplet study models dense decoder layers with standard "
-                             f"attention (§4); {m.name} is "
-                             f"{'a mixture of experts' if m.is_moe else 'an MLA model'}")
+        if m.local_attention:
+            raise InputError(f"the chiplet study models global attention (§4); {m.name} has "
+                             f"{m.local_attention} local attention on {m.local_layers} layers")
         if self.seq < 1 or self.batch < 1:
             raise InputError(f"sequence length and batch must be >= 1, got {self.seq}, "
                              f"{self.batch}")
@@ -112,72 +113,72 @@ class Points:
     io_area_mm2: np.ndarray       # mm² per attachment point
 
 
-def vector_bytes_per_token(m: ModelShape, seq: int, causal: float) -> float:
+def vector_bytes_per_token(m: ModelShape, seq: int, causal: float, moe: bool = False) -> float:
     """SRAM bytes of the vector ops of one layer's forward per token [design]: two RMSNorms and
-    two residual adds (read/write), RoPE on q and k, softmax scores, SwiGLU (read 2F, write F)."""
+    two residual adds (read/write), RoPE on q and k, softmax scores, SwiGLU (read 2F, write F;
+    an MoE layer: the K routed experts' and the shared expert's widths)."""
+    ffn = (m.experts_per_token * m.expert_intermediate + m.shared_expert_intermediate if moe
+           else m.intermediate)
     return m.bytes_per_param * (4 * m.hidden + 6 * m.hidden + 2 * (m.q_dim + m.kv_dim)
-                                + 2 * m.heads * seq * causal + 3 * m.intermediate)
+                                + 2 * m.heads * seq * causal + 3 * ffn)
+
+
+def stash_bytes_per_token(m: ModelShape, moe: bool) -> float:
+    """Activations one layer keeps per token for its backward without recomputation (bytes):
+    34 H for a dense layer (Korthikanti et al., with flash attention); an MoE layer swaps the
+    dense MLP's 19 H for each routed copy's input and SwiGLU tensors, K (2 H + 6 F_e), the
+    shared expert's 2 H + 6 F_s and the router's 2 E probabilities [design]."""
+    h = m.hidden
+    if not moe:
+        return STASH_BYTES_PER_H * h
+    fs = m.shared_expert_intermediate
+    return ((STASH_BYTES_PER_H - 19.0) * h
+            + m.experts_per_token * (2 * h + 6 * m.expert_intermediate)
+            + (2 * h + 6 * fs if fs else 0) + 2 * m.experts)
 
 
 def model_flops(w: Workload, recompute) -> np.ndarray:
-    """FLOPs of one iteration: (2 P_layer + 4 S H c) per token per layer, x3 (x4 with full
-    recomputation), plus the LM head 6 B S H V (§4)."""
+    """FLOPs of one iteration: per token and layer 2 x its linear weights (an MoE layer's
+    router, shared and K routed experts) plus attention S c x 4 n_h d_head, x3 (x4 with full
+    recomputation), plus the LM heads 6 B S H V each (§4)."""
     m = w.model
-    fwd = (2.0 * m.linear_params + 4.0 * w.seq * m.q_dim * w.causal) * m.layers * w.tokens
-    return fwd * np.where(recompute, 4.0, 3.0) + 6.0 * w.tokens * m.hidden * m.vocab
+    attention = m.attention_flops_per_token_per_ctx * w.seq * w.causal
+    fwd = sum(n * (2.0 * (m.moe_linear_params if moe else m.linear_params) + attention)
+              for n, moe in methods.layer_kinds(m)) * w.tokens
+    return fwd * np.where(recompute, 4.0, 3.0) + 6.0 * w.tokens * m.hidden * m.vocab * heads(m)
 
 
-def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.ndarray]:
-    """Every term of §6-§7 for the configurations `p` that share `plan`, in SI units."""
-    m, mesh = w.model, plan.mesh
+def heads(m: ModelShape) -> int:
+    """LM heads: the model's and one per MTP module."""
+    return 1 + m.mtp_layers
+
+
+def evaluate(w: Workload, die: DieSpec, layers: Sequence[tuple[int, Plan]], p: Points
+             ) -> dict[str, np.ndarray]:
+    """Every term of §6-§7 for the configurations `p` that share the plans of the model's
+    layer kinds, (layers of the kind, plan), in SI units."""
+    m, mesh = w.model, layers[0][1].mesh
     beta, beta_g = w.beta, w.grad_bytes
-    P, L, H = mesh.P, m.layers, m.hidden
+    P, H = mesh.P, m.hidden
+    L = sum(k for k, _ in layers)
     n = len(p.sram)
     out: dict[str, np.ndarray] = {}
-    if plan.reason:   # infeasible layout: nothing to cost
+    if any(plan.reason for _, plan in layers):   # infeasible layout: nothing to cost
         nan = np.full(n, np.nan)
         for k in ("latency_s", "energy_j", "area_mm2"):
             out[k] = nan
         out["violation_layout"] = np.ones(n)
         return out
 
-    # ---- micro-batches, phase groups, SRAM residency and chunk (§6) ----
+    # ---- micro-batches, phase groups and chunk (§6) ----
     bm = p.micro_batch.astype(float)
     t_mb = bm * w.seq                                   # T, tokens per micro-batch
     n_mb = w.batch / bm
     groups = np.where(p.layer_major, 1.0, n_mb)         # phases per layer and pass
     t_group = w.tokens / groups                         # tokens per phase
     mb_group = n_mb / groups                            # micro-batches per phase
-    w_d = plan.weight_elems * beta
-    fixed_stream = ((1 + w.prefetch) * w_d + plan.weight_buffer_elems * beta
-                    + plan.kv_elems * beta)
-    fixed_full = fixed_stream + beta_g / beta * w_d
-    buf = plan.buf_tok * beta
     chunk = np.minimum(w.chunk or DEFAULT_CHUNK, t_mb)
-    resident = p.layer_major & (fixed_full + chunk * buf <= p.sram)
-    fixed = np.where(resident, fixed_full, fixed_stream)
-    sram_need = fixed + chunk * buf
-    out["violation_sram"] = (fixed_stream + chunk * buf) / p.sram - 1.0
     n_chunks = t_group / chunk
-
-    # ---- DRAM traffic per layer and phase (§6) ----
-    w_layer = plan.weight_elems * P * beta                   # every die's shard, replicas too
-    reads = np.where(resident, 1.0, n_mb)                    # weight reads per pass
-    g_layer = plan.weight_elems * P / plan.replicas * beta_g  # one copy of the gradients
-    grads = np.where(resident, g_layer, 2.0 * n_mb * g_layer)
-    act = t_group * H * beta                                 # one activation tensor
-    stash = STASH_BYTES_PER_H * H * t_group
-    rc, lm = p.recompute, p.layer_major
-    dram = {
-        "fwd": {"weights": w_layer * reads / groups,
-                "activations": np.where(lm, 2 * act, 0.0) + np.where(rc, np.where(lm, 0, act),
-                                                                     stash)},
-        "rec": {"weights": np.where(rc, w_layer * reads / groups, 0.0),
-                "activations": np.where(rc, act, 0.0)},
-        "bwd": {"weights": np.where(rc, 0.0, w_layer * reads / groups),
-                "gradients": grads / groups,
-                "activations": np.where(lm, 2 * act, 0.0) + np.where(rc, 0.0, stash)},
-    }
     n_io = 2.0 * mesh.rows * (p.io_sides == 2) + 2.0 * (mesh.rows + mesh.cols) * (p.io_sides == 4)
     bw_dram = n_io * p.bw_site * p.eta_d
     bw_io_links = n_io * p.io_b                              # inf when the stacks sit beside
@@ -185,60 +186,67 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
                     nop.io_hops(mesh.rows, mesh.cols, 4).mean()) - 1 + p.dram_hop
     dram_unit_load = np.where(p.io_sides == 2, nop.dram_link_load(mesh, 2),
                               nop.dram_link_load(mesh, 4))
+    act = t_group * H * beta                                 # one activation tensor
+    rc, lm = p.recompute, p.layer_major
 
-    # ---- per phase: compute, NoP, memory (§7); the recompute pass repeats the forward ----
-    peak = die.peak_flops * die.eta
-    work = {pass_: (_compute(w, die, plan, pass_, chunk, n_chunks),
-                    _nop(plan, pass_, p, chunk, n_chunks, mb_group, groups, beta))
-            for pass_ in ("fwd", "bwd")}
-    sram_gemm, phases = {}, {}
-    for ph in ("fwd", "rec", "bwd"):
-        on = rc if ph == "rec" else True
-        (t_comp, flops_die, gemm_bytes), (t_stream, elem_hops, elems) = work[
-            "bwd" if ph == "bwd" else "fwd"]
-        t_comp, flops_die, elem_hops, elems = (np.where(on, x, 0.0) for x in
-                                               (t_comp, flops_die, elem_hops, elems))
-        sram_gemm[ph] = np.where(on, gemm_bytes, 0.0)
-        t_stream = {k: np.where(on, v, 0.0) for k, v in t_stream.items()}
-        dram_bytes = sum(dram[ph].values())
-        if w.route_dram:
-            t_stream["mesh"] = t_stream["mesh"] + dram_bytes / P * dram_unit_load / p.b
-        t_nop = t_stream["mesh"] + np.where(p.overlap_max,
-                                            np.maximum(t_stream["row"], t_stream["col"]),
-                                            t_stream["row"] + t_stream["col"])
-        t_dram = dram_bytes / bw_dram
-        t_io = dram_bytes / bw_io_links
-        t_phase = _phase_s(t_comp, t_nop, t_dram, t_io, p.overlap_max, n_chunks)
-        phases[ph] = {"t_comp": t_comp, "t_nop": t_nop, "t_row": t_stream["row"],
-                      "t_col": t_stream["col"], "t_mesh": t_stream["mesh"], "t_dram": t_dram,
-                      "t_io": t_io, "t_phase": t_phase, "dram_bytes": dram_bytes,
-                      "nop_bytes": elems * beta, "nop_byte_hops": elem_hops * beta,
-                      "flops_die": flops_die, **{f"dram_{k}": v for k, v in dram[ph].items()}}
+    # ---- per layer kind: SRAM residency, DRAM traffic and the phases (§6-§7) ----
+    kinds = []
+    for count, plan in layers:
+        moe = plan.expert_elems > 0
+        w_d = plan.weight_elems * beta
+        fixed_stream = ((1 + w.prefetch) * w_d + plan.weight_buffer_elems * beta
+                        + plan.kv_elems * beta)
+        fixed_full = fixed_stream + beta_g / beta * w_d
+        buf = plan.buf_tok * beta
+        resident = lm & (fixed_full + chunk * buf <= p.sram)
+        w_layer = plan.weight_elems * P * beta               # every die's shard, replicas too
+        reads = np.where(resident, 1.0, n_mb)                # weight reads per pass
+        g_layer = plan.gradient_elems * beta_g               # one copy of the gradients
+        grads = np.where(resident, g_layer, 2.0 * n_mb * g_layer)
+        stash = stash_bytes_per_token(m, moe) * t_group
+        dram = {
+            "fwd": {"weights": w_layer * reads / groups,
+                    "activations": np.where(lm, 2 * act, 0.0)
+                    + np.where(rc, np.where(lm, 0, act), stash)},
+            "rec": {"weights": np.where(rc, w_layer * reads / groups, 0.0),
+                    "activations": np.where(rc, act, 0.0)},
+            "bwd": {"weights": np.where(rc, 0.0, w_layer * reads / groups),
+                    "gradients": grads / groups,
+                    "activations": np.where(lm, 2 * act, 0.0) + np.where(rc, 0.0, stash)}}
+        kinds.append({"count": count, "plan": plan, "moe": moe, "resident": resident,
+                      "stash": stash, "sram_need": np.where(resident, fixed_full, fixed_stream)
+                      + chunk * buf, "violation_sram": (fixed_stream + chunk * buf) / p.sram - 1,
+                      "phases": _phases(w, die, plan, p, dram, chunk, n_chunks, mb_group, groups,
+                                        dram_unit_load, bw_dram, bw_io_links)})
 
-    reps = L * groups                                     # each phase runs L x groups times
-    t_head = 6.0 * w.tokens * H * m.vocab / (P * peak)
+    def total(key, phases=("fwd", "rec", "bwd")):
+        """Sum over the iteration's layers and phase groups of a per-phase term."""
+        return groups * sum(k["count"] * sum(k["phases"][ph][key] for ph in phases)
+                            for k in kinds)
+    t_head = 6.0 * w.tokens * H * m.vocab * heads(m) / (P * die.peak_flops * die.eta)
     opt_bytes = m.total_params * ((ADAM_BYTES + beta_g) + (ADAM_BYTES + beta))
     t_opt = np.maximum(opt_bytes / bw_dram, opt_bytes / bw_io_links)
-    t_iter = reps * sum(phases[ph]["t_phase"] for ph in phases) + t_head + t_opt
+    t_iter = total("t_phase") + t_head + t_opt
 
-    def faster(k: int) -> np.ndarray:
-        """t_iter with resource k (compute, NoP, DRAM, I/O links) 10 % faster."""
+    def faster(r: int) -> np.ndarray:
+        """t_iter with resource r (compute, NoP, DRAM, I/O links) 10 % faster."""
         f = [1.0] * 4
-        f[k] = 1.0 / SENSITIVITY
-        per = sum(_phase_s(phases[ph]["t_comp"] * f[0], phases[ph]["t_nop"] * f[1],
-                           phases[ph]["t_dram"] * f[2], phases[ph]["t_io"] * f[3],
-                           p.overlap_max, n_chunks) for ph in phases)
-        return reps * per + t_head * f[0] + np.maximum(opt_bytes / bw_dram * f[2],
-                                                       opt_bytes / bw_io_links * f[3])
-    gain = np.stack([t_iter - faster(k) for k in range(4)])   # seconds saved
+        f[r] = 1.0 / SENSITIVITY
+        layers_s = groups * sum(k["count"] * sum(
+            _phase_s(ph["t_comp"] * f[0], ph["t_nop"] * f[1], ph["t_dram"] * f[2],
+                     ph["t_io"] * f[3], p.overlap_max, n_chunks)
+            for ph in k["phases"].values()) for k in kinds)
+        return layers_s + t_head * f[0] + np.maximum(opt_bytes / bw_dram * f[2],
+                                                     opt_bytes / bw_io_links * f[3])
+    gain = np.stack([t_iter - faster(r) for r in range(4)])   # seconds saved
 
     # ---- energy (§7) ----
-    dram_total = reps * sum(phases[ph]["dram_bytes"] for ph in phases) + opt_bytes
-    nop_bytes = reps * sum(phases[ph]["nop_bytes"] for ph in phases)
-    nop_byte_hops = reps * sum(phases[ph]["nop_byte_hops"] for ph in phases)
+    dram_total = total("dram_bytes") + opt_bytes
+    nop_bytes, nop_byte_hops = total("nop_bytes"), total("nop_byte_hops")
     flops = model_flops(w, rc)
-    vec = vector_bytes_per_token(m, w.seq, w.causal) * w.tokens * L * np.where(rc, 4.0, 3.0)
-    gemm_sram = reps * P * sum(sram_gemm.values())
+    vec = w.tokens * np.where(rc, 4.0, 3.0) * sum(
+        k["count"] * vector_bytes_per_token(m, w.seq, w.causal, k["moe"]) for k in kinds)
+    gemm_sram = P * total("sram_gemm")
     e_mac = flops / 2 * die.mac_energy
     e_sram = 8 * die.sram_energy * (gemm_sram + vec + nop_bytes + dram_total)
     e_nop = 8 * p.e_hop * (nop_byte_hops + dram_total * hbar)
@@ -249,14 +257,15 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
     energy = e_mac + e_sram + e_nop + e_dram + e_static
 
     # ---- constraints and the binding resource ----
-    capacity_need = (m.total_params * (beta + beta_g + ADAM_BYTES)
-                     + L * t_group * np.where(rc, H * beta, STASH_BYTES_PER_H * H))
+    capacity_need = m.total_params * (beta + beta_g + ADAM_BYTES) + sum(
+        k["count"] * np.where(rc, t_group * H * beta, k["stash"]) for k in kinds)
+    out["violation_sram"] = np.max([k["violation_sram"] for k in kinds], axis=0)
     out["violation_dram_capacity"] = capacity_need / (n_io * p.dram_capacity) - 1.0
     edge_mm = np.sqrt(a_die)
     out["violation_shoreline"] = 2 * np.maximum(p.b, np.where(p.dram_hop > 0, p.io_b, 0.0)) \
         / (p.shoreline * edge_mm) - 1.0
     out["violation_layout"] = np.full(n, -1.0)
-    sums = np.stack([reps * sum(phases[ph][k] for ph in phases) for k in RESOURCE_TERMS])
+    sums = np.stack([total(t) for t in RESOURCE_TERMS])
     # the resource that, made 10 % faster, shortens the iteration most (a constraint that is
     # violated names itself instead)
     binding = np.argmax(gain, axis=0).astype(float)
@@ -272,17 +281,53 @@ def evaluate(w: Workload, die: DieSpec, plan: Plan, p: Points) -> dict[str, np.n
         "t_head_s": np.broadcast_to(t_head, (n,)).astype(float), "t_opt_s": t_opt,
         "e_mac_j": e_mac, "e_sram_j": e_sram, "e_nop_j": e_nop, "e_dram_j": e_dram,
         "e_static_j": e_static, "dram_bytes": dram_total, "nop_bytes": nop_bytes,
-        "sram_need_bytes": sram_need, "chunk": chunk, "resident": resident.astype(float),
+        "sram_need_bytes": np.max([k["sram_need"] for k in kinds], axis=0), "chunk": chunk,
+        "resident": np.min([k["resident"] for k in kinds], axis=0).astype(float),
         "binding": binding, "die_area_mm2": a_die, "n_io": n_io, "hbar": hbar,
         "flops": flops, "static_w": static_w, "opt_bytes": np.full(n, opt_bytes),
         "gemm_sram_bytes": gemm_sram, "vector_sram_bytes": vec, "nop_byte_hops": nop_byte_hops,
-        "capacity_need_bytes": capacity_need, "phase_reps": reps,
-        **{f"gain_{name}_s": gain[k] for k, name in enumerate(RESOURCES)},
+        "capacity_need_bytes": capacity_need, "phase_reps": L * groups,
+        **{f"gain_{name}_s": gain[r] for r, name in enumerate(RESOURCES)},
     })
-    for ph, terms in phases.items():
-        for k, v in terms.items():
-            out[f"{ph}.{k}"] = v
+    # per-phase terms: the mean layer (the one kind of a dense model)
+    for ph in ("fwd", "rec", "bwd"):
+        for key in kinds[0]["phases"][ph]:
+            out[f"{ph}.{key}"] = sum(k["count"] * k["phases"][ph][key] for k in kinds) / L
     return out
+
+
+def _phases(w: Workload, die: DieSpec, plan: Plan, p: Points, dram: dict, chunk, n_chunks,
+            mb_group, groups, dram_unit_load, bw_dram, bw_io_links) -> dict[str, dict]:
+    """Compute, NoP and memory terms of one layer's forward, recompute and backward phases
+    (§7); the recompute pass repeats the forward."""
+    rc = p.recompute
+    work = {pass_: (_compute(w, die, plan, pass_, chunk, n_chunks),
+                    _nop(plan, pass_, p, chunk, n_chunks, mb_group, groups, w.beta))
+            for pass_ in ("fwd", "bwd")}
+    phases = {}
+    for ph in ("fwd", "rec", "bwd"):
+        on = rc if ph == "rec" else True
+        (t_comp, flops_die, gemm_bytes), (t_stream, elem_hops, elems) = work[
+            "bwd" if ph == "bwd" else "fwd"]
+        t_comp, flops_die, elem_hops, elems, gemm_bytes = (
+            np.where(on, x, 0.0) for x in (t_comp, flops_die, elem_hops, elems, gemm_bytes))
+        t_stream = {k: np.where(on, v, 0.0) for k, v in t_stream.items()}
+        dram_bytes = sum(dram[ph].values())
+        if w.route_dram:
+            t_stream["mesh"] = t_stream["mesh"] + dram_bytes / plan.mesh.P * dram_unit_load / p.b
+        t_nop = t_stream["mesh"] + np.where(p.overlap_max,
+                                            np.maximum(t_stream["row"], t_stream["col"]),
+                                            t_stream["row"] + t_stream["col"])
+        t_dram = dram_bytes / bw_dram
+        t_io = dram_bytes / bw_io_links
+        t_phase = _phase_s(t_comp, t_nop, t_dram, t_io, p.overlap_max, n_chunks)
+        phases[ph] = {"t_comp": t_comp, "t_nop": t_nop, "t_row": t_stream["row"],
+                      "t_col": t_stream["col"], "t_mesh": t_stream["mesh"], "t_dram": t_dram,
+                      "t_io": t_io, "t_phase": t_phase, "dram_bytes": dram_bytes,
+                      "nop_bytes": elems * w.beta, "nop_byte_hops": elem_hops * w.beta,
+                      "flops_die": flops_die, "sram_gemm": gemm_bytes,
+                      **{f"dram_{k}": v for k, v in dram[ph].items()}}
+    return phases
 
 
 def _compute(w: Workload, die: DieSpec, plan: Plan, pass_: str, chunk, n_chunks):

@@ -17,14 +17,17 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import InputError
-from ..shapes import ModelShape
+from ..shapes import FFN_LINEARS, ModelShape
 from . import mesh as nop
 
 KINDS = ("1d", "2d", "2.5d", "3d", "hecaton2d")
 PASSES = ("fwd", "bwd")            # the recompute pass repeats fwd
 FREQS = ("chunk", "mb", "iter")    # per chunk (x T_c), per micro-batch, per iteration
-PATTERN_A = ("qkv", "gate_up")     # Hecaton-2D: gather along rows, reduce-scatter along columns
-COLUMN_PARALLEL = ("qkv", "gate_up", "fc1")   # Megatron 1D; the other linears are row-parallel
+# linears that read the layer's input side: Megatron 1D column-parallel, Hecaton-2D pattern A
+# (gather along rows, reduce-scatter along columns); the others (o, down) are row-parallel / B
+COLUMN_PARALLEL = ("qkv", "q", "q_down", "q_up", "kv_down", "kv_up", "gate_up", "fc1", "router",
+                   "shared gate_up")
+MLA_LATENTS = ("q_down", "kv_down")   # 1D: their split outputs are all-gathered for the up-proj.
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,13 @@ class Plan:
     replicas: int              # copies of each weight (2.5D: d)
     notes: tuple[str, ...]
     reason: str                # '' or why the layout is infeasible
+    expert_elems: float = 0.0  # of weight_elems, the routed experts' (never replicated)
+
+    @property
+    def gradient_elems(self) -> float:
+        """One copy of the layer's weight gradients over the whole mesh."""
+        return ((self.weight_elems - self.expert_elems) / self.replicas
+                + self.expert_elems) * self.mesh.P
 
     def totals(self, pass_: str, freq: str, part: str | None = None) -> dict[str, float]:
         """Summed load/hops per stream, and element sums, of one pass and frequency."""
@@ -184,20 +194,46 @@ def head_split(shape: ModelShape, parts: int) -> tuple[int, int]:
     return hpd, kv
 
 
-def linear_blocks(shape: ModelShape, k_parts: int, m_parts: int) -> list[tuple[str, int, int]]:
-    """(name, K block, M block) of each linear on the busiest die when K is cut into k_parts and
-    M into m_parts (padded); attention widths are cut by whole heads, gate and up interleaved."""
+def head_dims(shape: ModelShape) -> tuple[int, int]:
+    """(query/key, value) width of one attention head: MLA adds the rotary part to q and k."""
+    if shape.is_mla:
+        return shape.head_dim + shape.qk_rope_head_dim, shape.v_head_dim or shape.head_dim
+    return shape.head_dim, shape.head_dim
+
+
+def layer_linears(shape: ModelShape, moe: bool = False) -> tuple[tuple[str, int, int], ...]:
+    """(name, K, M) of the linears the method shards in a dense layer, or in an MoE layer: its
+    attention, the router h -> E and the shared expert (the routed experts are placed apart,
+    `_with_experts`)."""
+    if not moe:
+        return shape.linears()
+    h, fs = shape.hidden, shape.shared_expert_intermediate
+    attention = tuple(x for x in shape.linears() if x[0] not in FFN_LINEARS)
+    shared = (("shared gate_up", h, 2 * fs), ("shared down", fs, h)) if fs else ()
+    return attention + (("router", h, shape.experts),) + shared
+
+
+def linear_blocks(shape: ModelShape, k_parts: int, m_parts: int,
+                  linears: tuple[tuple[str, int, int], ...] | None = None
+                  ) -> list[tuple[str, int, int]]:
+    """(name, K block, M block) of each linear (default: the dense layer's) on the busiest die
+    when K is cut into k_parts and M into m_parts (padded); attention widths are cut by whole
+    heads, gate and up interleaved."""
     hd = shape.head_dim
+    dqk, dv = head_dims(shape)
+    per_head_out = {"q": dqk, "q_up": dqk, "kv_up": shape.head_dim + dv}   # MLA up-projections
     out = []
-    for name, k, m in shape.linears():
+    for name, k, m in (shape.linears() if linears is None else linears):
         kd, nd = -(-k // k_parts), -(-m // m_parts)
         if name == "qkv":
             hpd, kv = head_split(shape, m_parts)
             nd = (hpd + 2 * kv) * hd if m_parts > 1 else m
+        elif name in per_head_out and m_parts > 1:
+            nd = head_split(shape, m_parts)[0] * per_head_out[name]
         elif name == "o" and k_parts > 1:
-            kd = head_split(shape, k_parts)[0] * hd
-        elif name == "gate_up" and shape.gated_ffn:
-            nd = 2 * -(-shape.intermediate // m_parts)
+            kd = head_split(shape, k_parts)[0] * dv
+        elif name.endswith("gate_up") and shape.gated_ffn:
+            nd = 2 * -(-(m // 2) // m_parts)
         out.append((name, kd, nd))
     return out
 
@@ -213,12 +249,18 @@ def _attention_gemms(shape: ModelShape, seq: int, causal: float, tok: float,
                      heads: int) -> list[Gemm]:
     """QK^T and AV per head for `tok` x T_c query tokens on the die against S c keys; the
     backward does twice the work (§4)."""
-    sc, hd = seq * causal, shape.head_dim
+    sc = seq * causal
+    dqk, dv = head_dims(shape)
     out = []
     for p, c in (("fwd", heads), ("bwd", 2 * heads)):
-        out += [Gemm("attention QK^T", p, c, tok, 0, 0, hd, sc),
-                Gemm("attention AV", p, c, tok, 0, 0, sc, hd)]
+        out += [Gemm("attention QK^T", p, c, tok, 0, 0, dqk, sc),
+                Gemm("attention AV", p, c, tok, 0, 0, sc, dv)]
     return out
+
+
+def kv_cache_elems(shape: ModelShape, seq: int, kv_heads: int) -> float:
+    """K and V of one sequence for a die's KV heads (MLA: the up-projected heads)."""
+    return float(seq * kv_heads * sum(head_dims(shape)))
 
 
 def _comm(mesh, sched, pass_, freq, stream, part, name=None) -> Comm:
@@ -227,15 +269,25 @@ def _comm(mesh, sched, pass_, freq, stream, part, name=None) -> Comm:
 
 @lru_cache(maxsize=512)
 def plan(method: Method, mesh: nop.Mesh, shape: ModelShape, seq: int, causal: float = 0.5,
-         whole_sequences: bool = True, regather: bool = True) -> Plan:
-    """The layer of `shape` under `method` on `mesh` (cached: the engine routes each schedule
-    once per method, grid and layout option)."""
+         whole_sequences: bool = True, regather: bool = True, moe: bool = False) -> Plan:
+    """A dense layer of `shape`, or an MoE layer (moe=True), under `method` on `mesh` (cached:
+    the engine routes each schedule once per method, grid and layout option)."""
     reason = layout_reason(method, mesh)
     if reason:
         return Plan(method, mesh, (), (), 0, 0, 0, 0, 1, (), reason)
     build = {"1d": _plan_1d, "2d": _plan_summa, "2.5d": _plan_summa, "3d": _plan_3d,
              "hecaton2d": _plan_hecaton}[method.kind]
-    return build(method, mesh, shape, seq, causal, whole_sequences, regather)
+    dense = build(method, mesh, shape, layer_linears(shape, moe), seq, causal, whole_sequences,
+                  regather)
+    return _with_experts(dense, shape) if moe else dense
+
+
+def layer_kinds(shape: ModelShape) -> tuple[tuple[int, bool], ...]:
+    """(layers, is MoE) of each kind of layer the model has, MTP modules counted as one more
+    layer of the kind their index gives (docs/chiplet.md §4)."""
+    moe = shape.moe_layers + (shape.mtp_layers if shape.is_moe_layer(shape.layers) else 0)
+    dense = shape.layers + shape.mtp_layers - moe
+    return tuple((n, kind) for n, kind in ((dense, False), (moe, True)) if n)
 
 
 def _heads_note(shape: ModelShape, parts: int, where: str) -> list[str]:
@@ -249,12 +301,12 @@ def _heads_note(shape: ModelShape, parts: int, where: str) -> list[str]:
     return notes
 
 
-def _plan_1d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+def _plan_1d(method, mesh, shape, lin, seq, causal, whole, regather) -> Plan:
     """Megatron: QKV, gate+up column-parallel, O, down row-parallel; two all-reduces of T x H in
     forward and two in backward, over a ring on a Hamiltonian cycle (§5)."""
     P, h = mesh.P, shape.hidden
     order, closing = nop.hamiltonian_order(mesh.rows, mesh.cols)
-    col, row = linear_blocks(shape, 1, P), linear_blocks(shape, P, 1)
+    col, row = linear_blocks(shape, 1, P, lin), linear_blocks(shape, P, 1, lin)
     blocks = [c if c[0] in COLUMN_PARALLEL else r for c, r in zip(col, row)]
     gemms = [g for name, k, n in blocks for g in _linear_gemms(name, 1.0, k, n)]
     heads, kv = head_split(shape, P)
@@ -264,6 +316,13 @@ def _plan_1d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
     comms = [_comm(mesh, ar, p, "chunk", "mesh", "linear", f"{p}: 2 x {ar.name}")
              for p in PASSES]
     comms = [Comm(c.name, c.pass_, c.freq, c.stream, c.part, _double(c.cost)) for c in comms]
+    latent = sum(m for name, _, m in lin if name in MLA_LATENTS)
+    if latent:   # [design] Megatron duplicates the down-projections instead
+        g = nop.ring(np.array([order]), latent / P, P - 1, method.bidirectional,
+                     "ring all-gather of the MLA latents")
+        comms += [_comm(mesh, g, "fwd", "chunk", "mesh", "attention"),
+                  _comm(mesh, g, "bwd", "chunk", "mesh", "attention",
+                        "ring reduce-scatter of the MLA latents' gradients")]
     notes = _heads_note(shape, P, "dies")
     if closing > 1:
         notes.append(f"{mesh} has {P} dies (odd): no one-hop Hamiltonian cycle, one ring edge "
@@ -271,8 +330,60 @@ def _plan_1d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
     return Plan(method, mesh, tuple(gemms), tuple(comms),
                 weight_elems=float(sum(k * n for _, k, n in blocks)), weight_buffer_elems=0.0,
                 buf_tok=float(h + max(k + n for _, k, n in blocks)),
-                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=1, notes=tuple(notes),
+                kv_elems=kv_cache_elems(shape, seq, kv), replicas=1, notes=tuple(notes),
                 reason="")
+
+
+def expert_placement(shape: ModelShape, mesh: nop.Mesh) -> tuple[int, int]:
+    """(experts per die, dies per expert) on the busiest die (§4.1): E >= P puts ceil(E/P) whole
+    experts on a die; E < P shards each expert's FFN width over floor(P/E) neighbouring dies
+    (the rest idle)."""
+    E, P = shape.experts, mesh.P
+    return (-(-E // P), 1) if E >= P else (1, P // E)
+
+
+def _with_experts(dense: Plan, shape: ModelShape) -> Plan:
+    """An MoE layer: the dense plan of its attention, router and shared expert, plus the routed
+    experts placed across the dies (§4.1). Every method but 1D dispatches each token's input
+    to the dies holding a shard of each of its K experts and combines their partial outputs at
+    the token's dies: two all-to-alls of K x shards x H per token in forward (dispatch,
+    combine), two in backward (dY, dX), XY-routed over the whole mesh. 1D holds every token on
+    every die: each die runs its own experts' tokens and the FFN all-reduce sums the
+    partial outputs, so there is no all-to-all."""
+    mesh, method = dense.mesh, dense.method
+    E, K, h = shape.experts, shape.experts_per_token, shape.hidden
+    per_die, shards = expert_placement(shape, mesh)
+    f = -(-shape.expert_intermediate // shards)
+    gemms = (_linear_gemms("experts gate_up", K / E, h, 2 * f, count=per_die)
+             + _linear_gemms("experts down", K / E, f, h, count=per_die))
+    comms = []
+    if method.kind != "1d":
+        holders = min(mesh.P, E * shards)          # dies that hold an expert shard
+        load = np.zeros(mesh.P)
+        load[:holders] = np.bincount(np.arange(E * shards) % holders, minlength=holders)
+        every = np.full(mesh.P, 1.0)
+        volume = float(K * shards * h)
+        a2a = {"dispatch": nop.all_to_all(mesh, every, load, volume),
+               "combine": nop.all_to_all(mesh, load, every, volume)}
+        comms = [Comm(f"MoE {what} all-to-all ({K} x {shards} x H per token)", pass_, "chunk",
+                      "mesh", "moe", a2a[kind])
+                 for pass_, what, kind in (("fwd", "dispatch", "dispatch"),
+                                           ("fwd", "combine", "combine"),
+                                           ("bwd", "dY dispatch", "dispatch"),
+                                           ("bwd", "dX combine", "combine"))]
+    notes = [f"{E} experts on {mesh.P} dies: "
+             + (f"{per_die} per die" if shards == 1 else f"each over {shards} dies (FFN width "
+                f"{f} per die){'' if E * shards == mesh.P else f', {mesh.P - E * shards} idle'}")]
+    if E >= mesh.P and E % mesh.P:
+        notes.append(f"{E} experts over {mesh.P} dies: {per_die} on the busiest die (it sets "
+                     f"the time)")
+    expert_buf = per_die * K / E * (h + 3 * f) + 2 * K * shards * h / mesh.P
+    return Plan(method, mesh, dense.gemms + tuple(gemms), dense.comms + tuple(comms),
+                weight_elems=dense.weight_elems + per_die * 3.0 * h * f,
+                weight_buffer_elems=dense.weight_buffer_elems,
+                buf_tok=max(dense.buf_tok, expert_buf), kv_elems=dense.kv_elems,
+                replicas=dense.replicas, notes=dense.notes + tuple(notes), reason=dense.reason,
+                expert_elems=per_die * 3.0 * h * f)
 
 
 def _double(c: nop.CollectiveCost) -> nop.CollectiveCost:
@@ -281,17 +392,17 @@ def _double(c: nop.CollectiveCost) -> nop.CollectiveCost:
                               2 * c.per_die, 2 * c.link_load)
 
 
-def _plan_hecaton(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+def _plan_hecaton(method, mesh, shape, lin, seq, causal, whole, regather) -> Plan:
     """Hecaton-2D (§5.1): die (i, j) owns one weight block; pattern A gathers X along its row
     and reduce-scatters the partial product along its column, pattern B the other way round."""
     n1, n2 = mesh.rows, mesh.cols
     rows, cols = mesh.row_lines(), mesh.col_lines()
-    a_blocks = linear_blocks(shape, n1, n2)     # pattern A: K over N1, M over N2
-    b_blocks = linear_blocks(shape, n2, n1)     # pattern B: K over N2, M over N1
+    a_blocks = linear_blocks(shape, n1, n2, lin)     # pattern A: K over N1, M over N2
+    b_blocks = linear_blocks(shape, n2, n1, lin)     # pattern B: K over N2, M over N1
     gemms, comms, blocks = [], [], []
     line = {"row": (rows, n2), "col": (cols, n1)}   # lines of a stream, members per line
-    for idx, (name, _, _) in enumerate(shape.linears()):
-        a = name in PATTERN_A
+    for idx, (name, _, _) in enumerate(lin):
+        a = name in COLUMN_PARALLEL
         _, kd, nd = (a_blocks if a else b_blocks)[idx]
         blocks.append((name, kd, nd))
         gemms += _linear_gemms(name, 1.0, kd, nd)
@@ -334,7 +445,7 @@ def _plan_hecaton(method, mesh, shape, seq, causal, whole, regather) -> Plan:
     return Plan(method, mesh, tuple(gemms), tuple(comms),
                 weight_elems=float(sum(kd * nd for _, kd, nd in blocks)),
                 weight_buffer_elems=0.0, buf_tok=float(buf),
-                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=1, notes=tuple(notes),
+                kv_elems=kv_cache_elems(shape, seq, kv), replicas=1, notes=tuple(notes),
                 reason="")
 
 
@@ -345,13 +456,13 @@ def _tile_lines(n: int, q: int) -> tuple[np.ndarray, np.ndarray]:
     return tiles.reshape(-1, q), tiles.transpose(0, 2, 1).reshape(-1, q)
 
 
-def _plan_summa(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+def _plan_summa(method, mesh, shape, lin, seq, causal, whole, regather) -> Plan:
     """2D SUMMA (d = 1) and 2.5D Tesseract: d contiguous q x q tiles, tokens split d ways,
     weights replicated d times; in each of q steps X blocks are broadcast along tile rows and
     W blocks along tile columns (§5). 2.5D all-reduces weight gradients over the d tiles."""
     q, d = tile_side(method, mesh)
     rows, cols = _tile_lines(mesh.rows, q)
-    blocks = linear_blocks(shape, q, q)
+    blocks = linear_blocks(shape, q, q, lin)
     tok = 1.0 / (q * d)                 # tokens of the chunk per die
     gemms, comms = [], []
     # the q broadcasts (or reductions) from each member in turn along the tile rows or
@@ -395,7 +506,7 @@ def _plan_summa(method, mesh, shape, seq, causal, whole, regather) -> Plan:
     return Plan(method, mesh, tuple(gemms), tuple(comms), weight_elems=shard,
                 weight_buffer_elems=float((q - 1) * shard),
                 buf_tok=float(max(2 * kd + nd for _, kd, nd in blocks) * tok),
-                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=d, notes=tuple(notes),
+                kv_elems=kv_cache_elems(shape, seq, kv), replicas=d, notes=tuple(notes),
                 reason=reason)
 
 
@@ -415,13 +526,13 @@ def cube_axes(mesh: nop.Mesh) -> dict[str, np.ndarray]:
             "c": np.array([[node(a, b, c) for c in snake] for a in rng for b in rng])}
 
 
-def _plan_3d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
+def _plan_3d(method, mesh, shape, lin, seq, causal, whole, regather) -> Plan:
     """3D (Bian et al.): per die a (T/q) x (K/q) x (M/q) GEMM; X all-gathered along axis a,
     W along axis b, the output reduce-scattered along axis c (§5)."""
     q = cube_side(mesh)
     axes = cube_axes(mesh)
     stream = {"a": "col", "b": "row", "c": "mesh"}   # axis a varies the row: column links
-    blocks = linear_blocks(shape, q, q)
+    blocks = linear_blocks(shape, q, q, lin)
     gemms, comms = [], []
     for name, kd, nd in blocks:
         gemms += _linear_gemms(name, 1.0 / q, kd, nd)
@@ -445,5 +556,5 @@ def _plan_3d(method, mesh, shape, seq, causal, whole, regather) -> Plan:
                 weight_elems=float(sum(kd * nd for _, kd, nd in blocks)) / q,
                 weight_buffer_elems=float(sum(kd * nd for _, kd, nd in blocks)) * (q - 1) / q,
                 buf_tok=float(max(kd + nd for _, kd, nd in blocks)) / q,
-                kv_elems=2.0 * seq * kv * shape.head_dim, replicas=1,
+                kv_elems=kv_cache_elems(shape, seq, kv), replicas=1,
                 notes=tuple(_heads_note(shape, q, "cube columns")), reason=reason)

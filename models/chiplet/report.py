@@ -10,7 +10,8 @@ import numpy as np
 
 from ..units import MB
 from . import methods
-from .study import SCHEDULES, ChipletSetup, binding_name, evaluate_points, parse_grid
+from .study import (SCHEDULES, ChipletSetup, binding_name, evaluate_points, layer_plans,
+                    parse_grid)
 
 PHASES = (("fwd", "forward"), ("rec", "recompute"), ("bwd", "backward"))
 
@@ -134,8 +135,8 @@ def sram_budget(setup: ChipletSetup, point: dict, r: dict) -> list[dict]:
     """The §6 residency threshold term by term for this configuration."""
     w = setup.work
     beta = w.beta
-    plan = methods.plan(methods.parse_method(point["method"]), parse_grid(point["grid"]),
-                        w.model, w.seq, w.causal, True, w.regather)
+    # the layer kind with the largest shard (an MoE model's MoE layer) sets the need
+    plan = max((p for _, p in _layers(setup, point)), key=lambda p: p.weight_elems)
     w_d = plan.weight_elems * beta
     resident = bool(r["resident"])
     rows = [("W_d: weight shard of one layer", w_d, "§6 P_layer beta / P (padded)"),
@@ -156,18 +157,26 @@ def sram_budget(setup: ChipletSetup, point: dict, r: dict) -> list[dict]:
 
 
 def collectives(setup: ChipletSetup, point: dict) -> list[dict]:
-    """The plan's collectives of one layer with their per-die volume (elements) and stream."""
-    w = setup.work
-    mesh = parse_grid(point["grid"])
-    m = methods.parse_method(point["method"])
-    split = methods.token_split(m, mesh)
-    plan = methods.plan(m, mesh, w.model, w.seq, w.causal,
-                        int(point["micro_batch"]) % split == 0, w.regather)
-    return [{"name": c.name, "pass": c.pass_, "frequency": c.freq, "stream": c.stream,
+    """The collectives of one layer of each kind with their per-die volume (elements) and
+    stream (an MoE model's names say which kind of layer)."""
+    layers = _layers(setup, point)
+    kind = (lambda p: "MoE layer: " if p.expert_elems else "dense layer: ") \
+        if len(layers) > 1 else (lambda p: "")
+    return [{"name": kind(plan) + c.name, "pass": c.pass_, "frequency": c.freq,
+             "stream": c.stream,
              "per_die_elems": c.cost.per_die,
              "per": "token" if c.freq == "chunk" else ("micro-batch" if c.freq == "mb"
                                                         else "iteration"),
-             "load_elems": c.cost.load, "latency_hops": c.cost.hops} for c in plan.comms]
+             "load_elems": c.cost.load, "latency_hops": c.cost.hops}
+            for _, plan in layers for c in plan.comms]
+
+
+def _layers(setup: ChipletSetup, point: dict) -> tuple[tuple[int, methods.Plan], ...]:
+    """The point's (layers, plan) of each layer kind."""
+    mesh = parse_grid(point["grid"])
+    m = methods.parse_method(point["method"])
+    whole = int(point["micro_batch"]) % methods.token_split(m, mesh) == 0
+    return layer_plans(setup.work, m, mesh, whole)
 
 
 def breakdown_rows(rep: dict) -> list[dict]:

@@ -149,17 +149,15 @@ def evaluate_points(s: ChipletSetup, points: dict) -> dict[str, np.ndarray]:
     for k, name in enumerate(keys):
         idx = np.flatnonzero(inverse == k)
         g, m, wh = name.split("|")
-        plan = methods.plan(meths[m], meshes[g], w.model, w.seq, w.causal, wh == "w",
-                            w.regather)
-        sub = cost.evaluate(w, s.die, plan, cost.Points(
+        layers = layer_plans(w, meths[m], meshes[g], wh == "w")
+        sub = cost.evaluate(w, s.die, layers, cost.Points(
             **{f: getattr(pts, f)[idx] for f in cost.Points.__dataclass_fields__}))
         for key_, arr in sub.items():
             if key_ not in out:
                 out[key_] = np.full(n, np.nan)
             out[key_][idx] = arr
-        notes[idx] = "; ".join(plan.notes)
-        if plan.reason:
-            reasons[idx] = plan.reason
+        notes[idx] = "; ".join(dict.fromkeys(x for _, plan in layers for x in plan.notes))
+        reasons[idx] = next((plan.reason for _, plan in layers if plan.reason), "")
     for c in CONSTRAINTS:
         out.setdefault(f"violation_{c}", np.full(n, -1.0))
         out[f"violation_{c}"] = np.nan_to_num(out[f"violation_{c}"], nan=-1.0)
@@ -170,6 +168,13 @@ def evaluate_points(s: ChipletSetup, points: dict) -> dict[str, np.ndarray]:
     out["reason"] = reasons
     out["notes"] = notes
     return out
+
+
+def layer_plans(w: cost.Workload, method: methods.Method, mesh: nop.Mesh, whole: bool
+                ) -> tuple[tuple[int, methods.Plan], ...]:
+    """(layers, plan) of each layer kind of the workload's model (dense, MoE)."""
+    return tuple((count, methods.plan(method, mesh, w.model, w.seq, w.causal, whole, w.regather,
+                                      moe)) for count, moe in methods.layer_kinds(w.model))
 
 
 def _split(meshes, meths, g, m) -> int:
