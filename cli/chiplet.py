@@ -108,6 +108,10 @@ def run_one(req: ChipletRequest) -> dict:
 def _finish(out: dict, view: ChipletView, output: Output) -> None:
     from .output import present
     from .render import chiplet as r
+    best = out["best"]
+    if view.energy_ranges and best.get("baselines"):
+        from explore.models.chiplet.report import energy_ratio_ranges
+        best["energy_ranges"] = energy_ratio_ranges(out["_setup"], best["point"])
 
     present(out, output.json, output.save_dir, lambda o: r.render(o, view.wide), r.save)
 

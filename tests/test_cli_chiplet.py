@@ -341,3 +341,22 @@ def test_the_point_against_every_baseline(cli):
     data = json.loads(out)
     assert all("baseline" in r for r in data["rows"])
     assert [b["baseline"] for b in data["against"]] == list(rows)
+
+
+def test_energy_ranges_for_the_best_point(cli):
+    """--energy-ranges: the best point's energy ratio against the one-way 1D ring at each end
+    of every literature range of its die, package and DRAM (the ratio now in every row)."""
+    import json
+    code, out, _ = cli("chiplet", "--grid", "8x8", "--model", "llama2-70b", "--energy-ranges",
+                       "--json")
+    assert code == 0
+    best = json.loads(out)["best"]
+    rows = best["energy_ranges"]
+    one_way = next(b for b in best["baselines"] if b["baseline"] == "one-way ring")
+    assert [r["energy_ratio_now"] for r in rows] == pytest.approx(
+        [one_way["energy_ratio"]] * len(rows))
+    assert {r["constant"] for r in rows} >= {"e_mac", "e_sram", "static_base", "e_dram"}
+    mac = next(r for r in rows if r["constant"] == "e_mac")
+    assert mac["energy_ratio_high"] < mac["energy_ratio_low"]   # MAC energy is alike for both
+    code, out, _ = cli("chiplet", "--grid", "8x8", "--model", "llama2-70b", "--energy-ranges")
+    assert code == 0 and "at the ends of its literature range" in out

@@ -85,6 +85,20 @@ def _short(r: dict) -> str:
             f"{r['package']} x{r['modules']} {r['dram']}/{r['io_sides']} Bm{r['micro_batch']}")
 
 
+def energy_ranges_table(rows: list[dict], against: str):
+    """The energy ratio with each constant at the ends of its literature range."""
+    def q(v: float) -> str:       # energies in pJ (per bit or MAC), powers in W
+        return f"{v * 1e12:.3g} pJ" if v < 1e-6 else f"{v:.3g} W"
+    cells = [[f"{r['preset']} {r['constant']}", q(r["now"]), f"{q(r['low'])}-{q(r['high'])}",
+              f"{r['energy_ratio_low']:.2f}x", f"{r['energy_ratio_high']:.2f}x"] for r in rows]
+    return table(f"Energy ratio vs {against}; now {rows[0]['energy_ratio_now']:.2f}x) with "
+                 f"each constant at the ends of its literature range",
+                 ["constant", "now", "range", "at low", "at high"], cells, right=(3, 4),
+                 caption="the presets' ranges and their sources: "
+                         "docs/research/chiplet-energy.md; one constant moved at a time, for "
+                         "both designs")
+
+
 def render(out: dict, wide: bool = False) -> None:
     """The default command, `search` and `run`."""
     from explore.models.chiplet.study import METRICS
@@ -137,6 +151,9 @@ def render_point(rep: dict, wide: bool = False) -> None:
             if b["reason"]:
                 c.print(f"[dim]note: 1D {b['baseline']} is infeasible there "
                         f"({escape(b['reason'])}); costed as if it ran[/]")
+    if rep.get("energy_ranges"):
+        c.print(energy_ranges_table(rep["energy_ranges"], "the one-way 1D ring ("
+                                    "at its better schedule"))
     for n in rep["notes"]:
         c.print(f"[dim]note: {escape(n)}[/]")
     c.print(_latency_wide(rep) if wide else _latency(rep))
@@ -299,18 +316,7 @@ def render_validate(res: dict, wide: bool = False) -> None:
     c.print(baselines_table(res["against"], "The §9 Hecaton point (70B, 8x8) against every 1D "
                                             "baseline, each at its better schedule"))
     if res.get("energy_ranges"):
-        def q(v: float) -> str:       # energies in pJ (per bit or MAC), powers in W
-            return f"{v * 1e12:.3g} pJ" if v < 1e-6 else f"{v:.3g} W"
-        rows = [[f"{r['preset']} {r['constant']}", q(r["now"]),
-                 f"{q(r['low'])}-{q(r['high'])}", f"{r['energy_ratio_low']:.2f}x",
-                 f"{r['energy_ratio_high']:.2f}x"] for r in res["energy_ranges"]]
-        now = res["energy_ranges"][0]["energy_ratio_now"]
-        c.print(table(f"Energy ratio vs 1D layer-major (70B, 8x8; now {now:.2f}x) with each "
-                      f"constant at the ends of its literature range",
-                      ["constant", "now", "range", "at low", "at high"], rows, right=(3, 4),
-                      caption="the presets' ranges and their sources: "
-                              "docs/research/chiplet-energy.md; one constant moved at a time, "
-                              "for both designs"))
+        c.print(energy_ranges_table(res["energy_ranges"], "1D layer-major (70B, 8x8"))
     render_scale({"series": res["series"]}, wide)
     for n in res["notes"]:
         c.print(f"[dim]note: {escape(n)}[/]")

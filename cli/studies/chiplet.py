@@ -83,7 +83,8 @@ class ChipletSpace:
                                     default_text="standard,advanced")
     modules: Optional[str] = option(None, "--modules", help="UCIe modules per port",
                                     default_text="1-4")
-    dram: Optional[str] = option(None, "--dram", help="DRAM preset or YAML file",
+    dram: Optional[str] = option(None, "--dram", help="DRAM preset or YAML file (also "
+                                 "hbm3e-beside: HBM stacks next to the edge dies)",
                                  default_text="ddr5,hbm2e")
     io_sides: Optional[str] = option(None, "--io-sides", help="I/O dies on 2 or 4 sides",
                                      default_text="2,4")
@@ -184,6 +185,10 @@ class ChipletView:
                         "term with per-layer and total times, the time and static-energy "
                         "columns of the rankings, every §8 proxy, the numbers behind each "
                         "energy term")
+    energy_ranges: bool = option(False, "--energy-ranges", help="how the best point's energy "
+                                 "ratio against the one-way 1D ring moves with each energy "
+                                 "constant at the ends of its literature range "
+                                 "(docs/research/chiplet-energy.md)")
 
 
 @dataclass

@@ -4,12 +4,15 @@ hardware running Megatron 1D tensor parallelism for comparison."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..units import MB
 from . import methods
+from .hardware import literature_ranges
 from .study import (SCHEDULES, ChipletSetup, binding_name, evaluate_points, layer_plans,
                     parse_grid)
 
@@ -129,6 +132,44 @@ def point_report(setup: ChipletSetup, point: dict, with_baseline: bool = True) -
         out["baseline_1d"] = versus(setup, point, dict(BASELINES)["one-way ring"], r)
         out["baselines"] = against_baselines(setup, point, r)
     return out
+
+
+def range_ends(setup: ChipletSetup, point: dict, ratio: Callable[[ChipletSetup], float]
+               ) -> list[dict]:
+    """`ratio` of the setup with each energy constant of the point's die, package and DRAM at
+    both ends of the range its preset gives (`ranges`, docs/research/chiplet-energy.md); the
+    same constant moves for both sides of the ratio."""
+    effective = {"e_mac": "mac_energy", "e_sram": "sram_energy"}   # None: from the node
+    now = ratio(setup)
+    out = []
+    parts = (("die", setup.die), ("package", setup.packages[point["package"]]),
+             ("dram", setup.drams[point["dram"]]))
+    for kind, spec_ in parts:
+        for field, (lo, hi) in literature_ranges(spec_).items():
+            ends = []
+            for value in (lo, hi):
+                moved = replace(spec_, **{field: value})
+                ends.append(ratio(
+                    replace(setup, die=moved) if kind == "die" else
+                    replace(setup, packages={**setup.packages, point["package"]: moved})
+                    if kind == "package" else
+                    replace(setup, drams={**setup.drams, point["dram"]: moved})))
+            out.append({"preset": spec_.name, "constant": field, "low": lo, "high": hi,
+                        "now": getattr(spec_, effective.get(field, field)),
+                        "energy_ratio_low": ends[0], "energy_ratio_high": ends[1],
+                        "energy_ratio_now": now})
+    return out
+
+
+def energy_ratio_ranges(setup: ChipletSetup, point: dict) -> list[dict]:
+    """The point's energy ratio against the one-way 1D ring (at its better schedule) with each
+    energy constant at its range's ends: how much of the energy answer rides on them."""
+    changes = dict(BASELINES)["one-way ring"]
+
+    def ratio(s: ChipletSetup) -> float:
+        runs = versus(s, point, changes, evaluate_one(s, point))
+        return min(runs.values(), key=lambda x: x["latency_s"])["energy_ratio"]
+    return range_ends(setup, point, ratio)
 
 
 def sram_budget(setup: ChipletSetup, point: dict, r: dict) -> list[dict]:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 from ..shapes import ModelShape
 from .cost import Workload
 from .methods import COLUMN_PARALLEL
-from .report import against_baselines, baseline_point, evaluate_one
-from .hardware import literature_ranges
+from .report import against_baselines, baseline_point, evaluate_one, range_ends
 from .study import ChipletSetup, binding_name, parse_grid
 
 PAPER = "Huang et al., Hecaton, arXiv 2407.05784"
@@ -212,28 +211,10 @@ def energy_ranges(setup: ChipletSetup) -> list[dict]:
     """The 70B/8x8 energy ratio vs 1D layer-major with each energy constant at the ends of the
     range its preset gives (`ranges`): the die's, the standard package's and ddr5's, the §9
     scenario's hardware. The same constant moves for both designs."""
-    point = scenario_point("8x8")
-    c0 = compare(setup, "8x8")
-    effective = {"e_mac": "mac_energy", "e_sram": "sram_energy"}   # None: from the node
-    out = []
-    parts = (("die", setup.die), ("package", setup.packages[point["package"]]),
-             ("dram", setup.drams[point["dram"]]))
-    for kind, spec_ in parts:
-        for field, (lo, hi) in literature_ranges(spec_).items():
-            ratios = []
-            for value in (lo, hi):
-                moved = replace(spec_, **{field: value})
-                s = (replace(setup, die=moved) if kind == "die" else
-                     replace(setup, packages={**setup.packages, point["package"]: moved})
-                     if kind == "package" else
-                     replace(setup, drams={**setup.drams, point["dram"]: moved}))
-                c = compare(s, "8x8")
-                ratios.append(c.ratio(c.layer_major, "energy_j"))
-            out.append({"preset": spec_.name, "constant": field, "low": lo, "high": hi,
-                        "now": getattr(spec_, effective.get(field, field)),
-                        "energy_ratio_low": ratios[0], "energy_ratio_high": ratios[1],
-                        "energy_ratio_now": c0.ratio(c0.layer_major, "energy_j")})
-    return out
+    def ratio(s: ChipletSetup) -> float:
+        c = compare(s, "8x8")
+        return c.ratio(c.layer_major, "energy_j")
+    return range_ends(setup, scenario_point("8x8"), ratio)
 
 
 def hard_failures(result: dict) -> list[str]:
