@@ -70,11 +70,11 @@ PEAK = ("import sys; from explore.cli.app import main; code = main(sys.argv[1:])
         "if x.startswith('VmHWM')), file=sys.stderr); sys.exit(code)")
 
 
-def grid_search(grid: str) -> tuple[float, float]:
+def grid_search(grid: str, model: str = "llama2-70b") -> tuple[float, float]:
     """(wall seconds, peak resident MB) of `explore chiplet --grid G` in a process of its own."""
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, "-c", PEAK, "chiplet", "--grid", grid, "--model",
-                          "llama2-70b", "--json"], check=True, stdout=subprocess.DEVNULL,
+                          model, "--json"], check=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     return time.perf_counter() - t0, int(run.stderr.split()[-1]) / 1024
 
@@ -92,11 +92,13 @@ def main() -> None:
           f"{process_seconds(['chiplet', '--grid', '8x8', '--model', 'llama2-70b']):.2f} s")
     print(f"explore chiplet validate (process): median "
           f"{process_seconds(['chiplet', 'validate']):.2f} s")
-    print("explore chiplet --grid G --model llama2-70b (whole search, process; target 64x64 "
-          "<= 10 s and <= 1 GB):")
-    for grid in ("8x8", "16x16", "32x32", "64x64", "128x128"):
-        wall, mb = grid_search(grid)
-        print(f"  {grid:>8}: {wall:6.2f} s, {mb:6.0f} MB peak")
+    # the MoE model adds its all-to-alls (closed form) and a second layer kind's plans
+    for model in ("llama2-70b", "qwen3-30b-a3b"):
+        print(f"explore chiplet --grid G --model {model} (whole search, process; target "
+              f"64x64 <= 10 s and <= 1 GB):")
+        for grid in ("8x8", "16x16", "32x32", "64x64", "128x128"):
+            wall, mb = grid_search(grid, model)
+            print(f"  {grid:>8}: {wall:6.2f} s, {mb:6.0f} MB peak")
 
 
 if __name__ == "__main__":

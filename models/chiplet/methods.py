@@ -401,42 +401,47 @@ def _plan_hecaton(method, mesh, shape, lin, seq, causal, whole, regather) -> Pla
     b_blocks = linear_blocks(shape, n2, n1, lin)     # pattern B: K over N2, M over N1
     gemms, comms, blocks = [], [], []
     line = {"row": (rows, n2), "col": (cols, n1)}   # lines of a stream, members per line
+    # each line collective routed once for a unit piece: its cost scales with the piece
+    unit = {(verb, axis): nop.cost(mesh, prim(line[axis][0], 1.0))
+            for verb, prim in (("all-gather", nop.line_all_gather),
+                               ("reduce-scatter", nop.line_reduce_scatter)) for axis in line}
+
+    def lc(verb, axis, piece, pass_, part, what) -> Comm:
+        return Comm(f"{what} along {'rows' if axis == 'row' else 'columns'}", pass_, "chunk",
+                    axis, part,
+                    unit[(verb, axis)].scaled(piece))
     for idx, (name, _, _) in enumerate(lin):
         a = name in COLUMN_PARALLEL
         _, kd, nd = (a_blocks if a else b_blocks)[idx]
         blocks.append((name, kd, nd))
         gemms += _linear_gemms(name, 1.0, kd, nd)
         g_axis, r_axis = ("row", "col") if a else ("col", "row")
-        (g_lines, g_n), (r_lines, r_n) = line[g_axis], line[r_axis]
-        x_piece, y_piece = kd / g_n, nd / r_n       # X[T/g_n, K-block], Y[T/r_n, M-block]
-        comms += [
-            _comm(mesh, nop.line_all_gather(g_lines, x_piece), "fwd", "chunk", g_axis,
-                  "linear", f"{name}: all-gather X along {g_axis}s"),
-            _comm(mesh, nop.line_reduce_scatter(r_lines, y_piece), "fwd", "chunk", r_axis,
-                  "linear", f"{name}: reduce-scatter Y along {r_axis}s"),
-            _comm(mesh, nop.line_all_gather(r_lines, y_piece), "bwd", "chunk", r_axis,
-                  "linear", f"{name}: all-gather dY along {r_axis}s"),
-            _comm(mesh, nop.line_reduce_scatter(g_lines, x_piece), "bwd", "chunk", g_axis,
-                  "linear", f"{name}: reduce-scatter dX along {g_axis}s")]
+        x_piece, y_piece = kd / line[g_axis][1], nd / line[r_axis][1]  # X[T/g_n, K], Y[T/r_n, M]
+        comms += [lc("all-gather", g_axis, x_piece, "fwd", "linear", f"{name}: all-gather X"),
+                  lc("reduce-scatter", r_axis, y_piece, "fwd", "linear",
+                     f"{name}: reduce-scatter Y"),
+                  lc("all-gather", r_axis, y_piece, "bwd", "linear", f"{name}: all-gather dY"),
+                  lc("reduce-scatter", g_axis, x_piece, "bwd", "linear",
+                     f"{name}: reduce-scatter dX")]
         if regather:
-            comms.append(_comm(mesh, nop.line_all_gather(g_lines, x_piece), "bwd", "chunk",
-                               g_axis, "linear", f"{name}: re-gather X along {g_axis}s"))
+            comms.append(lc("all-gather", g_axis, x_piece, "bwd", "linear",
+                            f"{name}: re-gather X"))
     # RMSNorm: partial sums of squares of the column's tokens, all-gathered along the column
-    norm = nop.line_all_gather(cols, 1.0 / n2)
+    norm = unit[("all-gather", "col")].scaled(1.0 / n2)
     for p in PASSES:
         comms.append(Comm(f"{p}: 2 x RMSNorm all-reduce", p, "chunk", "col", "norm",
-                          _double(nop.cost(mesh, norm))))
+                          _double(norm)))
     heads, kv = head_split(shape, n2)
     gemms += _attention_gemms(shape, seq, causal, 1.0 / n1, heads)
     notes = _heads_note(shape, n2, "columns")
     if not whole:   # sequences cut across token blocks: gather K, V along the column
-        kv_piece = 2.0 * kv * shape.head_dim / n1
-        comms += [_comm(mesh, nop.line_all_gather(cols, kv_piece), "fwd", "chunk", "col",
-                        "attention", "attention: all-gather K, V along columns"),
-                  _comm(mesh, nop.line_all_gather(cols, kv_piece), "bwd", "chunk", "col",
-                        "attention", "attention: all-gather K, V along columns"),
-                  _comm(mesh, nop.line_reduce_scatter(cols, kv_piece), "bwd", "chunk", "col",
-                        "attention", "attention: reduce-scatter dK, dV along columns")]
+        kv_piece = kv_cache_elems(shape, 1, kv) / n1
+        comms += [lc("all-gather", "col", kv_piece, "fwd", "attention",
+                     "attention: all-gather K, V"),
+                  lc("all-gather", "col", kv_piece, "bwd", "attention",
+                     "attention: all-gather K, V"),
+                  lc("reduce-scatter", "col", kv_piece, "bwd", "attention",
+                     "attention: reduce-scatter dK, dV")]
         notes.append(f"micro-batch not a multiple of N1 = {n1}: sequences span token blocks, "
                      f"K and V are gathered along columns")
     buf = max(kd + nd for _, kd, nd in blocks)
@@ -534,6 +539,10 @@ def _plan_3d(method, mesh, shape, lin, seq, causal, whole, regather) -> Plan:
     stream = {"a": "col", "b": "row", "c": "mesh"}   # axis a varies the row: column links
     blocks = linear_blocks(shape, q, q, lin)
     gemms, comms = [], []
+    # each axis collective routed once for a unit piece: its cost scales with the piece
+    unit = {(op, axis): nop.cost(mesh, prim(axes[axis], 1.0)) for axis in axes
+            for op, prim in (("gather", nop.line_all_gather),
+                             ("scatter", nop.line_reduce_scatter))}
     for name, kd, nd in blocks:
         gemms += _linear_gemms(name, 1.0 / q, kd, nd)
         x, y, w = kd / q**2, nd / q**2, kd * nd / q
@@ -543,10 +552,9 @@ def _plan_3d(method, mesh, shape, lin, seq, causal, whole, regather) -> Plan:
                 ("bwd", "b", "gather", w, "mb", "W"), ("bwd", "a", "scatter", x, "chunk", "dX"),
                 ("bwd", "b", "scatter", w, "mb", "dW")]
         for p, axis, op, piece, freq, what in spec:
-            prim = nop.line_all_gather if op == "gather" else nop.line_reduce_scatter
             verb = "all-gather" if op == "gather" else "reduce-scatter"
-            comms.append(_comm(mesh, prim(axes[axis], piece), p, freq, stream[axis], "linear",
-                               f"{name}: {verb} {what} along axis {axis}"))
+            comms.append(Comm(f"{name}: {verb} {what} along axis {axis}", p, freq,
+                              stream[axis], "linear", unit[(op, axis)].scaled(piece)))
     heads, kv = head_split(shape, q)
     gemms += _attention_gemms(shape, seq, causal, 1.0 / q**2, heads)
     reason = "" if whole else (
