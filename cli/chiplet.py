@@ -5,6 +5,7 @@ cli/render/chiplet.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -52,11 +53,23 @@ def _search(req: ChipletRequest, objective_text: str, first_only: bool):
             f"{example[k]} ({n:,} points)" for k, n in
             sorted(kinds.items(), key=lambda kv: (kv[0] == "layout", -kv[1]))[:2]))
     head = {"study": "chiplet", "setup": info(req, setup), "defaults": notes}
+    from explore.search.engine import edges
     summary = {"engine": result.engine, "evaluated": result.n, "space_size": result.space_size,
                "feasible": int(result.feasible.sum()),
                "infeasible": result.counts()["infeasible"], "elapsed_s": result.elapsed_s,
-               "interrupted": result.interrupted}
+               "interrupted": result.interrupted, "ties": result.ties(),
+               "edges": edges(study.space, result.point(ranked[0]), WIDENABLE)}
     return setup, head, summary, study, result, ranked, names
+
+
+def _dies(grid: str) -> int:
+    from explore.models.chiplet.study import parse_grid
+    return parse_grid(grid).P
+
+
+# searched ranges a user may widen (with how their values order): a best at an end is marked
+WIDENABLE: dict[str, Callable[[Any], float]] = {"sram_mb": float, "modules": float,
+                                                 "grid": _dies}
 
 
 def run_default(req: ChipletRequest, objective: str) -> dict:

@@ -116,8 +116,8 @@ SEARCH_PANEL = "Search engine"
 class SearchOptions:
     """How to search: engine, sampler, budget, seed, storage and workers (every study)."""
     PANEL: ClassVar[str] = SEARCH_PANEL
-    search: str = option("auto", "--search", help="auto: exhaustive sweep up to 10^5 points, "
-                         "else Optuna; or force exhaustive / optuna")
+    search: str = option("auto", "--search", help="auto: exhaustive sweep up to 10^5 points "
+                         "(10^6 for chiplet), else Optuna; or force exhaustive / optuna")
     sampler: str = option("tpe", "--sampler", help="Optuna sampler: tpe, random, nsga2, grid")
     n_trials: Optional[int] = option(None, "--n-trials", help="Optuna trials for this run",
                                      default_text="200 unless --timeout")

@@ -117,14 +117,14 @@ def _run_workers(study, objectives, opts, settings, space):
     """Start `opts.workers` processes running this same command on one storage, show their
     combined progress, then collect every trial."""
     from explore.models.errors import InputError
-    from explore.search.engine import run
+    from explore.search.engine import exhaustive_limit, run
     from explore.search.optuna_engine import DEFAULT_TRIALS, collect, open_study
 
     from .render import err_console
 
     space = space or study.space
     if settings.engine == "exhaustive" or (settings.engine == "auto"
-                                           and space.size <= settings.exhaustive_limit):
+                                           and space.size <= exhaustive_limit(study, settings)):
         err_console().print("[dim]note: --workers applies to Optuna searches; this space is "
                             "swept exhaustively in one process (use --search optuna)[/]")
         return run(study, objectives, settings, space=space)

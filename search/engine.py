@@ -7,7 +7,7 @@ either can be compared directly."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -18,6 +18,9 @@ from .space import Space, _plain
 from .study import Evaluation, Objective, Study
 
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
+# [design] points whose first objective lies within 0.1 % of the best are tied: an analytical
+# model does not resolve finer differences, so the other objectives decide among them
+TIE_RTOL = 1e-3
 ENGINES = ("auto", "exhaustive", "optuna")
 Progress = Callable[[int, "int | None", "float | None"], None]
 
@@ -63,6 +66,9 @@ class SearchResult:
     interrupted: bool = False
     study_name: str | None = None    # the Optuna study, when one was used
     status: np.ndarray | None = None  # ok / infeasible / pruned / redundant (search.study)
+    # what breaks ties within TIE_RTOL of the best, in order (the study's `tie_breakers`; then
+    # the space's order, simplest first)
+    tie_breakers: tuple[Objective, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status is None:
@@ -95,6 +101,12 @@ class SearchResult:
             keys.append(~on_front)
         order = np.lexsort(keys)
         order = order[np.isfinite(first[order])]
+        tied = self._tied(order, first)
+        if len(tied) > 1 and self.tie_breakers:
+            # lexsort's last key is the primary: the first tie-breaker, then the next ...
+            by = np.lexsort([tied, first[tied]]
+                            + [self.score(o)[tied] for o in self.tie_breakers[::-1]])
+            order = np.concatenate([tied[by], order[len(tied):]])
         seen, out = set(), []
         for i in order:
             key = tuple(_plain(self.params[p][i]) for p in self.params)
@@ -102,6 +114,27 @@ class SearchResult:
                 seen.add(key)
                 out.append(i)
         return np.asarray(out, dtype=int)
+
+    def _tied(self, order: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """The head of `order` within TIE_RTOL of its first point's first objective."""
+        if not len(order):
+            return order
+        top = first[order[0]]
+        within = first[order] <= top + TIE_RTOL * abs(top)
+        return order if within.all() else order[:int(np.argmin(within))]
+
+    def ties(self) -> dict | None:
+        """How the best was chosen when several distinct points tie with it: their count, the
+        tolerance and the objectives that broke the tie; None without a tie."""
+        ranked = self.ranked()
+        if not len(ranked) or not self.tie_breakers:
+            return None
+        first = self.score(self.objectives[0])
+        n = len(self._tied(ranked[np.argsort(first[ranked], kind="stable")], first))
+        if n < 2:
+            return None
+        return {"tied": n, "rtol": TIE_RTOL, "objective": self.objectives[0].name,
+                "broken_by": [o.name for o in self.tie_breakers]}
 
     @property
     def best(self) -> int | None:
@@ -124,6 +157,24 @@ class SearchResult:
         if self.reasons[i]:
             out["reason"] = self.reasons[i]
         return out
+
+
+def edges(space: Space, point: dict, order: dict[str, Callable]) -> list[str]:
+    """Where `point` sits on the edge of the searched range of the parameters in `order` (ones
+    the user can widen, each with the function that orders its values), as phrases such as
+    'gamma 8 is the largest searched'."""
+    out = []
+    for p in space.params:
+        if p.name not in order or len(p.values) < 3:
+            continue
+        key = order[p.name]
+        values = sorted(key(v) for v in p.values)
+        v = key(point[p.name])
+        if v in (values[0], values[-1]):
+            unit = f" {p.unit}" if p.unit else ""
+            out.append(f"{p.label or p.name} {_plain(point[p.name])}{unit} is the "
+                       f"{'smallest' if v == values[0] else 'largest'} searched")
+    return out
 
 
 def pareto_front(scores: np.ndarray) -> np.ndarray:
@@ -157,11 +208,22 @@ def run(study: Study, objectives: list[str] | tuple[str, ...], settings: SearchS
     objs = tuple(by_name[o] for o in objectives)
     engine = settings.engine
     if engine == "auto":
-        engine = "exhaustive" if space.size <= settings.exhaustive_limit else "optuna"
+        engine = "exhaustive" if space.size <= exhaustive_limit(study, settings) else "optuna"
     if engine == "exhaustive":
-        return _exhaustive(study, space, objs, progress)
-    from .optuna_engine import optimize
-    return optimize(study, space, objs, settings, progress)
+        result = _exhaustive(study, space, objs, progress)
+    else:
+        from .optuna_engine import optimize
+        if settings.n_trials is not None and settings.n_trials > space.size:
+            settings = replace(settings, n_trials=space.size)   # never more than the points
+        result = optimize(study, space, objs, settings, progress)
+    result.tie_breakers = tuple(o for o in getattr(study, "tie_breakers", ()) if o not in objs)
+    return result
+
+
+def exhaustive_limit(study: Study, settings: SearchSettings) -> int:
+    """The largest space `auto` sweeps whole: the settings' limit, or the study's own when it
+    evaluates fast enough to sweep more in seconds."""
+    return max(settings.exhaustive_limit, getattr(study, "exhaustive_limit", 0))
 
 
 def fingerprint(study: Study, space: Space) -> str:

@@ -85,5 +85,7 @@ class Study(Protocol):
     space: Space
     metrics: tuple[Metric, ...]
     objectives: tuple[Objective, ...]   # the objectives this study can be asked to optimise
+    # optional: `tie_breakers` (objectives that order points tied within engine.TIE_RTOL, e.g.
+    # energy then area) and `exhaustive_limit` (a larger space `auto` still sweeps whole)
 
     def evaluate(self, points: dict[str, np.ndarray]) -> Evaluation: ...

@@ -49,7 +49,8 @@ def test_json_carries_the_table_numbers(cli):
 
 
 def test_grid_searched_without_grid_flag(cli):
-    code, out, _ = cli("chiplet", "--model", "llama2-7b", "--n-trials", "25", "--json")
+    code, out, _ = cli("chiplet", "--model", "llama2-7b", "--search", "optuna", "--n-trials",
+                       "25", "--json")
     assert code == 0
     data = json.loads(out)
     assert data["search"]["engine"].startswith("optuna")

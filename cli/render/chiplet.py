@@ -99,6 +99,23 @@ def energy_ranges_table(rows: list[dict], against: str):
                          "both designs")
 
 
+def search_notes(se: dict, labels: dict) -> list[str]:
+    """What the reader of a 'best' must know: it was sampled, it won a tie, it sits on the
+    edge of what was searched."""
+    notes = []
+    if se["engine"] != "exhaustive":
+        notes.append(f"sampled: {se['evaluated']:,} of {se['space_size']:,} configurations "
+                     f"({se['evaluated'] / se['space_size']:.2%}); --search exhaustive sweeps "
+                     f"them all")
+    t = se.get("ties")
+    if t:
+        notes.append(f"{t['tied']} configurations lie within {t['rtol']:.1%} of the best "
+                     f"{labels.get(t['objective'], t['objective'])}; the tie goes to lower "
+                     f"{', then '.join(labels.get(b, b) for b in t['broken_by'][:2])}")
+    notes += [f"on the edge: {e}" for e in se.get("edges", [])]
+    return notes
+
+
 def render(out: dict, wide: bool = False) -> None:
     """The default command, `search` and `run`."""
     from explore.models.chiplet.study import METRICS
@@ -119,6 +136,8 @@ def render(out: dict, wide: bool = False) -> None:
             ("space", f"{se['space_size']:,} configurations ({se['engine']})"),
             ("evaluated", f"{se['evaluated']:,} in {se['elapsed_s']:.2f} s; "
                           f"{se['feasible']:,} feasible, {se['infeasible']:,} infeasible")]))
+        for n in search_notes(se, labels):
+            c.print(f"[dim]note: {escape(n)}[/]")
     if out["defaults"]:
         c.print(key_values("Defaults used", [("", escape(n)) for n in out["defaults"]]))
     render_point(best, wide)
@@ -147,10 +166,15 @@ def render_point(rep: dict, wide: bool = False) -> None:
         ("on-chip chunk T_c", f"{sm['chunk']:.0f} tokens")]))
     if "baselines" in rep:
         c.print(baselines_table(rep["baselines"]))
+        failing: dict[str, list[str]] = {}          # one note per reason
         for b in rep["baselines"]:
             if b["reason"]:
-                c.print(f"[dim]note: 1D {b['baseline']} is infeasible there "
-                        f"({escape(b['reason'])}); costed as if it ran[/]")
+                failing.setdefault(b["reason"], []).append(b["baseline"])
+        for reason, names in failing.items():
+            who = ("every 1D baseline is" if len(names) == len(rep["baselines"]) else
+                   f"1D {'; '.join(names)} {'is' if len(names) == 1 else 'are'}")
+            c.print(f"[dim]note: {who} infeasible there ({escape(reason)}); costed as if it "
+                    f"ran[/]")
     if rep.get("energy_ranges"):
         c.print(energy_ranges_table(rep["energy_ranges"], "the one-way 1D ring ("
                                     "at its better schedule"))

@@ -91,6 +91,8 @@ class ChipletStudy:
     name = "chiplet"
     metrics = METRICS
     objectives = OBJECTIVES
+    exhaustive_limit = 1_000_000     # ~200,000 configurations/s: the whole §10 space in seconds
+    tie_breakers = (Objective("energy_j", "minimize"), Objective("area_mm2", "minimize"))
 
     def __init__(self, setup: ChipletSetup, values: dict[str, tuple]):
         missing = [p for p in PARAMS if p not in values]

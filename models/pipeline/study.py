@@ -249,6 +249,7 @@ class PipelineStudy:
     name = "pipeline"
     metrics = METRICS
     objectives = OBJECTIVES
+    tie_breakers = (Objective("peak_max_bytes", "minimize"),)   # within 0.1 %: less memory
 
     def __init__(self, workload: Workload, tps, pps, vpps, mbss, schedule_names, recomputes,
                  offloads, optimizers, cap: int | None = None, keep: int | None = 10,
