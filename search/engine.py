@@ -213,8 +213,11 @@ def run(study: Study, objectives: list[str] | tuple[str, ...], settings: SearchS
         result = _exhaustive(study, space, objs, progress)
     else:
         from .optuna_engine import optimize
+        # never more trials than the space has points
         if settings.n_trials is not None and settings.n_trials > space.size:
-            settings = replace(settings, n_trials=space.size)   # never more than the points
+            settings = replace(settings, n_trials=space.size)
+        if settings.total_trials is not None and settings.total_trials > space.size:
+            settings = replace(settings, total_trials=space.size)
         result = optimize(study, space, objs, settings, progress)
     result.tie_breakers = tuple(o for o in getattr(study, "tie_breakers", ()) if o not in objs)
     return result
