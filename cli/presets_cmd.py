@@ -70,6 +70,8 @@ def show(
     from .render import console, table
 
     hits = [(kind, presets.resolve(kind, name))] if kind else presets.find(name)
+    if not hits and presets.is_path(name):    # the user's own file: the kinds that read it
+        hits = _kinds_reading(name)
     if not hits:
         every = [n for k in presets.KINDS for n in presets.names(k)]
         close = presets.nearest(name, every) or every[:8]
@@ -99,6 +101,29 @@ def show(
     console().print(t)
 
 
+def _kinds_reading(path: str) -> list:
+    """(kind, file) for every preset kind whose loader accepts the file; the error of the
+    nearest kind when none does (the one whose fields the file shares most)."""
+    from pathlib import Path
+
+    from explore import presets
+    from explore.models.errors import ConfigError, InputError
+
+    if not Path(path).is_file():
+        raise ConfigError(f"file not found: {path}")
+    ok, errors = [], []
+    for k in presets.KINDS:
+        try:
+            presets.load(k, path)
+            ok.append((k, Path(path)))
+        except (ConfigError, InputError) as e:
+            errors.append(str(e))
+    if not ok:
+        raise ConfigError(f"{path} is not a preset of any kind; as the closest: "
+                          f"{min(errors, key=len)}")
+    return ok
+
+
 @app.command("fields")
 @uses(output=AsJson)
 def fields(
@@ -117,6 +142,8 @@ def fields(
     from .common import emit_json
     from .render import console, table
 
+    from rich.markup import escape   # meanings quote YAML such as [sd]: text, not markup
+
     cls = presets._kind(kind).cls
     defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else
                          f.default_factory() if f.default_factory is not dataclasses.MISSING
@@ -129,8 +156,8 @@ def fields(
         return
     t = table(f"Fields of a {kind} preset (YAML keys; quantities may carry units, e.g. "
               f"'80 GiB')", ["field", "unit", "default", "meaning"],
-              [[r["field"], r["unit"], "required" if r["required"] else _fmt(r["default"]),
-                r["meaning"]] for r in rows])
+              [[r["field"], r["unit"], escape(_fmt(r["default"])) if not r["required"]
+                else "required", escape(r["meaning"])] for r in rows])
     t.columns[0].no_wrap = True     # field names are what a YAML file must spell exactly
     console().print(t)
 

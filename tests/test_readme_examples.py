@@ -47,3 +47,27 @@ def test_readme_example_runs(command, scratch, cli, monkeypatch):
     code, out, err = cli(*args)
     assert code == 0, (command, err[-2000:])
     assert "Traceback" not in err
+
+
+def test_presets_show_reads_the_users_own_file(cli, tmp_path):
+    mine = tmp_path / "my-dram.yaml"
+    mine.write_text((README.parent / "presets/chiplet/dram/ddr5.yaml").read_text())
+    code, out, _ = cli("presets", "show", str(mine))
+    assert code == 0 and "dram preset my-dram" in out and "bw_stack" in out
+    (tmp_path / "odd.yaml").write_text("x: 1\n")
+    for path, message in ((tmp_path / "odd.yaml", "is not a preset of any kind"),
+                          (tmp_path / "none.yaml", "file not found")):
+        code, _, err = cli("presets", "show", str(path))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_presets_fields_keeps_bracketed_examples(cli):
+    code, out, _ = cli("presets", "fields", "study")
+    assert code == 0 and "[sd]" in out
+
+
+def test_pipeline_sweep_has_default_values(cli):
+    import json
+    code, out, _ = cli("pipeline", "sweep", "--vary", "seq", "--json")
+    assert code == 0
+    assert [r["value"] for r in json.loads(out)["rows"]] == [1024, 2048, 4096, 8192, 16384]

@@ -321,7 +321,9 @@ class SweepAxis:
     """sweep: the varied parameter and its values."""
     PANEL: ClassVar[str] = "Sweep"
     vary: str = option(..., "--vary", help="the varied parameter: seq, m or h2d-gbps")
-    values: str = option(..., "--values", help="values, comma list (e.g. 2048,4096,8192)")
+    values: Optional[str] = option(None, "--values", help="values, comma list (e.g. "
+                                   "2048,4096,8192)", default_text="seq 1024-16384 "
+                                   "doubling, m 8-64 doubling, h2d-gbps 12.5-100 doubling")
 
 
 @dataclass
@@ -708,15 +710,21 @@ def max_size_data(req: PipelineRequest, family: FamilyWorkload, floor: FamilyPol
             "assumptions": assumptions(work)}
 
 
+# the values a sweep takes when --values is left out
+SWEEP_VALUES = {"seq": "1024,2048,4096,8192,16384", "m": "8,16,32,64",
+                "h2d-gbps": "12.5,25,50,100"}
+
+
 def sweep_data(req: PipelineRequest, axis: SweepAxis) -> dict:
     """L*, peak and tokens/s as one parameter varies."""
     from explore.models.errors import InputError
     from explore.models.pipeline.study import assumptions, default_degrees, sweep
 
-    if axis.vary not in ("seq", "m", "h2d-gbps"):
+    if axis.vary not in SWEEP_VALUES:
         raise InputError(f"--vary {axis.vary!r}: choose seq, m or h2d-gbps")
     try:
-        vals = [float(x) for x in axis.values.split(",") if x.strip()]
+        vals = [float(x) for x in (axis.values or SWEEP_VALUES[axis.vary]).split(",")
+                if x.strip()]
     except ValueError:
         raise InputError(f"--values {axis.values!r}: write numbers separated by commas"
                          ) from None
