@@ -157,7 +157,7 @@ def fields(
     t = table(f"Fields of a {kind} preset (YAML keys; quantities may carry units, e.g. "
               f"'80 GiB')", ["field", "unit", "default", "meaning"],
               [[r["field"], r["unit"], escape(_fmt(r["default"])) if not r["required"]
-                else "required", escape(r["meaning"])] for r in rows])
+                else "required", escape(str(r["meaning"]))] for r in rows])
     t.columns[0].no_wrap = True     # field names are what a YAML file must spell exactly
     console().print(t)
 
