@@ -107,3 +107,16 @@ def test_chiplet_without_grid_searches_everything_or_says_it_sampled(cli):
                        "30")
     assert code == 0 and "sampled: 30 of 425,984 configurations" in out
     assert "--search exhaustive" in out
+
+
+@pytest.mark.parametrize("args, answer", [
+    (("chiplet", "--grid", "8x8", "--model", "llama2-7b"), "answer: "),
+    (("sd", "--model", "qwen2-57b"), "answer: batch "),
+    (("pipeline", "--model", "llama2-70b", "--layers", "48", "--gpus", "64", "--hardware",
+      "a100-80g"), "answer: ")])
+def test_the_answer_is_repeated_at_the_end(cli, args, answer):
+    """Short answers first and last: after every table, the recommendation once more."""
+    code, out, _ = cli(*args)
+    assert code == 0
+    tail = out.strip().splitlines()[-3:]
+    assert any(line.startswith(answer) for line in tail), tail

@@ -149,6 +149,11 @@ def render(out: dict, wide: bool = False) -> None:
     prov = s["provenance"]["die"]
     c.print(key_values("Hardware provenance (die; `explore presets show NAME` for the rest)",
                        [(k, escape(v)) for k, v in prov.items() if k != "name"]))
+    if "summary" in best:       # the answer again, once the tables have scrolled past
+        sm = best["summary"]
+        c.print(f"[bold]answer:[/] {escape(fmt_point(best['point']))}: {sm['latency_s']:.2f} s "
+                f"and {sm['energy_j'] / 1e3:.1f} kJ per iteration, "
+                f"{sm['area_mm2']:,.0f} mm²")
 
 
 def render_point(rep: dict, wide: bool = False) -> None:

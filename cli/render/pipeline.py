@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -322,6 +323,10 @@ def render_best(out: dict, compact: bool, wide: bool = False) -> None:
     for t in top_tables(out, label, compact, wide):
         c.print(t)
     c.print(assumptions_list(out["assumptions"]))
+    p = best["performance"]     # the answer again, once the tables have scrolled past
+    c.print(f"[bold]answer:[/] {escape(_config_line(best['config']))}: "
+            f"{p['tokens_per_s']:,.0f} tok/s, MFU {p['mfu']:.1%}, peak "
+            f"{max(d['peak'] for d in out['breakdown']['devices']) / GiB:.1f} GiB")
 
 
 # ---- one layout ----------------------------------------------------------------------------

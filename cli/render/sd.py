@@ -156,6 +156,10 @@ def render(out: dict, plot: bool = True, wide: bool = False) -> None:
                       ["B", "MoE speedup", "dense speedup", "dense TE"],
                       [[d["batch"][i], f"{d['moe_speedup'][i]:.3f}", f"{d['speedup'][i]:.3f}",
                         f"{d['target_efficiency'][i]:.3f}"] for i in idx], right=(0, 1, 2, 3)))
+    # the answer again where the reader's eyes end up, once the tables have scrolled past
+    c.print(f"[bold]answer:[/] batch {best['batch']}, gamma {best['gamma']}: speedup "
+            f"{best['speedup']:.2f}x, {best['throughput']:,.0f} tok/s with SD "
+            f"({out['mode']})")
 
 
 SAVED = ["result.json", "grid.csv", "top.csv", "breakdown.csv", "speedup_vs_batch.png",
