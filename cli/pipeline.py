@@ -109,7 +109,8 @@ def breakdown_command(work: Workload, hw: Hardware, par: Layout, policy: Policy,
       output=Output)
 def timeline_command(work: Workload, hw: Hardware, par: Layout, policy: Policy,
                      show: TimelineReport, output: Output) -> None:
-    """Memory timeline over one iteration: CSV (time_s, device, category, bytes).
+    """Memory timeline over one iteration: a per-device summary (peak, when, rows), the
+    whole CSV (time_s, device, category, bytes) with --csv or --out FILE, or --plot.
 
     The layout as for breakdown.
 
@@ -132,8 +133,10 @@ def timeline_command(work: Workload, hw: Hardware, par: Layout, policy: Policy,
         elif show.out:
             files.write_text(Path(show.out), r.timeline_csv(d))
             typer.echo(f"wrote {len(d['timeline'])} rows to {show.out}")
-        else:
+        elif show.csv:
             typer.echo(r.timeline_csv(d), nl=False)
+        else:       # thousands of rows would scroll the answer away: summarise them
+            r.render_timeline_summary(d)
 
     files.present(data, output.json, output.save_dir, show_timeline,
                   lambda d, directory: r.save_timeline(d, out, directory))

@@ -72,7 +72,7 @@ def test_breakdown_flags_of_section_10(cli):
 def test_timeline_csv_plot_and_op_list(cli, tmp_path):
     ops = tmp_path / "ops.csv"
     code, out, _ = cli("pipeline", "timeline", "--layers", "16", "--tp", "8", "--pp", "8",
-                       "--mbs", "4", "--device", "0", "--ops", str(ops))
+                       "--mbs", "4", "--device", "0", "--ops", str(ops), "--csv")
     assert code == 0
     lines = out.strip().splitlines()
     assert lines[0] == "time_s,device,category,bytes"
@@ -81,6 +81,19 @@ def test_timeline_csv_plot_and_op_list(cli, tmp_path):
     code, out, _ = cli("pipeline", "timeline", "--layers", "16", "--tp", "8", "--pp", "8",
                        "--mbs", "4", "--schedule", "chronos", "--plot")
     assert code == 0 and "dev  7 |" in out
+
+
+def test_timeline_summary_peaks_are_the_breakdowns(cli):
+    """Without --csv the timeline is summarised: each device's peak, which equals the
+    breakdown's, and how many rows --csv would print."""
+    layout = ("--layers", "16", "--tp", "8", "--pp", "8", "--mbs", "4", "--schedule",
+              "chronos")
+    code, out, _ = cli("pipeline", "timeline", *layout)
+    assert code == 0 and "--csv prints them" in out and len(out.splitlines()) < 24
+    code, js, _ = cli("pipeline", "breakdown", *layout, "--json")
+    peaks = [f"{d['peak'] / 2**30:.1f}" for d in json.loads(js)["breakdown"]["devices"]]
+    rows = [ln.split("│")[1:3] for ln in out.splitlines() if ln.startswith("│")]
+    assert [p.strip() for _, p in rows] == peaks
 
 
 def test_max_size_table(cli):

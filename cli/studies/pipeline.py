@@ -310,8 +310,10 @@ class TimelineReport:
     """timeline: which devices, and CSV, plot or op list."""
     PANEL: ClassVar[str] = "Timeline"
     device: Optional[str] = option(None, "--device", help=f"only these devices ({RANGE_HELP})")
-    plot: bool = option(False, "--plot", help="text plot of memory per device instead of CSV")
+    plot: bool = option(False, "--plot", help="text plot of memory per device")
     out: Optional[str] = option(None, "--out", help="write the CSV here")
+    csv: bool = option(False, "--csv", help="print the whole CSV (time_s, device, category, "
+                       "bytes) instead of the per-device summary")
     ops: Optional[str] = option(None, "--ops", help="also export the op list (CSV: op, kind, "
                                 "device, resource, start_s, end_s)")
 
