@@ -120,3 +120,23 @@ def test_the_answer_is_repeated_at_the_end(cli, args, answer):
     assert code == 0
     tail = out.strip().splitlines()[-3:]
     assert any(line.startswith(answer) for line in tail), tail
+
+
+def test_long_steps_show_progress_on_a_terminal(monkeypatch):
+    """pipeline max-size (minutes on large models) reports each schedule family as it starts;
+    off a terminal nothing is printed."""
+    import io
+
+    from rich.console import Console
+
+    from explore.cli import render
+    buf = io.StringIO()
+    monkeypatch.setattr(render, "err_console",
+                        lambda: Console(file=buf, force_terminal=True, width=100))
+    with render.steps("largest model per schedule", 3) as advance:
+        for what in ("1F1B", "interleaved", "ChronosPipe"):
+            advance(what)
+    assert "largest model per schedule" in buf.getvalue() and "ChronosPipe" in buf.getvalue()
+    monkeypatch.setattr(render, "err_console", lambda: Console(file=io.StringIO()))
+    with render.steps("x", 1) as advance:
+        advance("y")                              # a no-op: not a terminal

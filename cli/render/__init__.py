@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
@@ -19,6 +21,30 @@ def console() -> Console:
 
 def err_console() -> Console:
     return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def steps(label: str, total: int):
+    """A progress bar on stderr for `total` long steps when it is a terminal: yields
+    `advance(what)`, called as each step starts (a no-op elsewhere)."""
+    console = err_console()
+    if not console.is_terminal:
+        yield lambda what: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=console,
+                   transient=True)
+    with bar:
+        task = bar.add_task(label, total=total, what="")
+        first = [True]
+
+        def advance(what: str) -> None:
+            bar.update(task, advance=0 if first[0] else 1, what=what)
+            first[0] = False
+        yield advance
 
 
 def table(title: str | None, headers: Sequence[str], rows: Iterable[Sequence[Any]],

@@ -702,10 +702,13 @@ def max_size_data(req: PipelineRequest, family: FamilyWorkload, floor: FamilyPol
     v, b = one(p.vpp, "--vpp", 2), one(p.mbs, "--mbs", 1)
     if floor.delta is not None and not 0 <= floor.delta < 1:
         raise InputError(f"--delta must be in [0, 1), got {floor.delta}")
+    from ..render import steps
+
     scheds = schedules_of(pol.schedule, MAX_SIZE_SCHEDULES)
-    floor_mfu, sizes = max_size_table(work, t, pp, b, v, scheds, optimizer(pol) or "none",
-                                      pol.recompute, pol.offload, floor.delta,
-                                      family.max_layers)
+    with steps("largest model per schedule", 1 + len(scheds)) as advance:
+        floor_mfu, sizes = max_size_table(work, t, pp, b, v, scheds, optimizer(pol) or "none",
+                                          pol.recompute, pol.offload, floor.delta,
+                                          family.max_layers, advance)
     return {"study": "pipeline", "command": "max-size", "workload": workload_info(work),
             "layout": {"tp": t, "pp": pp, "dp": work.hw.gpus // (t * pp), "mbs": b, "vpp": v},
             "floor_mfu": floor_mfu, "rows": [ms.as_dict() for ms in sizes],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -703,11 +704,14 @@ def default_degrees(hw: Hardware, tp: int | None = None, pp: int | None = None
 
 def max_size_table(work: Workload, tp: int, pp: int, mbs: int, vpp: int,
                    schedule_names: tuple[str, ...], optimizer: str, recompute: str | None,
-                   offload: str | None, delta: float | None, l_max: int
+                   offload: str | None, delta: float | None, l_max: int,
+                   progress: Callable[[str], None] = lambda what: None
                    ) -> tuple[float | None, list[MaxSize]]:
     """Largest trainable size per schedule family (`max-size`): 1F1B first (it sets the
     throughput floor when delta is given), then each schedule with Chronos-Recomp/Offload on
-    the chronos schedule unless recompute/offload say otherwise."""
+    the chronos schedule unless recompute/offload say otherwise. `progress(label)` is told
+    as each family's search starts."""
+    progress("1F1B")
     base = max_size(work, tp, pp, mbs, work.policy("1f1b", optimizer=optimizer), l_max=l_max,
                     label="1F1B")
     floor = None if delta is None else comparable_floor(base, delta)
@@ -720,6 +724,7 @@ def max_size_table(work: Workload, tp: int, pp: int, mbs: int, vpp: int,
             rows.append(base)
             continue
         label = "ChronosPipe" if chronos and (rec, off) == ("chronos", "chronos") else s
+        progress(label)
         rows.append(max_size(work, tp, pp, mbs, work.policy(s, None, rec, None, off, optimizer),
                              vpp if s == "interleaved" else 1, floor, l_max, label))
     return floor, rows
