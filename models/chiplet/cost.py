@@ -1,14 +1,14 @@
 """DRAM traffic, scheduling, latency, energy and area of one training iteration
-(docs/chiplet.md §6-§7), vectorised over configurations that share one `Plan`.
+(docs/chiplet.md §6-§7), vectorised over configurations that share the plans of the layer kinds.
 
 Phases are layer x {forward, recompute, backward}. A phase covers the whole batch under the
 layer-major schedule and one micro-batch under the micro-batch-major one; its time is taken on
 the bottleneck die:
 
     t_comp = FLOPs_die / (C eta)          t_NoP = engine time of its collectives
-    t_mem  = max(DRAM bytes / BW_D, DRAM bytes / (n_io b))
+    t_mem  = max(DRAM bytes / BW_D, DRAM bytes / (n_io b_io))
     overlap none: t_comp + t_NoP + t_mem;  max: max(...) + (sum) / n_chunks
-    t_iter = L x phases + LM head + optimizer step
+    t_iter = sum over layer kinds (dense, MoE) of layers x phases + LM heads + optimizer step
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 from ..errors import InputError
 from ..shapes import ModelShape
 from . import mesh as nop
-from .hardware import DieSpec
 from . import methods
+from .hardware import DieSpec
 from .methods import Plan
 
 ACC_BYTES = 4.0      # fp32 accumulators of the PE array (beta_acc, §7)
@@ -30,6 +30,7 @@ ADAM_BYTES = 12.0    # fp32 master weight, m and v per parameter (§6)
 # activations per token per layer without recomputation, x H bytes (Korthikanti et al.,
 # arXiv 2205.05198, with flash attention)
 STASH_BYTES_PER_H = 34.0
+MLP_STASH_BYTES_PER_H = 19.0   # of which the MLP's (an MoE layer stashes its experts' instead)
 # T_c: the smallest chunk §6 allows. Smaller chunks shorten the pipeline fill of overlap=max;
 # at 256 tokens the hop latency adds about 1-2 % to a chunk's transfer time (standard package)
 DEFAULT_CHUNK = 256
@@ -132,7 +133,7 @@ def stash_bytes_per_token(m: ModelShape, moe: bool) -> float:
     if not moe:
         return STASH_BYTES_PER_H * h
     fs = m.shared_expert_intermediate
-    return ((STASH_BYTES_PER_H - 19.0) * h
+    return ((STASH_BYTES_PER_H - MLP_STASH_BYTES_PER_H) * h
             + m.experts_per_token * (2 * h + 6 * m.expert_intermediate)
             + (2 * h + 6 * fs if fs else 0) + 2 * m.experts)
 
