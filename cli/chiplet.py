@@ -57,7 +57,7 @@ def _search(req: ChipletRequest, objective_text: str, first_only: bool):
     summary = {"engine": result.engine, "evaluated": result.n, "space_size": result.space_size,
                "feasible": int(result.feasible.sum()),
                "infeasible": result.counts()["infeasible"], "elapsed_s": result.elapsed_s,
-               "interrupted": result.interrupted, "ties": result.ties(),
+               "interrupted": result.interrupted, "ties": result.ties(ranked),
                "edges": edges(study.space, result.point(ranked[0]), WIDENABLE)}
     return setup, head, summary, study, result, ranked, names
 

@@ -123,10 +123,11 @@ class SearchResult:
         within = first[order] <= top + TIE_RTOL * abs(top)
         return order if within.all() else order[:int(np.argmin(within))]
 
-    def ties(self) -> dict | None:
+    def ties(self, ranked: np.ndarray | None = None) -> dict | None:
         """How the best was chosen when several distinct points tie with it: their count, the
-        tolerance and the objectives that broke the tie; None without a tie."""
-        ranked = self.ranked()
+        tolerance and the objectives that broke the tie; None without a tie. `ranked`: this
+        result's ranked(), when the caller has it."""
+        ranked = self.ranked() if ranked is None else ranked
         if not len(ranked) or not self.tie_breakers:
             return None
         first = self.score(self.objectives[0])
