@@ -34,6 +34,9 @@ class SearchSettings:
     total_trials: int | None = None  # stop once the stored study holds this many trials
     exhaustive_limit: int = 100_000
     command: str | None = None       # recorded with a stored study, to show how to resume
+    # a parent process has just opened this storage: a refused connection is an outage to
+    # wait out, not a wrong URL
+    storage_reached: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -63,6 +66,7 @@ class SearchResult:
     interrupted: bool = False
     study_name: str | None = None    # the Optuna study, when one was used
     status: np.ndarray | None = None  # ok / infeasible / pruned / redundant (search.study)
+    exhausted: bool = False          # the sampled search stopped because it held every point
 
     def __post_init__(self) -> None:
         if self.status is None:
