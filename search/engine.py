@@ -189,7 +189,8 @@ def _exhaustive(study: Study, space: Space, objectives: tuple[Objective, ...],
     try:
         with GracefulInterrupt() as stop:
             for cols in space.chunks():
-                ev = study.evaluate(cols)
+                with stop.evaluating():
+                    ev = study.evaluate(cols)
                 parts.append((cols, ev))
                 done += len(next(iter(cols.values())))
                 if progress:

@@ -98,7 +98,9 @@ def open_study(study: Study, space: Space, objectives: tuple[Objective, ...],
 
     from .storage import mask, storage_error
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # explore reports what matters itself; Optuna's warnings (a dropped connection it falls
+    # back from, a retried trial) would interleave with the tables
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if sampler is None:
         sampler = make_sampler(settings.sampler, space, settings.seed, settings.n_trials)
     digest = fingerprint(study, space)
@@ -335,11 +337,13 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
     storage = ostudy._storage if settings.storage else None   # the heartbeat's
     cache: dict[tuple, tuple] = {}
     states = optuna.trial.TrialState
+    stop = GracefulInterrupt()
 
     def evaluate(point: dict) -> tuple:
         key = tuple(point.values())
         if key not in cache:
-            ev = study.evaluate({k: np.asarray([v]) for k, v in point.items()})
+            with stop.evaluating():
+                ev = study.evaluate({k: np.asarray([v]) for k, v in point.items()})
             metrics = {m: float(np.asarray(v, dtype=float)[0]) for m, v in ev.metrics.items()}
             violations = {c: float(np.asarray(v, dtype=float)[0])
                           for c, v in ev.violations.items()}
@@ -383,7 +387,6 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
         n_trials = min(n_trials or space.size, space.size)
     done = 0
     interrupted = exhausted = False
-    stop = GracefulInterrupt()
     # ask() and the grid sampler's stop() expect Optuna's own loop; this is one
     ostudy._thread_local.in_optimize_loop = True
     try:
@@ -398,8 +401,13 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
                 if held.exhausted:
                     exhausted = True
                     break
-                if settings.total_trials is not None and _budget_full(ostudy, settings):
-                    break
+                if settings.total_trials is not None:
+                    budget = _budget(ostudy, settings.total_trials)
+                    if budget == "spent":
+                        break
+                    if budget == "running":    # wait: a dead worker's trial will be retried
+                        time.sleep(0.5)
+                        continue
                 trial = ostudy.ask()
                 if settings.total_trials is not None and \
                         _over_budget(ostudy, trial.number, settings.total_trials):
@@ -459,14 +467,18 @@ def _counted(ostudy) -> list:
                                                      states.RUNNING, states.WAITING))
 
 
-def _budget_full(ostudy, settings: SearchSettings) -> bool:
-    """No trial left to start: the study counts --total-trials, and none is waiting to be
-    retried."""
+def _budget(ostudy, total: int) -> str:
+    """'open': a trial may start; 'spent': the study has `total` finished trials; 'running':
+    the rest are running elsewhere (one whose worker died is failed once its heartbeat is
+    stale and comes back waiting, so the budget is made up rather than left short)."""
     import optuna
 
+    states = optuna.trial.TrialState
     counted = _counted(ostudy)
-    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in counted)
-    return len(counted) >= (settings.total_trials or 0) and not waiting
+    if any(t.state == states.WAITING for t in counted) or len(counted) < total:
+        return "open"
+    finished = sum(t.state in (states.COMPLETE, states.PRUNED) for t in counted)
+    return "spent" if finished >= total else "running"
 
 
 def _over_budget(ostudy, number: int, total: int) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
 from typing import Any, Callable
 
@@ -52,7 +53,12 @@ _TRANSIENT = ("connection refused", "server closed the connection", "terminating
               "connection is lost", "connection already closed", "no connection to the server",
               "server conn crashed", "ssl syscall", "ssl connection has been closed",
               "database is locked", "deadlock detected", "could not serialize access",
-              "cannot connect now", "connection failed", "eof detected")
+              "cannot connect now", "connection failed", "eof detected",
+              "can't reconnect until invalid transaction is rolled back",
+              "administrator command")
+# exception classes that mean "the connection went away", whatever their text
+_TRANSIENT_TYPES = ("PendingRollbackError", "DisconnectionError", "AdminShutdown",
+                    "ConnectionTimeout", "InterfaceError")
 # the losers of a race to create the tables on a fresh database see these
 _TABLE_RACE = ("already exists", "duplicate key", "unique constraint", "uniqueviolation")
 
@@ -82,12 +88,32 @@ def _from_storage(e: BaseException) -> bool:
                for x in (e, cause(e)))
 
 
+def _chain(e: BaseException) -> list[BaseException]:
+    """e and every exception it was raised from or during."""
+    out: list[BaseException] = []
+    todo: list = [e]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, BaseException) and all(x is not y for y in out):
+            out.append(x)
+            todo += [getattr(x, "orig", None), x.__cause__, x.__context__]
+    return out
+
+
 def transient(e: BaseException) -> bool:
     """Worth retrying: the database may answer in a moment."""
     if not _from_storage(e):
         return False
-    text = " ".join(str(x) for x in (e, cause(e))).lower()
-    return not any(p in text for p in _PERMANENT) and any(t in text for t in _TRANSIENT)
+    chain = _chain(e)
+    text = " ".join(str(x) for x in chain).lower()
+    if any(p in text for p in _PERMANENT):
+        return False
+    return any(t in text for t in _TRANSIENT) or any(
+        type(x).__name__ in _TRANSIENT_TYPES or getattr(x, "connection_invalidated", False)
+        for x in chain)
+
+
+_nesting = threading.local()
 
 
 def retrying(fn: Callable, budget_s: float = RETRY_BUDGET_S,
@@ -96,10 +122,16 @@ def retrying(fn: Callable, budget_s: float = RETRY_BUDGET_S,
     all, then StorageError with the cause."""
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_nesting, "depth", 0):     # inside a retried call: the outer one retries
+            return fn(*args, **kwargs)
         deadline, delay = None, 0.05
         while True:
             try:
-                return fn(*args, **kwargs)
+                _nesting.depth = 1
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _nesting.depth = 0
             except Exception as e:
                 if not retry(e):
                     raise
@@ -113,15 +145,10 @@ def retrying(fn: Callable, budget_s: float = RETRY_BUDGET_S,
     return call
 
 
-# The storage calls a search makes (Optuna's BaseStorage interface and the heartbeat).
-_CALLS = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-          "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
-          "get_study_user_attrs", "get_study_system_attrs", "get_all_studies",
-          "create_new_trial", "set_trial_param", "get_trial_id_from_study_id_trial_number",
-          "get_trial_number_from_id", "get_trial_param", "set_trial_state_values",
-          "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-          "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "record_heartbeat",
-          "_get_stale_trial_ids")
+# Storage methods that touch no database (all others are retried).
+_LOCAL = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback",
+          "get_failed_trial_callback", "remove_session", "_fill_storage_url_template",
+          "_set_default_engine_kwargs_for_mysql", "_finish_trial_with_exception"}
 
 
 @functools.cache
@@ -131,8 +158,10 @@ def _retrying_storage_class() -> type:
     class RetryingRDBStorage(optuna.storages.RDBStorage):
         """RDBStorage whose every call survives a database restart or a short outage."""
 
-    for name in _CALLS:
-        setattr(RetryingRDBStorage, name, retrying(getattr(optuna.storages.RDBStorage, name)))
+    for name, fn in vars(optuna.storages.RDBStorage).items():
+        if callable(fn) and not name.startswith("__") and name not in _LOCAL \
+                and not name.endswith("_without_commit") and not name.startswith("_build"):
+            setattr(RetryingRDBStorage, name, retrying(fn))
     return RetryingRDBStorage
 
 
