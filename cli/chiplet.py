@@ -45,7 +45,10 @@ def _search(req: ChipletRequest, objective_text: str, first_only: bool):
 
         from explore.models.errors import InfeasibleError
         common = Counter(r for r in result.reasons if r).most_common(3)
-        raise InfeasibleError("no feasible configuration: " + "; ".join(r for r, _ in common))
+        from .common import sampled_only
+        sampled = sampled_only(result)
+        raise InfeasibleError(f"no feasible configuration{' ' + sampled if sampled else ''}: "
+                              + "; ".join(r for r, _ in common))
     head = {"study": "chiplet", "setup": info(req, setup), "defaults": notes}
     summary = {"engine": result.engine, "evaluated": result.n, "space_size": result.space_size,
                "feasible": int(result.feasible.sum()),
@@ -104,7 +107,8 @@ def _finish(out: dict, view: ChipletView, output: Output) -> None:
     from .output import present
     from .render import chiplet as r
 
-    present(out, output.json, output.save_dir, lambda o: r.render(o, view.wide), r.save)
+    present(out, output.json, output.save_dir, lambda o: r.render(o, view.wide), r.save,
+            force=output.force)
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -184,7 +188,8 @@ def scale_cmd(series: ChipletSeries, hw: ChipletHardware, view: ChipletView,
                        tuple((setups[n].work.model.name, g) for n, g in pairs))
     out = {"study": "chiplet", "command": "scale", "series": rows}
     present(out, output.json, output.save_dir, lambda o: r.render_scale(o, view.wide),
-            lambda o, d: r.save_tables(o, d, {"series.csv": rows}))
+            lambda o, d: r.save_tables(o, d, {"series.csv": rows}),
+            force=output.force)
 
 
 @app.command("validate")
@@ -206,6 +211,7 @@ def validate_cmd(hw: ChipletHardware, view: ChipletView, output: Output) -> None
             lambda o, d: r.save_tables(o, d, {
                 "checks.csv": check_rows(res["rows"]), "sensitivities.csv": res["sensitivities"],
                 "baselines.csv": res["against"], "energy_ranges.csv": res["energy_ranges"],
-                "series.csv": res["series"]}))
+                "series.csv": res["series"]}),
+            force=output.force)
     if hard_failures(res):
         raise typer.Exit(1)
