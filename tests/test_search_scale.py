@@ -204,6 +204,23 @@ def test_sigint_keeps_results_and_resume_continues(tmp_path):
     assert numbers == list(range(kept + 10))
 
 
+def test_second_sigint_abandons_the_trial_and_still_prints(tmp_path):
+    """Two Ctrl-C in a row: the running trial is failed, not left RUNNING, and the stored
+    results still print."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "explore.cli.app", *SPACE, "--storage", url,
+                             "--study-name", "twice", "--n-trials", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_trials(url, "twice", 10, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Best for speedup" in out and "Traceback" not in err
+    states = _states(url, "twice")
+    assert states.get("COMPLETE", 0) >= 10 and "RUNNING" not in states, states
+
+
 def test_study_list_show_export(tmp_path, cli):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     code, _, err = cli(*SPACE, "--storage", url, "--study-name", "insp", "--n-trials", "25",
