@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import search_run
     search_run.ARGV, search_run.INTERRUPTED = argv, False
-    interrupt.install()    # Ctrl-C is explore's: Typer would exit 130 before a search can stop
     try:
-        app(args=argv, prog_name="explore", standalone_mode=True)
+        # Ctrl-C is explore's: Typer would exit 130 before a search can stop
+        with interrupt.installed():
+            app(args=argv, prog_name="explore", standalone_mode=True)
     except ExploreError as e:
         if debug:
             raise

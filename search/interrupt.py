@@ -2,10 +2,10 @@
 and stops cleanly; the second abandons the evaluation at once (KeyboardInterrupt, raised only
 inside an evaluation, so no storage write is cut in half and no trial is left RUNNING).
 
-`install()` makes this the process's handler for good (the CLI does it first thing, so Typer's
+`installed()` makes this the process's handler (the CLI's main runs inside it, so Typer's
 own Ctrl-C handling, exit 130 with no output, never runs): before any search a signal
 interrupts as usual; after an interrupted search, while its results print, further ones are
-ignored. Without `install()` a GracefulInterrupt installs the handler for its own duration.
+ignored. Outside `installed()` a GracefulInterrupt installs the handler for its own duration.
 Forwarders registered with `forward` see every signal first (a --workers parent passes them on
 to its workers)."""
 
@@ -43,12 +43,20 @@ def _handle(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
-def install() -> None:
-    """explore's handler for SIGINT and SIGTERM, for the rest of the process."""
-    if threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:
-            signal.signal(sig, _handle)
-        _state.installed = True
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """explore's handler for SIGINT and SIGTERM while inside (the whole of a CLI run)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = [(sig, signal.signal(sig, _handle)) for sig in SIGNALS]
+    _state.installed, _state.interrupted = True, False
+    try:
+        yield
+    finally:
+        for sig, handler in previous:
+            signal.signal(sig, handler)
+        _state.installed, _state.interrupted = False, False
 
 
 @contextlib.contextmanager
