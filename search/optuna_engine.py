@@ -84,6 +84,7 @@ def make_storage(url: str | None, reached: bool = False):
 
 
 RECORD_KEY = "explore"       # the one study attribute holding what a stored study searches
+CLAIM = "explore:claim"      # a running trial's point, written before its parameters
 RECORD_WAIT_S = 30.0         # how long a process that lost the creation race waits for it
 
 
@@ -176,26 +177,40 @@ class Held:
         self.points: set[tuple] = set()
         self.answers: dict[tuple | None, Any] = {}   # point -> a finished trial holding it
         self.study: Any = None                       # the Optuna study, once open
+        self._read: set[int] = set()                 # numbers of finished trials seen
+        self._finished: set[tuple] = set()
 
     def key(self, params: dict) -> tuple | None:
         if not all(n in params for n in self.names):
             return None
         return tuple(_plain(params[n]) for n in self.names)
 
-    def refresh(self, ostudy) -> None:
+    def refresh(self, ostudy, exclude: int | None = None) -> None:
+        """Finished trials are read once; running and waiting ones every time (a running
+        trial holds its point from the moment it claims it, before its parameters exist)."""
         import optuna
 
         states = optuna.trial.TrialState
-        self.points.clear()
-        for t in ostudy.get_trials(deepcopy=False, states=(
-                states.COMPLETE, states.PRUNED, states.RUNNING, states.WAITING)):
-            params = t.params or (t.system_attrs or {}).get("fixed_params", {})
+        live: set[tuple] = set()
+        for t in ostudy.get_trials(deepcopy=False):
+            if t.number in self._read or t.number == exclude:
+                continue
+            if t.state in (states.COMPLETE, states.PRUNED, states.FAIL):
+                self._read.add(t.number)
+            if t.state == states.FAIL:
+                continue
+            attrs = t.system_attrs or {}
+            params = t.params or attrs.get("fixed_params") or dict(zip(self.names,
+                                                                       attrs.get(CLAIM, ())))
             key = self.key(params)
             if key is None:
                 continue
-            self.points.add(key)
-            if t.state in (states.COMPLETE, states.PRUNED) and key not in self.answers:
-                self.answers[key] = t
+            if t.state in (states.COMPLETE, states.PRUNED):
+                self._finished.add(key)
+                self.answers.setdefault(key, t)
+            else:
+                live.add(key)
+        self.points = self._finished | live
 
     @property
     def exhausted(self) -> bool:
@@ -212,7 +227,8 @@ def distribution(param: Param):
     return CategoricalDistribution(list(_choices(param)))
 
 
-def _distinct_sampler(base_factory, space: Space, held: Held, seed: int | None):
+def _distinct_sampler(base_factory, space: Space, held: Held, seed: int | None,
+                      claims: bool = False):
     """A sampler that proposes whole points: the base sampler's (`base_factory(seed)`), moved
     to a random nearby point nobody holds when it is held, the held points read again just
     before deciding (other workers write theirs while the base sampler thinks).
@@ -253,9 +269,21 @@ def _distinct_sampler(base_factory, space: Space, held: Held, seed: int | None):
             for name, dist in dists.items():
                 if name not in point:
                     point[name] = self.base.sample_independent(study, trial, name, dist)
-            if held.study is not None:
-                held.refresh(held.study)
-            return self.free(point)
+            if held.study is None:
+                return self.free(point)
+            # Claim the point, then look: of two workers deciding on one point at once, the
+            # later to write its claim sees the other's and moves on (both may; never neither)
+            for _ in range(8):
+                held.refresh(held.study, exclude=trial.number)
+                point = self.free(point)
+                if not claims:
+                    break
+                held.study._storage.set_trial_system_attr(
+                    trial._trial_id, CLAIM, [_plain(point[n]) for n in held.names])
+                held.refresh(held.study, exclude=trial.number)
+                if held.key(point) not in held.points:
+                    break
+            return point
 
         def free(self, point: dict) -> dict:
             """`point`, or a random unheld one near it (growing radius over the values'
@@ -335,7 +363,7 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
     if settings.sampler != "grid":   # the grid sampler keeps its own list of unvisited points
         sampler = _distinct_sampler(
             lambda seed: make_sampler(settings.sampler, space, seed, settings.n_trials),
-            space, held, settings.seed)
+            space, held, settings.seed, claims=settings.storage is not None)
     ostudy = open_study(study, space, objectives, settings, sampler)
     held.study = ostudy
     storage = ostudy._storage if settings.storage else None   # the heartbeat's
