@@ -178,6 +178,7 @@ class Held:
         self.answers: dict[tuple | None, Any] = {}   # point -> a finished trial holding it
         self.study: Any = None                       # the Optuna study, once open
         self._read: set[int] = set()                 # numbers of finished trials seen
+        self._bare: dict[int, tuple] = {}            # running, no point yet: (since, trial)
         self._finished: set[tuple] = set()
 
     def key(self, params: dict) -> tuple | None:
@@ -197,6 +198,7 @@ class Held:
                 continue
             if t.state in (states.COMPLETE, states.PRUNED, states.FAIL):
                 self._read.add(t.number)
+                self._bare.pop(t.number, None)
             if t.state == states.FAIL:
                 continue
             attrs = t.system_attrs or {}
@@ -204,13 +206,27 @@ class Held:
                                                                        attrs.get(CLAIM, ())))
             key = self.key(params)
             if key is None:
+                if t.state == states.RUNNING:
+                    self._bare.setdefault(t.number, (time.monotonic(), t))
                 continue
+            self._bare.pop(t.number, None)
             if t.state in (states.COMPLETE, states.PRUNED):
                 self._finished.add(key)
                 self.answers.setdefault(key, t)
             else:
                 live.add(key)
         self.points = self._finished | live
+
+    def orphans(self) -> list:
+        """Running trials that never got a point in ORPHAN_S: a worker died between creating
+        the trial and its first heartbeat (Optuna never expires a trial with no heartbeat)."""
+        from .storage import ORPHAN_S
+
+        now = time.monotonic()
+        out = [t for since, t in self._bare.values() if now - since > ORPHAN_S]
+        for t in out:
+            del self._bare[t.number]
+        return out
 
     @property
     def exhausted(self) -> bool:
@@ -430,6 +446,8 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
                     break
                 optuna.storages.fail_stale_trials(ostudy)   # and retries them
                 held.refresh(ostudy)
+                for orphan in held.orphans():
+                    _abandon(ostudy, orphan)
                 if held.exhausted:
                     exhausted = True
                     break
@@ -481,11 +499,13 @@ def optimize(study: Study, space: Space, objectives: tuple[Objective, ...],
 
 
 def _abandon(ostudy, trial) -> None:
-    """Mark an abandoned trial failed (not left RUNNING); never raise while doing so."""
+    """Mark an abandoned trial (a Trial or a FrozenTrial) failed, not left RUNNING; never raise
+    while doing so."""
     import optuna
 
     try:
-        ostudy.tell(trial, state=optuna.trial.TrialState.FAIL)
+        ostudy.tell(trial.number if isinstance(trial, optuna.trial.FrozenTrial) else trial,
+                    state=optuna.trial.TrialState.FAIL)
     except Exception:   # noqa: BLE001 - already finished, or the storage is gone
         pass
 

@@ -25,6 +25,7 @@ from explore.models.errors import ExploreError, InputError
 RETRY_BUDGET_S = 60.0   # how long one storage call may keep failing transiently
 HEARTBEAT_S = 2         # Optuna wants whole seconds
 GRACE_S = 10            # a trial without a heartbeat this long belongs to a dead worker
+ORPHAN_S = 60.0         # a running trial with no point after this long lost its worker
 MAX_RETRY = 3           # retries of a trial whose worker died (a point that kills workers)
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^@\s]*@")

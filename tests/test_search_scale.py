@@ -89,6 +89,10 @@ class _Toy:
     def fingerprint(self) -> dict:
         return {"tag": self.tag}
 
+    def evaluate(self, points):
+        from explore.search import Evaluation
+        return Evaluation({"y": points["x"].astype(float)})
+
 
 def _open_together(url: str, name: str, tags: list[str]) -> list[str]:
     """open_study from one thread per tag, all released at once: 'ok' or the error text."""
@@ -523,3 +527,26 @@ def test_workers_without_storage_remove_their_temporary_study(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["search"]["evaluated"] == 6
     assert not [p for p in os.listdir(tmp_path) if p.startswith("explore-workers-")]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_orphaned_before_its_first_heartbeat_is_failed(tmp_path, monkeypatch):
+    """A worker killed between creating a trial and its first heartbeat leaves a RUNNING trial
+    Optuna never expires; the next search fails it instead of waiting for it for ever."""
+    import optuna
+
+    from explore.search import storage as S
+    from explore.search.engine import SearchSettings, run
+    from explore.search.optuna_engine import make_storage
+    monkeypatch.setattr(S, "ORPHAN_S", 0.0)
+    study = _Toy("a")
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    # the timeout only ends a search that waits for the orphan (the test then fails)
+    settings = SearchSettings(engine="optuna", storage=url, study_name="o", total_trials=2,
+                              timeout_s=60)
+    run(study, ["y"], SearchSettings(engine="optuna", storage=url, study_name="o", n_trials=1))
+    orphan = optuna.load_study(study_name="o", storage=make_storage(url)).ask()
+    run(study, ["y"], settings)
+    trials = optuna.load_study(study_name="o", storage=url).get_trials(deepcopy=False)
+    assert trials[orphan.number].state.name == "FAIL"
+    assert [t.state.name for t in trials].count("COMPLETE") == 2
