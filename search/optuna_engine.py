@@ -310,15 +310,28 @@ def _distinct_sampler(base_factory, space: Space, held: Held, seed: int | None,
             at = [next(i for i, v in enumerate(values[n]) if _plain(v) == _plain(point[n]))
                   for n in names]
             sizes = [len(values[n]) for n in names]
-            radius = 1
-            for attempt in range(400):
-                if attempt >= 300:     # far away: anywhere
-                    idx = [int(self.rng.integers(s)) for s in sizes]
-                else:
-                    radius = 1 + attempt // 20
-                    idx = [min(max(i + int(self.rng.integers(-radius, radius + 1)), 0), s - 1)
-                           for i, s in zip(at, sizes)]
+            for attempt in range(300):
+                radius = 1 + attempt // 20
+                idx = [min(max(i + int(self.rng.integers(-radius, radius + 1)), 0), s - 1)
+                       for i, s in zip(at, sizes)]
                 cand = {n: values[n][i] for n, i in zip(names, idx)}
+                if held.key(cand) not in held.points:
+                    return cand
+            # nearly every point is held: pick among the free ones (enumerated when the
+            # space is small enough, else sampled)
+            size = int(np.prod(sizes, dtype=float))
+            if size <= 10**7:
+                pos = {n: {_plain(v): i for i, v in enumerate(values[n])} for n in names}
+                taken = np.asarray([np.ravel_multi_index(
+                    [pos[n][v] for n, v in zip(names, p)], sizes) for p in held.points
+                    if all(v in pos[n] for n, v in zip(names, p))], dtype=np.int64)
+                free = np.setdiff1d(np.arange(size, dtype=np.int64), taken)
+                if not len(free):
+                    return point
+                cell = np.unravel_index(int(free[int(self.rng.integers(len(free)))]), sizes)
+                return {n: values[n][int(i)] for n, i in zip(names, cell)}
+            for _ in range(1000):
+                cand = {n: values[n][int(self.rng.integers(s))] for n, s in zip(names, sizes)}
                 if held.key(cand) not in held.points:
                     return cand
             return point
