@@ -148,11 +148,6 @@ def _worker_argv(base_seed: int | None, index: int, storage: str, name: str,
     return out
 
 
-def split_budget(total: int, workers: int) -> list[int]:
-    """n trials over k workers, as evenly as possible (the shares sum to n)."""
-    return [total // workers + (i < total % workers) for i in range(workers)]
-
-
 def _run_workers(study, objectives, opts, settings, space):
     """Start `opts.workers` processes running this same command on one storage, show their
     combined progress, then collect every trial. Signals to this process reach every worker
