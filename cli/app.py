@@ -60,14 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     from explore.models.errors import ExploreError, InfeasibleError
 
+    from explore.search import interrupt
+
     from . import search_run
     search_run.ARGV, search_run.INTERRUPTED = argv, False
     try:
-        app(args=argv, prog_name="explore", standalone_mode=True)
+        # Ctrl-C is explore's: Typer would exit 130 before a search can stop
+        with interrupt.installed():
+            app(args=argv, prog_name="explore", standalone_mode=True)
     except ExploreError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        from explore.search.storage import mask
+        print(f"error: {mask(e)}", file=sys.stderr)   # a storage URL's password never shows
         return EXIT_INFEASIBLE if isinstance(e, InfeasibleError) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         if debug:
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 130 and not search_run.INTERRUPTED:   # Ctrl-C before any search ran
+            print("interrupted", file=sys.stderr)
         return 130 if code == 0 and search_run.INTERRUPTED else code
     return 130 if search_run.INTERRUPTED else 0
 

@@ -45,13 +45,16 @@ def _search(req: ChipletRequest, objective_text: str, first_only: bool):
         from collections import Counter
 
         from explore.models.errors import InfeasibleError
+        from .common import sampled_only
+        sampled = sampled_only(result)
         # per constraint: how many points it stops, with one example; layout last (another
         # layout may fit, a capacity says what to grow)
         kinds = Counter(r.split(":")[0] for r in result.reasons if r)
         example = {r.split(":")[0]: r for r in result.reasons if r}
-        raise InfeasibleError("no feasible configuration: " + "; ".join(
-            f"{example[k]} ({n:,} points)" for k, n in
-            sorted(kinds.items(), key=lambda kv: (kv[0] == "layout", -kv[1]))[:2]))
+        raise InfeasibleError(f"no feasible configuration{' ' + sampled if sampled else ''}: "
+                              + "; ".join(f"{example[k]} ({n:,} points)" for k, n in
+                                          sorted(kinds.items(),
+                                                 key=lambda kv: (kv[0] == "layout", -kv[1]))[:2]))
     head = {"study": "chiplet", "setup": info(req, setup), "defaults": notes}
     from explore.search.engine import edges
     summary = {"engine": result.engine, "evaluated": result.n, "space_size": result.space_size,
@@ -126,7 +129,8 @@ def _finish(out: dict, view: ChipletView, output: Output) -> None:
         from explore.models.chiplet.report import energy_ratio_ranges
         best["energy_ranges"] = energy_ratio_ranges(out["_setup"], best["point"])
 
-    present(out, output.json, output.save_dir, lambda o: r.render(o, view.wide), r.save)
+    present(out, output.json, output.save_dir, lambda o: r.render(o, view.wide), r.save,
+            force=output.force)
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -206,7 +210,8 @@ def scale_cmd(series: ChipletSeries, hw: ChipletHardware, view: ChipletView,
                        tuple((setups[n].work.model.name, g) for n, g in pairs))
     out = {"study": "chiplet", "command": "scale", "series": rows}
     present(out, output.json, output.save_dir, lambda o: r.render_scale(o, view.wide),
-            lambda o, d: r.save_tables(o, d, {"series.csv": rows}))
+            lambda o, d: r.save_tables(o, d, {"series.csv": rows}),
+            force=output.force)
 
 
 @app.command("validate")
@@ -228,6 +233,7 @@ def validate_cmd(hw: ChipletHardware, view: ChipletView, output: Output) -> None
             lambda o, d: r.save_tables(o, d, {
                 "checks.csv": check_rows(res["rows"]), "sensitivities.csv": res["sensitivities"],
                 "baselines.csv": res["against"], "energy_ranges.csv": res["energy_ranges"],
-                "series.csv": res["series"]}))
+                "series.csv": res["series"]}),
+            force=output.force)
     if hard_failures(res):
         raise typer.Exit(1)

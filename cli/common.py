@@ -90,6 +90,15 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def sampled_only(result) -> str | None:
+    """When a sampled search found nothing feasible, that is not proof that nothing is: the
+    words to say so ('among the 40 of 38,400 points tried ...'), or None after a full sweep."""
+    if not str(result.engine).startswith("optuna") or result.n >= result.space_size:
+        return None
+    return (f"among the {result.n:,} of {result.space_size:,} points tried (a sampled search; "
+            f"more --n-trials or --search exhaustive may find one)")
+
+
 # ---- output options shared by every study --------------------------------------------------
 
 @dataclass
@@ -105,6 +114,7 @@ class Output(AsJson):
     save_dir: Optional[str] = option(None, "--save-dir", help="also write result.json, the "
                                      "tables as CSV (units in the headers) and PNG figures to "
                                      "this directory")
+    force: bool = option(False, "--force", help="let --save-dir overwrite files already there")
 
 
 # ---- search options shared by every study --------------------------------------------------

@@ -6,8 +6,11 @@ one InputError naming the path and the reason."""
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -31,12 +34,42 @@ def prepare(directory: Path) -> Path:
     return directory
 
 
+_SAVING: list[tuple[Path, bool]] = []   # the --save-dir being written, and --force
+
+
+@contextmanager
+def saving_into(directory: Path, force: bool):
+    """Files written inside: into `directory` only, never over an existing file unless
+    `force`, never through a symbolic link (with `force` the link itself is replaced)."""
+    _SAVING.append((Path(directory), force))
+    try:
+        yield directory
+    finally:
+        _SAVING.pop()
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """The one place files are opened for writing."""
+    from explore.models.errors import InputError
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    if _SAVING:
+        directory, force = _SAVING[-1]
+        if os.path.realpath(Path(path).parent) != os.path.realpath(directory):
+            raise InputError(f"cannot write {path}: outside --save-dir {directory}")
+        if os.path.lexists(path):
+            if not force:
+                raise InputError(f"--save-dir {directory}: {Path(path).name} exists; pass "
+                                 f"--force to overwrite it")
+            if os.path.islink(path):     # replace the link, never write where it points
+                os.unlink(path)
     try:
-        with open(path, "wb") as f:
+        fd = os.open(path, flags, 0o666)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"cannot write {path}: it is a symbolic link") from None
         raise _cannot(path, e) from None
 
 
@@ -84,14 +117,15 @@ def write_rows(path: Path, rows: Sequence[dict]) -> None:
 
 
 def present(out: dict, json_out: bool, save_dir: str | None, render: Callable[[dict], None],
-            save: Callable[[dict, Path], list[Path]] | None = None) -> None:
+            save: Callable[[dict, Path], list[Path]] | None = None, force: bool = False) -> None:
     """The one way out of a command: the files under --save-dir (written first, so a bad
-    directory fails before anything is printed), then JSON (keys starting with "_" are the
-    command's own objects, not output; "saved" lists the files) or the Rich tables and a line
-    that lists what was saved."""
+    directory fails before anything is printed; existing files only with --force), then JSON
+    (keys starting with "_" are the command's own objects, not output; "saved" lists the files)
+    or the Rich tables and a line that lists what was saved."""
     written: list[Path] = []
     if save_dir and save is not None:
-        written = save(out, prepare(Path(save_dir)))
+        with saving_into(prepare(Path(save_dir)), force) as directory:
+            written = save(out, directory)
     if json_out:
         from .common import emit_json
         public = {k: v for k, v in out.items() if not str(k).startswith("_")}

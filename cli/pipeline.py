@@ -34,7 +34,8 @@ def _answer(data: dict, output: Output, render: Callable[[dict], None],
     from .output import present
     from .render import pipeline as r
 
-    present(data, output.json, output.save_dir, render, getattr(r, save))
+    present(data, output.json, output.save_dir, render, getattr(r, save),
+            force=output.force)
 
 
 # ---- search ------------------------------------------------------------------------------
@@ -139,7 +140,8 @@ def timeline_command(work: Workload, hw: Hardware, par: Layout, policy: Policy,
             r.render_timeline_summary(d)
 
     files.present(data, output.json, output.save_dir, show_timeline,
-                  lambda d, directory: r.save_timeline(d, out, directory))
+                  lambda d, directory: r.save_timeline(d, out, directory),
+                  force=output.force)
 
 
 @app.command("max-size")

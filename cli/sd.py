@@ -21,7 +21,9 @@ def run(req: SdRequest) -> dict:
     """Build, search and report: the JSON-ready result of `explore sd`."""
     from explore.models.errors import InfeasibleError
     from explore.models.sd_study import report
+    from explore.search.storage import mask
 
+    from .common import sampled_only
     from .search_run import run_search
 
     names = objectives(req.space.objective)
@@ -30,14 +32,17 @@ def run(req: SdRequest) -> dict:
     ranked = result.ranked()
     if not len(ranked):
         reasons = sorted({r for r in result.reasons if r})
-        raise InfeasibleError("no feasible (batch, gamma) point: " + "; ".join(reasons[:3]))
+        sampled = sampled_only(result)
+        raise InfeasibleError(f"no feasible (batch, gamma) point{' ' + sampled if sampled else ''}"
+                              f": " + "; ".join(reasons[:3]))
     top = [result.row(i) for i in ranked[: req.report.top]]
     out = {"study": "sd", "setup": info, "defaults": notes, "warnings": warnings,
            "objective": ",".join(names),
            "search": {"engine": result.engine, "evaluated": result.n,
                       "space_size": result.space_size, "infeasible": result.counts()["infeasible"],
                       "elapsed_s": result.elapsed_s, "interrupted": result.interrupted,
-                      "study_name": result.study_name, "storage": req.search.storage}}
+                      "study_name": result.study_name, "storage": mask(req.search.storage)
+                      if req.search.storage else None}}
     out.update(report(setup, study, result.point(ranked[0]), top, dense))
     return out
 
@@ -57,7 +62,8 @@ def sd_command(ctx: typer.Context, work: SdWorkload, hw: SdHardware, formats: Sd
     from .render.sd import render, save
 
     present(out, output.json, output.save_dir,
-            lambda o: render(o, report.plot, report.wide), save)
+            lambda o: render(o, report.plot, report.wide), save,
+            force=output.force)
 
 
 from . import sd_advise, sd_fit  # noqa: E402,F401  (register `explore sd advise`, `fit`)

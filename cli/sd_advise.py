@@ -42,7 +42,8 @@ def advise_command(work: SdWorkload, hw: SdHardware, formats: SdFormats, advice:
     if advice.emit and not output.json:
         print(_flags_text(out["launch"][advice.emit]))
         return
-    present(out, output.json, output.save_dir, _render, _save)
+    present(out, output.json, output.save_dir, _render, _save,
+            force=output.force)
 
 
 def advise(work: SdWorkload, hw: SdHardware, formats: SdFormats, opts: AdviseOptions) -> dict:

@@ -16,13 +16,16 @@ from dataclasses import replace
 ARGV: list[str] = []     # the command line of this process (set by cli.app.main)
 INTERRUPTED = False      # a search was stopped by Ctrl-C: the process exits 130 after output
 WORKER_ENV = "EXPLORE_WORKER"
+PARENT_ENV = "EXPLORE_PARENT_PID"   # a worker exits when this process is gone
 # options a worker gets from its parent instead of the user's command line
 _PARENT_OWNS = {"--workers": 1, "--storage": 1, "--study-name": 1, "--n-trials": 1, "--seed": 1,
-                "--json": 0, "--save-dir": 1}
+                "--json": 0, "--save-dir": 1, "--force": 0, "--total-trials": 1}
 
 
 def command_line() -> str:
-    return shlex.join(["explore", *ARGV])
+    """This command as typed, storage passwords masked (it is stored with the study)."""
+    from explore.search.storage import mask
+    return mask(shlex.join(["explore", *ARGV]))
 
 
 def run_search(study, objectives, opts, space=None):
@@ -33,31 +36,66 @@ def run_search(study, objectives, opts, space=None):
     from explore.search.engine import run
 
     settings = opts.settings(command=command_line())
-    if opts.workers > 1 and os.environ.get(WORKER_ENV) != "1":
+    worker = os.environ.get(WORKER_ENV) == "1"
+    if opts.workers > 1 and not worker:
         return _run_workers(study, objectives, opts, settings, space)
+    if worker:
+        _die_with_parent()
+        settings = replace(settings, storage_reached=True)
     with _progress(settings) as progress:
         result = run(study, objectives, settings, space=space, progress=progress)
-    if os.environ.get(WORKER_ENV) == "1":
+    if worker:
         import typer
-        raise typer.Exit(0)
+        raise typer.Exit(130 if result.interrupted else 0)
     if result.interrupted:
         _interrupted_note(result, settings)
+    elif result.exhausted:
+        from .render import err_console
+        err_console().print(f"[dim]note: the study holds every one of the {result.space_size:,} "
+                            f"points; the search stopped there[/]")
     return result
 
 
+def _die_with_parent() -> None:
+    """A worker ends (SIGTERM: it finishes its trial) when its parent dies, even by kill -9:
+    Linux's PR_SET_PDEATHSIG, and elsewhere a thread watching the parent's pid."""
+    import signal
+    import threading
+
+    parent = int(os.environ.get(PARENT_ENV, "0") or 0)
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:      # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _interrupted_note(result, settings) -> None:
+    from explore.search.storage import mask
+
     from .render import err_console
 
     global INTERRUPTED
     INTERRUPTED = True
     if settings.storage:
         how = (f"resume with the same command (study {result.study_name!r} in "
-               f"{settings.storage} keeps all {result.n} trials)")
+               f"{mask(settings.storage)} keeps all {result.n} trials)")
     else:
         how = ("results were in memory only: add --storage sqlite:///explore.db --study-name "
                "NAME to be able to resume")
     err_console().print(f"[yellow]interrupted[/] after {result.n} evaluated points; showing "
-                        f"the results so far; {how}")
+                        f"the results so far; {how}", markup=True, highlight=False)
 
 
 @contextmanager
@@ -88,8 +126,10 @@ def _progress(settings):
 
 
 def _worker_argv(base_seed: int | None, index: int, storage: str, name: str,
-                 budget: int | None) -> list[str]:
-    """The user's command line minus what the parent decides, plus this worker's share."""
+                 target: int | None) -> list[str]:
+    """The user's command line minus what the parent decides, plus this worker's part: its own
+    seed and the study's trial count to reach (shared, so a worker that dies is made up by the
+    others)."""
     out, skip = [], 0
     for arg in ARGV:
         if skip:
@@ -103,22 +143,18 @@ def _worker_argv(base_seed: int | None, index: int, storage: str, name: str,
     out += ["--storage", storage, "--study-name", name]
     if base_seed is not None:
         out += ["--seed", str(base_seed + index)]
-    if budget is not None:
-        out += ["--n-trials", str(budget)]
+    if target is not None:
+        out += ["--total-trials", str(target)]
     return out
-
-
-def split_budget(total: int, workers: int) -> list[int]:
-    """n trials over k workers, as evenly as possible (the shares sum to n)."""
-    return [total // workers + (i < total % workers) for i in range(workers)]
 
 
 def _run_workers(study, objectives, opts, settings, space):
     """Start `opts.workers` processes running this same command on one storage, show their
-    combined progress, then collect every trial."""
-    from explore.models.errors import InputError
+    combined progress, then collect every trial. Signals to this process reach every worker
+    (they run in their own session, so a terminal's Ctrl-C reaches them once, from here)."""
+    import shutil
+
     from explore.search.engine import exhaustive_limit, run
-    from explore.search.optuna_engine import DEFAULT_TRIALS, collect, open_study
 
     from .render import err_console
 
@@ -132,39 +168,75 @@ def _run_workers(study, objectives, opts, settings, space):
     if settings.storage is None:
         tmp = tempfile.mkdtemp(prefix="explore-workers-")
         settings = replace(settings, storage=f"sqlite:///{tmp}/study.db")
-        err_console().print(f"[dim]note: workers share a temporary SQLite study "
-                            f"({settings.storage}); pass --storage to keep it[/]")
+        err_console().print("[dim]note: workers share a temporary SQLite study (removed at the "
+                            "end); pass --storage to keep it[/]")
+    try:
+        return _supervise(study, objectives, opts, settings, space)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _supervise(study, objectives, opts, settings, space):
+    import signal
+
+    from explore.models.errors import InputError
+    from explore.search.interrupt import GracefulInterrupt, forward
+    from explore.search.optuna_engine import DEFAULT_TRIALS, _counted, collect, open_study
+    from explore.search.storage import mask
+
+    from .render import err_console
+
     by_name = {o.name: o for o in study.objectives}
     objs = tuple(by_name[o] for o in objectives)
     ostudy = open_study(study, space, objs, settings)   # created once, before the workers
+    before = len(_counted(ostudy))
     total = settings.n_trials
     if total is None and settings.timeout_s is None and settings.total_trials is None:
         total = DEFAULT_TRIALS
-    budgets = split_budget(total, opts.workers) if total else [None] * opts.workers
-    env = dict(os.environ, **{WORKER_ENV: "1"})
-    procs = [subprocess.Popen([sys.executable, "-m", "explore.cli.app",
-                               *_worker_argv(settings.seed, i, settings.storage,
-                                             ostudy.study_name, b)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-             for i, b in enumerate(budgets)]
-    start, interrupted = time.perf_counter(), False
-    before = len(ostudy.get_trials(deepcopy=False))
-    with _progress(settings) as progress:
-        try:
-            while any(p.poll() is None for p in procs):
-                time.sleep(0.25)
-                if progress:
-                    progress(len(ostudy.get_trials(deepcopy=False)) - before, total, None)
-        except KeyboardInterrupt:   # the workers got the same SIGINT and stop cleanly
-            interrupted = True
-            for p in procs:
-                p.wait()
-    failed = [(p.returncode, p.stderr.read().strip()) for p in procs if p.returncode != 0]
+    targets = [t for t in (settings.total_trials, before + total if total else None) if t]
+    target = min(targets) if targets else None
+    env = dict(os.environ, **{WORKER_ENV: "1", PARENT_ENV: str(os.getpid())})
+    logs = [tempfile.TemporaryFile("w+") for _ in range(opts.workers)]
+    procs: list[subprocess.Popen] = []
+
+    def pass_on(signum: int) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+    start = time.perf_counter()
+    with GracefulInterrupt() as stop, forward(pass_on), _progress(settings) as progress:
+        procs += [subprocess.Popen([sys.executable, "-m", "explore.cli.app",
+                                    *_worker_argv(settings.seed, i, settings.storage,
+                                                  ostudy.study_name, target)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                   text=True, start_new_session=True)
+                  for i, log in enumerate(logs)]
+        if stop.requested:            # a signal came while they started
+            pass_on(signal.SIGINT)
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.25)
+            if progress:
+                progress(len(ostudy.get_trials(deepcopy=False)) - before, total, None)
+        interrupted = stop.requested
+    failed, killed = [], []
+    for p, log in zip(procs, logs):
+        log.seek(0)
+        lines = [line for line in log.read().splitlines() if line.strip()]
+        log.close()
+        errors = [line for line in lines if line.startswith("error: ")] or lines
+        if p.returncode < 0:       # killed by a signal: its trial is retried, its share made up
+            killed.append(-p.returncode)
+        elif p.returncode not in (0, 130):
+            failed.append((p.returncode, mask(errors[-1]) if errors else "no message"))
+    if killed and not interrupted:
+        err_console().print(f"[yellow]note:[/] {len(killed)} of {len(procs)} workers were "
+                            f"killed (signal {', '.join(map(str, killed))}); the others ran "
+                            f"their trials")
     if failed and not interrupted:
         code, err = failed[0]
-        raise InputError(f"{len(failed)} of {len(procs)} workers failed (exit {code}): "
-                         f"{err.splitlines()[-1] if err else 'no message'}")
+        err = err[len("error: "):] if err.startswith("error: ") else err
+        raise InputError(f"{len(failed)} of {len(procs)} workers failed (exit {code}): {err}")
     result = collect(study.name, ostudy, space, objs)
     result.elapsed_s = time.perf_counter() - start
     result.engine = f"optuna:{settings.sampler} x {opts.workers} workers"

@@ -27,6 +27,7 @@ def list_studies(output: AsJson, storage: str = StorageArg) -> None:
     Example: explore study list --storage sqlite:///runs.db
     """
     from explore.search.optuna_engine import stored_record, study_names
+    from explore.search.storage import mask
 
     from .common import emit_json
     from .render import console, table
@@ -42,7 +43,7 @@ def list_studies(output: AsJson, storage: str = StorageArg) -> None:
     if output.json:
         emit_json(rows)
         return
-    console().print(table(f"Studies in {storage}", ["name", "study", "objectives", "trials",
+    console().print(table(f"Studies in {mask(storage)}", ["name", "study", "objectives", "trials",
                                                     "started"],
                           [[r["study_name"], r["explore_study"], ", ".join(r["objectives"]),
                             r["trials"], r["started"] or "-"] for r in rows], right=(3,)))
@@ -70,11 +71,14 @@ def show(output: AsJson, storage: str = StorageArg, study_name: str = NameArg,
     from collections import Counter
 
     from explore.search.optuna_engine import load_stored
+    from explore.search.storage import mask
 
     from .common import emit_json
     from .render import console, key_values, metric_headers, scatter, table
 
     ostudy, result, meta = load_stored(storage, study_name)
+    # studies stored before issue 19 kept the command as typed
+    meta["command"] = mask(meta["command"]) if meta.get("command") else None
     ranked = result.ranked()
     multi = len(result.objectives) > 1
     best = result.pareto() if multi else ranked[:1]

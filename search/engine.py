@@ -7,7 +7,7 @@ either can be compared directly."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -37,6 +37,9 @@ class SearchSettings:
     total_trials: int | None = None  # stop once the stored study holds this many trials
     exhaustive_limit: int = 100_000
     command: str | None = None       # recorded with a stored study, to show how to resume
+    # a parent process has just opened this storage: a refused connection is an outage to
+    # wait out, not a wrong URL
+    storage_reached: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -66,6 +69,7 @@ class SearchResult:
     interrupted: bool = False
     study_name: str | None = None    # the Optuna study, when one was used
     status: np.ndarray | None = None  # ok / infeasible / pruned / redundant (search.study)
+    exhausted: bool = False          # the sampled search stopped because it held every point
     # what breaks ties within TIE_RTOL of the best, in order (the study's `tie_breakers`; then
     # the space's order, simplest first)
     tie_breakers: tuple[Objective, ...] = ()
@@ -213,12 +217,7 @@ def run(study: Study, objectives: list[str] | tuple[str, ...], settings: SearchS
     if engine == "exhaustive":
         result = _exhaustive(study, space, objs, progress)
     else:
-        from .optuna_engine import optimize
-        # never more trials than the space has points
-        if settings.n_trials is not None and settings.n_trials > space.size:
-            settings = replace(settings, n_trials=space.size)
-        if settings.total_trials is not None and settings.total_trials > space.size:
-            settings = replace(settings, total_trials=space.size)
+        from .optuna_engine import optimize   # stops once it holds every point
         result = optimize(study, space, objs, settings, progress)
     result.tie_breakers = tuple(o for o in getattr(study, "tie_breakers", ()) if o not in objs)
     return result
@@ -251,7 +250,8 @@ def _exhaustive(study: Study, space: Space, objectives: tuple[Objective, ...],
     try:
         with GracefulInterrupt() as stop:
             for cols in space.chunks():
-                ev = study.evaluate(cols)
+                with stop.evaluating():
+                    ev = study.evaluate(cols)
                 parts.append((cols, ev))
                 done += len(next(iter(cols.values())))
                 if progress:

@@ -84,3 +84,22 @@ def test_one_way_out_lists_the_saved_files(cli, args, tmp_path):
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert last.startswith("saved ") and last.endswith(f" to {tmp_path / 't'}")
+
+
+def test_save_dir_never_overwrites_without_force_nor_follows_links(cli, tmp_path):
+    """Issue 19: a second --save-dir into the same directory is refused (one line, exit 2)
+    unless --force; a symbolic link planted there is replaced, never written through."""
+    args = SAVE_DIR_COMMANDS[2]
+    d = tmp_path / "out"
+    assert cli(*args, "--save-dir", str(d))[0] == 0
+    _one_error_line(*cli(*args, "--save-dir", str(d)), "result.json exists; pass --force")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    (d / "result.json").unlink()
+    (d / "result.json").symlink_to(outside)
+    _one_error_line(*cli(*args, "--save-dir", str(d)), "result.json exists")
+    code, _, err = cli(*args, "--save-dir", str(d), "--force")
+    assert code == 0, err
+    assert outside.read_text() == "keep"
+    saved = d / "result.json"
+    assert not saved.is_symlink() and '"study": "sd"' in saved.read_text()

@@ -105,3 +105,15 @@ def test_optuna_sees_skipped_points_as_pruned_trials(tmp_path):
     assert {t.user_attrs["status"] for t in pruned} <= {"pruned", "redundant"}
     assert r.n == len(trials)
     assert sum(r.counts()[s] for s in ("pruned", "redundant")) == len(pruned)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2"])
+def test_optuna_never_repeats_a_point_and_stops_when_all_are_held(sampler):
+    """Issue 19: a budget larger than the space visits each point once, then stops."""
+    class Small(Toy):
+        space = Space((Param("x", tuple(range(6))), Param("y", tuple(range(5)))))
+
+    r = run(Small(), ["f"], SearchSettings(engine="optuna", sampler=sampler, n_trials=100,
+                                           seed=2))
+    points = {tuple(r.point(i).values()) for i in range(r.n)}
+    assert r.n == len(points) == 30 and r.exhausted

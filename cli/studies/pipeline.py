@@ -617,16 +617,22 @@ def _nothing_fits(study, result) -> str:
     from explore.models.pipeline.evaluate import Outcome
     from explore.models.pipeline.study import PARAMS, binding_text
 
+    from ..common import sampled_only
+
     peak = np.asarray(result.metrics.get("peak_max_bytes", []), dtype=float)
     if not len(peak) or not np.isfinite(peak).any():
         reasons = sorted({r for r in result.reasons if r})
-        return "no valid layout: " + "; ".join(reasons[:3])
+        where = sampled_only(result)
+        return f"no valid layout{' ' + where if where else ''}: " + "; ".join(reasons[:3])
     i = int(np.nanargmin(peak))
     key = tuple(result.point(i)[p] for p in PARAMS)
     out = study.outcome(key)
     where = (f"TP {key[0]} x PP {key[1]}, mbs {key[3]}, {key[4]}, recompute {key[5]}, "
              f"offload {key[6]}")
     text = binding_text(out) if isinstance(out, Outcome) else str(out)
+    sampled = sampled_only(result)
+    if sampled:
+        return f"no configuration fits {sampled}; the closest ({where}) binds at {text}"
     return f"{study.workload.model.name} cannot fit: the closest configuration ({where}) " \
            f"binds at {text}"
 
