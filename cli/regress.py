@@ -176,7 +176,7 @@ def regress_command(
     import json
 
     from explore import presets
-    from explore.models.errors import ConfigError, InputError
+    from explore.models.errors import ConfigError, InputError, shown
 
     from .output import write_text
     from .render import console
@@ -189,8 +189,10 @@ def regress_command(
     names = [n for n in presets.names("study") if presets.load("study", n).regress]
     for n in only:
         if n not in names:
-            close = presets.nearest(n, names) or names[:5]
-            raise ConfigError(f"no regressed study preset {n!r}; nearest: {', '.join(close)}")
+            close = presets.nearest(n, names)
+            raise ConfigError(f"no regressed study preset {shown(n)}"
+                              + (f"; nearest: {', '.join(close)}" if close else "")
+                              + " (`explore presets list study` shows all)")
     c = console()
     c.print(f"[dim]{policy(closed_form)}[/]")
     moved = 0
