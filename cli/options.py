@@ -19,16 +19,50 @@ import inspect
 import typing
 from typing import Any, Callable
 
+from explore.models.spec import NONNEGATIVE, Range
+
 # Typer is imported where commands are built, so request modules that only declare groups (and
 # the tests and benchmarks that build studies from them) do not import it.
 
 
 def option(default: Any, *flags: str, help: str, unit: str = "",
-           default_text: str = "", panel: str = "") -> Any:
-    """A dataclass field that is also a command-line option."""
+           default_text: str = "", panel: str = "", range: Range = NONNEGATIVE,
+           ints: int | None = None) -> Any:
+    """A dataclass field that is also a command-line option. A number flag takes finite values
+    in `range` (>= 0 unless declared otherwise); a text flag with `ints` lists whole numbers
+    >= ints (cli.common.RANGE_HELP). Both are checked as the flag is read, so a command that
+    does not use a flag of its group still refuses a bad value."""
     return dataclasses.field(default=default, metadata={
         "flags": flags, "help": help, "unit": unit, "default_text": default_text,
-        "panel": panel})
+        "panel": panel, "range": range, "ints": ints})
+
+
+def int_list(minimum: int) -> Callable:
+    """The Typer callback of a text flag listing whole numbers (1-8,16): read, sized and
+    checked now; the command parses it again where it uses it."""
+    def callback(ctx: Any, param: Any, value: Any) -> Any:
+        from .common import parse_int_range
+        if value is not None:
+            parse_int_range(str(value), param.opts[0], minimum)
+        return value
+    return callback
+
+
+def checked(range: Range = NONNEGATIVE) -> Callable:
+    """The Typer callback of a number flag: its value finite and in `range`, else one
+    InputError naming the flag (every number flag, declared here or with typer.Option)."""
+    def callback(ctx: Any, param: Any, value: Any) -> Any:
+        flag = next((o for o in param.opts if o.startswith("--")), param.name)
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            range.check(v, flag)
+        return value
+    return callback
+
+
+def _number(hint: Any) -> bool:
+    """int or float, possibly Optional (bool is an int to Python, not a number flag)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return all(a in (int, float) for a in args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +99,10 @@ def _params(prefix: str, spec: type | Use) -> list[inspect.Parameter]:
         if not f.metadata:
             continue
         default = defaults.get(f.name, f.default)
+        callback = (checked(f.metadata["range"]) if _number(hints[f.name]) else
+                    int_list(f.metadata["ints"]) if f.metadata["ints"] is not None else None)
         opt = typer.Option(default, *f.metadata["flags"], help=help_text(f, default),
-                           rich_help_panel=f.metadata["panel"] or panel)
+                           rich_help_panel=f.metadata["panel"] or panel, callback=callback)
         out.append(inspect.Parameter(f"{prefix}__{f.name}", inspect.Parameter.KEYWORD_ONLY,
                                      default=opt, annotation=hints[f.name]))
     return out

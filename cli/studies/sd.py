@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Optional
 
+from explore.models.spec import AT_LEAST_1, POSITIVE, SHARE, Range
+
 from ..common import RANGE_HELP, SearchOptions
 from ..options import option
 
@@ -29,7 +31,7 @@ class SdWorkload:
                                   "preset run as a standalone draft",
                                   default_text="the target's usual draft")
     alpha: Optional[float] = option(None, "--alpha", help="per-token acceptance probability "
-                                    "in [0, 1)")
+                                    "in [0, 1)", range=Range(0, 1, open_high=True))
     sigma: Optional[str] = option(None, "--sigma", help="measured sigma = tokens per round / "
                                   "(gamma+1); write 0.91@4 for sigma at gamma 4")
     accept_len: Optional[str] = option(None, "--accept-len", help="measured mean accepted "
@@ -41,12 +43,12 @@ class SdWorkload:
                                            "accepted once the ones before were; the last "
                                            "repeats), e.g. MTP heads 0.9,0.8,0.7")
     draft_topk: int = option(1, "--draft-topk", help="token tree: branches per draft step "
-                             "(SGLang --speculative-eagle-topk; 1 = a chain)")
+                             "(SGLang --speculative-eagle-topk; 1 = a chain)", range=AT_LEAST_1)
     draft_tokens: Optional[int] = option(None, "--draft-tokens", help="token tree: positions "
                                          "verified per sequence (SGLang "
                                          "--speculative-num-draft-tokens)",
                                          default_text="steps + 1 for a chain, steps x topk + 1 "
-                                                      "for a tree")
+                                                      "for a tree", range=AT_LEAST_1)
     acceptance: Optional[str] = option(None, "--acceptance", help="acceptance preset",
                                        default_text="the pairing's")
     ctx: int = option(512, "--ctx", help="KV-cache length per sequence", unit="tokens")
@@ -54,7 +56,7 @@ class SdWorkload:
                                 "verification: gamma+1 (real engines) or gamma (paper)")
     routing_correlation: float = option(0.0, "--routing-correlation", help="fraction of a "
                                         "sequence's consecutive tokens that reuse experts "
-                                        "(0 = i.i.d., the paper)")
+                                        "(0 = i.i.d., the paper)", range=SHARE)
     routing: str = option("uniform", "--routing", help="MoE routing: uniform (i.i.d., the "
                           "paper), zipf:S (expert popularity a power law of exponent S) or a "
                           "CSV/YAML file of per-expert frequencies (a histogram, any scale)")
@@ -73,10 +75,10 @@ class SdHardware:
     tp: Optional[int] = option(None, "--tp", help="tensor-parallel GPUs for the target",
                                default_text="the smallest that holds weights + KV cache")
     draft_tp: Optional[int] = option(None, "--draft-tp", help="GPUs for the draft",
-                                     default_text="1")
+                                     default_text="1", range=AT_LEAST_1)
     ep: int = option(1, "--ep", help="expert parallelism over the target's GPUs: 1 (experts "
                      "tensor-parallel) or the TP degree (E/EP whole experts per GPU, "
-                     "all-to-all dispatch and combine)")
+                     "all-to-all dispatch and combine)", range=AT_LEAST_1)
     dp_attention: bool = option(False, "--dp-attention/--no-dp-attention", help="with --ep: "
                                 "attention data-parallel (B/TP sequences per GPU, attention "
                                 "weights replicated; SGLang --enable-dp-attention)")
@@ -123,8 +125,8 @@ class SdFormats:
 class SdSpace:
     """What is searched and for what."""
     PANEL: ClassVar[str] = "Search space"
-    batch: str = option(DEFAULT_BATCH, "--batch", "-b", help=f"batch sizes: {RANGE_HELP}")
-    gamma: Optional[str] = option(None, "--gamma", "-g", "--draft-steps", help=f"draft "
+    batch: str = option(DEFAULT_BATCH, "--batch", "-b", ints=1, help=f"batch sizes: {RANGE_HELP}")
+    gamma: Optional[str] = option(None, "--gamma", "-g", "--draft-steps", ints=1, help=f"draft "
                                   f"lengths (a tree's steps): {RANGE_HELP}",
                                   default_text=f"the range the acceptance preset was measured "
                                                f"at, else {DEFAULT_GAMMA}")
@@ -132,14 +134,15 @@ class SdSpace:
                             "(target efficiency); a comma list searches their Pareto set, the "
                             "first ranks it")
     max_latency_ms: Optional[float] = option(None, "--max-latency-ms", help="constraint: time "
-                                             "per generated token with SD", unit="ms")
+                                             "per generated token with SD", unit="ms",
+                                             range=POSITIVE)
 
 
 @dataclass
 class SdReport:
     """What the tables show."""
     PANEL: ClassVar[str] = "Output"
-    top: int = option(5, "--top", help="rows in the ranking table")
+    top: int = option(5, "--top", range=AT_LEAST_1, help="rows in the ranking table")
     plot: bool = option(True, "--plot/--no-plot", help="terminal plot of speedup over batch "
                         "size per draft length")
     wide: bool = option(False, "--wide", help="every column of the forward-time breakdown "
