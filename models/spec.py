@@ -31,13 +31,14 @@ class Range:
 
     def text(self) -> str:
         """'>= 1', '> 0', 'in [0, 1)'."""
+        lo, hi = _bound(self.low), _bound(self.high)
         if self.low > -math.inf and self.high < math.inf:
-            return (f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}"
+            return (f"in {'(' if self.open_low else '['}{lo}, {hi}"
                     f"{')' if self.open_high else ']'}")
         if self.low > -math.inf:
-            return f"{'>' if self.open_low else '>='} {self.low:g}"
+            return f"{'>' if self.open_low else '>='} {lo}"
         if self.high < math.inf:
-            return f"{'<' if self.open_high else '<='} {self.high:g}"
+            return f"{'<' if self.open_high else '<='} {hi}"
         return ""
 
     def check(self, value: Any, name: str) -> None:
@@ -45,7 +46,8 @@ class Range:
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             return
         if isinstance(value, int) and abs(value) > MAX_INT:
-            raise InputError(f"{name} {shown(value)} is too large (at most {MAX_INT:.3g})")
+            raise InputError(f"{name} {shown(value)} is too large (it must be "
+                             f"{self.text() if self.high < MAX_INT else f'<= {MAX_INT:.3g}'})")
         if not math.isfinite(value):
             bound = self.text()
             raise InputError(f"{name} must be a finite number{' ' + bound if bound else ''}, "
@@ -53,7 +55,11 @@ class Range:
         below = value <= self.low if self.open_low else value < self.low
         above = value >= self.high if self.open_high else value > self.high
         if below or above:
-            raise InputError(f"{name} must be {self.text()}, got {value:g}")
+            raise InputError(f"{name} must be {self.text()}, got {_bound(value)}")
+
+
+def _bound(x: float) -> str:
+    return str(int(x)) if math.isfinite(x) and x == int(x) else f"{x:g}"
 
 
 ANY = Range()
