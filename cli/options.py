@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import typing
 from typing import Any, Callable
@@ -27,23 +28,50 @@ from explore.models.spec import NONNEGATIVE, Range
 
 def option(default: Any, *flags: str, help: str, unit: str = "",
            default_text: str = "", panel: str = "", range: Range = NONNEGATIVE,
-           ints: int | None = None) -> Any:
+           ints: int | None = None, choices: tuple[str, ...] | str = ()) -> Any:
     """A dataclass field that is also a command-line option. A number flag takes finite values
-    in `range` (>= 0 unless declared otherwise); a text flag with `ints` lists whole numbers
-    >= ints (cli.common.RANGE_HELP). Both are checked as the flag is read, so a command that
-    does not use a flag of its group still refuses a bad value."""
+    in `range` (>= 0 unless declared otherwise); a text flag is never empty, and with `ints`
+    lists whole numbers >= ints (cli.common.RANGE_HELP), with `choices` names one of them (or
+    of the tuple a "module:NAME" string names, imported when the flag is read).
+    All are checked as the flag is read, so a command that does not use a flag of its group
+    still refuses a bad value."""
     return dataclasses.field(default=default, metadata={
         "flags": flags, "help": help, "unit": unit, "default_text": default_text,
-        "panel": panel, "range": range, "ints": ints})
+        "panel": panel, "range": range, "ints": ints, "choices": choices})
 
 
-def int_list(minimum: int) -> Callable:
-    """The Typer callback of a text flag listing whole numbers (1-8,16): read, sized and
-    checked now; the command parses it again where it uses it."""
+MAX_TEXT = 4096   # PATH_MAX: no name, path or list a flag takes is longer
+
+
+def text(ints: int | None = None, choices: tuple[str, ...] | str = ()) -> Callable:
+    """The Typer callback of a text flag: not empty (an empty value silently meant the
+    default), no control characters (a NUL byte is no path), at most MAX_TEXT characters;
+    a list of whole numbers (1-8,16) is read, sized and checked now (the command parses it
+    again where it uses it); a choice is one of `choices`, else the nearest is named."""
     def callback(ctx: Any, param: Any, value: Any) -> Any:
+        from explore.models.errors import InputError, did_you_mean, shown
+
         from .common import parse_int_range
-        if value is not None:
-            parse_int_range(str(value), param.opts[0], minimum)
+
+        flag = next((o for o in param.opts if o.startswith("--")), param.name)
+        allowed = choices
+        if isinstance(allowed, str):
+            module, name = allowed.split(":")
+            allowed = getattr(importlib.import_module(module), name)
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if v is None:
+                continue
+            if not v.replace(",", "").strip():
+                raise InputError(f"{flag}: empty value; give one or leave the flag out")
+            if len(v) > MAX_TEXT or any(ord(c) < 32 for c in v):
+                raise InputError(f"{flag} {shown(v)}: " + (f"longer than {MAX_TEXT} characters"
+                                                          if len(v) > MAX_TEXT else
+                                                          "has control characters"))
+            if ints is not None:
+                parse_int_range(v, flag, ints)
+            if allowed and v not in allowed:
+                raise InputError(f"{flag} {shown(v)}: choose {', '.join(allowed)}"
+                                 f"{did_you_mean(v, allowed)}")
         return value
     return callback
 
@@ -57,6 +85,12 @@ def checked(range: Range = NONNEGATIVE) -> Callable:
             range.check(v, flag)
         return value
     return callback
+
+
+def _text(hint: Any) -> bool:
+    """str, Optional[str] or a list of str (a repeatable flag)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return all(a is str or typing.get_args(a) == (str,) for a in args)
 
 
 def _number(hint: Any) -> bool:
@@ -99,8 +133,9 @@ def _params(prefix: str, spec: type | Use) -> list[inspect.Parameter]:
         if not f.metadata:
             continue
         default = defaults.get(f.name, f.default)
-        callback = (checked(f.metadata["range"]) if _number(hints[f.name]) else
-                    int_list(f.metadata["ints"]) if f.metadata["ints"] is not None else None)
+        hint = hints[f.name]
+        callback = (checked(f.metadata["range"]) if _number(hint) else
+                    text(f.metadata["ints"], f.metadata["choices"]) if _text(hint) else None)
         opt = typer.Option(default, *f.metadata["flags"], help=help_text(f, default),
                            rich_help_panel=f.metadata["panel"] or panel, callback=callback)
         out.append(inspect.Parameter(f"{prefix}__{f.name}", inspect.Parameter.KEYWORD_ONLY,

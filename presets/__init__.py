@@ -160,8 +160,9 @@ def read_text(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES) 
         if size > max_bytes:
             raise ConfigError(f"{path}: {size:,} bytes; a {what} is at most {max_bytes:,}")
         data = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read {shown(str(path))}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:   # ValueError: a NUL byte in the path
+        raise ConfigError(f"cannot read {shown(str(path))}: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -334,10 +335,11 @@ def aliases(kind: str) -> dict[str, str]:
 
 
 def is_path(ref: str) -> bool:
-    return ref.endswith((".yaml", ".yml", ".json")) or "/" in ref or _is_file(Path(ref))
+    return ref.endswith((".yaml", ".yml", ".json")) or "/" in ref or is_file(Path(ref))
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: Path) -> bool:
+    """Path.is_file, False also for a name the file system cannot hold."""
     try:
         return path.is_file()
     except (OSError, ValueError):   # a name too long for the file system, a NUL byte
@@ -348,7 +350,7 @@ def resolve(kind: str, ref: str) -> Path:
     """A preset name, alias or file path -> the file. Unknown names list the nearest ones."""
     if is_path(ref):
         path = Path(ref)
-        if not _is_file(path):
+        if not is_file(path):
             raise ConfigError(f"{kind} file not found: {shown(ref)}")
         return path
     index = _index(kind)

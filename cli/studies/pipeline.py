@@ -172,7 +172,8 @@ class _Degrees:
                                "per GPU", ints=1)
     cp_comm: str = option("p2p", "--cp-comm", help="context-parallel attention: p2p (ring, "
                           "KV blocks passed around under the attention) or a2a (all-to-all "
-                          "of Q, K, V and output, DeepSpeed-Ulysses)")
+                          "of Q, K, V and output, DeepSpeed-Ulysses)",
+                          choices="explore.models.pipeline.config:CP_COMM")
     sp: Optional[bool] = option(None, "--sp/--no-sp", help="sequence parallelism",
                                 default_text="off (MoE models: on, as Megatron-Core needs "
                                 "it with TP); validate: the fixture's")

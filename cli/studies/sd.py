@@ -341,26 +341,20 @@ def read_routing(text: str, target) -> tuple[float, ...] | None:
     (YAML/JSON list, or CSV cells; read as data, never executed)."""
     from pathlib import Path
 
+    from explore import presets
     from explore.models import sd
-    from explore.models.errors import ConfigError
+    from explore.models.errors import ConfigError, shown
 
     if text == "uniform":
         return None
     if text.startswith("zipf:"):
         return sd.popularity(target.experts, text)
     path = Path(text)
-    if not path.is_file():
-        raise ConfigError(f"--routing {text!r}: not uniform, zipf:S or a file")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--routing {text}: cannot read it ({e})") from None
+    if not presets.is_file(path):
+        raise ConfigError(f"--routing {shown(text)}: not uniform, zipf:S or a file")
+    raw = presets.read_text(path, "routing file")
     if path.suffix in (".yaml", ".yml", ".json"):
-        import yaml
-        try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--routing {text}: not YAML ({str(e).splitlines()[0]})") from None
+        data = presets.parse_yaml(raw, f"--routing {text}")
         values = data.get("frequencies") if isinstance(data, dict) else data
     else:
         values = [c for line in raw.splitlines() for c in line.replace(";", ",").split(",")
