@@ -20,6 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fuzz_cases import cases  # noqa: E402
 
+from explore.cli.app import MAX_LINE  # noqa: E402
+
 MEMORY = 4 * 2**30
 
 
@@ -27,10 +29,11 @@ def _limit() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
 
 
-def classify(argv: list[str], timeout: float) -> str:
+def classify(argv: list[str], timeout: float, cwd: str) -> str:
     try:
         p = subprocess.run([sys.executable, "-m", "explore.cli.app", *argv], capture_output=True,
-                           text=True, errors="replace", timeout=timeout, preexec_fn=_limit)
+                           text=True, errors="replace", timeout=timeout, preexec_fn=_limit,
+                           cwd=cwd)
     except subprocess.TimeoutExpired:
         return "hang"
     if "MemoryError" in p.stderr or p.returncode < 0:
@@ -42,7 +45,7 @@ def classify(argv: list[str], timeout: float) -> str:
     lines = p.stderr.strip().splitlines()
     if len(lines) != 1 or not lines[0].startswith("error: "):
         return "not one error line"
-    if len(lines[0]) > 400:
+    if len(lines[0]) > len("error: ") + MAX_LINE:
         return "error line too long"
     return "ok"
 
@@ -57,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         table = cases(Path(tmp))[:: args.every]
         with ThreadPoolExecutor(args.jobs) as pool:
-            outcomes = list(pool.map(lambda c: classify(c[1], args.timeout), table))
+            outcomes = list(pool.map(lambda c: classify(c[1], args.timeout, tmp), table))
     counts = collections.Counter(outcomes)
     print(f"{len(table)} cases: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
     for outcome in counts:

@@ -62,13 +62,18 @@ def command():
     return typer.main.get_command(app)
 
 
-MAX_LINE = 300   # an error line is read, not scrolled: longer messages are cut
+# Messages bound the values they quote (models.errors.shown); this is the net under them. A
+# long line loses its middle: the start says what is wrong, the end usually how to fix it.
+MAX_LINE = 1000
 
 
 def error_line(message: str) -> str:
     """The one `error:` line: whitespace (newlines too) collapsed, the length bounded."""
     text = " ".join(str(message).split())
-    return "error: " + (text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "...")
+    if len(text) > MAX_LINE:
+        head = 2 * MAX_LINE // 3
+        text = text[:head] + " ... " + text[len(text) - (MAX_LINE - head - 5):]
+    return "error: " + text
 
 
 def _usage_message(e: Exception) -> str:

@@ -23,6 +23,8 @@ BAD_NUMBERS = ("abc", "nan", "inf", "-inf", "-1", "1e400", HUGE_INT, "")
 BAD_INTS = BAD_NUMBERS + ("1.5",)
 # range / list flags written as text: bad numbers, and ranges too large to build
 BAD_RANGES = ("abc", "nan", "inf", "-1", "0-", "1-100000000", HUGE_INT, "1-" + HUGE_INT)
+# any text flag (names, paths, lists): empty, a NUL byte, longer than any path
+BAD_TEXT = ("", ",", "a\x00b", "x" * 5000)
 
 # (command path, required arguments) for every command whose flags are fuzzed; study commands
 # belong to the storage work and are fuzzed only through their parse errors
@@ -63,7 +65,9 @@ def flag_cases() -> list[tuple[str, list[str]]]:
             if kind in (int, float):
                 values = BAD_INTS if kind is int else BAD_NUMBERS
             elif flag in RANGE_FLAGS:
-                values = BAD_RANGES
+                values = BAD_RANGES + BAD_TEXT
+            elif kind is str or flag == "--set":
+                values = BAD_TEXT
             else:
                 continue
             for v in values:
