@@ -29,7 +29,8 @@ def _too_many(flag: str, text: str, n: int) -> InputError:
                       f"flag may list; use a step (A-B:STEP) or fewer values")
 
 
-def parse_int_range(text: str, flag: str, minimum: int = 1) -> tuple[int, ...]:
+def parse_int_range(text: str, flag: str, minimum: int = 1,
+                    maximum: int | None = None) -> tuple[int, ...]:
     """'1-100', '2-64:2', '1,2,4,8', '1-8,16' -> sorted distinct ints; InputError otherwise.
     Each range is sized before it is built."""
     values: set[int] = set()
@@ -46,6 +47,8 @@ def parse_int_range(text: str, flag: str, minimum: int = 1) -> tuple[int, ...]:
                              f"positive step")
         if lo < minimum:
             raise InputError(f"{flag} {shown(text)}: values must be >= {minimum}")
+        if maximum is not None and hi > maximum:
+            raise InputError(f"{flag} {shown(text)}: values must be <= {maximum}")
         n = len(values) + len(range(lo, hi + 1, step))
         if n > MAX_VALUES:
             raise _too_many(flag, text, n)

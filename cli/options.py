@@ -28,22 +28,25 @@ from explore.models.spec import NONNEGATIVE, Range
 
 def option(default: Any, *flags: str, help: str, unit: str = "",
            default_text: str = "", panel: str = "", range: Range = NONNEGATIVE,
-           ints: int | None = None, choices: tuple[str, ...] | str = ()) -> Any:
+           ints: int | None = None, most: int | None = None,
+           choices: tuple[str, ...] | str = ()) -> Any:
     """A dataclass field that is also a command-line option. A number flag takes finite values
     in `range` (>= 0 unless declared otherwise); a text flag is never empty, and with `ints`
-    lists whole numbers >= ints (cli.common.RANGE_HELP), with `choices` names one of them (or
+    lists whole numbers >= ints (and <= most; cli.common.RANGE_HELP), with `choices` names one
+    of them (or
     of the tuple a "module:NAME" string names, imported when the flag is read).
     All are checked as the flag is read, so a command that does not use a flag of its group
     still refuses a bad value."""
     return dataclasses.field(default=default, metadata={
         "flags": flags, "help": help, "unit": unit, "default_text": default_text,
-        "panel": panel, "range": range, "ints": ints, "choices": choices})
+        "panel": panel, "range": range, "ints": ints, "most": most, "choices": choices})
 
 
 MAX_TEXT = 4096   # PATH_MAX: no name, path or list a flag takes is longer
 
 
-def text(ints: int | None = None, choices: tuple[str, ...] | str = ()) -> Callable:
+def text(ints: int | None = None, most: int | None = None,
+         choices: tuple[str, ...] | str = ()) -> Callable:
     """The Typer callback of a text flag: not empty (an empty value silently meant the
     default), no control characters (a NUL byte is no path), at most MAX_TEXT characters;
     a list of whole numbers (1-8,16) is read, sized and checked now (the command parses it
@@ -68,7 +71,7 @@ def text(ints: int | None = None, choices: tuple[str, ...] | str = ()) -> Callab
                                                           if len(v) > MAX_TEXT else
                                                           "has control characters"))
             if ints is not None:
-                parse_int_range(v, flag, ints)
+                parse_int_range(v, flag, ints, most)
             if allowed and v not in allowed:
                 raise InputError(f"{flag} {shown(v)}: choose {', '.join(allowed)}"
                                  f"{did_you_mean(v, allowed)}")
@@ -135,7 +138,8 @@ def _params(prefix: str, spec: type | Use) -> list[inspect.Parameter]:
         default = defaults.get(f.name, f.default)
         hint = hints[f.name]
         callback = (checked(f.metadata["range"]) if _number(hint) else
-                    text(f.metadata["ints"], f.metadata["choices"]) if _text(hint) else None)
+                    text(f.metadata["ints"], f.metadata["most"], f.metadata["choices"])
+                    if _text(hint) else None)
         opt = typer.Option(default, *f.metadata["flags"], help=help_text(f, default),
                            rich_help_panel=f.metadata["panel"] or panel, callback=callback)
         out.append(inspect.Parameter(f"{prefix}__{f.name}", inspect.Parameter.KEYWORD_ONLY,

@@ -172,6 +172,12 @@ def test_study_preset_wrong_types(cli, tmp_path, text, message):
                                        "the 10,000 one flag may list; use a step"),
     (("chiplet", "--sram", "1-1000000"), "--sram '1-1000000': 1,000,000 values"),
     (("pipeline", "validate", "--cp", "abc"), "--cp 'abc': cannot read 'abc'"),
+    (("pipeline", "validate", "--cp-comm", "p2q"), "--cp-comm 'p2q': choose p2p, a2a (did you "
+                                                   "mean p2p?)"),
+    (("sd", "--gamma", "1-10000"), "--gamma '1-10000': values must be <= 64"),
+    (("sd", "--hardware", ""), "--hardware: empty value; give one or leave the flag out"),
+    (("pipeline", "--recompute-modules", ","), "--recompute-modules: empty value"),
+    (("sd", "--calibration", "a\x00b"), "--calibration 'a\\x00b': has control characters"),
     (("sd", "--model", "m" * 300), "unknown model preset 'mmmmmmmmmmmmmmmmmmmmmmmmmmm...mmmm"),
     (("sd", "--model", "m" * 300 + ".yaml"), "model file not found: 'mmmmmmmmmmmm"),
 ])
