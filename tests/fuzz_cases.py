@@ -33,6 +33,7 @@ COMMANDS = {
     ("pipeline", "breakdown"): (), ("pipeline", "timeline"): (), ("pipeline", "max-size"): (),
     ("pipeline", "sweep"): ("--vary", "seq", "--values", "1024"), ("pipeline", "validate"): (),
     ("chiplet",): (), ("chiplet", "run"): (), ("chiplet", "search"): (), ("regress",): (),
+    ("sd", "fit"): ("x.csv", "--hardware", "h200"), ("pipeline", "fit"): ("x.csv",),
 }
 # text flags that take numbers: (flag, commands it belongs to, found by introspection below)
 RANGE_FLAGS = {"--batch", "--gamma", "--sigma", "--accept-len", "--tp", "--pp", "--mbs", "--ep",
