@@ -52,31 +52,51 @@ def text(ints: int | None = None, most: int | None = None,
     a list of whole numbers (1-8,16) is read, sized and checked now (the command parses it
     again where it uses it); a choice is one of `choices`, else the nearest is named."""
     def callback(ctx: Any, param: Any, value: Any) -> Any:
-        from explore.models.errors import InputError, did_you_mean, shown
-
-        from .common import parse_int_range
-
         flag = next((o for o in param.opts if o.startswith("--")), param.name)
-        allowed = choices
-        if isinstance(allowed, str):
-            module, name = allowed.split(":")
-            allowed = getattr(importlib.import_module(module), name)
         for v in value if isinstance(value, (list, tuple)) else (value,):
-            if v is None:
-                continue
-            if not v.replace(",", "").strip():
-                raise InputError(f"{flag}: empty value; give one or leave the flag out")
-            if len(v) > MAX_TEXT or any(ord(c) < 32 for c in v):
-                raise InputError(f"{flag} {shown(v)}: " + (f"longer than {MAX_TEXT} characters"
-                                                          if len(v) > MAX_TEXT else
-                                                          "has control characters"))
-            if ints is not None:
-                parse_int_range(v, flag, ints, most)
-            if allowed and v not in allowed:
-                raise InputError(f"{flag} {shown(v)}: choose {', '.join(allowed)}"
-                                 f"{did_you_mean(v, allowed)}")
+            if v is not None:
+                _check_text(v, flag, ints, most, choices)
         return value
     return callback
+
+
+def _check_text(v: str, flag: str, ints: int | None, most: int | None,
+                choices: tuple[str, ...] | str) -> None:
+    from explore.models.errors import InputError, did_you_mean, shown
+
+    from .common import parse_int_range
+
+    if not v.replace(",", "").strip():
+        raise InputError(f"{flag}: empty value; give one or leave the flag out")
+    if len(v) > MAX_TEXT or any(ord(c) < 32 for c in v):
+        raise InputError(f"{flag} {shown(v)}: " + (f"longer than {MAX_TEXT} characters"
+                                                  if len(v) > MAX_TEXT else
+                                                  "has control characters"))
+    if ints is not None:
+        parse_int_range(v, flag, ints, most)
+    if isinstance(choices, str):
+        module, name = choices.split(":")
+        choices = getattr(importlib.import_module(module), name)
+    if choices and v not in choices:
+        raise InputError(f"{flag} {shown(v)}: choose {', '.join(choices)}"
+                         f"{did_you_mean(v, choices)}")
+
+
+def file_value(group: type, name: str, value: Any, where: str) -> Any:
+    """An option's value written in a file (chiplet --config best.yaml) instead of on the
+    command line: the type its flag takes, then the same checks as the flag."""
+    from explore import presets
+
+    f = next(f for f in dataclasses.fields(group) if f.name == name)
+    hint = typing.get_type_hints(group)[name]
+    flag = f.metadata["flags"][0]
+    value = presets.coerce(value, hint, "", f"{where}: {flag}")
+    if _number(hint):
+        f.metadata["range"].check(value, f"{where}: {flag}")
+    elif _text(hint) and isinstance(value, str):
+        _check_text(value, f"{where}: {flag}", f.metadata["ints"], f.metadata["most"],
+                    f.metadata["choices"])
+    return value
 
 
 def checked(range: Range = NONNEGATIVE) -> Callable:

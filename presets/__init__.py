@@ -180,8 +180,10 @@ def read_yaml(path: str | Path) -> dict:
 
 # ---- building dataclasses --------------------------------------------------------------------
 
-def _coerce(value: Any, hint: Any, unit: str, where: str,
-            typical: tuple[float, float] | None = None) -> Any:
+def coerce(value: Any, hint: Any, unit: str, where: str,
+           typical: tuple[float, float] | None = None) -> Any:
+    """A value read from a file as type `hint` (quantities with units converted to `unit`);
+    ConfigError naming `where` otherwise."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -223,7 +225,7 @@ def _coerce(value: Any, hint: Any, unit: str, where: str,
     if origin is tuple or hint is tuple:
         if isinstance(value, (list, tuple)):
             inner = args[0] if args else typing.Any
-            return tuple(_coerce(v, inner, unit, f"{where}[{i}]") if inner is not typing.Any
+            return tuple(coerce(v, inner, unit, f"{where}[{i}]") if inner is not typing.Any
                          else v for i, v in enumerate(value))
         raise ConfigError(f"{where}: expected a list, got {shown(value)}")
     return value
@@ -255,7 +257,7 @@ def _field(value: Any, f: dataclasses.Field, hint: Any, where: str) -> Any:
     field declares no range (`spec(range=)`, checked by the class) must be >= 0, as every
     size, rate, energy and count is."""
     meta = f.metadata
-    value = _coerce(value, hint, meta.get("unit", ""), where, meta.get("typical"))
+    value = coerce(value, hint, meta.get("unit", ""), where, meta.get("typical"))
     return value if meta.get("range") else _checked(NONNEGATIVE, value, where)
 
 

@@ -147,6 +147,16 @@ def yaml_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         f = tmp / f"study-{len(out)}.yaml"
         f.write_text(text)
         out.append((f"study preset {label}", ["run", str(f)]))
+    # chiplet run --config best.yaml: the options a file gives take the flags' checks
+    for key in ("seq", "batch", "chunk", "grad_bytes", "model", "sram", "micro_batch"):
+        for label, value in (("nan", float("nan")), ("text", "abc"), ("negative", -3),
+                             ("empty", ""), ("list", [1]), ("fraction", 1.5)):
+            if key == "model" and label == "text":
+                continue   # a name: unknown presets are covered above
+            f = _write(tmp / f"config-{key}-{label}.yaml",
+                       {"command": ["chiplet", "run"], "options": {key: value}})
+            out.append((f"chiplet --config {key}={label}", ["chiplet", "run", "--config",
+                                                           str(f)]))
     for label, sets in (("unclosed list", "die.f=[1"), ("nan", "die.f=nan"),
                         ("text", "die.f=abc"), ("negative", "die.sram=-1 MB"),
                         ("unknown", "die.ff=1"), ("no value", "die.f"), ("inf", "die.eta=inf"),

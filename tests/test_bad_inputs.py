@@ -277,3 +277,16 @@ def test_unwritable_outputs(cli, tmp_path, args):
     code, _, err = cli(*args)
     line = one_error(err)
     assert code == 2 and ("cannot write" in line or "--save-dir" in line)
+
+
+@pytest.mark.parametrize("options,message", [
+    ("{seq: .nan}", "--seq: expected an integer, got nan"),
+    ("{batch: abc}", "--batch: expected an integer, got 'abc'"),
+    ("{seq: 1.5}", "--seq: expected an integer, got 1.5"),
+    ("{model: ''}", "--model: empty value"),
+])
+def test_chiplet_config_values_take_the_flag_checks(cli, tmp_path, options, message):
+    f = tmp_path / "best.yaml"
+    f.write_text(f"command: [chiplet, run]\noptions: {options}\n")
+    code, _, err = cli("chiplet", "run", "--config", str(f))
+    assert code == 2 and f"{f}: {message}" in one_error(err)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, List, Optional
 from explore.models.spec import AT_LEAST_1
 
 from ..common import SearchOptions
-from ..options import Use, option
+from ..options import Use, file_value, option
 
 DEFAULT_MODEL = "llama2-70b"
 DEFAULT_DIE = "die-7nm"
@@ -449,7 +449,8 @@ def config_options(path: Path) -> dict:
         if k in opts and opts[k] is not None:
             v = opts[k]
             opts[k] = ("on" if v else "off") if isinstance(v, bool) else str(v)
-    return opts
+    groups = {f.name: g for g in RUN_GROUPS for f in dataclasses.fields(g)}
+    return {k: file_value(groups[k], k, v, str(path)) for k, v in opts.items()}
 
 
 def best_yaml(out: dict) -> dict:
