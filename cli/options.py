@@ -33,8 +33,7 @@ def option(default: Any, *flags: str, help: str, unit: str = "",
     """A dataclass field that is also a command-line option. A number flag takes finite values
     in `range` (>= 0 unless declared otherwise); a text flag is never empty, and with `ints`
     lists whole numbers >= ints (and <= most; cli.common.RANGE_HELP), with `choices` names one
-    of them (or
-    of the tuple a "module:NAME" string names, imported when the flag is read).
+    of them (or of the tuple a "module:NAME" string names, imported when the flag is read).
     All are checked as the flag is read, so a command that does not use a flag of its group
     still refuses a bad value."""
     return dataclasses.field(default=default, metadata={
