@@ -9,8 +9,10 @@ from typing import Optional
 
 import typer
 
+from explore.models.spec import AT_LEAST_1
+
 from .common import AsJson
-from .options import uses
+from .options import checked, uses
 from .pipeline import app
 
 # CSV columns: required, and optional with their default
@@ -117,7 +119,7 @@ def fit_command(
     model: str = typer.Option("llama2-70b", "--model", "-m", help="model preset for rows "
                               "without a model column"),
     seq: int = typer.Option(4096, "--seq", help="sequence length for rows without a seq "
-                            "column (tokens)"),
+                            "column (tokens)", callback=checked(AT_LEAST_1)),
     terms: str = typer.Option("gemm_scale", "--terms", help="what to fit: gemm_scale, "
                               "comm_scale or both"),
     rows_to_fit: Optional[str] = typer.Option(None, "--fit-rows", help="row numbers to fit on, "

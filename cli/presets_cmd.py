@@ -63,7 +63,7 @@ def show(
     import dataclasses
 
     from explore import presets
-    from explore.models.errors import ConfigError
+    from explore.models.errors import ConfigError, shown
     from explore.models.spec import field_docs
 
     from .common import emit_json
@@ -74,8 +74,10 @@ def show(
         hits = _kinds_reading(name)
     if not hits:
         every = [n for k in presets.KINDS for n in presets.names(k)]
-        close = presets.nearest(name, every) or every[:8]
-        raise ConfigError(f"no preset called {name!r}; nearest: {', '.join(close)}")
+        close = presets.nearest(name, every)
+        raise ConfigError(f"no preset called {shown(name)}"
+                          + (f"; nearest: {', '.join(close)}" if close else "")
+                          + " (`explore presets list` shows all)")
     if len(hits) > 1:
         raise ConfigError(f"{name!r} is a preset of several kinds "
                           f"({', '.join(k for k, _ in hits)}); add --kind")

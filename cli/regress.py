@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from explore.models.fit_settings import PREDICTION_RTOL
+from .options import checked
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,10 @@ def regress_command(
                                 "current results (after printing what moved)"),
     only: list[str] = typer.Option([], "--preset", help="only this preset (repeatable)"),
     rtol: float = typer.Option(CLOSED_FORM.rtol, "--rtol", help="relative tolerance on "
-                               "closed-form outputs (fit results follow the solver's)"),
-    limit: int = typer.Option(12, "--limit", help="differences shown per preset"),
+                               "closed-form outputs (fit results follow the solver's)",
+                               callback=checked()),
+    limit: int = typer.Option(12, "--limit", help="differences shown per preset",
+                              callback=checked()),
 ) -> None:
     """Run every study preset and compare its JSON output with its golden file: closed-form
     numbers within --rtol, fit results at the solver's agreement, configurations exactly. Exit
@@ -176,21 +179,19 @@ def regress_command(
     import json
 
     from explore import presets
-    from explore.models.errors import ConfigError, InputError
+    from explore.models.errors import ConfigError, shown
 
     from .output import write_text
     from .render import console
 
-    if not (math.isfinite(rtol) and rtol >= 0):
-        raise InputError(f"--rtol must be a number >= 0, got {rtol}")
-    if limit < 0:
-        raise InputError(f"--limit must be >= 0, got {limit}")
     closed_form = Tolerance(CLOSED_FORM.what, rtol, CLOSED_FORM.atol)
     names = [n for n in presets.names("study") if presets.load("study", n).regress]
     for n in only:
         if n not in names:
-            close = presets.nearest(n, names) or names[:5]
-            raise ConfigError(f"no regressed study preset {n!r}; nearest: {', '.join(close)}")
+            close = presets.nearest(n, names)
+            raise ConfigError(f"no regressed study preset {shown(n)}"
+                              + (f"; nearest: {', '.join(close)}" if close else "")
+                              + " (`explore presets list study` shows all)")
     c = console()
     c.print(f"[dim]{policy(closed_form)}[/]")
     moved = 0

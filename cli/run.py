@@ -9,11 +9,9 @@ import typer
 
 def _command(path: tuple[str, ...]):
     """The click command at an explore subcommand path (for its option names)."""
-    from typer.main import get_command
+    from .app import command
 
-    from .app import app
-
-    cmd = get_command(app)
+    cmd = command()
     for part in path:
         sub = getattr(cmd, "commands", {}).get(part)
         if sub is None:

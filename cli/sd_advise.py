@@ -7,22 +7,27 @@ import shlex
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
+from explore.models.spec import AT_LEAST_1
+
 from .common import RANGE_HELP, Output, SearchOptions
 from .options import option, uses
 from .sd import app
-from .studies.sd import SdFormats, SdHardware, SdReport, SdRequest, SdSpace, SdWorkload
+from .studies.sd import (MAX_GAMMA, SdFormats, SdHardware, SdReport, SdRequest, SdSpace,
+                          SdWorkload)
 
 
 @dataclass
 class AdviseOptions:
     """What the advisor tries and what it writes."""
     PANEL: ClassVar[str] = "Advice"
-    batch: str = option("1-256", "--batch", "-b", help=f"batch sizes to advise for: {RANGE_HELP}")
+    batch: str = option("1-256", "--batch", "-b", help=f"batch sizes to advise for: {RANGE_HELP}",
+                        ints=1)
     steps: str = option("1-8", "--draft-steps", "--gamma", "-g", help="draft steps tried (a "
                         "chain's length, a tree's depth); trees of topk 2, 4, 8 and 8-64 "
-                        f"verified tokens are tried for EAGLE and MTP drafts: {RANGE_HELP}")
+                        f"verified tokens are tried for EAGLE and MTP drafts: {RANGE_HELP}",
+                        ints=1, most=MAX_GAMMA)
     min_speedup: float = option(1.0, "--min-speedup", help="speculate only where it is at "
-                                "least this much faster than plain decoding")
+                                "least this much faster than plain decoding", range=AT_LEAST_1)
     emit: Optional[str] = option(None, "--emit", help="print only the launch flags of vllm or "
                                  "sglang, ready to paste", default_text="both, after the table")
 

@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
+from explore.models.spec import AT_LEAST_1, Range
+
 from .common import AsJson
-from .options import uses
+from .options import checked, uses
 
 from .sd import app
 
@@ -50,21 +52,43 @@ def _error(msg: str):
     return InputError(msg)
 
 
+# counts are whole numbers >= 1 (ctx >= 0); every other number column (times, speedups, sigma,
+# alpha) is a finite number > 0, except alpha, whose range the SD model checks
+COUNTS = {"batch", "B", "tokens_per_seq", "tokens", "t", "gamma", "K", "k", "E", "experts"}
+
+
 def _numbers(rows: list[dict], col: str, path: str):
+    """A column as a numpy array, every cell checked against the column's rule above; the
+    error names the column and the cell."""
     import numpy as np
-    try:
-        return np.array([float(r[col]) for r in rows])
-    except (TypeError, ValueError):
-        bad = next(r[col] for r in rows if not _is_number(r[col]))
-        raise _error(f"{path}: column {col!r} has a non-number {bad!r}") from None
+
+    from explore.models.errors import shown
+    from explore.models.spec import AT_LEAST_1, NONNEGATIVE, POSITIVE, SHARE
+
+    rule = (AT_LEAST_1 if col in COUNTS else NONNEGATIVE if col == "ctx" else
+            SHARE if col == "alpha" else POSITIVE)
+    out = []
+    for r in rows:
+        cell = (r.get(col) or "").strip()
+        try:
+            value = float(cell)
+        except ValueError:
+            raise _error(f"{path}: column {col!r} has a non-number {shown(cell)}") from None
+        rule.check(value, f"{path}: column {col!r}")
+        if (col in COUNTS or col == "ctx") and not value.is_integer():
+            raise _error(f"{path}: column {col!r} must hold whole numbers, got {cell}")
+        out.append(value)
+    return np.array(out)
 
 
-def _is_number(x) -> bool:
-    try:
-        float(x)
-        return True
-    except (TypeError, ValueError):
-        return False
+def _check_columns(rows: list[dict], path: str) -> None:
+    """Every number column this command reads, checked before rows are sorted by them."""
+    known = {c for table in (PAPER_COLUMNS, COMPONENT_COLUMNS, PEAK_COLUMNS) for names in
+             table.values() for c in names} | {"ctx", "alpha"}
+    times = {s + u for stems in TIME_COLUMNS.values() for s in stems for u in UNITS}
+    for col in rows[0]:
+        if col in known or col in times:
+            _numbers(rows, col, path)
 
 
 @app.command("fit")
@@ -80,7 +104,8 @@ def fit(
                               "config.json the data was measured on"),
     hardware: str = typer.Option(..., "--hardware", "--gpu", help="GPU preset the data was "
                                  "measured on (sets the ridge point and the load bounds)"),
-    gpus: int = typer.Option(1, "--gpus", "--tp", help="GPUs the target ran on (tensor parallel)"),
+    gpus: int = typer.Option(1, "--gpus", "--tp", help="GPUs the target ran on (tensor parallel)",
+                             callback=checked(AT_LEAST_1)),
     draft: Optional[str] = typer.Option(None, "--draft", help="draft model preset (bounds of "
                                         "draft_bias) (default: the target's usual draft)"),
     mode: str = typer.Option("auto", "--mode", help="auto (peaks if a peak_speedup column and no "
@@ -93,12 +118,13 @@ def fit(
     where: list[str] = typer.Option([], "--where", help="keep rows whose COLUMN=VALUE "
                                     "(repeatable), e.g. --where model=qwen2-57b-a14b"),
     fit_points: int = typer.Option(21, "--fit-points", help="fit on at most this many rows "
-                                   "(every k-th after sorting); the rest are held out"),
+                                   "(every k-th after sorting); the rest are held out",
+                                   callback=checked(Range(2))),
     verify_tokens: str = typer.Option("gamma", "--verify-tokens", help="paper mode: positions "
                                       "scored in verification (gamma as in the paper, or "
                                       "gamma+1)"),
     context: int = typer.Option(512, "--ctx", help="physical mode: KV length when the CSV has "
-                                "no ctx column"),
+                                "no ctx column", callback=checked()),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="calibration YAML to "
                                           "write (default: <data>-<mode>.calibration.yaml)"),
     residuals: bool = typer.Option(False, "--residuals", help="also print every row: measured, "
@@ -129,6 +155,7 @@ def fit(
             raise _error(f"--where {cond!r} keeps no rows of {data}")
     if fit_points < 2:
         raise _error("--fit-points must be >= 2")
+    _check_columns(rows, str(data))
     target = presets.load("model", model)
     gpu = presets.load("gpu", hardware)
     if gpus < 1:

@@ -181,6 +181,15 @@ def every_kth(n: int, fit_points: int) -> np.ndarray:
     return np.arange(0, n, k)[:fit_points]
 
 
+def check_points(points: int, n_params: int) -> None:
+    """Fewer measurements than parameters leave the fit undetermined: refused before solving
+    (as many only warns, coverage_warnings)."""
+    if points < n_params:
+        raise InputError(f"{points} measured values to fit {n_params} parameters: a fit needs "
+                         f"at least as many values as parameters (add rows or raise "
+                         f"--fit-points)")
+
+
 def coverage_warnings(fit_batches, all_batches, n_params: int) -> list[str]:
     """The paper's lessons: fewer points than parameters cannot work; a gap in the batch sizes
     of the fit set (or missing either end of the range) makes the fit clearly worse."""
@@ -370,6 +379,7 @@ def fit_component(batch, tokens, t_target, target: ModelShape, gpu: GpuSpec, gpu
     lo, hi = bounds(linear, target, draft, gpu, gpus,
                     float(np.max(t_reject)) if has_reject else None)
     idx = every_kth(len(B), fit_points)
+    check_points(len(idx) * len(blocks), len(linear) + 2)   # + the roofline's lam and s
     hold = np.setdiff1d(np.arange(len(B)), idx)
     rp = gpu.ridge_point
     E, K = target.experts, target.experts_per_token
@@ -436,6 +446,7 @@ def fit_paper(batch, gamma, k, experts, sigma, speedup, target: ModelShape, draf
     names = [n for n in sd.PARAM_NAMES if n in target_params(target) or n not in TARGET_PARAMS]
     lo, hi = bounds(names, target, draft, gpu, gpus, max_reject_s)
     idx = every_kth(len(B), fit_points)
+    check_points(len(idx), len(names))
     hold = np.setdiff1d(np.arange(len(B)), idx)
     rp = gpu.ridge_point
     v = sd.verify_tokens(g, verify)
@@ -479,6 +490,7 @@ def fit_physical(batch, tokens, t_target, target: ModelShape, gpu: GpuSpec, gpus
     lo = np.array([0.05, 0.01, 0.0, 0.0][: len(names)])
     hi = np.array([1.0, 1.0, 1e-2, 1e-2][: len(names)])
     idx = every_kth(len(B), fit_points)
+    check_points(len(idx), len(names))
     hold = np.setdiff1d(np.arange(len(B)), idx)
 
     def predict(x, rows):

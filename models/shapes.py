@@ -12,9 +12,9 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, shown
 from .formats import number_format
-from .spec import spec
+from .spec import AT_LEAST_1, NONNEGATIVE, check_fields, spec
 
 
 LOCAL_ATTENTION = ("", "sliding", "chunked")
@@ -25,13 +25,14 @@ FFN_LINEARS = ("gate_up", "fc1", "down")       # the FFN entries of ModelShape.l
 @dataclass(frozen=True)
 class ModelShape:
     name: str = spec("preset name")
-    layers: int = spec("decoder layers")
-    hidden: int = spec("hidden size h")
-    heads: int = spec("query heads a")
-    kv_heads: int = spec("key/value heads g (grouped-query attention)")
-    head_dim: int = spec("dimension per attention head (MLA: the non-rotary q/k part)")
-    intermediate: int = spec("FFN intermediate size of dense layers f")
-    vocab: int = spec("vocabulary size V")
+    layers: int = spec("decoder layers", range=AT_LEAST_1)
+    hidden: int = spec("hidden size h", range=AT_LEAST_1)
+    heads: int = spec("query heads a", range=AT_LEAST_1)
+    kv_heads: int = spec("key/value heads g (grouped-query attention)", range=AT_LEAST_1)
+    head_dim: int = spec("dimension per attention head (MLA: the non-rotary q/k part)",
+                         range=AT_LEAST_1)
+    intermediate: int = spec("FFN intermediate size of dense layers f", range=AT_LEAST_1)
+    vocab: int = spec("vocabulary size V", range=AT_LEAST_1)
     gated_ffn: bool = spec("SwiGLU-style gated FFN (3 matrices) instead of GELU (2)", default=True)
     norm: str = spec("rmsnorm (h weights) or layernorm (h weights + h biases)", default="rmsnorm")
     qkv_bias: bool = spec("biases on the Q, K, V projections (Qwen)", default=False)
@@ -39,11 +40,13 @@ class ModelShape:
     tied_embeddings: bool = spec("LM head shares the embedding matrix", default=False)
     dropout: bool = spec("dropout after attention and MLP (GPT training; stores 1-byte masks)",
                          default=False)
-    experts: int = spec("routed experts per MoE layer E (0 = dense model)", default=0)
-    experts_per_token: int = spec("experts chosen per token K", default=0)
-    expert_intermediate: int = spec("intermediate size of one routed expert", default=0)
+    experts: int = spec("routed experts per MoE layer E (0 = dense model)", default=0,
+                        range=NONNEGATIVE)
+    experts_per_token: int = spec("experts chosen per token K", default=0, range=NONNEGATIVE)
+    expert_intermediate: int = spec("intermediate size of one routed expert", default=0,
+                                    range=NONNEGATIVE)
     shared_expert_intermediate: int = spec(
-        "total intermediate size of the always-on shared expert(s)", default=0)
+        "total intermediate size of the always-on shared expert(s)", default=0, range=NONNEGATIVE)
     shared_expert_gate: bool = spec("sigmoid gate h->1 on the shared expert (Qwen)", default=False)
     router: str = spec(
         "MoE router scores: 'softmax' (top-k logits, then their softmax) or 'sigmoid' "
@@ -52,30 +55,32 @@ class ModelShape:
         "trained with a load-balancing auxiliary loss on the router scores (Hugging Face "
         "router_aux_loss_coef or aux_loss_alpha > 0; Megatron --moe-aux-loss-coeff)",
         default=True)
-    dense_layers: int = spec("leading layers with a dense FFN in an MoE model", default=0)
+    dense_layers: int = spec("leading layers with a dense FFN in an MoE model", default=0,
+                             range=NONNEGATIVE)
     moe_layer_step: int = spec(
         "MoE on every k-th layer, counting from the first, after the dense_layers (Llama 4 "
-        "interleave_moe_layer_step; 1 = every layer)", default=1)
+        "interleave_moe_layer_step; 1 = every layer)", default=1, range=AT_LEAST_1)
     local_attention: str = spec(
         "'' (every layer attends to the whole context), 'sliding' (a window of the last "
         "attention_window tokens, gpt-oss) or 'chunked' (the token's own chunk, Llama 4)",
         default="")
     attention_window: int = spec("tokens of a local-attention layer's window or chunk",
-                                 default=0)
+                                 default=0, range=NONNEGATIVE)
     local_layers: int = spec("layers with local attention; the others attend globally",
-                             default=0)
+                             default=0, range=NONNEGATIVE)
     mtp_layers: int = spec(
         "multi-token-prediction modules after the last layer (DeepSeek-V3: 1): a 2h -> h "
         "projection, two norms and one decoder layer each, sharing embedding and LM head; "
-        "outside total_params, as the published sizes count them", default=0)
+        "outside total_params, as the published sizes count them", default=0, range=NONNEGATIVE)
     kv_lora_rank: int = spec("multi-head latent attention KV rank (0 = standard attention)",
-                             default=0)
-    q_lora_rank: int = spec("multi-head latent attention query rank (0 = full query)", default=0)
-    qk_rope_head_dim: int = spec("MLA rotary part of each q/k head", default=0)
-    v_head_dim: int = spec("MLA value head dimension (0 = head_dim)", default=0)
+                             default=0, range=NONNEGATIVE)
+    q_lora_rank: int = spec("multi-head latent attention query rank (0 = full query)", default=0,
+                            range=NONNEGATIVE)
+    qk_rope_head_dim: int = spec("MLA rotary part of each q/k head", default=0, range=NONNEGATIVE)
+    v_head_dim: int = spec("MLA value head dimension (0 = head_dim)", default=0, range=NONNEGATIVE)
     extra_params: int = spec(
         "parameters outside the decoder layers read every forward (e.g. EAGLE's 2h->h fusion)",
-        default=0)
+        default=0, range=NONNEGATIVE)
     weight_format: str = spec(
         "format of the decoder's weights as released or served: bf16, fp8, mxfp8, mxfp4, "
         "nvfp4 (embedding and LM head stay bf16)", default="bf16")
@@ -86,11 +91,7 @@ class ModelShape:
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
-        positive = ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise InputError(f"model {self.name!r}: {name} must be positive, got "
-                                 f"{getattr(self, name)}")
+        check_fields(self, f"model {shown(self.name)}")
         if self.heads % self.kv_heads:
             raise InputError(f"model {self.name!r}: heads ({self.heads}) must be a multiple of "
                              f"kv_heads ({self.kv_heads})")
@@ -110,9 +111,6 @@ class ModelShape:
         if not 0 <= self.dense_layers <= self.layers:
             raise InputError(f"model {self.name!r}: dense_layers ({self.dense_layers}) must be "
                              f"in 0..layers ({self.layers})")
-        if self.moe_layer_step < 1 or self.mtp_layers < 0:
-            raise InputError(f"model {self.name!r}: moe_layer_step must be >= 1 and "
-                             f"mtp_layers >= 0")
         if self.local_attention not in LOCAL_ATTENTION:
             raise InputError(f"model {self.name!r}: local_attention must be one of "
                              f"{', '.join(repr(x) for x in LOCAL_ATTENTION)}, got "

@@ -11,9 +11,9 @@ PJ = 1e-12
 
 # ---- quantities written with units in presets ("80 GiB", "0.5 pJ/bit") -------------------------
 
-_PREFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3,
-           "u": 1e-6, "µ": 1e-6, "n": 1e-9, "p": 1e-12, "f": 1e-15,
-           "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+PREFIXES = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3,
+            "u": 1e-6, "µ": 1e-6, "n": 1e-9, "p": 1e-12, "f": 1e-15,
+            "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
 _UNIT_ALIASES = {"FLOPS": "FLOP/s", "Bps": "B/s"}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 
@@ -29,7 +29,7 @@ def parse_quantity(value: str, unit: str) -> float:
     for alias, canonical in _UNIT_ALIASES.items():
         if written.endswith(alias):
             written = written[: -len(alias)] + canonical
-    if unit and written.endswith(unit) and written[: -len(unit)] in _PREFIX:
-        return number * _PREFIX[written[: -len(unit)]]
+    if unit and written.endswith(unit) and written[: -len(unit)] in PREFIXES:
+        return number * PREFIXES[written[: -len(unit)]]
     raise ValueError(f"unit {m.group(2)!r} is not a multiple of {unit or 'a plain number'} "
                      f"(write e.g. '{m.group(1)} G{unit}')")

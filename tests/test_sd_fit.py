@@ -9,6 +9,7 @@ import pytest
 from explore import presets
 from explore.cli.output import write_yaml
 from explore.models import sd, sd_fit, sd_validate
+from explore.models.errors import InputError
 
 QWEN = presets.load("model", "qwen2-57b-a14b")
 DRAFT = presets.load("model", "qwen2-0.5b")
@@ -86,8 +87,10 @@ def test_paper_fit_recovers_speedups_within_1_percent():
 def test_warnings_fire_for_few_points_and_batch_gaps():
     B, t = component_grid()
     y = synthetic_times(TRUE, B, t, H200.ridge_point)
-    few = sd_fit.fit_component(B, t, y, QWEN, H200, 1, fit_points=5)
+    few = sd_fit.fit_component(B, t, y, QWEN, H200, 1, fit_points=6)   # 6 parameters
     assert any("more points than parameters" in w for w in few.warnings)
+    with pytest.raises(InputError, match="5 measured values to fit 6 parameters"):
+        sd_fit.fit_component(B, t, y, QWEN, H200, 1, fit_points=5)
     gap = np.isin(B, [1, 2, 64, 96, 128, 192, 256])
     keep = np.isin(B, [1, 256]) | (t == 1)
     w = sd_fit.coverage_warnings(B[gap], B, 6)

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, List, Optional
 
+from explore.models.spec import AT_LEAST_1
+
 from ..common import SearchOptions
-from ..options import Use, option
+from ..options import Use, file_value, option
 
 DEFAULT_MODEL = "llama2-70b"
 DEFAULT_DIE = "die-7nm"
@@ -73,7 +75,7 @@ class ChipletSpace:
     grid: Optional[str] = option(None, "--grid", help="compute-die grid ROWSxCOLS (8x8; 8×8 "
                                  "accepted)", default_text="square grids 4x4..16x16")
     rect: bool = option(False, "--rect", help="search rectangular grids N1 x N2 too")
-    sram: Optional[str] = option(None, "--sram", help="SRAM per die", unit="MB",
+    sram: Optional[str] = option(None, "--sram", ints=1, help="SRAM per die", unit="MB",
                                  default_text="16,32,48,64,96,128,192,256")
     method: Optional[str] = option(None, "--method", help="parallel method: 1d, 1d-bi, 2d, "
                                    "2.5d-qQ, 3d, hecaton2d", default_text="all that fit the grid")
@@ -81,14 +83,14 @@ class ChipletSpace:
                                      "or micro-batch-major (mbm)", default_text="both")
     package: Optional[str] = option(None, "--package", help="D2D package preset or YAML file",
                                     default_text="standard,advanced")
-    modules: Optional[str] = option(None, "--modules", help="UCIe modules per port",
+    modules: Optional[str] = option(None, "--modules", ints=1, help="UCIe modules per port",
                                     default_text="1-4")
     dram: Optional[str] = option(None, "--dram", help="DRAM preset or YAML file (also "
                                  "hbm3e-beside: HBM stacks next to the edge dies)",
                                  default_text="ddr5,hbm2e")
     io_sides: Optional[str] = option(None, "--io-sides", help="I/O dies on 2 or 4 sides",
                                      default_text="2,4")
-    micro_batch: Optional[str] = option(None, "--micro-batch", help="micro-batch B_m, "
+    micro_batch: Optional[str] = option(None, "--micro-batch", ints=1, help="micro-batch B_m, "
                                         "dividing B", unit="sequences",
                                         default_text="every divisor of B")
     recompute: Optional[str] = option(None, "--recompute", help="full recomputation: on, off "
@@ -174,7 +176,7 @@ class ChipletGoals:
 class ChipletRanking:
     """How many ranked rows the tables show."""
     PANEL: ClassVar[str] = "Output"
-    top: int = option(10, "--top", help="rows in the ranking table")
+    top: int = option(10, "--top", range=AT_LEAST_1, help="rows in the ranking table")
 
 
 @dataclass
@@ -452,7 +454,8 @@ def config_options(path: Path) -> dict:
         if k in opts and opts[k] is not None:
             v = opts[k]
             opts[k] = ("on" if v else "off") if isinstance(v, bool) else str(v)
-    return opts
+    groups = {f.name: g for g in RUN_GROUPS for f in dataclasses.fields(g)}
+    return {k: file_value(groups[k], k, v, str(path)) for k, v in opts.items()}
 
 
 def best_yaml(out: dict) -> dict:

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, overload
 
+from explore.models.spec import AT_LEAST_1, FRACTION, POSITIVE, SHARE, Range
+
 from ..common import RANGE_HELP, SearchOptions
 from ..options import option
 
@@ -32,16 +34,17 @@ class _Shape:
     PANEL: ClassVar[str] = "Workload"          # inherited by every Workload group
     model: str = option(DEFAULT_MODEL, "--model", "-m", help="model preset (dense or MoE) or a "
                         "Hugging Face config.json", default_text=FIXTURE)
-    seq: int = option(4096, "--seq", help="sequence length s", unit="tokens",
+    seq: int = option(4096, "--seq", range=AT_LEAST_1, help="sequence length s", unit="tokens",
                       default_text=FIXTURE)
-    global_batch: int = option(256, "--global-batch", help="global batch B_g",
+    global_batch: int = option(256, "--global-batch", range=AT_LEAST_1, help="global batch B_g",
                                unit="sequences", default_text=FIXTURE)
 
 
 @dataclass
 class _Depth:
     layers: Optional[int] = option(None, "--layers", "-L", help="layer count L of the model",
-                                   default_text="the preset's; validate: the fixture's")
+                                   default_text="the preset's; validate: the fixture's",
+                                   range=AT_LEAST_1)
     mtp_layers: Optional[int] = option(None, "--mtp-layers", help="multi-token-prediction "
                                        "modules trained on the last stage (0: none)",
                                        default_text="the preset's (DeepSeek-V3: 1)")
@@ -50,11 +53,12 @@ class _Depth:
 @dataclass
 class _Measured:
     tb_ratio: float = option(1.0, "--tb-ratio", help="measured T_B / T_F of a layer (input "
-                             "gradient)")
+                             "gradient)", range=POSITIVE)
     tw_ratio: float = option(1.0, "--tw-ratio", help="measured T_W / T_F of a layer (weight "
                              "gradient)")
     moe_imbalance: float = option(1.0, "--moe-imbalance", help="MoE: routed tokens of the "
-                                  "busiest GPU over the mean (dropless routing; 1 = balanced)")
+                                  "busiest GPU over the mean (dropless routing; 1 = balanced)",
+                                  range=AT_LEAST_1)
 
 
 @dataclass
@@ -65,7 +69,8 @@ class Workload(_Measured, _Depth, _Shape):
 @dataclass
 class FamilyWorkload(_Measured, _Shape):
     """max-size: the model family (its layer count is the answer) and the search limit."""
-    max_layers: int = option(512, "--max-layers", help="largest layer count tried")
+    max_layers: int = option(512, "--max-layers", help="largest layer count tried",
+                             range=AT_LEAST_1)
 
 
 @dataclass
@@ -83,22 +88,24 @@ class Hardware:
                            default_text=FIXTURE)
     node: Optional[str] = option(None, "--node", help="server preset (host RAM, links, "
                                  "network)", default_text="the GPU's usual server")
-    gpus: int = option(DEFAULT_GPUS, "--gpus", help="number of GPUs", default_text=FIXTURE)
+    gpus: int = option(DEFAULT_GPUS, "--gpus", help="number of GPUs", default_text=FIXTURE,
+                       range=AT_LEAST_1)
     hbm_gib: Optional[float] = option(None, "--hbm-gib", help="HBM per GPU", unit="GiB",
-                                      default_text="the GPU's")
+                                      default_text="the GPU's", range=POSITIVE)
     reserve_gib: float = option(2.0, "--reserve-gib", help="reserve per GPU for CUDA context "
                                 "and NCCL", unit="GiB", default_text=FIXTURE)
     host_ram_gib: Optional[float] = option(None, "--host-ram-gib", help="usable pinned host "
                                            "RAM per node", unit="GiB", default_text="the "
                                            "server's RAM x its pinned fraction")
     h2d_gbps: Optional[float] = option(None, "--h2d-gbps", help="host-link bandwidth per "
-                                       "direction", unit="GB/s", default_text="the GPU's")
+                                       "direction", unit="GB/s", default_text="the GPU's",
+                                       range=POSITIVE)
     link_share: Optional[int] = option(None, "--link-share", help="GPUs sharing one host link",
-                                       default_text="the server's")
+                                       default_text="the server's", range=AT_LEAST_1)
     peak_tflops: Optional[float] = option(None, "--peak-tflops", help="peak bf16 compute",
-                                          unit="TFLOP/s", default_text="the GPU's")
+                                          unit="TFLOP/s", default_text="the GPU's", range=POSITIVE)
     frag: float = option(1.0, "--frag", help="fragmentation factor on dynamic memory "
-                         "(1.05-1.2 in practice)", default_text=FIXTURE)
+                         "(1.05-1.2 in practice)", default_text=FIXTURE, range=AT_LEAST_1)
     time_model: str = option("kernels", "--time-model", help="kernels: every GEMM on the GPU's "
                              "efficiency curve, norms, softmax and dropout by their measured "
                              "rates, NCCL bus bandwidths (docs/pipeline.md §7.2); flat: every "
@@ -106,7 +113,7 @@ class Hardware:
                              default_text=FIXTURE)
     eff: Optional[float] = option(None, "--eff", help="flat time model: achieved fraction of "
                                   "peak FLOP/s", default_text=f"{DEFAULT_EFF}; validate: the "
-                                  "fixture's", panel="Time model")
+                                  "fixture's", panel="Time model", range=FRACTION)
     overlap_grad_reduce: bool = option(False, "--overlap-grad-reduce/--no-overlap-grad-reduce",
                                        help="DP gradient reduction under the backward "
                                        "(Megatron-LM's flag, off by default there too)",
@@ -149,23 +156,24 @@ class Hardware:
 class _Degrees:
     PANEL: ClassVar[str] = "Parallelism"
     tp: Optional[str] = option(None, "--tp", help="tensor-parallel degree: one value, or for "
-                               f"a search {RANGE_HELP}")
-    pp: Optional[str] = option(None, "--pp", help="pipeline stages p: one value or a range "
+                               f"a search {RANGE_HELP}", ints=1)
+    pp: Optional[str] = option(None, "--pp", ints=1, help="pipeline stages p: one value or a range "
                                "(as --tp)")
     mbs: Optional[str] = option(None, "--mbs", help="micro-batch size b, one value or a range",
-                                unit="sequences")
+                                unit="sequences", ints=1)
     ep: Optional[str] = option(None, "--ep", help="expert-parallel degree of an MoE model: one "
                                "value or a range (as --tp)", default_text="1; searched: the "
-                               "powers of two dividing the experts")
+                               "powers of two dividing the experts", ints=1)
     etp: Optional[int] = option(None, "--etp", help="expert tensor-parallel degree (MoE)",
-                                default_text="TP, as Megatron-Core")
+                                default_text="TP, as Megatron-Core", range=AT_LEAST_1)
     cp: Optional[str] = option(None, "--cp", help="context-parallel degree: the sequence split "
                                "over CP GPUs; one value or a range (as --tp)",
                                default_text="1; searched from 16K tokens: 2-8, >= 8K tokens "
-                               "per GPU")
+                               "per GPU", ints=1)
     cp_comm: str = option("p2p", "--cp-comm", help="context-parallel attention: p2p (ring, "
                           "KV blocks passed around under the attention) or a2a (all-to-all "
-                          "of Q, K, V and output, DeepSpeed-Ulysses)")
+                          "of Q, K, V and output, DeepSpeed-Ulysses)",
+                          choices="explore.models.pipeline.config:CP_COMM")
     sp: Optional[bool] = option(None, "--sp/--no-sp", help="sequence parallelism",
                                 default_text="off (MoE models: on, as Megatron-Core needs "
                                 "it with TP); validate: the fixture's")
@@ -175,7 +183,7 @@ class _Degrees:
 
 @dataclass
 class _Chunks:
-    vpp: Optional[str] = option(None, "--vpp", help="chunks per device of the interleaved "
+    vpp: Optional[str] = option(None, "--vpp", ints=1, help="chunks per device of the interleaved "
                                 "schedule: one value or a range")
     first_stage_layers: Optional[int] = option(
         None, "--first-stage-layers", help="decoder layers of the first pipeline stage "
@@ -193,7 +201,7 @@ class _Chunks:
 
 @dataclass
 class _DataParallel:
-    dp: Optional[int] = option(None, "--dp", help="data-parallel degree",
+    dp: Optional[int] = option(None, "--dp", range=AT_LEAST_1, help="data-parallel degree",
                                default_text="GPUs / (TP x PP); validate: the fixture's")
 
 
@@ -234,7 +242,7 @@ class _Savers:
     offload: Optional[str] = option(None, "--offload", help="offload policies, comma list: "
                                     "none, optimizer, chronos")
     zero: Optional[int] = option(None, "--zero", help="ZeRO stage 1, 2 or 3 (16-byte Adam "
-                                 "family)")
+                                 "family)", range=Range(1, 3))
     dist_opt: bool = option(False, "--dist-opt", help="Megatron distributed optimizer "
                             "(6 + 12/d B/param)")
 
@@ -242,7 +250,7 @@ class _Savers:
 @dataclass
 class _Cap:
     cap: Optional[int] = option(None, "--cap", help="Chronos-Pipe cap C", unit="chunk units",
-                                default_text="the planner tries 2p..2")
+                                default_text="the planner tries 2p..2", range=AT_LEAST_1)
 
 
 @dataclass
@@ -269,7 +277,7 @@ class Floor:
     PANEL: ClassVar[str] = "Policy"
     delta: Optional[float] = option(None, "--delta", help="throughput floor: MFU >= (1 - delta)"
                                     " x 1F1B's MFU at its own L*", default_text="max-size: "
-                                    "no floor; validate: the fixture's")
+                                    "no floor; validate: the fixture's", range=SHARE)
 
 
 @dataclass
@@ -285,7 +293,7 @@ class Ranking:
     PANEL: ClassVar[str] = "Ranking"
     objective: str = option("tokens", "--objective", help="tokens (tokens/s), mfu, memory "
                             "(lowest peak) or time")
-    top: int = option(8, "--top", help="rows in the ranking table")
+    top: int = option(8, "--top", range=AT_LEAST_1, help="rows in the ranking table")
 
 
 @dataclass
@@ -309,7 +317,8 @@ class Emit:
 class TimelineReport:
     """timeline: which devices, and CSV, plot or op list."""
     PANEL: ClassVar[str] = "Timeline"
-    device: Optional[str] = option(None, "--device", help=f"only these devices ({RANGE_HELP})")
+    device: Optional[str] = option(None, "--device", help=f"only these devices ({RANGE_HELP})",
+                                   ints=0)
     plot: bool = option(False, "--plot", help="text plot of memory per device")
     out: Optional[str] = option(None, "--out", help="write the CSV here")
     csv: bool = option(False, "--csv", help="print the whole CSV (time_s, device, category, "
@@ -731,15 +740,12 @@ def sweep_data(req: PipelineRequest, axis: SweepAxis) -> dict:
     from explore.models.errors import InputError
     from explore.models.pipeline.study import assumptions, default_degrees, sweep
 
+    from ..common import parse_floats
+
     if axis.vary not in SWEEP_VALUES:
         raise InputError(f"--vary {axis.vary!r}: choose seq, m or h2d-gbps")
-    try:
-        vals = [float(x) for x in (axis.values or SWEEP_VALUES[axis.vary]).split(",")
-                if x.strip()]
-    except ValueError:
-        raise InputError(f"--values {axis.values!r}: write numbers separated by commas"
-                         ) from None
-    if not vals or min(vals) <= 0:
+    vals = parse_floats(axis.values or SWEEP_VALUES[axis.vary], "--values")
+    if min(vals) <= 0:
         raise InputError("--values must be positive numbers")
     work = workload(req)
     p = req.par

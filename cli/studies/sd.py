@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Optional
 
+from explore.models.spec import AT_LEAST_1, POSITIVE, SHARE, Range
+
 from ..common import RANGE_HELP, SearchOptions
 from ..options import option
 
@@ -13,6 +15,9 @@ DEFAULT_GPU = "h100-sxm"
 DEFAULT_ENGINE = "vllm-v0-spec-decode"   # the only profile checked against measurements
 DEFAULT_BATCH = "1-100"
 DEFAULT_GAMMA = "1-8"
+# draft steps per round: engines run 1-8; the acceptance of a tree is quadratic in it (a
+# 1-10000 range took 44 s to evaluate 20 points)
+MAX_GAMMA = 64
 FALLBACK_ACCEPTANCE = "generic-0.8"
 OBJECTIVE_ALIASES = {"speedup": "speedup", "throughput": "throughput", "latency": "latency_s",
                      "te": "target_efficiency"}
@@ -29,7 +34,7 @@ class SdWorkload:
                                   "preset run as a standalone draft",
                                   default_text="the target's usual draft")
     alpha: Optional[float] = option(None, "--alpha", help="per-token acceptance probability "
-                                    "in [0, 1)")
+                                    "in [0, 1)", range=Range(0, 1, open_high=True))
     sigma: Optional[str] = option(None, "--sigma", help="measured sigma = tokens per round / "
                                   "(gamma+1); write 0.91@4 for sigma at gamma 4")
     accept_len: Optional[str] = option(None, "--accept-len", help="measured mean accepted "
@@ -41,12 +46,12 @@ class SdWorkload:
                                            "accepted once the ones before were; the last "
                                            "repeats), e.g. MTP heads 0.9,0.8,0.7")
     draft_topk: int = option(1, "--draft-topk", help="token tree: branches per draft step "
-                             "(SGLang --speculative-eagle-topk; 1 = a chain)")
+                             "(SGLang --speculative-eagle-topk; 1 = a chain)", range=AT_LEAST_1)
     draft_tokens: Optional[int] = option(None, "--draft-tokens", help="token tree: positions "
                                          "verified per sequence (SGLang "
                                          "--speculative-num-draft-tokens)",
                                          default_text="steps + 1 for a chain, steps x topk + 1 "
-                                                      "for a tree")
+                                                      "for a tree", range=AT_LEAST_1)
     acceptance: Optional[str] = option(None, "--acceptance", help="acceptance preset",
                                        default_text="the pairing's")
     ctx: int = option(512, "--ctx", help="KV-cache length per sequence", unit="tokens")
@@ -54,7 +59,7 @@ class SdWorkload:
                                 "verification: gamma+1 (real engines) or gamma (paper)")
     routing_correlation: float = option(0.0, "--routing-correlation", help="fraction of a "
                                         "sequence's consecutive tokens that reuse experts "
-                                        "(0 = i.i.d., the paper)")
+                                        "(0 = i.i.d., the paper)", range=SHARE)
     routing: str = option("uniform", "--routing", help="MoE routing: uniform (i.i.d., the "
                           "paper), zipf:S (expert popularity a power law of exponent S) or a "
                           "CSV/YAML file of per-expert frequencies (a histogram, any scale)")
@@ -73,10 +78,10 @@ class SdHardware:
     tp: Optional[int] = option(None, "--tp", help="tensor-parallel GPUs for the target",
                                default_text="the smallest that holds weights + KV cache")
     draft_tp: Optional[int] = option(None, "--draft-tp", help="GPUs for the draft",
-                                     default_text="1")
+                                     default_text="1", range=AT_LEAST_1)
     ep: int = option(1, "--ep", help="expert parallelism over the target's GPUs: 1 (experts "
                      "tensor-parallel) or the TP degree (E/EP whole experts per GPU, "
-                     "all-to-all dispatch and combine)")
+                     "all-to-all dispatch and combine)", range=AT_LEAST_1)
     dp_attention: bool = option(False, "--dp-attention/--no-dp-attention", help="with --ep: "
                                 "attention data-parallel (B/TP sequences per GPU, attention "
                                 "weights replicated; SGLang --enable-dp-attention)")
@@ -123,23 +128,24 @@ class SdFormats:
 class SdSpace:
     """What is searched and for what."""
     PANEL: ClassVar[str] = "Search space"
-    batch: str = option(DEFAULT_BATCH, "--batch", "-b", help=f"batch sizes: {RANGE_HELP}")
-    gamma: Optional[str] = option(None, "--gamma", "-g", "--draft-steps", help=f"draft "
-                                  f"lengths (a tree's steps): {RANGE_HELP}",
+    batch: str = option(DEFAULT_BATCH, "--batch", "-b", ints=1, help=f"batch sizes: {RANGE_HELP}")
+    gamma: Optional[str] = option(None, "--gamma", "-g", "--draft-steps", ints=1, most=MAX_GAMMA,
+                                  help=f"draft lengths (a tree's steps): {RANGE_HELP}",
                                   default_text=f"the range the acceptance preset was measured "
                                                f"at, else {DEFAULT_GAMMA}")
     objective: str = option("speedup", "--objective", help="speedup, throughput, latency or te "
                             "(target efficiency); a comma list searches their Pareto set, the "
                             "first ranks it")
     max_latency_ms: Optional[float] = option(None, "--max-latency-ms", help="constraint: time "
-                                             "per generated token with SD", unit="ms")
+                                             "per generated token with SD", unit="ms",
+                                             range=POSITIVE)
 
 
 @dataclass
 class SdReport:
     """What the tables show."""
     PANEL: ClassVar[str] = "Output"
-    top: int = option(5, "--top", help="rows in the ranking table")
+    top: int = option(5, "--top", range=AT_LEAST_1, help="rows in the ranking table")
     plot: bool = option(True, "--plot/--no-plot", help="terminal plot of speedup over batch "
                         "size per draft length")
     wide: bool = option(False, "--wide", help="every column of the forward-time breakdown "
@@ -338,26 +344,20 @@ def read_routing(text: str, target) -> tuple[float, ...] | None:
     (YAML/JSON list, or CSV cells; read as data, never executed)."""
     from pathlib import Path
 
+    from explore import presets
     from explore.models import sd
-    from explore.models.errors import ConfigError
+    from explore.models.errors import ConfigError, shown
 
     if text == "uniform":
         return None
     if text.startswith("zipf:"):
         return sd.popularity(target.experts, text)
     path = Path(text)
-    if not path.is_file():
-        raise ConfigError(f"--routing {text!r}: not uniform, zipf:S or a file")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--routing {text}: cannot read it ({e})") from None
+    if not presets.is_file(path):
+        raise ConfigError(f"--routing {shown(text)}: not uniform, zipf:S or a file")
+    raw = presets.read_text(path, "routing file")
     if path.suffix in (".yaml", ".yml", ".json"):
-        import yaml
-        try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--routing {text}: not YAML ({str(e).splitlines()[0]})") from None
+        data = presets.parse_yaml(raw, f"--routing {text}")
         values = data.get("frequencies") if isinstance(data, dict) else data
     else:
         values = [c for line in raw.splitlines() for c in line.replace(";", ",").split(",")

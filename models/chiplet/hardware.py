@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..spec import spec
+from ..spec import AT_LEAST_1, check_fields, spec
 from ..units import PJ, parse_quantity
 
 RANGES_DOC = ("field -> [low, high]: the range the literature gives for the value "
@@ -53,8 +53,8 @@ class DieSpec:
     f: float = spec("clock frequency", "Hz")
     sram: float = spec("SRAM per die M_s (banked scratchpad); the search overrides it", "B")
     array_rows: int = spec("rows R of one core's output-stationary PE array (tiling, SRAM "
-                           "operand reuse)", default=32)
-    array_cols: int = spec("columns C of one core's PE array", default=64)
+                           "operand reuse)", default=32, range=AT_LEAST_1)
+    array_cols: int = spec("columns C of one core's PE array", default=64, range=AT_LEAST_1)
     eta: float = spec("achieved fraction of peak FLOP/s on large GEMMs", default=0.85)
     node_nm: int = spec("process node in nm; selects the energy scale s_node (45, 16, 7, 5)",
                         default=7)
@@ -79,6 +79,7 @@ class DieSpec:
     description: str = spec("one line shown in preset lists", default="")
 
     def __post_init__(self) -> None:
+        check_fields(self, f"die {self.name!r}")
         literature_ranges(self)
         if self.n_mac <= 0 or self.f <= 0 or self.sram <= 0 or not self.mac_rate > 0:
             raise InputError(f"die {self.name!r}: n_mac, f and sram must be positive")
