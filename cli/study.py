@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
+from explore.models.spec import AT_LEAST_1
+
 from .common import AsJson
-from .options import uses
+from .options import checked, uses
 
 app = typer.Typer(help="Inspect searches kept in an Optuna storage (--storage on any study "
                        "command). A stored study also opens in optuna-dashboard.\n\nExample: "
@@ -59,8 +61,10 @@ def _states(ostudy) -> dict:
 @app.command("show")
 @uses(output=AsJson)
 def show(output: AsJson, storage: str = StorageArg, study_name: str = NameArg,
-         top: int = typer.Option(10, "--top", help="rows of the best / Pareto table"),
-         trials: int = typer.Option(20, "--trials", help="rows of the per-trial table (latest)"),
+         top: int = typer.Option(10, "--top", help="rows of the best / Pareto table",
+                                 callback=checked(AT_LEAST_1)),
+         trials: int = typer.Option(20, "--trials", help="rows of the per-trial table (latest)",
+                                    callback=checked(AT_LEAST_1)),
          wide: bool = typer.Option(False, "--wide", help="every metric as a column (default: "
                                    "the objectives only, to fit 80 columns)")) -> None:
     """The best point (or Pareto set) and the per-trial table of a stored search, with the

@@ -617,9 +617,10 @@ def load_stored(url: str, name: str):
     except KeyError:
         names = [s.study_name for s in study_names(url)]
         from explore.presets import nearest
-        close = nearest(name, names) or names[:5]
-        raise InputError(f"no study {name!r} in {mask(url)}; studies there: "
-                         f"{', '.join(close) or 'none'}") from None
+        close = nearest(name, names)
+        there = (f"nearest: {', '.join(close)}" if close else
+                 f"it holds {len(names)} (`explore study list`)" if names else "it holds none")
+        raise InputError(f"no study {name!r} in {mask(url)}; {there}") from None
     attrs = stored_record(ostudy.user_attrs)
     if attrs is None:
         raise InputError(f"study {name!r} in {mask(url)} was not written by explore (no recorded "

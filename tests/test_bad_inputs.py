@@ -288,3 +288,19 @@ def test_chiplet_config_values_take_the_flag_checks(cli, tmp_path, options, mess
     f.write_text(f"command: [chiplet, run]\noptions: {options}\n")
     code, _, err = cli("chiplet", "run", "--config", str(f))
     assert code == 2 and f"{f}: {message}" in one_error(err)
+
+
+def test_study_show_bounds_and_names_only_close_studies(cli, tmp_path):
+    """study show --top/--trials take at least 1; an unknown study name suggests only close
+    names (never a padded list)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert cli("sd", "--search", "optuna", "--n-trials", "3", "--storage", url,
+               "--study-name", "alpha")[0] == 0
+    for flag in ("--top", "--trials"):
+        code, _, err = cli("study", "show", "--storage", url, "--study-name", "alpha", flag,
+                           "-1")
+        assert code == 2 and f"{flag} must be >= 1" in err and len(err.splitlines()) == 1
+    code, _, err = cli("study", "show", "--storage", url, "--study-name", "alpah")
+    assert code == 2 and "nearest: alpha" in err
+    code, _, err = cli("study", "show", "--storage", url, "--study-name", "zzz")
+    assert code == 2 and "it holds 1" in err and "alpha" not in err
