@@ -289,3 +289,14 @@ def test_wide_tables_keep_every_column(cli):
     for column in ("+reserve", "recompute", "working", "extras", "reload"):
         assert f" {column} " in wide, column
     assert " +reserve " not in narrow and " other " in narrow
+
+
+def test_search_with_uneven_stages_marks_chronos_points_invalid(cli):
+    """30 layers do not split evenly over every PP: the Chronos savers' points with uneven
+    stages are invalid points of the search, not an error that ends it (Llama-3.1-405B's 126
+    layers on 1,024 GPUs ended this way)."""
+    code, out, err = cli("pipeline", "--model", "llama2-7b", "--layers", "30", "--gpus", "16",
+                         "--hardware", "h100", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["search"]["invalid"] > 0 and data["best"]["performance"]["tokens_per_s"] > 0

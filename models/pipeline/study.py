@@ -300,7 +300,8 @@ class PipelineStudy:
         family = sched if sched in ("interleaved", *schedules.DUAL) else (   # own rules
             "v" if sched in schedules.V_SHAPED else "linear")
         slow_sel = rec == "selective" and not self.workload.selective_inert
-        small = (tp, pp, vpp, mbs, family, slow_sel, opt, ep, cp)
+        # Chronos savers have layout rules of their own (every chunk alike): a key of its own
+        small = (tp, pp, vpp, mbs, family, slow_sel, opt, ep, cp, "chronos" in (rec, off))
         if small not in self._bounds:
             try:
                 self._bounds[small] = self.terms(key).iteration_lower_bound
