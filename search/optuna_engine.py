@@ -618,8 +618,10 @@ def load_stored(url: str, name: str):
         names = [s.study_name for s in study_names(url)]
         from explore.presets import nearest
         close = nearest(name, names)
+        more = f" and {len(names) - 5} more (`explore study list`)" if len(names) > 5 else ""
         there = (f"nearest: {', '.join(close)}" if close else
-                 f"it holds {len(names)} (`explore study list`)" if names else "it holds none")
+                 f"studies there: {', '.join(names[:5])}{more}" if names else
+                 "it holds no study")
         raise InputError(f"no study {name!r} in {mask(url)}; {there}") from None
     attrs = stored_record(ostudy.user_attrs)
     if attrs is None:

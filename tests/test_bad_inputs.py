@@ -292,7 +292,7 @@ def test_chiplet_config_values_take_the_flag_checks(cli, tmp_path, options, mess
 
 def test_study_show_bounds_and_names_only_close_studies(cli, tmp_path):
     """study show --top/--trials take at least 1; an unknown study name suggests only close
-    names (never a padded list)."""
+    names as "nearest", else lists what the storage holds, labelled as such."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert cli("sd", "--search", "optuna", "--n-trials", "3", "--storage", url,
                "--study-name", "alpha")[0] == 0
@@ -303,4 +303,4 @@ def test_study_show_bounds_and_names_only_close_studies(cli, tmp_path):
     code, _, err = cli("study", "show", "--storage", url, "--study-name", "alpah")
     assert code == 2 and "nearest: alpha" in err
     code, _, err = cli("study", "show", "--storage", url, "--study-name", "zzz")
-    assert code == 2 and "it holds 1" in err and "alpha" not in err
+    assert code == 2 and "studies there: alpha" in err and "nearest" not in err
