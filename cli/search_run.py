@@ -70,7 +70,7 @@ def _die_with_parent() -> None:
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
         except (OSError, AttributeError):
-            pass
+            pass                    # no prctl in this libc: the pid watch below still holds
     if os.getppid() != parent:      # it died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 

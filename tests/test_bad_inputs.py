@@ -140,18 +140,6 @@ def test_sd_fit_refuses_fewer_rows_than_parameters(cli, tmp_path):
     assert code == 2 and "1 measured values to fit 6 parameters" in one_error(err)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("command: [1]\n", "command[0]: expected text, got 1"),
-    ("command: []\n", "command must name an explore subcommand"),
-    ("command: [sd]\noptions: [1]\n", "options: expected a mapping, got [1]"),
-])
-def test_study_preset_wrong_types(cli, tmp_path, text, message):
-    f = tmp_path / "study.yaml"
-    f.write_text(text)
-    code, _, err = cli("run", str(f))
-    assert code == 2 and message in one_error(err)
-
-
 @pytest.mark.parametrize("args,message", [
     (("sd", "--seed", "-1"), "--seed must be in [0, 4294967295], got -1"),
     (("sd", "--seed", "9" * 5000), "Invalid value for '--seed'"),

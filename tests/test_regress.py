@@ -140,12 +140,16 @@ def test_run_user_yaml(cli, tmp_path):
     ("command: [sd]\noptions: {modle: x}\n", "has no option --modle (did you mean --model"),
     ("command: [sdd]\n", "'sdd' is not a subcommand"),
     ("comand: [sd]\n", "unknown key 'comand' (did you mean 'command'"),
+    ("command: [1]\n", "command[0]: expected text, got 1"),
+    ("command: []\n", "command must name an explore subcommand"),
+    ("command: [sd]\noptions: [1]\n", "options: expected a mapping, got [1]"),
 ])
 def test_bad_study_preset(cli, tmp_path, yaml_text, message):
+    """A study preset with a wrong key, name or type: one error line naming it, exit 2."""
     p = tmp_path / "bad.yaml"
     p.write_text(yaml_text)
     code, _, err = cli("run", str(p))
-    assert code == 2 and message in err, err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_unknown_study_preset_names_nearest(cli):

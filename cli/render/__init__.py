@@ -39,11 +39,11 @@ def steps(label: str, total: int):
                    transient=True)
     with bar:
         task = bar.add_task(label, total=total, what="")
-        first = [True]
+        started = [0]          # steps begun; the ones before the current step are done
 
         def advance(what: str) -> None:
-            bar.update(task, advance=0 if first[0] else 1, what=what)
-            first[0] = False
+            bar.update(task, completed=started[0], what=what)
+            started[0] += 1
         yield advance
 
 

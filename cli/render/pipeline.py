@@ -369,28 +369,18 @@ def render_plot(out, devices, assumptions: list[dict]) -> None:
 
 
 def render_timeline_summary(data: dict) -> None:
-    """Per device: its highest total memory, when, and the rows behind it. A row sets one
-    category's bytes from its time on; the total is summed once a time's rows are read."""
-    state: dict[int, dict[str, float]] = {}
-    peak: dict[int, tuple[float, float]] = {}          # device -> (bytes, time)
+    """Per device: its peak (the simulator's, as breakdown shows it), when, the op running
+    then, and how many CSV rows --csv would print."""
     rows: dict[int, int] = {}
-    timeline = data["timeline"]
-    for k, r in enumerate(timeline):
-        dev = r["device"]
-        state.setdefault(dev, {})[r["category"]] = r["bytes"]
-        rows[dev] = rows.get(dev, 0) + 1
-        nxt = timeline[k + 1] if k + 1 < len(timeline) else None
-        if nxt is None or (nxt["device"], nxt["time_s"]) != (dev, r["time_s"]):
-            total = sum(state[dev].values())
-            if total > peak.get(dev, (-1.0, 0.0))[0]:
-                peak[dev] = (total, r["time_s"])
-    cells = [[dev, f"{peak[dev][0] / GiB:.1f}", f"{peak[dev][1]:.3f}", f"{rows[dev]:,}"]
-             for dev in sorted(peak)]
-    c = console()
-    c.print(table("Memory timeline over one iteration: the peak of each device",
-                  ["device", "peak GiB", "at s", "CSV rows"], cells, right=(0, 1, 2, 3),
-                  caption=f"{len(data['timeline']):,} rows in all: --csv prints them, --out "
-                          f"FILE writes them, --plot draws them"))
+    for r in data["timeline"]:
+        rows[r["device"]] = rows.get(r["device"], 0) + 1
+    cells = [[p["device"], f"{p['peak_bytes'] / GiB:.1f}", f"{p['peak_time_s']:.3f}",
+              escape(p["peak_op"]), f"{rows.get(p['device'], 0):,}"] for p in data["peaks"]]
+    console().print(table("Memory timeline over one iteration: the peak of each device",
+                          ["device", "peak GiB", "at s", "op at peak", "CSV rows"], cells,
+                          right=(0, 1, 2, 4),
+                          caption=f"{len(data['timeline']):,} rows in all: --csv prints them, "
+                                  f"--out FILE writes them, --plot draws them"))
 
 
 def timeline_csv(data: dict) -> str:

@@ -700,6 +700,9 @@ def timeline_data(req: PipelineRequest, device: str | None):
             "config": describe(out), "performance": performance(out),
             "timeline": [{"time_s": t, "device": d, "category": c, "bytes": b}
                          for t, d, c, b in rows],
+            "peaks": [{"device": d, "peak_bytes": out.peaks[d],
+                       "peak_time_s": out.memory[d].peak_time, "peak_op": out.peak_label(d)}
+                      for d in (range(out.terms.p) if devices is None else devices)],
             "assumptions": assumptions(work)}
     return work, out, devices, data
 
